@@ -1,0 +1,74 @@
+"""fnmlp: a functional MLP library in JAX.
+
+Params are plain pytrees, ``[{"w": [D_in, D_out], "b": [D_out]}, ...]``; forward passes,
+losses and optimizers are pure functions; a hand-derived backward pass
+(:func:`manual_grad`) sits beside ``jax.grad`` and :func:`check_gradients` compares them.
+
+Shape legend used throughout: ``B`` batch, ``N`` dataset size, ``D`` input features,
+``H`` hidden width, ``C`` outputs (classes or regression targets).
+"""
+
+__version__ = "0.1.0"
+
+from fnmlp import activations, data, gradcheck, losses, optim, schedules  # noqa: E402
+from fnmlp.activations import ACTIVATIONS, get_activation  # noqa: E402
+from fnmlp.backprop import backward, manual_grad, manual_value_and_grad  # noqa: E402
+from fnmlp.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from fnmlp.data import load_mnist, load_mnist_idx, load_mnist_tfds  # noqa: E402
+from fnmlp.gradcheck import (  # noqa: E402
+    GradReport,
+    check_gradients,
+    compare_grads,
+    finite_difference_grad,
+)
+from fnmlp.initializers import INITIALIZERS  # noqa: E402
+from fnmlp.losses import LOSSES, accuracy, get_loss, zero_one_loss  # noqa: E402
+from fnmlp.mlp import (  # noqa: E402
+    batched_forward,
+    forward,
+    forward_with_cache,
+    init_mlp,
+    loss,
+)
+from fnmlp.optim import (  # noqa: E402
+    OPTIMIZERS,
+    GradientTransformation,
+    adam,
+    adamw,
+    apply_updates,
+    clip_by_global_norm,
+    get_optimizer,
+    momentum,
+    nesterov,
+    rmsprop,
+    set_learning_rate,
+    sgd,
+)
+from fnmlp.train import (  # noqa: E402
+    Batch,
+    FitResult,
+    Trainer,
+    TrainingDiverged,
+    TrainState,
+    evaluate,
+    fit,
+    init_state,
+    make_train_step,
+    make_trainer,
+    per_example_grads,
+    predict,
+)
+
+__all__ = [
+    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS",
+    "Batch", "FitResult", "GradReport", "GradientTransformation", "TrainState", "Trainer",
+    "TrainingDiverged",
+    "accuracy", "activations", "adam", "adamw", "apply_updates", "backward",
+    "batched_forward", "check_gradients", "clip_by_global_norm", "compare_grads", "data",
+    "evaluate", "finite_difference_grad", "fit", "forward", "forward_with_cache",
+    "get_activation", "get_loss", "get_optimizer", "gradcheck", "init_mlp", "init_state",
+    "load_checkpoint", "load_mnist", "load_mnist_idx", "load_mnist_tfds", "loss", "losses",
+    "make_train_step", "make_trainer", "manual_grad", "manual_value_and_grad", "momentum",
+    "nesterov", "optim", "per_example_grads", "predict", "rmsprop", "save_checkpoint",
+    "schedules", "set_learning_rate", "sgd", "zero_one_loss",
+]

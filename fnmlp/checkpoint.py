@@ -1,0 +1,149 @@
+"""Checkpoints: params, optimizer state, step and model config in one ``.npz``, no pickle.
+
+The file is a plain ``numpy.savez`` archive: every array leaf of the
+:class:`~fnmlp.train.TrainState` under its pytree path (``params/0/w``,
+``opt_state/mu/1/b``, ``step``, ...), plus ``__meta__``, a UTF-8 JSON document (the model
+config, the fnmlp version, the pytree paths in order). Loading uses
+``allow_pickle=False`` and rebuilds the arrays into a *template* (a freshly initialised
+state of the intended architecture), so nothing executable is ever read.
+
+Saving is atomic: the archive is written to a temporary file in the same folder,
+flushed and fsynced, then ``os.replace``d over the target, so a crash mid-write leaves
+the previous checkpoint intact. Non-finite params are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = "fnmlp-checkpoint-v1"
+
+
+def _key_name(k) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _flatten(tree: Any) -> list[tuple[str, Any]]:
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return [("/".join(_key_name(k) for k in path), leaf) for path, leaf in leaves]
+
+
+def save_checkpoint(path: str | os.PathLike, state: Any, config: dict | None = None) -> Path:
+    """Writes ``state`` (any pytree of arrays, usually a TrainState) and ``config``.
+
+    Raises ``ValueError`` if any floating-point leaf holds NaN or Inf (a diverged run must
+    not overwrite a good checkpoint). Returns the path written.
+    """
+    from fnmlp import __version__
+
+    path = Path(path)
+    named = _flatten(state)
+    arrays = {}
+    for name, leaf in named:
+        a = np.asarray(jax.device_get(leaf))
+        if a.dtype == jnp.bfloat16:
+            a = a.astype(np.float32)  # npz has no bfloat16; restored by the template dtype
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise ValueError(f"refusing to save a checkpoint with non-finite values in {name}")
+        arrays[name] = a
+    meta = {"format": FORMAT, "fnmlp_version": __version__, "config": config or {},
+            "paths": [n for n, _ in named]}
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> dict:
+    """The ``__meta__`` document of a checkpoint (config, version, paths)."""
+    with _open(path) as z:
+        return _meta(z, path)
+
+
+def _open(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable fnmlp checkpoint ({e})") from None
+
+
+def _meta(z, path) -> dict:
+    if "__meta__" not in z.files:
+        raise ValueError(f"{path}: not an fnmlp checkpoint (no __meta__ entry)")
+    meta = json.loads(bytes(z["__meta__"]).decode())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
+    """Loads a checkpoint into the structure of ``template``; returns ``(state, config)``.
+
+    ``template`` is a pytree of the same structure (e.g. ``init_state(init_mlp(...),
+    opt)``): its leaves give the expected shapes and dtypes. A different architecture
+    raises ``ValueError`` naming the layer and both shapes.
+    """
+    path = Path(path)
+    with _open(path) as z:
+        meta = _meta(z, path)
+        named = _flatten(template)
+        want = [n for n, _ in named]
+        if meta["paths"] != want:
+            missing = [n for n in want if n not in meta["paths"]]
+            extra = [n for n in meta["paths"] if n not in want]
+            detail = ""
+            layers = [n for n in missing + extra if n.startswith("params/")]
+            if layers:
+                detail = (f"; the checkpoint has {len(_layers(meta['paths']))} layers, the"
+                          f" model {len(_layers(want))}")
+            raise ValueError(
+                f"{path}: checkpoint does not match the model: missing {missing[:4]},"
+                f" unexpected {extra[:4]}{detail}")
+        leaves = []
+        for name, leaf in named:
+            a = z[name]
+            if a.shape != tuple(np.shape(leaf)):
+                parts = name.split("/")
+                where = (f"layer {parts[1]} {parts[2]!r}" if parts[0] == "params"
+                         else name)
+                raise ValueError(
+                    f"{path}: {where} has shape {a.shape} in the checkpoint but"
+                    f" {tuple(np.shape(leaf))} in the model")
+            leaves.append(jnp.asarray(a, dtype=jnp.asarray(leaf).dtype))
+    treedef = jax.tree.structure(template)
+    return jax.tree.unflatten(treedef, leaves), meta["config"]
+
+
+def _layers(paths: list[str]) -> set[str]:
+    return {p.split("/")[1] for p in paths if p.startswith("params/")}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,209 @@
+"""What the training scripts share: flags, the run loop with checkpoints, metrics.json.
+
+The scripts in ``scripts/`` parse their own dataset flags and call :func:`run`. Bad
+flags or bad data end the script with exit status 2 and a one-line message (no
+traceback): argparse errors go through :class:`Parser`, and :func:`main_guard` turns
+the library's ``ValueError``/``TypeError``/``FileNotFoundError``/``ImportError`` into one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from fnmlp.activations import ACTIVATIONS
+from fnmlp.optim import OPTIMIZERS
+
+
+class UsageError(Exception):
+    """A problem with the command line or the data: exit 2, one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, without the usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_int_list(text: str) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers like 128 or 256,128; got {text!r}"
+        ) from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be positive integers; got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text!r}")
+    return v
+
+
+def base_parser(description: str, *, hidden: str, activation: str, optimizer: str,
+                lr: float, batch_size: int, epochs: int, out: str) -> Parser:
+    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--hidden", type=parse_int_list, default=parse_int_list(hidden),
+                   help="hidden layer widths, comma-separated (e.g. 256,128)")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=activation)
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=optimizer)
+    p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size)
+    p.add_argument("--epochs", type=positive_int, default=epochs)
+    p.add_argument("--grad", choices=["manual", "autodiff"], default="manual",
+                   help="hand-derived backward or jax.grad")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=positive_int, default=None,
+                   help="early stopping patience in epochs (default: off)")
+    p.add_argument("--devices", type=positive_int, default=1,
+                   help="train data-parallel over the first N devices")
+    p.add_argument("--out", default=out, help="folder for checkpoint.npz and metrics.json")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.npz (same config) up to --epochs")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return p
+
+
+def main_guard(main: Callable[[], int]) -> None:
+    """Runs ``main``; turns expected errors into exit 2 and a one-line message."""
+    from fnmlp.data import MnistUnavailableError
+
+    prog = os.path.basename(sys.argv[0])
+    try:
+        sys.exit(main())
+    except (UsageError, ValueError, TypeError, MnistUnavailableError, ImportError) as e:
+        msg = " ".join(str(e).split())
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # training diverged: a failure, not a usage error
+        print(f"{prog}: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(1)
+
+
+def device_description() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    kind = getattr(d, "device_kind", d.platform)
+    cpu = platform.processor() or platform.machine()
+    return f"{d.platform}:{kind} x{jax.device_count()} ({cpu}, {os.cpu_count()} cores)"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
+        dataset: str, extra_config: dict | None = None,
+        after: Callable[[Any, dict], None] | None = None) -> dict:
+    """Trains per ``args`` on ``train = (x, y)``; evaluates on ``test``; writes OUT.
+
+    Writes ``OUT/checkpoint.npz`` after every epoch (atomically) and ``OUT/metrics.json``
+    at the end. With ``args.resume`` it continues from the checkpoint, refusing one made
+    with another configuration. ``after(params, metrics)`` may add plots. Returns metrics.
+    """
+    import jax
+    import numpy as np
+
+    from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+    from fnmlp.mlp import init_mlp
+    from fnmlp.optim import get_optimizer
+    from fnmlp.train import evaluate, fit, format_record, init_state
+
+    t_start = time.perf_counter()
+    x, y = np.asarray(train[0]), np.asarray(train[1])
+    if len(x) == 0:
+        raise UsageError("the training set is empty")
+    n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
+        1 if y.ndim == 1 else y.shape[1])
+    sizes = [x.shape[1], *args.hidden, n_out]
+    config = {"dataset": dataset, "sizes": sizes, "activation": args.activation, "loss": loss,
+              "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
+              "epochs": args.epochs, "grad": args.grad, "seed": args.seed,
+              "patience": args.patience, "devices": args.devices, "dtype": "float32",
+              **(extra_config or {})}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
+
+    optimizer = get_optimizer(args.optimizer, args.lr)
+    params = init_mlp(jax.random.key(args.seed), sizes, args.activation)
+    state, history = None, []
+    if args.resume and ckpt.exists():
+        old = read_checkpoint_meta(ckpt)["config"]
+        same = ("sizes", "activation", "loss", "optimizer", "lr", "batch_size", "grad", "seed")
+        diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]}
+        if diff:
+            raise UsageError(f"--resume: {ckpt} was made with another config: "
+                             + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items()))
+        state, _ = load_checkpoint(ckpt, init_state(params, optimizer))
+        if metrics_path.exists():
+            history = json.loads(metrics_path.read_text()).get("history", [])
+            history = [r for r in history if r["epoch"] <= int(state.epoch)]
+        print(f"resuming from {ckpt} at epoch {int(state.epoch)}", file=sys.stderr)
+    elif args.resume:
+        print(f"--resume: no checkpoint at {ckpt}; starting fresh", file=sys.stderr)
+
+    mesh = None
+    if args.devices > 1:
+        from fnmlp.parallel import make_mesh
+
+        mesh = make_mesh(args.devices)
+
+    def on_epoch_end(s, record):
+        save_checkpoint(ckpt, s, config)
+
+    if state is None or int(state.epoch) < args.epochs:
+        result = fit(params, x, y, epochs=args.epochs, batch_size=args.batch_size,
+                     optimizer=optimizer, activation=args.activation, loss=loss,
+                     grad=args.grad, seed=args.seed, state=state,
+                     validation_data=test if args.patience else None,
+                     patience=args.patience, verbose=not args.quiet,
+                     on_epoch_end=on_epoch_end, mesh=mesh,
+                     log=None if not args.quiet else (lambda s: None))
+        final_params, history = result.params, history + result.history
+    else:
+        final_params = state.params
+    scores = evaluate(final_params, test[0], test[1], args.activation, loss)
+    metrics = {"config": config, "history": history, "device": device_description(),
+               "wall_seconds": time.perf_counter() - t_start}
+    if loss == "softmax_cross_entropy" or loss == "sigmoid_cross_entropy":
+        metrics["test_accuracy"] = scores["accuracy"]
+        metrics["test_loss"] = scores["loss"]
+    else:
+        metrics["test_mse"] = scores["mse"]
+        metrics["test_mae"] = scores["mae"]
+        metrics["test_loss"] = scores["loss"]
+    if after is not None:
+        after(final_params, metrics)
+    _write_json(metrics_path, metrics)
+    last = format_record(history[-1]) if history else "no epochs run"
+    summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_mse")
+                        if k in metrics)
+    print(f"done: {len(history)} epochs, {summary}, {metrics['wall_seconds']:.1f} s"
+          f" [{last}] -> {out}")
+    return metrics

@@ -1,0 +1,311 @@
+"""Checking gradients: hand-derived vs autodiff vs central finite differences.
+
+:func:`compare_grads` compares two gradient pytrees leaf by leaf and returns a
+:class:`GradReport` that prints as a table; :func:`finite_difference_grad` is the
+independent witness; :func:`check_gradients` runs all three for one network and batch.
+
+Error measures, per leaf (``a`` checked, ``b`` reference):
+
+* ``max_abs_err = max |a - b|``
+* ``max_rel_err = max |a - b| / max(max |a|, max |b|)``, the infinity-norm relative error
+  (0 when both leaves are all zero). Elementwise relative error is not used: it blows
+  up on entries that are zero up to round-off.
+
+Default tolerances on ``max_rel_err``, by the checked leaf's dtype:
+
+* float64: ``1e-9`` manual vs autodiff (both are exact up to ~1e-15 per operation; the
+  measured worst case over the test matrix is ~1e-14), ``1e-6`` against finite
+  differences (step ``h = 1e-6``: truncation ``O(h^2)`` ~1e-12 plus round-off
+  ``eps |L| / h`` ~1e-10, relative to gradients of order 1e-2..1).
+* float32: ``1e-4``. Both paths sum ``B * H`` products in a different order; the
+  round-off of such sums grows like ``sqrt(n) * 6e-8`` and about 1e-6 is seen in the
+  test matrix; 1e-4 leaves room for deeper and wider nets while any real bug (a missing
+  transpose, a wrong derivative) gives errors of order 1e-1 or more.
+* bfloat16 / float16: ``5e-2`` (8 and 11 mantissa bits).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from fnmlp import _validate as V
+from fnmlp.backprop import _manual_value_and_grad
+from fnmlp.mlp import Params, _loss, check_batch
+
+Array = jax.Array
+
+TOLERANCES = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 5e-2, "float16": 5e-2}
+FD_TOLERANCES = {"float64": 1e-6, "float32": 1e-4, "bfloat16": 5e-2, "float16": 5e-2}
+
+
+def default_tolerance(dtype: Any, finite_diff: bool = False) -> float:
+    """The default ``max_rel_err`` tolerance for gradients of ``dtype``."""
+    table = FD_TOLERANCES if finite_diff else TOLERANCES
+    return table.get(jnp.dtype(dtype).name, 1e-4)
+
+
+class LeafReport(NamedTuple):
+    """One row of a gradient comparison."""
+
+    layer: str  # "0", "1", ... for MLP params, else the pytree path
+    leaf: str  # "w" or "b"
+    shape: tuple
+    max_abs_err: float
+    max_rel_err: float
+    tol: float
+    passed: bool
+
+
+class GradReport(NamedTuple):
+    """A per-leaf comparison of two gradient pytrees; ``print(report)`` shows a table."""
+
+    title: str
+    rows: list[LeafReport]
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.rows)
+
+    @property
+    def max_rel_err(self) -> float:
+        return max((r.max_rel_err for r in self.rows), default=0.0)
+
+    @property
+    def max_abs_err(self) -> float:
+        return max((r.max_abs_err for r in self.rows), default=0.0)
+
+    def failing(self) -> list[LeafReport]:
+        return [r for r in self.rows if not r.passed]
+
+    def to_dict(self) -> dict:
+        return {
+            "title": self.title,
+            "passed": self.passed,
+            "max_rel_err": self.max_rel_err,
+            "max_abs_err": self.max_abs_err,
+            "leaves": [r._asdict() | {"shape": list(r.shape)} for r in self.rows],
+        }
+
+    def __str__(self) -> str:
+        head = ("layer", "leaf", "shape", "max abs err", "max rel err", "tol", "result")
+        body = [
+            (r.layer, r.leaf, "x".join(map(str, r.shape)) or "()", f"{r.max_abs_err:.2e}",
+             f"{r.max_rel_err:.2e}", f"{r.tol:.0e}", "ok" if r.passed else "FAIL")
+            for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+
+        def fmt(row):
+            return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(row, widths)))
+
+        verdict = "PASSED" if self.passed else f"FAILED ({len(self.failing())} leaves)"
+        lines = [f"{self.title}: {verdict}", fmt(head), fmt(["-" * w for w in widths])]
+        return "\n".join(lines + [fmt(row) for row in body])
+
+
+def _path_names(path) -> tuple[str, str]:
+    keys = [getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path]
+    if len(keys) == 2:
+        return str(keys[0]), str(keys[1])
+    return "/".join(map(str, keys[:-1])) or "-", str(keys[-1]) if keys else "-"
+
+
+def compare_grads(
+    checked: Any,
+    reference: Any,
+    rtol: float | None = None,
+    title: str = "gradient comparison",
+    mask: Any = None,
+) -> GradReport:
+    """Compares two gradient pytrees leaf by leaf.
+
+    Args:
+      checked: the gradients under test (e.g. :func:`fnmlp.manual_grad`).
+      reference: the witness (e.g. ``jax.grad(fnmlp.loss)``), same structure and shapes.
+      rtol: tolerance on ``max_rel_err``; default by ``checked``'s dtype (module doc).
+      title: the report's heading.
+      mask: optional pytree of bools; only entries where it is True are compared (used
+        when finite differences were taken at a sample of the coordinates).
+
+    Returns:
+      A :class:`GradReport`. Mismatched structures raise ``TypeError``; mismatched
+      shapes raise ``ValueError`` naming the leaf.
+    """
+    s1, s2 = jax.tree.structure(checked), jax.tree.structure(reference)
+    if s1 != s2:
+        raise TypeError(f"gradient pytrees differ in structure: {s1} vs {s2}")
+    leaves_a = jax.tree_util.tree_leaves_with_path(checked)
+    leaves_b = jax.tree.leaves(reference)
+    masks = jax.tree.leaves(mask) if mask is not None else [None] * len(leaves_b)
+    rows = []
+    for (path, a), b, m in zip(leaves_a, leaves_b, masks):
+        layer, leaf = _path_names(path)
+        a_np = np.asarray(a, dtype=np.float64)
+        b_np = np.asarray(b, dtype=np.float64)
+        if a_np.shape != b_np.shape:
+            raise ValueError(
+                f"gradient leaf layer {layer} {leaf!r}: shapes differ, {a_np.shape} vs"
+                f" {b_np.shape}"
+            )
+        if m is not None:
+            sel = np.asarray(m, dtype=bool)
+            a_np, b_np = a_np[sel], b_np[sel]
+        tol = rtol if rtol is not None else default_tolerance(jnp.asarray(a).dtype)
+        if a_np.size == 0:
+            abs_err = rel_err = 0.0
+        else:
+            diff = np.abs(a_np - b_np)
+            abs_err = float(np.max(diff))
+            scale = max(float(np.max(np.abs(a_np))), float(np.max(np.abs(b_np))))
+            rel_err = 0.0 if abs_err == 0 else (abs_err / scale if scale > 0 else math.inf)
+        ok = bool(np.isfinite(rel_err) and rel_err <= tol)
+        rows.append(LeafReport(layer, leaf, tuple(np.shape(a)), abs_err, rel_err, tol, ok))
+    return GradReport(title, rows)
+
+
+def finite_difference_grad(
+    f: Callable[[Any], Array],
+    params: Any,
+    eps: float | None = None,
+    max_evals: int | None = 4096,
+    key: Array | None = None,
+) -> tuple[Any, Any]:
+    """Central finite differences ``(f(p + h e_i) - f(p - h e_i)) / 2h`` per coordinate.
+
+    Args:
+      f: a scalar function of the params pytree (forward only: no autodiff is used).
+      params: where to differentiate.
+      eps: the step ``h``; default ``1e-6`` in float64, ``1e-3`` in float32.
+      max_evals: at most this many coordinates are perturbed, chosen at random when
+        there are more (so big nets stay cheap); ``None`` means all.
+      key: PRNG key for that sample.
+
+    Returns:
+      ``(grads, mask)``: two pytrees like ``params``; ``mask`` is True where a
+      coordinate was evaluated, and ``grads`` is 0 elsewhere.
+    """
+    flat, unravel = ravel_pytree(params)
+    n = flat.shape[0]
+    if eps is None:
+        eps = 1e-6 if flat.dtype == jnp.float64 else 1e-3
+    if max_evals is None or n <= max_evals:
+        idx = np.arange(n)
+    else:
+        key = jax.random.key(0) if key is None else key
+        idx = np.sort(np.asarray(jax.random.choice(key, n, (max_evals,), replace=False)))
+
+    f_flat = jax.jit(lambda v: f(unravel(v)))
+
+    @jax.jit
+    def diffs(ids):
+        def one(i):
+            e = jnp.zeros_like(flat).at[i].set(eps)
+            return (f_flat(flat + e) - f_flat(flat - e)) / (2 * eps)
+
+        return jax.lax.map(one, ids, batch_size=64)
+
+    values = np.zeros(n, dtype=np.asarray(flat).dtype)
+    values[idx] = np.asarray(diffs(jnp.asarray(idx)))
+    chosen = np.zeros(n, dtype=bool)
+    chosen[idx] = True
+    grads = unravel(jnp.asarray(values))
+    mask_tree = jax.tree.map(lambda g: np.zeros(g.shape, bool), params)
+    mask_leaves, treedef = jax.tree.flatten(mask_tree)
+    out, start = [], 0
+    for m in mask_leaves:  # ravel_pytree flattens leaves in tree order
+        out.append(chosen[start:start + m.size].reshape(m.shape))
+        start += m.size
+    return grads, jax.tree.unflatten(treedef, out)
+
+
+class GradCheckResult(NamedTuple):
+    """The three-way comparison from :func:`check_gradients`."""
+
+    manual_vs_autodiff: GradReport
+    manual_vs_finite_diff: GradReport | None
+    autodiff_vs_finite_diff: GradReport | None
+    loss: float
+
+    @property
+    def passed(self) -> bool:
+        reps = [self.manual_vs_autodiff, self.manual_vs_finite_diff, self.autodiff_vs_finite_diff]
+        return all(r.passed for r in reps if r is not None)
+
+    def to_dict(self) -> dict:
+        fd = self.manual_vs_finite_diff
+        return {
+            "passed": self.passed,
+            "loss": self.loss,
+            "max_rel_err_manual_vs_autodiff": self.manual_vs_autodiff.max_rel_err,
+            "max_rel_err_vs_finite_diff": None if fd is None else max(
+                fd.max_rel_err, self.autodiff_vs_finite_diff.max_rel_err),
+            "manual_vs_autodiff": self.manual_vs_autodiff.to_dict(),
+            "manual_vs_finite_diff": None if fd is None else fd.to_dict(),
+            "autodiff_vs_finite_diff": None if fd is None
+            else self.autodiff_vs_finite_diff.to_dict(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        parts = [str(self.manual_vs_autodiff)]
+        parts += [str(r) for r in (self.manual_vs_finite_diff, self.autodiff_vs_finite_diff)
+                  if r is not None]
+        parts.append(f"overall: {'PASSED' if self.passed else 'FAILED'}")
+        return "\n\n".join(parts)
+
+
+def check_gradients(
+    params: Params,
+    x: Array,
+    y: Array,
+    activation: str = "relu",
+    loss: str = "softmax_cross_entropy",
+    finite_diff: bool = True,
+    rtol: float | None = None,
+    fd_rtol: float | None = None,
+    fd_eps: float | None = None,
+    max_evals: int | None = 4096,
+) -> GradCheckResult:
+    """Checks the hand-derived gradient against ``jax.grad`` and finite differences.
+
+    Manual and autodiff gradients are taken in the params' dtype. The finite-difference
+    witness is always taken in float64 (params and data cast up, inside a scoped
+    ``jax.enable_x64``): in float32 a difference quotient has only ~3 correct digits.
+
+    Args:
+      params, x, y, activation, loss: as for :func:`fnmlp.loss`.
+      finite_diff: also run the finite-difference witness.
+      rtol / fd_rtol: tolerances (defaults: module doc).
+      fd_eps, max_evals: passed to :func:`finite_difference_grad`.
+    """
+    x, y = check_batch(params, x, y, loss)
+    value, g_manual, _ = _manual_value_and_grad(params, x, y, activation, loss)
+    g_auto = jax.grad(_loss)(params, x, y, activation, loss)
+    dtype = params[0]["w"].dtype
+    m_vs_a = compare_grads(g_manual, g_auto, rtol, "manual vs autodiff")
+    fd1 = fd2 = None
+    if finite_diff:
+        with jax.enable_x64(True):
+            p64 = jax.tree.map(lambda a: jnp.asarray(np.asarray(a, np.float64)), params)
+            x64 = jnp.asarray(np.asarray(x, np.float64))
+            y64 = jnp.asarray(np.asarray(y)) if y.dtype.kind in "iu" else jnp.asarray(
+                np.asarray(y, np.float64))
+            g_fd, mask = finite_difference_grad(
+                lambda p: _loss(p, x64, y64, activation, loss), p64, fd_eps, max_evals
+            )
+            g_fd = jax.tree.map(np.asarray, g_fd)
+        tol = fd_rtol if fd_rtol is not None else default_tolerance(dtype, finite_diff=True)
+        fd1 = compare_grads(g_manual, g_fd, tol, "manual vs finite differences", mask)
+        fd2 = compare_grads(g_auto, g_fd, tol, "autodiff vs finite differences", mask)
+    V.check_finite(value, "loss")
+    return GradCheckResult(m_vs_a, fd1, fd2, float(value))

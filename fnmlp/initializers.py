@@ -1,0 +1,81 @@
+"""Weight initialisers for dense layers: Glorot/Xavier, He/Kaiming and LeCun.
+
+Each takes ``(key, fan_in, fan_out, dtype)`` and returns ``w: [fan_in, fan_out]``.
+
+============  ==========================  ===========================================
+family        variance                    reference
+============  ==========================  ===========================================
+glorot        2 / (fan_in + fan_out)      Glorot & Bengio (2010), for tanh/sigmoid
+he            2 / fan_in                  He et al. (2015), for the ReLU family
+lecun         1 / fan_in                  LeCun et al. (1998), for SELU / linear
+============  ==========================  ===========================================
+
+The ``_uniform`` forms draw from ``U(-a, a)`` with ``a = sqrt(3 var)``; the ``_normal``
+forms from ``N(0, var)``. Biases start at zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Initializer = Callable[[Array, int, int, jnp.dtype], Array]
+
+
+def _variance(family: str, fan_in: int, fan_out: int) -> float:
+    if family == "glorot":
+        return 2.0 / (fan_in + fan_out)
+    if family == "he":
+        return 2.0 / fan_in
+    return 1.0 / fan_in  # lecun
+
+
+def _make(family: str, dist: str) -> Initializer:
+    def init(key: Array, fan_in: int, fan_out: int, dtype=jnp.float32) -> Array:
+        var = _variance(family, fan_in, fan_out)
+        if dist == "uniform":
+            a = math.sqrt(3 * var)
+            return jax.random.uniform(key, (fan_in, fan_out), dtype, -a, a)
+        return math.sqrt(var) * jax.random.normal(key, (fan_in, fan_out), dtype)
+
+    init.__name__ = f"{family}_{dist}"
+    init.__doc__ = f"{family.capitalize()} {dist} initialiser: ``w: [fan_in, fan_out]``."
+    return init
+
+
+glorot_uniform = _make("glorot", "uniform")
+glorot_normal = _make("glorot", "normal")
+he_uniform = _make("he", "uniform")
+he_normal = _make("he", "normal")
+lecun_uniform = _make("lecun", "uniform")
+lecun_normal = _make("lecun", "normal")
+
+INITIALIZERS: dict[str, Initializer] = {
+    f.__name__: f
+    for f in [glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_uniform, lecun_normal]
+}
+
+# The sensible default per activation: He for the ReLU family, LeCun for SELU,
+# Glorot for the saturating and linear ones.
+DEFAULT_INIT: dict[str, str] = {
+    "identity": "glorot_uniform",
+    "tanh": "glorot_uniform",
+    "sigmoid": "glorot_uniform",
+    "softplus": "glorot_uniform",
+    "relu": "he_normal",
+    "leaky_relu": "he_normal",
+    "gelu": "he_normal",
+    "elu": "he_normal",
+    "silu": "he_normal",
+    "selu": "lecun_normal",
+}
+
+
+def get_initializer(name: str) -> Initializer:
+    if not isinstance(name, str) or name not in INITIALIZERS:
+        raise ValueError(f"init must be one of {sorted(INITIALIZERS)}; got {name!r}")
+    return INITIALIZERS[name]

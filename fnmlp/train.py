@@ -1,0 +1,430 @@
+"""Training: a jitted ``train_step``, an epoch as one compiled program, ``evaluate``, ``fit``.
+
+Shapes: ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs, ``S = N // B`` steps.
+
+* :func:`make_trainer` builds, for one optimizer / activation / loss / gradient path, the
+  jitted functions ``step(state, batch) -> (state, metrics)`` (state donated) and
+  ``epoch(state, x, y, key) -> (state, metrics)``, which shuffles with
+  ``fold_in(key, state.epoch)`` and ``lax.scan``s the step over the ``S`` minibatches, so
+  Python runs once per epoch. Anything that changes (step, epoch, learning rate) lives in
+  arrays in the state: nothing recompiles from one epoch to the next.
+* The last partial minibatch of an epoch is **dropped** (``N % B`` examples, a different
+  set each epoch since the shuffle changes). Evaluation uses every example (padded and
+  masked chunks).
+* :func:`fit` adds validation, early stopping, history and progress.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnmlp import _validate as V
+from fnmlp.activations import get_activation
+from fnmlp.backprop import _manual_value_and_grad
+from fnmlp.losses import correct, get_loss
+from fnmlp.mlp import Params, _batched_forward, _loss
+from fnmlp.optim import GradientTransformation, apply_updates, get_optimizer
+
+Array = jax.Array
+GRAD_PATHS = ("manual", "autodiff")
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training; a pytree of arrays."""
+
+    params: Params
+    opt_state: Any
+    step: Array  # shape=(), int32: updates applied
+    epoch: Array  # shape=(), int32: epochs completed
+
+
+class Batch(NamedTuple):
+    x: Array  # [B, D]
+    y: Array  # [B] int labels, or [B, C] targets
+
+
+def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
+    """A fresh state at step 0. The params are copied: the jitted step and epoch donate
+    the state, and the caller's arrays must stay valid."""
+    params = _copy_tree(params)
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
+                      jnp.zeros((), jnp.int32))
+
+
+def _value_and_grad(grad: str, activation: str, loss: str):
+    """``(params, x, y) -> (loss, grads, out)`` by the chosen gradient path."""
+    if grad == "manual":
+        return lambda p, x, y: _manual_value_and_grad(p, x, y, activation, loss)
+
+    def autodiff(p, x, y):
+        def f(p):
+            out = _batched_forward(p, x, activation)  # [B, C]
+            return jnp.mean(get_loss(loss).fn(out, y)), out
+
+        (value, out), grads = jax.value_and_grad(f, has_aux=True)(p)
+        return value, grads, out
+
+    return autodiff
+
+
+def _check_names(activation: str, loss: str, grad: str) -> None:
+    get_activation(activation)
+    get_loss(loss)
+    if grad not in GRAD_PATHS:
+        raise ValueError(f"grad must be one of {list(GRAD_PATHS)}; got {grad!r}")
+
+
+def make_train_step(optimizer: GradientTransformation, activation: str = "relu",
+                    loss: str = "softmax_cross_entropy", grad: str = "manual",
+                    compute_dtype: Any = None) -> Callable:
+    """The pure (un-jitted) step ``(state, batch) -> (state, metrics)``.
+
+    ``metrics`` holds ``loss`` and, for classification, ``accuracy`` (float32 scalars).
+    With ``compute_dtype`` (e.g. ``jnp.bfloat16``) the forward and backward run in that
+    dtype on a cast copy of the float32 master params; the loss, the gradients handed to
+    the optimizer and the update stay float32 (mixed precision).
+    """
+    _check_names(activation, loss, grad)
+    value_and_grad = _value_and_grad(grad, activation, loss)
+    classify = get_loss(loss).kind != "regression"
+
+    def step(state: TrainState, batch: Batch):
+        p = state.params
+        x = batch.x
+        if compute_dtype is not None:
+            p = jax.tree.map(lambda a: a.astype(compute_dtype), p)
+            x = x.astype(compute_dtype)
+        value, grads, out = value_and_grad(p, x, batch.y)
+        grads = jax.tree.map(lambda g, m: g.astype(m.dtype), grads, state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = apply_updates(state.params, updates)
+        metrics = {"loss": value.astype(jnp.float32)}
+        if classify:
+            metrics["accuracy"] = jnp.mean(correct(out.astype(jnp.float32), batch.y, loss))
+        return TrainState(params, opt_state, state.step + 1, state.epoch), metrics
+
+    return step
+
+
+def _epoch_fn(step: Callable, batch_size: int) -> Callable:
+    def epoch(state: TrainState, x: Array, y: Array, key: Array):
+        n = x.shape[0]
+        steps = n // batch_size
+        perm = jax.random.permutation(jax.random.fold_in(key, state.epoch), n)
+        idx = perm[: steps * batch_size].reshape(steps, batch_size)  # [S, B]
+
+        def body(s, i):
+            return step(s, Batch(x[i], y[i]))  # gather the minibatch inside the program
+
+        state, metrics = jax.lax.scan(body, state, idx)
+        state = state._replace(epoch=state.epoch + 1)
+        finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
+                                      for a in jax.tree.leaves(state.params)]))
+        summary = {k: jnp.mean(v) for k, v in metrics.items()}
+        summary["params_finite"] = finite
+        summary["learning_rate"] = state.opt_state.learning_rate
+        return state, summary
+
+    return epoch
+
+
+def _eval_fn(activation: str, loss: str, chunk: int) -> Callable:
+    lossdef = get_loss(loss)
+    classify = lossdef.kind != "regression"
+
+    def evaluate(params: Params, x: Array, y: Array):
+        n = x.shape[0]
+        pad = (-n) % chunk
+        xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1))
+        mask = (jnp.arange(n + pad) < n).astype(jnp.float32)
+        k = (n + pad) // chunk
+        xs = xs.reshape(k, chunk, *x.shape[1:])
+        ys = ys.reshape(k, chunk, *y.shape[1:])
+        mask = mask.reshape(k, chunk)
+
+        def body(acc, c):
+            xc, yc, mc = c
+            out = _batched_forward(params, xc, activation).astype(jnp.float32)  # [chunk, C]
+            sums = {"loss": jnp.sum(lossdef.fn(out, yc) * mc)}
+            if classify:
+                sums["accuracy"] = jnp.sum(correct(out, yc, loss) * mc)
+            else:
+                d = out - yc
+                sums["mse"] = jnp.sum(jnp.mean(d * d, axis=1) * mc)
+                sums["mae"] = jnp.sum(jnp.mean(jnp.abs(d), axis=1) * mc)
+            return jax.tree.map(jnp.add, acc, sums), None
+
+        zero = {k: jnp.zeros((), jnp.float32) for k in
+                (["loss", "accuracy"] if classify else ["loss", "mse", "mae"])}
+        sums, _ = jax.lax.scan(body, zero, (xs, ys, mask))
+        return {k: v / n for k, v in sums.items()}
+
+    return evaluate
+
+
+class Trainer(NamedTuple):
+    """Jitted functions for one configuration (see :func:`make_trainer`)."""
+
+    step: Callable  # (state, batch) -> (state, metrics); state donated
+    epoch: Callable  # (state, x [N, D], y, key) -> (state, metrics); state donated
+    evaluate: Callable  # (params, x, y) -> {"loss", "accuracy" | "mse", "mae"}
+    batch_size: int
+
+
+def make_trainer(
+    optimizer: GradientTransformation,
+    batch_size: int,
+    activation: str = "relu",
+    loss: str = "softmax_cross_entropy",
+    grad: str = "manual",
+    eval_batch_size: int = 1024,
+    compute_dtype: Any = None,
+) -> Trainer:
+    """Compiles (lazily) the step, the epoch and the evaluation for one configuration.
+
+    Args:
+      optimizer: a :class:`~fnmlp.optim.GradientTransformation`.
+      batch_size: minibatch size ``B`` (static: the epoch's shape depends on it).
+      activation, loss: names.
+      grad: ``"manual"`` (the hand-derived backward) or ``"autodiff"`` (``jax.grad``).
+      eval_batch_size: chunk size for :attr:`Trainer.evaluate`.
+      compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision (see make_train_step).
+    """
+    batch_size = V.check_positive_int(batch_size, "batch_size")
+    eval_batch_size = V.check_positive_int(eval_batch_size, "eval_batch_size")
+    step = make_train_step(optimizer, activation, loss, grad, compute_dtype)
+    return Trainer(
+        step=jax.jit(step, donate_argnums=0),
+        epoch=jax.jit(_epoch_fn(step, batch_size), donate_argnums=0),
+        evaluate=jax.jit(_eval_fn(activation, loss, eval_batch_size)),
+        batch_size=batch_size,
+    )
+
+
+def per_example_grads(params: Params, x: Array, y: Array, activation: str = "relu",
+                      loss: str = "softmax_cross_entropy", grad: str = "autodiff") -> Params:
+    """Per-example gradients: ``jax.vmap`` of the gradient of one example's loss.
+
+    Returns a pytree like ``params`` whose leaves have a leading batch axis ``[B, ...]``;
+    their mean over that axis is the batch gradient. ``grad="manual"`` vmaps the
+    hand-derived backward instead of ``jax.grad``.
+    """
+    from fnmlp.mlp import check_batch
+
+    _check_names(activation, loss, grad)
+    x, y = check_batch(params, x, y, loss)
+    vg = _value_and_grad(grad, activation, loss)
+    return jax.vmap(lambda xi, yi: vg(params, xi[None], yi[None])[1])(x, y)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the params became non-finite. ``state`` is the last finite state
+    (the end of the previous epoch); ``epoch`` the 1-based epoch that diverged."""
+
+    def __init__(self, message: str, epoch: int, state: TrainState, history: list):
+        super().__init__(message)
+        self.epoch = epoch
+        self.state = state
+        self.history = history
+
+
+class FitResult(NamedTuple):
+    params: Params  # the best params when early stopping restored them, else the last
+    state: TrainState  # the final training state (resume from it)
+    history: list  # one dict per epoch
+    best_epoch: int  # 1-based epoch whose params were returned
+
+
+def _copy_tree(tree):
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+
+
+def fit(
+    params: Params,
+    x: Any,
+    y: Any,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    optimizer: str | GradientTransformation = "sgd",
+    learning_rate: float = 0.1,
+    activation: str = "relu",
+    loss: str = "softmax_cross_entropy",
+    grad: str = "manual",
+    seed: int = 0,
+    validation_split: float | None = None,
+    validation_data: tuple[Any, Any] | None = None,
+    patience: int | None = None,
+    state: TrainState | None = None,
+    verbose: bool = True,
+    on_epoch_end: Callable[[TrainState, dict], None] | None = None,
+    compute_dtype: Any = None,
+    mesh: Any = None,
+    log: Any = None,
+) -> FitResult:
+    """Trains an MLP with minibatch gradient descent; every input is checked first.
+
+    Args:
+      params: initial params (see :func:`fnmlp.init_mlp`).
+      x: inputs ``[N, D]``; y: labels ``[N]`` or targets ``[N, C]``.
+      epochs: the epoch to train up to (a resumed ``state`` continues from its epoch).
+      batch_size: minibatch size, 1..N (the partial last batch is dropped each epoch).
+      optimizer: a name from :data:`fnmlp.optim.OPTIMIZERS` or a GradientTransformation.
+      learning_rate: used when ``optimizer`` is a name.
+      activation, loss: names.
+      grad: ``"manual"`` or ``"autodiff"``.
+      seed: shuffling seed; epoch ``e`` shuffles with ``fold_in(key(seed), e)``.
+      validation_split: hold out this fraction (seeded, before training) for validation.
+      validation_data: or an explicit ``(x_val, y_val)``.
+      patience: early stopping: stop after this many epochs without improvement of the
+        validation loss (training loss when there is no validation) and return the best
+        params.
+      state: a :class:`TrainState` to resume from (e.g. from a checkpoint).
+      verbose: print one line per epoch.
+      on_epoch_end: ``callback(state, record)`` after each epoch (e.g. to checkpoint).
+      compute_dtype: mixed precision compute dtype (e.g. ``jnp.bfloat16``).
+      mesh: a 1-D ``jax.sharding.Mesh`` for data-parallel training (``fnmlp.parallel``).
+
+    Returns:
+      :class:`FitResult`. A non-finite loss or params raises :class:`TrainingDiverged`
+      carrying the last finite state.
+    """
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    epochs = V.check_positive_int(epochs, "epochs")
+    _check_names(activation, loss, grad)
+    if isinstance(optimizer, str):
+        optimizer = get_optimizer(optimizer, learning_rate)
+    elif not isinstance(optimizer, GradientTransformation):
+        raise ValueError(f"optimizer must be a name or a GradientTransformation; got {optimizer!r}")
+    from fnmlp.mlp import check_batch
+
+    if not hasattr(x, "__len__") or not hasattr(y, "__len__"):
+        raise ValueError("x and y must be arrays")
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
+    x, y = check_batch(params, x, y, loss)
+    if validation_data is not None and validation_split is not None:
+        raise ValueError("give validation_split or validation_data, not both")
+    if validation_split is not None:
+        if not (isinstance(validation_split, float) and 0 < validation_split < 1):
+            raise ValueError(f"validation_split must be a float in (0, 1); got {validation_split!r}")
+        n_val = int(round(len(x) * validation_split))
+        if n_val < 1 or n_val >= len(x):
+            raise ValueError(f"validation_split={validation_split} of {len(x)} examples leaves"
+                             " an empty split")
+        perm = np.random.default_rng(seed).permutation(len(x))
+        xv, yv = x[perm[:n_val]], y[perm[:n_val]]
+        x, y = x[perm[n_val:]], y[perm[n_val:]]
+        validation_data = (xv, yv)
+    elif validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (x_val, y_val)")
+        validation_data = check_batch(params, *validation_data, loss, ("x_val", "y_val"))
+    batch_size = V.check_positive_int(batch_size, "batch_size")
+    if batch_size > len(x):
+        raise ValueError(f"batch_size must be at most the number of training examples"
+                         f" ({len(x)}); got {batch_size}")
+    if patience is not None:
+        patience = V.check_positive_int(patience, "patience")
+
+    trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
+                           compute_dtype=compute_dtype)
+    if mesh is not None:
+        from fnmlp.parallel import make_parallel_trainer
+
+        trainer, x, y = make_parallel_trainer(mesh, optimizer, batch_size, activation, loss,
+                                              grad, x, y, compute_dtype)
+    if state is None:
+        state = init_state(params, optimizer)
+    key = jax.random.key(seed)
+    start = int(state.epoch)
+    history: list[dict] = []
+    monitor = "val_loss" if validation_data is not None else "train_loss"
+    best = (math.inf, start, None)  # (value, epoch, params)
+    waited = 0
+    for e in range(start, epochs):
+        backup = _copy_tree(state)
+        t0 = time.perf_counter()
+        state, m = trainer.epoch(state, x, y, key)
+        m = jax.device_get(m)
+        seconds = time.perf_counter() - t0
+        steps = len(x) // batch_size
+        record = {"epoch": e + 1, "train_loss": float(m["loss"])}
+        if "accuracy" in m:
+            record["train_accuracy"] = float(m["accuracy"])
+        if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
+            raise TrainingDiverged(
+                f"training diverged in epoch {e + 1}: train loss {record['train_loss']}"
+                f" (learning rate {float(m['learning_rate']):g}); the last finite params"
+                f" (end of epoch {e}) are kept in .state", e + 1, backup, history)
+        if validation_data is not None:
+            vm = jax.device_get(trainer.evaluate(state.params, *validation_data))
+            record.update({f"val_{k}": float(v) for k, v in vm.items()})
+        record.update(epoch_seconds=seconds, examples_per_second=steps * batch_size / seconds,
+                      learning_rate=float(m["learning_rate"]))
+        history.append(record)
+        if verbose:
+            log(format_record(record, epochs))
+        if on_epoch_end is not None:
+            on_epoch_end(state, record)
+        if record[monitor] < best[0]:
+            best = (record[monitor], e + 1, _copy_tree(state.params) if patience else None)
+            waited = 0
+        else:
+            waited += 1
+            if patience is not None and waited >= patience:
+                if verbose:
+                    log(f"early stopping after epoch {e + 1}: {monitor} has not improved for"
+                        f" {patience} epochs; restoring epoch {best[1]}")
+                break
+    if patience is not None and best[2] is not None:
+        return FitResult(best[2], state, history, best[1])
+    return FitResult(state.params, state, history, int(state.epoch))
+
+
+def format_record(r: dict, epochs: int | None = None) -> str:
+    parts = [f"epoch {r['epoch']}" + (f"/{epochs}" if epochs else ""),
+             f"loss {r['train_loss']:.4f}"]
+    if "train_accuracy" in r:
+        parts.append(f"acc {r['train_accuracy']:.4f}")
+    if "val_loss" in r:
+        parts.append(f"val_loss {r['val_loss']:.4f}")
+    if "val_accuracy" in r:
+        parts.append(f"val_acc {r['val_accuracy']:.4f}")
+    if "val_mse" in r:
+        parts.append(f"val_mse {r['val_mse']:.4g}")
+    parts.append(f"{r['examples_per_second']:,.0f} ex/s")
+    return "  ".join(parts)
+
+
+def evaluate(params: Params, x: Any, y: Any, activation: str = "relu",
+             loss: str = "softmax_cross_entropy", batch_size: int = 1024) -> dict:
+    """Mean loss and accuracy (classification) or MSE/MAE (regression) over all of x."""
+    from fnmlp.mlp import check_batch
+
+    _check_names(activation, loss, "manual")
+    x, y = check_batch(params, x, y, loss)
+    batch_size = V.check_positive_int(batch_size, "batch_size")
+    out = jax.jit(_eval_fn(activation, loss, batch_size))(params, x, y)
+    return {k: float(v) for k, v in out.items()}
+
+
+def predict(params: Params, x: Any, activation: str = "relu") -> Array:
+    """Outputs ``[N, C]`` for inputs ``[N, D]`` (jitted batched forward)."""
+    sizes = V.check_params(params)
+    x = V.check_inputs(x, sizes[0], "x")
+    return _predict(params, jnp.asarray(x, params[0]["w"].dtype), activation)
+
+
+_predict = jax.jit(_batched_forward, static_argnums=2)

@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Train an MLP on a regression set (noisy sine, a 2D surface, or three outputs).
+
+Writes OUT/fit.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/metrics.json.
+"""
+
+from __future__ import annotations
+
+from fnmlp.cli import base_parser, main_guard, positive_int, run
+
+
+def main() -> int:
+    from fnmlp import data
+
+    p = base_parser(__doc__.splitlines()[0], hidden="64,64", activation="tanh",
+                    optimizer="adam", lr=0.01, batch_size=32, epochs=200,
+                    out="runs/regression")
+    p.add_argument("--dataset", choices=sorted(data.REGRESSION_SETS), default="sine")
+    p.add_argument("--loss", choices=["mse", "mae", "huber"], default="mse")
+    p.add_argument("--n", type=positive_int, default=600, help="number of examples")
+    args = p.parse_args()
+    ds = data.REGRESSION_SETS[args.dataset](n=args.n, seed=args.seed)
+    train, test = data.train_test_split(ds.x, ds.y, 0.25, seed=args.seed)
+
+    def plots(params, metrics):
+        from fnmlp import plot
+        from fnmlp.train import predict
+
+        plot.regression_fit(ds.x, ds.y, lambda g: predict(params, g, args.activation),
+                            f"{args.out}/fit.png",
+                            f"{args.dataset}: test MSE {metrics['test_mse']:.4f}")
+        plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
+
+    run(args, train=train, test=test, loss=args.loss, dataset=args.dataset, after=plots)
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Train an MLP on a 2D toy problem and draw its decision boundary.
+
+Writes OUT/decision_boundary.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/metrics.json.
+"""
+
+from __future__ import annotations
+
+from fnmlp.cli import UsageError, base_parser, main_guard, positive_int, run
+
+
+def main() -> int:
+    from fnmlp import data
+
+    p = base_parser(__doc__.splitlines()[0], hidden="32", activation="tanh",
+                    optimizer="adam", lr=0.01, batch_size=32, epochs=200, out="runs/toy")
+    p.add_argument("--dataset", choices=sorted(data.TOY_SETS), default="classification")
+    p.add_argument("--n", type=positive_int, default=600, help="number of examples")
+    p.add_argument("--test-fraction", type=float, default=0.25)
+    args = p.parse_args()
+    if not 0 < args.test_fraction < 1:
+        raise UsageError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
+    ds = data.TOY_SETS[args.dataset](n=args.n, seed=args.seed)
+    train, test = data.train_test_split(ds.x, ds.y, args.test_fraction, seed=args.seed)
+
+    def plots(params, metrics):
+        from fnmlp import plot
+        from fnmlp.train import predict
+
+        title = (f"{args.dataset}: {metrics['config']['sizes']} {args.activation},"
+                 f" test acc {metrics['test_accuracy']:.3f}")
+        plot.decision_boundary(lambda g: predict(params, g, args.activation), ds.x, ds.y,
+                               f"{args.out}/decision_boundary.png", title)
+        plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
+
+    run(args, train=train, test=test, loss="softmax_cross_entropy", dataset=args.dataset,
+        after=plots)
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)
