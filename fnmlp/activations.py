@@ -12,7 +12,8 @@ up by name. Names are plain strings so they can be static, hashable arguments un
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

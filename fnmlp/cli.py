@@ -14,8 +14,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from fnmlp.activations import ACTIVATIONS
 from fnmlp.optim import OPTIMIZERS

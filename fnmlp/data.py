@@ -70,7 +70,6 @@ def random_batch(key, n: int, sizes, loss: str, dtype: Any = "float32"):
     """A random batch fitting ``sizes`` and ``loss`` (for gradient checks): ``x: [n, D]``
     standard normal; labels uniform in ``[0, C)``, 0/1 targets, or normal targets."""
     import jax
-    import jax.numpy as jnp
 
     from fnmlp.losses import get_loss
 
@@ -439,24 +438,27 @@ def load_mnist_tfds(split: str = "train", data_dir: str | None = None,
                    or os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
     safe = "".join(c if c.isalnum() else "_" for c in split)
     cache_path = Path(data_dir) / "fnmlp_cache" / f"mnist-{safe}.npz"
-    builder = tfds.builder("mnist", data_dir=data_dir)
-    if cache and builder.is_prepared() and (hit := _load_cache(cache_path)) is not None:
+    if cache and (hit := _load_cache(cache_path)) is not None:
         return _to_dataset(hit["images"], hit["labels"], str(cache_path))
-    if not builder.is_prepared():
-        if not download or not _can_reach(TFDS_HOST):
-            raise MnistUnavailableError(_how_to_get_mnist(data_dir))
-    fmt = getattr(builder.info, "file_format", None)
-    if builder.is_prepared() and fmt is not None and "tfrecord" in str(fmt).lower():
-        arr = tfds.as_numpy(tfds.load("mnist", split=split, data_dir=data_dir,
-                                      batch_size=-1, download=False))
-        images, labels = np.asarray(arr["image"]), np.asarray(arr["label"])
-    else:
-        source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=download)
+    try:  # prepared in the array_record format: random access, no TensorFlow
+        source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=False)
+    except Exception:  # not prepared, or prepared in another format
+        source = None
+        if tfds.builder("mnist", data_dir=data_dir).is_prepared():
+            # prepared by tfds.load in the tfrecord format: reading it needs TensorFlow
+            arr = tfds.as_numpy(tfds.load("mnist", split=split, data_dir=data_dir,
+                                          batch_size=-1, download=False))
+            images, labels = np.asarray(arr["image"]), np.asarray(arr["label"])
+        elif not download or not _can_reach(TFDS_HOST):
+            raise MnistUnavailableError(_how_to_get_mnist(data_dir)) from None
+        else:
+            source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=True)
+    if source is not None:
         n = len(source)
         images = np.empty((n, 28, 28), np.uint8)
         labels = np.empty((n,), np.int64)
         for i in range(n):
-            ex = source[i]
+            ex = source[i]  # {"image": [28, 28, 1] uint8, "label": int}
             images[i] = np.asarray(ex["image"]).reshape(28, 28)
             labels[i] = ex["label"]
     if cache and images.size:

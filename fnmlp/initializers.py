@@ -17,7 +17,7 @@ forms from ``N(0, var)``. Biases start at zero.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -23,7 +23,8 @@ All forms are numerically stable: logits of +-1e4 give finite losses and gradien
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

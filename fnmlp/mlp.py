@@ -13,7 +13,8 @@ output (logits, or the regression prediction) goes to the loss. ``activation`` a
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

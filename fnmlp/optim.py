@@ -34,7 +34,8 @@ its global norm first (``g *= min(1, clip_norm / ||g||)``), as ``clip_grad_norm_
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,8 @@ plot is made, with the non-interactive Agg backend.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

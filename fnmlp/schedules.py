@@ -19,7 +19,7 @@ cosine_warmup      linear 0 -> ``peak`` over ``warmup_steps``, then cosine to  o
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ from fnmlp import _validate as V
 from fnmlp.activations import get_activation
 from fnmlp.backprop import _manual_value_and_grad
 from fnmlp.losses import correct, get_loss
-from fnmlp.mlp import Params, _batched_forward, _loss
+from fnmlp.mlp import Params, _batched_forward
 from fnmlp.optim import GradientTransformation, apply_updates, get_optimizer
 
 Array = jax.Array
@@ -318,7 +319,8 @@ def fit(
         raise ValueError("give validation_split or validation_data, not both")
     if validation_split is not None:
         if not (isinstance(validation_split, float) and 0 < validation_split < 1):
-            raise ValueError(f"validation_split must be a float in (0, 1); got {validation_split!r}")
+            raise ValueError(
+                f"validation_split must be a float in (0, 1); got {validation_split!r}")
         n_val = int(round(len(x) * validation_split))
         if n_val < 1 or n_val >= len(x):
             raise ValueError(f"validation_split={validation_split} of {len(x)} examples leaves"

@@ -64,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import jax
 
+    from fnmlp.data import random_batch
     from fnmlp.gradcheck import check_gradients
     from fnmlp.mlp import init_mlp
-
-    from fnmlp.data import random_batch
 
     with jax.enable_x64(args.dtype == "float64"):
         key = jax.random.key(args.seed)

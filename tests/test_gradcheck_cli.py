@@ -6,7 +6,6 @@ import sys
 
 import jax.numpy as jnp
 import pytest
-
 from conftest import REPO
 
 SCRIPT = f"{REPO}/scripts/gradcheck.py"
