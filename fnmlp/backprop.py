@@ -49,13 +49,18 @@ def backward(
 
 
 def _manual_value_and_grad(
-    params: Params, x: Array, y: Array, activation: str, loss: str
+    params: Params, x: Array, y: Array, activation: str, loss: str, loss_dtype=None
 ) -> tuple[Array, Params, Array]:
-    """No checks. Returns ``(mean loss, grads, out [B, C])``."""
+    """No checks. Returns ``(mean loss, grads, out [B, C])``.
+
+    ``loss_dtype`` (e.g. float32 under bfloat16 compute) is the dtype the loss and its
+    gradient ``delta`` are computed in; ``delta`` goes back to the compute dtype.
+    """
     lossdef = get_loss(loss)
     out, cache = _forward_with_cache(params, x, activation)  # [B, C]
-    value = jnp.mean(lossdef.fn(out, y))
-    delta = lossdef.grad(out, y) / x.shape[0]  # [B, C]
+    o = out if loss_dtype is None else out.astype(loss_dtype)
+    value = jnp.mean(lossdef.fn(o, y))
+    delta = (lossdef.grad(o, y) / x.shape[0]).astype(out.dtype)  # [B, C]
     grads = backward(params, cache, delta, get_activation(activation).deriv)
     return value, grads, out
 

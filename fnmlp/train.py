@@ -59,15 +59,16 @@ def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
                       jnp.zeros((), jnp.int32))
 
 
-def _value_and_grad(grad: str, activation: str, loss: str):
+def _value_and_grad(grad: str, activation: str, loss: str, loss_dtype=None):
     """``(params, x, y) -> (loss, grads, out)`` by the chosen gradient path."""
     if grad == "manual":
-        return lambda p, x, y: _manual_value_and_grad(p, x, y, activation, loss)
+        return lambda p, x, y: _manual_value_and_grad(p, x, y, activation, loss, loss_dtype)
 
     def autodiff(p, x, y):
         def f(p):
             out = _batched_forward(p, x, activation)  # [B, C]
-            return jnp.mean(get_loss(loss).fn(out, y)), out
+            o = out if loss_dtype is None else out.astype(loss_dtype)
+            return jnp.mean(get_loss(loss).fn(o, y)), out
 
         (value, out), grads = jax.value_and_grad(f, has_aux=True)(p)
         return value, grads, out
@@ -93,7 +94,8 @@ def make_train_step(optimizer: GradientTransformation, activation: str = "relu",
     the optimizer and the update stay float32 (mixed precision).
     """
     _check_names(activation, loss, grad)
-    value_and_grad = _value_and_grad(grad, activation, loss)
+    value_and_grad = _value_and_grad(grad, activation, loss,
+                                     None if compute_dtype is None else jnp.float32)
     classify = get_loss(loss).kind != "regression"
 
     def step(state: TrainState, batch: Batch):
@@ -340,15 +342,23 @@ def fit(
     if patience is not None:
         patience = V.check_positive_int(patience, "patience")
 
-    trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
-                           compute_dtype=compute_dtype)
-    if mesh is not None:
-        from fnmlp.parallel import make_parallel_trainer
+    if mesh is None:
+        trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
+                               compute_dtype=compute_dtype)
+    else:
+        from fnmlp.parallel import make_parallel_trainer, replicated
 
         trainer, x, y = make_parallel_trainer(mesh, optimizer, batch_size, activation, loss,
                                               grad, x, y, compute_dtype)
+        trainer_rep = replicated(mesh)
     if state is None:
         state = init_state(params, optimizer)
+    if mesh is not None:
+        from fnmlp.parallel import place_state
+
+        state = place_state(state, mesh)
+        if validation_data is not None:
+            validation_data = tuple(jax.device_put(a, trainer_rep) for a in validation_data)
     key = jax.random.key(seed)
     start = int(state.epoch)
     history: list[dict] = []

@@ -1,0 +1,123 @@
+"""Data-parallel training over a 1-D device mesh, on JAX's own SPMD machinery.
+
+Params and optimizer state are replicated (``NamedSharding(mesh, P())``); each minibatch
+is sharded along the batch axis (``NamedSharding(mesh, P("data"))``). The step is the
+same pure function as on one device: under ``jax.jit`` XLA partitions the forward and
+backward by the batch and inserts the all-reduce that sums the per-device gradient
+contributions (``a^T @ delta`` and ``sum(delta)`` contract over the batch axis). The
+training set itself is replicated on every device, so the per-epoch shuffle is the same
+program as on one device and gives the same minibatches.
+
+Use it through ``fit(..., mesh=make_mesh(n))`` or ``--devices N`` on the scripts. Across
+hosts, call :func:`initialize_distributed` first on every host (it wraps
+``jax.distributed.initialize``); then ``jax.devices()`` lists every host's devices and
+``make_mesh`` spans them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fnmlp import _validate as V
+
+AXIS = "data"
+
+
+def make_mesh(n_devices: int | None = None, devices: list | None = None) -> Mesh:
+    """A 1-D mesh named ``"data"`` over the first ``n_devices`` devices (default: all)."""
+    available = list(devices if devices is not None else jax.devices())
+    n = len(available) if n_devices is None else V.check_positive_int(n_devices, "devices")
+    if n > len(available):
+        raise ValueError(
+            f"devices must be at most the {len(available)} device(s) present"
+            f" ({available[0].platform}); got {n}")
+    return Mesh(np.array(available[:n]), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(AXIS))
+
+
+def check_divisible(batch_size: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if batch_size % n:
+        raise ValueError(
+            f"batch_size must be divisible by the {n} devices of the mesh (each device takes"
+            f" batch_size / {n} examples); got {batch_size}")
+
+
+def shard_step(step, mesh: Mesh):
+    """Wraps a pure ``(state, batch) -> (state, metrics)`` step: batch sharded along the
+    batch axis, state replicated. Still pure; jit it (or scan it) as usual."""
+    data, rep = batch_sharded(mesh), replicated(mesh)
+
+    def sharded(state, batch):
+        batch = jax.lax.with_sharding_constraint(batch, data)
+        state = jax.lax.with_sharding_constraint(state, rep)
+        state, metrics = step(state, batch)
+        return jax.lax.with_sharding_constraint(state, rep), metrics
+
+    return sharded
+
+
+def make_parallel_trainer(mesh: Mesh, optimizer, batch_size: int, activation: str,
+                          loss: str, grad: str, x: Any, y: Any, compute_dtype: Any = None):
+    """Like :func:`fnmlp.train.make_trainer`, data-parallel over ``mesh``.
+
+    Returns ``(trainer, x, y)`` with the data placed (replicated) on the mesh.
+    """
+    from fnmlp.train import Trainer, _epoch_fn, _eval_fn, make_train_step
+
+    batch_size = V.check_positive_int(batch_size, "batch_size")
+    check_divisible(batch_size, mesh)
+    step = shard_step(make_train_step(optimizer, activation, loss, grad, compute_dtype), mesh)
+    rep = replicated(mesh)
+    trainer = Trainer(
+        step=jax.jit(step, donate_argnums=0, out_shardings=(rep, rep)),
+        epoch=jax.jit(_epoch_fn(step, batch_size), donate_argnums=0,
+                      out_shardings=(rep, rep)),
+        evaluate=jax.jit(_eval_fn(activation, loss, 1024)),
+        batch_size=batch_size,
+    )
+    return trainer, jax.device_put(jnp.asarray(x), rep), jax.device_put(jnp.asarray(y), rep)
+
+
+def place_state(state, mesh: Mesh):
+    """Puts a TrainState on the mesh, replicated."""
+    return jax.device_put(state, replicated(mesh))
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None, **kwargs) -> None:
+    """Joins a multi-host job (``jax.distributed.initialize``), after checking arguments.
+
+    Give all three (``"host:port"`` of process 0, the process count, this process's id in
+    ``[0, num_processes)``), or none of them on clusters JAX detects by itself (SLURM,
+    Open MPI, Cloud TPU).
+    """
+    given = [coordinator_address, num_processes, process_id]
+    if any(v is not None for v in given) and any(v is None for v in given):
+        raise ValueError("give coordinator_address, num_processes and process_id together,"
+                         f" or none of them; got {given}")
+    if coordinator_address is not None:
+        host, sep, port = str(coordinator_address).rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("coordinator_address must be 'host:port' with a port in"
+                             f" 1..65535; got {coordinator_address!r}")
+        num_processes = V.check_positive_int(num_processes, "num_processes")
+        process_id = V.check_positive_int(process_id, "process_id", 0)
+        if process_id >= num_processes:
+            raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id, **kwargs)
