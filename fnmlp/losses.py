@@ -40,15 +40,20 @@ class Loss(NamedTuple):
 
     name: str
     fn: Callable[[Array, Array], Array]  # (out [B, C], targets) -> [B]
-    grad: Callable[[Array, Array], Array]  # (out [B, C], targets) -> [B, C]
+    deriv: Callable[[Array, Array], Array]  # (out [B, C], targets) -> [B, C]
     kind: str
 
 
 # softmax_cross_entropy(z, y) = logsumexp(z) - z[y]
 def softmax_cross_entropy(logits: Array, labels: Array) -> Array:
-    """``logits: [B, C]``, integer ``labels: [B]`` in ``[0, C)`` -> ``[B]``."""
-    picked = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=1)
-    return jax.nn.logsumexp(logits, axis=1) - picked[:, 0]
+    """``logits: [B, C]``, integer ``labels: [B]`` in ``[0, C)`` -> ``[B]``.
+
+    ``z[y]`` is taken as ``sum(z * onehot(y))`` rather than a gather: its autodiff
+    backward is then a multiply instead of a scatter-add (slower on CPU). Labels are
+    range-checked on the host by the public functions (one_hot zeroes a bad label).
+    """
+    onehot = jax.nn.one_hot(labels, logits.shape[1], dtype=logits.dtype)  # [B, C]
+    return jax.nn.logsumexp(logits, axis=1) - jnp.sum(logits * onehot, axis=1)
 
 
 # d/dz softmax_cross_entropy = softmax(z) - onehot(y)

@@ -1,0 +1,189 @@
+"""Shared benchmark plumbing: machine description, interleaved timing, tables, JSON.
+
+Every benchmark warms up (and reports compile time separately), waits for results with
+``block_until_ready``, interleaves the repetitions of the implementations it compares,
+and quotes medians and ratios, with the machine and library versions beside the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (smoke test)")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions per implementation")
+    p.add_argument("--json", metavar="OUT", default=None, help="write results as JSON here")
+    p.add_argument("--markdown", metavar="OUT", default=None, help="write the table here")
+    return p
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    import jax
+    import jaxlib
+    import numpy as np
+
+    info = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "device": f"{jax.devices()[0].platform}:{getattr(jax.devices()[0], 'device_kind', '')}",
+        "device_count": jax.device_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "numpy": np.__version__,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    try:
+        import sklearn
+
+        info["sklearn"] = sklearn.__version__
+    except ImportError:
+        info["sklearn"] = None
+    return info
+
+
+def machine_line(info: dict) -> str:
+    keys = ("cpu", "cores", "device", "jax", "jaxlib", "numpy", "torch", "sklearn")
+    return "machine: " + ", ".join(f"{k}={info[k]}" for k in keys if info.get(k) is not None)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def interleaved(impls: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
+    """Runs each implementation once untimed (warm-up / compile), then ``reps`` rounds,
+    each timing every implementation once, in a rotating order. Returns seconds lists
+    and, under key ``"__warmup__"``, the warm-up (first call) seconds."""
+    warm = {name: timed(fn) for name, fn in impls.items()}
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    names = list(impls)
+    for r in range(reps):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            times[name].append(timed(impls[name]))
+    times["__warmup__"] = warm  # type: ignore[assignment]
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """Markdown table; columns are (key, heading, format)."""
+    head = "| " + " | ".join(h for _, h, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = []
+    for r in rows:
+        cells = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            cells.append("-" if v is None else (format(v, fmt) if fmt else str(v)))
+        body.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, sep, *body])
+
+
+def emit(args, name: str, info: dict, rows: list[dict], md: str, extra: dict | None = None):
+    """Prints the machine and the table; writes JSON / markdown where asked."""
+    text = f"## {name}\n\n{machine_line(info)}\n\n{md}\n"
+    print(text)
+    result = {"benchmark": name, "machine": info, "rows": rows, "quick": args.quick,
+              "argv": sys.argv[1:], **(extra or {})}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+    return result
+
+
+def peak_impl(shape, dtype="float32", calls: int = 3):
+    """A callable running ``calls`` jitted ``jnp.dot`` products of ``shape = (m, k, n)``,
+    to interleave with the implementations being timed (the machine's speed drifts, so
+    the denominator of "% of peak" is measured in the same rounds); and its FLOPs."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((m, k)), dtype)
+    b = jnp.asarray(rng.standard_normal((k, n)), dtype)
+    dot = jax.jit(jnp.dot)
+
+    def run():
+        for _ in range(calls):
+            out = dot(a, b)
+        out.block_until_ready()
+
+    return run, 2.0 * m * k * n * calls
+
+
+def spread(xs: list[float]) -> float:
+    """(max - min) / median of repeated timings: how noisy the machine was."""
+    return (max(xs) - min(xs)) / median(xs)
+
+
+def big_shapes() -> list[tuple[int, int, int]]:
+    """Large square products for the peak: bigger on a GPU, which needs them to fill up."""
+    import jax
+
+    if jax.default_backend() == "gpu":
+        return [(4096, 4096, 4096), (8192, 8192, 8192)]
+    return [(1024, 1024, 1024), (2048, 2048, 2048)]
+
+
+def matmul_peak(sizes, reps: int, dtype="float32") -> list[dict]:
+    """GFLOP/s of ``jnp.dot`` (jitted) and NumPy for each (m, k, n), median of reps."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rows = []
+    dot = jax.jit(jnp.dot)
+    for m, k, n in sizes:
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        ja, jb = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+        flops = 2.0 * m * k * n
+        t = interleaved({"jnp.dot": lambda ja=ja, jb=jb: dot(ja, jb).block_until_ready(),
+                         "numpy": lambda a=a, b=b: np.dot(a, b)}, reps)
+        rows.append({"shape": f"{m}x{k}x{n}", "m": m, "k": k, "n": n,
+                     "jnp_gflops": flops / median(t["jnp.dot"]) / 1e9,
+                     "numpy_gflops": flops / median(t["numpy"]) / 1e9})
+    return rows

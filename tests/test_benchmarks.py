@@ -1,0 +1,77 @@
+"""Every benchmark script runs in --quick mode, prints its table with the machine, and
+writes JSON whose numbers are real measurements (positive, finite, consistent)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, f"{REPO}/benchmarks")
+
+
+def _run(script, tmp_path, *extra):
+    out = tmp_path / f"{script}.json"
+    r = subprocess.run([sys.executable, f"{REPO}/benchmarks/{script}", "--quick", "--json",
+                        str(out), *extra], capture_output=True, text=True, timeout=400,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "machine: cpu=" in r.stdout and "jax=" in r.stdout and "|---" in r.stdout
+    d = json.loads(out.read_text())
+    assert d["quick"] is True and d["rows"] and d["machine"]["cores"] >= 1
+    return d
+
+
+def _positive(*values):
+    return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
+
+
+def test_bench_train_quick(tmp_path):
+    d = _run("bench_train.py", tmp_path)
+    impls = {r["impl"] for r in d["rows"]}
+    assert {"fnmlp autodiff (scan)", "fnmlp manual (scan)", "JAX tutorial loop",
+            "NumPy by hand"} <= impls
+    for r in d["rows"]:
+        assert _positive(r["examples_per_s"], r["gflops"], r["epoch_s"])
+        # the rates agree: examples/s x FLOPs per example = GFLOP/s
+        from bench_train import train_flops_per_example
+
+        flops = train_flops_per_example(r["sizes"])
+        assert r["gflops"] == pytest.approx(r["examples_per_s"] * flops / 1e9)
+    assert _positive(d["jnp_peak_gflops"])
+
+
+def test_bench_peak_quick(tmp_path):
+    d = _run("bench_peak.py", tmp_path)
+    assert all(_positive(r["jnp_gflops"], r["numpy_gflops"]) for r in d["rows"])
+    assert d["jnp_peak_gflops"] == max(r["jnp_gflops"] for r in d["rows"])
+
+
+def test_bench_grads_quick(tmp_path):
+    d = _run("bench_grads.py", tmp_path)
+    for r in d["rows"]:
+        assert _positive(r["manual_us"], r["autodiff_us"], r["per_example_us"])
+
+
+def test_bench_scaling_quick(tmp_path):
+    png = tmp_path / "scaling.png"
+    d = _run("bench_scaling.py", tmp_path, "--plot", str(png))
+    assert {r["sweep"] for r in d["rows"]} == {"batch", "width", "depth"}
+    assert all(r["bound"] in ("overhead", "matmul", "mixed") for r in d["rows"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_profile_step_quick(tmp_path):
+    d = _run("profile_step.py", tmp_path)
+    assert set(d["hlo_ops"]) == {"manual", "autodiff"}
+    assert d["hlo_ops"]["manual"].get("dot", 0) + d["hlo_ops"]["manual"].get("fusion", 0) > 0
+
+
+@pytest.mark.parametrize("script", ["bench_train.py", "bench_peak.py", "bench_grads.py",
+                                    "bench_scaling.py", "profile_step.py"])
+def test_help(script):
+    r = subprocess.run([sys.executable, f"{REPO}/benchmarks/{script}", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "--quick" in r.stdout and "--json" in r.stdout
