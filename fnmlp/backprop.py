@@ -10,8 +10,9 @@ For the mean loss ``L = (1/B) sum_i loss(out_i, y_i)`` and layers
     dL/db_l = sum_i delta_l                            # [D_{l+1}]
     delta_{l-1} = (delta_l @ w_l^T) * act'(z_{l-1})    # [B, D_l]   (activations.py)
 
-Nothing here calls autodiff (``jax.grad``, ``vjp``, ``jvp``, ``linearize``,
-``jacfwd``, ``jacrev``): this is the path that ``fnmlp.gradcheck`` checks against it.
+Nothing here calls autodiff (grad, vjp, jvp, linearize, jacfwd, jacrev; a test reads
+the source of this module and of everything it calls to make sure): this is the path
+that ``fnmlp.gradcheck`` checks against autodiff.
 Everything is jit-compatible.
 """
 
@@ -60,7 +61,7 @@ def _manual_value_and_grad(
     out, cache = _forward_with_cache(params, x, activation)  # [B, C]
     o = out if loss_dtype is None else out.astype(loss_dtype)
     value = jnp.mean(lossdef.fn(o, y))
-    delta = (lossdef.grad(o, y) / x.shape[0]).astype(out.dtype)  # [B, C]
+    delta = (lossdef.deriv(o, y) / x.shape[0]).astype(out.dtype)  # [B, C]
     grads = backward(params, cache, delta, get_activation(activation).deriv)
     return value, grads, out
 
@@ -74,7 +75,8 @@ def manual_value_and_grad(
 ) -> tuple[Array, Params]:
     """The mean loss and its gradient, both by hand: ``(scalar, grads like params)``.
 
-    Arguments as :func:`fnmlp.loss`; the same value as ``jax.value_and_grad(fnmlp.loss)``.
+    Arguments as :func:`fnmlp.loss`; the same value as autodiff's value-and-gradient of
+    :func:`fnmlp.loss`.
     """
     x, y = check_batch(params, x, y, loss)
     value, grads, _ = _manual_value_and_grad(params, x, y, activation, loss)

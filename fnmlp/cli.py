@@ -112,6 +112,16 @@ def device_description() -> str:
     return f"{d.platform}:{kind} x{jax.device_count()} ({cpu}, {os.cpu_count()} cores)"
 
 
+def _fit(fit, params, x, y, args, optimizer, loss, state, test, on_epoch_end, mesh):
+    return fit(params, x, y, epochs=args.epochs, batch_size=args.batch_size,
+               optimizer=optimizer, activation=args.activation, loss=loss,
+               grad=args.grad, seed=args.seed, state=state,
+               validation_data=test if args.patience else None,
+               patience=args.patience, verbose=not args.quiet,
+               on_epoch_end=on_epoch_end, mesh=mesh,
+               log=None if not args.quiet else (lambda s: None))
+
+
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
@@ -133,7 +143,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
     from fnmlp.mlp import init_mlp
     from fnmlp.optim import get_optimizer
-    from fnmlp.train import evaluate, fit, format_record, init_state
+    from fnmlp.train import TrainingDiverged, evaluate, fit, format_record, init_state
 
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
@@ -179,13 +189,15 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         save_checkpoint(ckpt, s, config)
 
     if state is None or int(state.epoch) < args.epochs:
-        result = fit(params, x, y, epochs=args.epochs, batch_size=args.batch_size,
-                     optimizer=optimizer, activation=args.activation, loss=loss,
-                     grad=args.grad, seed=args.seed, state=state,
-                     validation_data=test if args.patience else None,
-                     patience=args.patience, verbose=not args.quiet,
-                     on_epoch_end=on_epoch_end, mesh=mesh,
-                     log=None if not args.quiet else (lambda s: None))
+        try:
+            result = _fit(fit, params, x, y, args, optimizer, loss, state, test,
+                          on_epoch_end, mesh)
+        except TrainingDiverged as e:
+            kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
+                    else "no checkpoint exists")
+            raise TrainingDiverged(
+                f"training diverged in epoch {e.epoch}; no checkpoint of it was written"
+                f" ({kept}); try a smaller --lr", e.epoch, e.state, e.history) from None
         final_params, history = result.params, history + result.history
     else:
         final_params = state.params

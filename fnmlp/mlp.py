@@ -56,6 +56,7 @@ def init_mlp(
       [(4, 8), (8, 3)]
     """
     sizes = check_sizes(sizes)
+    _check_key(key)
     get_activation(activation)
     initializer = get_initializer(init if init is not None else DEFAULT_INIT[activation])
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
@@ -67,8 +68,18 @@ def init_mlp(
     ]
 
 
+def _check_key(key: Any) -> None:
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = (isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,)
+           and key.dtype == np.uint32)
+    if not (typed or raw):
+        raise ValueError(f"key must be a PRNG key such as jax.random.key(0); got {key!r}"[:160])
+
+
 def check_sizes(sizes: Any) -> list[int]:
     """Validates a list of layer sizes (input first, at least two, each > 0)."""
+    if isinstance(sizes, (str, bytes)):
+        raise ValueError(f"sizes must be a list of positive integers; got {sizes!r}")
     try:
         sizes = list(sizes)
     except TypeError:

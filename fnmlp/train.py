@@ -312,9 +312,8 @@ def fit(
         raise ValueError(f"optimizer must be a name or a GradientTransformation; got {optimizer!r}")
     from fnmlp.mlp import check_batch
 
-    if not hasattr(x, "__len__") or not hasattr(y, "__len__"):
-        raise ValueError("x and y must be arrays")
-    if len(x) != len(y):
+    x, y = V.as_numeric_array(x, "x"), V.as_numeric_array(y, "y")
+    if x.ndim >= 1 and y.ndim >= 1 and len(x) != len(y):
         raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
     x, y = check_batch(params, x, y, loss)
     if validation_data is not None and validation_split is not None:

@@ -56,7 +56,7 @@ def test_loss_gradient_matches_autodiff(x64, name):
     y = _targets(name, 5, 4, jax.random.fold_in(key, 1))
     lossdef = get_loss(name)
     auto = jax.grad(lambda o: jnp.sum(lossdef.fn(o, y)))(out)
-    np.testing.assert_allclose(np.asarray(lossdef.grad(out, y)), np.asarray(auto), rtol=1e-12,
+    np.testing.assert_allclose(np.asarray(lossdef.deriv(out, y)), np.asarray(auto), rtol=1e-12,
                                atol=1e-15)
 
 
@@ -79,7 +79,7 @@ def test_losses_stable_at_extreme_logits(name):
     lossdef = get_loss(name)
     y = jnp.array([1, 0]) if lossdef.kind == "multiclass" else jnp.array(
         [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
-    val, grad = lossdef.fn(out, y), lossdef.grad(out, y)
+    val, grad = lossdef.fn(out, y), lossdef.deriv(out, y)
     assert bool(jnp.all(jnp.isfinite(val))) and bool(jnp.all(jnp.isfinite(grad)))
     if lossdef.kind != "regression":  # the wrong answer at 1e4 costs about 2e4
         assert 1e4 <= float(val[0]) * (1 if lossdef.kind == "multiclass" else 3) <= 3e4

@@ -85,7 +85,7 @@ def _wrong_manual_grad(params, x, y, activation, loss, bug):
     """A copy of the backward with one deliberate bug."""
     lossdef = fnmlp.get_loss(loss)
     out, cache = _forward_with_cache(params, x, activation)
-    delta = lossdef.grad(out, y) / x.shape[0]
+    delta = lossdef.deriv(out, y) / x.shape[0]
     deriv = get_activation(activation).deriv
     if bug == "derivative":  # d tanh = 1 - tanh instead of 1 - tanh^2
         return backward(params, cache, delta, lambda z: 1 - jnp.tanh(z))
@@ -142,3 +142,21 @@ def test_report_table_lists_every_leaf(x64):
     for needle in ("manual vs autodiff", "manual vs finite differences", "5x7", "7x3",
                    "max rel err", "PASSED"):
         assert needle in text
+
+
+AUTODIFF = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev",
+            "hessian", "custom_vjp", "custom_jvp", "linear_transpose"}
+
+
+@pytest.mark.parametrize("module", ["backprop", "mlp", "losses", "activations"])
+def test_hand_derived_path_calls_no_autodiff(module):
+    """The manual backward and every module it uses must not touch autodiff."""
+    import ast
+    import importlib
+    import inspect
+
+    tree = ast.parse(inspect.getsource(importlib.import_module(f"fnmlp.{module}")))
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    used |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    used |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not (used & AUTODIFF), (module, used & AUTODIFF)
