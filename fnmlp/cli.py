@@ -112,16 +112,6 @@ def device_description() -> str:
     return f"{d.platform}:{kind} x{jax.device_count()} ({cpu}, {os.cpu_count()} cores)"
 
 
-def _fit(fit, params, x, y, args, optimizer, loss, state, test, on_epoch_end, mesh):
-    return fit(params, x, y, epochs=args.epochs, batch_size=args.batch_size,
-               optimizer=optimizer, activation=args.activation, loss=loss,
-               grad=args.grad, seed=args.seed, state=state,
-               validation_data=test if args.patience else None,
-               patience=args.patience, verbose=not args.quiet,
-               on_epoch_end=on_epoch_end, mesh=mesh,
-               log=None if not args.quiet else (lambda s: None))
-
-
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))
@@ -190,8 +180,13 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
 
     if state is None or int(state.epoch) < args.epochs:
         try:
-            result = _fit(fit, params, x, y, args, optimizer, loss, state, test,
-                          on_epoch_end, mesh)
+            result = fit(params, x, y, epochs=args.epochs, batch_size=args.batch_size,
+                         optimizer=optimizer, activation=args.activation, loss=loss,
+                         grad=args.grad, seed=args.seed, state=state,
+                         validation_data=test if args.patience else None,
+                         patience=args.patience, verbose=not args.quiet,
+                         on_epoch_end=on_epoch_end, mesh=mesh,
+                         log=None if not args.quiet else (lambda s: None))
         except TrainingDiverged as e:
             kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
                     else "no checkpoint exists")

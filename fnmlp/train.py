@@ -16,6 +16,7 @@ Shapes: ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs, ``S = N // B
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -427,8 +428,14 @@ def evaluate(params: Params, x: Any, y: Any, activation: str = "relu",
     _check_names(activation, loss, "manual")
     x, y = check_batch(params, x, y, loss)
     batch_size = V.check_positive_int(batch_size, "batch_size")
-    out = jax.jit(_eval_fn(activation, loss, batch_size))(params, x, y)
+    out = _jitted_eval(activation, loss, batch_size)(params, x, y)
     return {k: float(v) for k, v in out.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_eval(activation: str, loss: str, batch_size: int) -> Callable:
+    """One jitted evaluation per configuration, so repeated calls do not recompile."""
+    return jax.jit(_eval_fn(activation, loss, batch_size))
 
 
 def predict(params: Params, x: Any, activation: str = "relu") -> Array:

@@ -234,3 +234,14 @@ def test_fit_does_not_invalidate_callers_params():
     params = fnmlp.init_mlp(jax.random.key(0), [2, 3])
     fnmlp.fit(params, X, Y, epochs=2, batch_size=4, verbose=False)
     assert np.isfinite(np.asarray(params[0]["w"])).all()  # still readable (not donated)
+
+
+def test_evaluate_does_not_recompile_on_repeated_calls():
+    from fnmlp.train import _jitted_eval
+
+    ds = data.make_blobs(90, seed=2)
+    params = fnmlp.init_mlp(jax.random.key(0), [2, 4, 3])
+    first = fnmlp.evaluate(params, ds.x, ds.y, batch_size=32)
+    for _ in range(3):
+        assert fnmlp.evaluate(params, ds.x, ds.y, batch_size=32) == first
+    assert _jitted_eval("relu", "softmax_cross_entropy", 32)._cache_size() == 1
