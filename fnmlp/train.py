@@ -342,23 +342,20 @@ def fit(
     if patience is not None:
         patience = V.check_positive_int(patience, "patience")
 
+    if state is None:
+        state = init_state(params, optimizer)
     if mesh is None:
         trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
                                compute_dtype=compute_dtype)
     else:
-        from fnmlp.parallel import make_parallel_trainer, replicated
+        from fnmlp.parallel import make_parallel_trainer, place_state, replicated
 
         trainer, x, y = make_parallel_trainer(mesh, optimizer, batch_size, activation, loss,
                                               grad, x, y, compute_dtype)
-        trainer_rep = replicated(mesh)
-    if state is None:
-        state = init_state(params, optimizer)
-    if mesh is not None:
-        from fnmlp.parallel import place_state
-
         state = place_state(state, mesh)
         if validation_data is not None:
-            validation_data = tuple(jax.device_put(a, trainer_rep) for a in validation_data)
+            validation_data = tuple(jax.device_put(a, replicated(mesh))
+                                    for a in validation_data)
     key = jax.random.key(seed)
     start = int(state.epoch)
     history: list[dict] = []
