@@ -72,29 +72,21 @@ def shard_step(step, mesh: Mesh):
 
 def make_parallel_trainer(mesh: Mesh, optimizer, batch_size: int, activation: str,
                           loss: str, grad: str, x: Any, y: Any, compute_dtype: Any = None):
-    """Like :func:`fnmlp.train.make_trainer`, data-parallel over ``mesh``.
+    """:func:`fnmlp.train.make_trainer` over ``mesh``, and the data placed on it.
 
-    Returns ``(trainer, x, y)`` with the data placed (replicated) on the mesh.
+    Returns ``(trainer, x, y)`` with ``x`` and ``y`` replicated on the mesh.
     """
-    from fnmlp.train import Trainer, _epoch_fn, _eval_fn, make_train_step
+    from fnmlp.train import make_trainer
 
-    batch_size = V.check_positive_int(batch_size, "batch_size")
-    check_divisible(batch_size, mesh)
-    step = shard_step(make_train_step(optimizer, activation, loss, grad, compute_dtype), mesh)
-    rep = replicated(mesh)
-    trainer = Trainer(
-        step=jax.jit(step, donate_argnums=0, out_shardings=(rep, rep)),
-        epoch=jax.jit(_epoch_fn(step, batch_size), donate_argnums=0,
-                      out_shardings=(rep, rep)),
-        evaluate=jax.jit(_eval_fn(activation, loss, 1024)),
-        batch_size=batch_size,
-    )
-    return trainer, jax.device_put(jnp.asarray(x), rep), jax.device_put(jnp.asarray(y), rep)
+    trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
+                           compute_dtype=compute_dtype, mesh=mesh)
+    x, y = place_on_mesh((jnp.asarray(x), jnp.asarray(y)), mesh)
+    return trainer, x, y
 
 
-def place_state(state, mesh: Mesh):
-    """Puts a TrainState on the mesh, replicated."""
-    return jax.device_put(state, replicated(mesh))
+def place_on_mesh(tree, mesh: Mesh):
+    """Puts any pytree of arrays (data, a TrainState) on the mesh, replicated."""
+    return jax.device_put(tree, replicated(mesh))
 
 
 def initialize_distributed(coordinator_address: str | None = None,

@@ -191,6 +191,7 @@ def make_trainer(
     grad: str = "manual",
     eval_batch_size: int = 1024,
     compute_dtype: Any = None,
+    mesh: Any = None,
 ) -> Trainer:
     """Compiles (lazily) the step, the epoch and the evaluation for one configuration.
 
@@ -201,13 +202,22 @@ def make_trainer(
       grad: ``"manual"`` (the hand-derived backward) or ``"autodiff"`` (``jax.grad``).
       eval_batch_size: chunk size for :attr:`Trainer.evaluate`.
       compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision (see make_train_step).
+      mesh: a 1-D ``jax.sharding.Mesh``: train data-parallel over it (minibatches
+        sharded along the batch axis, state replicated; see :mod:`fnmlp.parallel`).
     """
     batch_size = V.check_positive_int(batch_size, "batch_size")
     eval_batch_size = V.check_positive_int(eval_batch_size, "eval_batch_size")
     step = make_train_step(optimizer, activation, loss, grad, compute_dtype)
+    placement = {}
+    if mesh is not None:
+        from fnmlp.parallel import check_divisible, replicated, shard_step
+
+        check_divisible(batch_size, mesh)
+        step = shard_step(step, mesh)
+        placement = {"out_shardings": (replicated(mesh), replicated(mesh))}
     return Trainer(
-        step=jax.jit(step, donate_argnums=0),
-        epoch=jax.jit(_epoch_fn(step, batch_size), donate_argnums=0),
+        step=jax.jit(step, donate_argnums=0, **placement),
+        epoch=jax.jit(_epoch_fn(step, batch_size), donate_argnums=0, **placement),
         evaluate=jax.jit(_eval_fn(activation, loss, eval_batch_size)),
         batch_size=batch_size,
     )
@@ -344,18 +354,14 @@ def fit(
 
     if state is None:
         state = init_state(params, optimizer)
-    if mesh is None:
-        trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
-                               compute_dtype=compute_dtype)
-    else:
-        from fnmlp.parallel import make_parallel_trainer, place_state, replicated
+    trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
+                           compute_dtype=compute_dtype, mesh=mesh)
+    if mesh is not None:
+        from fnmlp.parallel import place_on_mesh
 
-        trainer, x, y = make_parallel_trainer(mesh, optimizer, batch_size, activation, loss,
-                                              grad, x, y, compute_dtype)
-        state = place_state(state, mesh)
+        x, y, state = place_on_mesh((x, y, state), mesh)
         if validation_data is not None:
-            validation_data = tuple(jax.device_put(a, replicated(mesh))
-                                    for a in validation_data)
+            validation_data = place_on_mesh(validation_data, mesh)
     key = jax.random.key(seed)
     start = int(state.epoch)
     history: list[dict] = []

@@ -23,7 +23,7 @@ FOUR_DEVICES = textwrap.dedent("""
     jax.config.update("jax_numpy_rank_promotion", "raise")
     import fnmlp
     from fnmlp import data
-    from fnmlp.parallel import make_mesh, make_parallel_trainer, place_state
+    from fnmlp.parallel import make_mesh, make_parallel_trainer, place_on_mesh
     from fnmlp.train import init_state
 
     ds = data.make_spirals(640, arms=3, seed=0)
@@ -46,7 +46,7 @@ FOUR_DEVICES = textwrap.dedent("""
     opt = fnmlp.sgd(0.1)
     tr, x, y = make_parallel_trainer(mesh, opt, 64, "tanh", "softmax_cross_entropy",
                                      "manual", ds.x, ds.y)
-    st = place_state(init_state(p0, opt), mesh)
+    st = place_on_mesh(init_state(p0, opt), mesh)
     hlo = tr.epoch.lower(st, x, y, jax.random.key(0)).compile().as_text()
     out["all_reduce"] = hlo.count("all-reduce")
     for e in range(3):
