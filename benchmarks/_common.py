@@ -168,21 +168,17 @@ def big_shapes() -> list[tuple[int, int, int]]:
 
 
 def matmul_peak(sizes, reps: int, dtype="float32") -> list[dict]:
-    """GFLOP/s of ``jnp.dot`` (jitted) and NumPy for each (m, k, n), median of reps."""
-    import jax
-    import jax.numpy as jnp
+    """GFLOP/s of ``jnp.dot`` (jitted, :func:`peak_impl`) and NumPy (float32) for each
+    (m, k, n), medians of interleaved reps."""
     import numpy as np
 
     rows = []
-    dot = jax.jit(jnp.dot)
     for m, k, n in sizes:
         rng = np.random.default_rng(0)
         a = rng.standard_normal((m, k)).astype(np.float32)
         b = rng.standard_normal((k, n)).astype(np.float32)
-        ja, jb = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
-        flops = 2.0 * m * k * n
-        t = interleaved({"jnp.dot": lambda ja=ja, jb=jb: dot(ja, jb).block_until_ready(),
-                         "numpy": lambda a=a, b=b: np.dot(a, b)}, reps)
+        jnp_dot, flops = peak_impl((m, k, n), dtype, calls=1)
+        t = interleaved({"jnp.dot": jnp_dot, "numpy": lambda a=a, b=b: np.dot(a, b)}, reps)
         rows.append({"shape": f"{m}x{k}x{n}", "m": m, "k": k, "n": n,
                      "jnp_gflops": flops / median(t["jnp.dot"]) / 1e9,
                      "numpy_gflops": flops / median(t["numpy"]) / 1e9})

@@ -64,9 +64,9 @@ def main(argv=None):
 
         impls[f"jnp {name}"] = jrun
         impls[f"numpy {name}"] = nrun
-    for grad in ("manual", "autodiff"):
-        opt = fnmlp.sgd(0.01)
-        tr = fnmlp.make_trainer(opt, B, grad=grad)
+    opt = fnmlp.sgd(0.01)
+    trainers = {g: fnmlp.make_trainer(opt, B, grad=g) for g in ("manual", "autodiff")}
+    for grad, tr in trainers.items():
         h = {"s": fnmlp.init_state(fnmlp.init_mlp(key, sizes), opt)}
 
         def epoch(tr=tr, h=h):
@@ -94,9 +94,7 @@ def main(argv=None):
 
     # what the compiled steps contain
     ops = {}
-    for grad in ("manual", "autodiff"):
-        opt = fnmlp.sgd(0.01)
-        tr = fnmlp.make_trainer(opt, B, grad=grad)
+    for grad, tr in trainers.items():
         st = fnmlp.init_state(fnmlp.init_mlp(key, sizes), opt)
         hlo = tr.step.lower(st, fnmlp.Batch(xd[:B], yd[:B])).compile().as_text()
         names = re.findall(r"=\s*[\w\[\]{},. ]*?\s(\w[\w-]*)\(", hlo)
