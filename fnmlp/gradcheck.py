@@ -39,6 +39,7 @@ from jax.flatten_util import ravel_pytree
 
 from fnmlp import _validate as V
 from fnmlp.backprop import _manual_value_and_grad
+from fnmlp.losses import get_loss
 from fnmlp.mlp import Params, _loss, check_batch
 
 Array = jax.Array
@@ -226,6 +227,22 @@ def finite_difference_grad(
         out.append(chosen[start:start + m.size].reshape(m.shape))
         start += m.size
     return grads, jax.tree.unflatten(treedef, out)
+
+
+def random_batch(key, n: int, sizes, loss: str, dtype: Any = "float32"):
+    """A random batch fitting ``sizes`` and ``loss`` (for gradient checks): ``x: [n, D]``
+    standard normal; labels uniform in ``[0, C)``, 0/1 targets, or normal targets."""
+    kind = get_loss(loss).kind
+    kx, ky = jax.random.split(key)
+    x = jax.random.normal(kx, (n, sizes[0]), dtype)
+    if kind == "multiclass":
+        y = jax.random.randint(ky, (n,), 0, sizes[-1])
+    elif kind == "binary":
+        y = jax.random.bernoulli(ky, 0.5, (n, sizes[-1])).astype(dtype)
+    else:
+        y = jax.random.normal(ky, (n, sizes[-1]), dtype)
+    return x, y
+
 
 
 class GradCheckResult(NamedTuple):

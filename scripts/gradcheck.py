@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import jax
 
-    from fnmlp.data import random_batch
-    from fnmlp.gradcheck import check_gradients
+    from fnmlp.gradcheck import check_gradients, random_batch
     from fnmlp.mlp import init_mlp
 
     with jax.enable_x64(args.dtype == "float64"):

@@ -9,8 +9,7 @@ import pytest
 import fnmlp
 from fnmlp.activations import ACTIVATIONS, get_activation
 from fnmlp.backprop import backward
-from fnmlp.data import random_batch
-from fnmlp.gradcheck import check_gradients, compare_grads
+from fnmlp.gradcheck import check_gradients, compare_grads, random_batch
 from fnmlp.losses import LOSSES
 from fnmlp.mlp import _forward_with_cache, _loss
 

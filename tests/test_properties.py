@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import fnmlp
 from fnmlp.activations import ACTIVATIONS
-from fnmlp.data import random_batch
+from fnmlp.gradcheck import random_batch
 from fnmlp.losses import LOSSES, get_loss
 
 SETTINGS = settings(derandomize=True, deadline=None, max_examples=25,

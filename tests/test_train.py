@@ -8,6 +8,7 @@ import pytest
 
 import fnmlp
 from fnmlp import data
+from fnmlp.gradcheck import random_batch
 from fnmlp.train import TrainingDiverged, init_state, make_trainer
 
 
@@ -127,7 +128,7 @@ def test_per_example_grads_average_to_batch_grad(x64, grad, loss):
     key = jax.random.key(0)
     sizes = [3, 5, 2]
     params = fnmlp.init_mlp(key, sizes, "tanh", dtype=jnp.float64)
-    x, y = data.random_batch(key, 7, sizes, loss, jnp.float64)
+    x, y = random_batch(key, 7, sizes, loss, jnp.float64)
     pe = fnmlp.per_example_grads(params, x, y, "tanh", loss, grad)
     assert pe[0]["w"].shape == (7, 3, 5)
     mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), pe)
