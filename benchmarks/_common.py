@@ -20,9 +20,12 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The shared flags; ``doc`` is the script's module docstring (its first paragraph
+    is the description)."""
+    from fnmlp.cli import Parser, description
+
+    p = Parser(description=description(doc))
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (smoke test)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per implementation")
     p.add_argument("--json", metavar="OUT", default=None, help="write results as JSON here")

@@ -8,14 +8,13 @@ import _common as C
 
 
 def main(argv=None):
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__)
     p.add_argument("--batch", type=int, default=128)
     args = p.parse_args(argv)
     import jax
 
     import fnmlp
-    from fnmlp.backprop import _manual_value_and_grad
-    from fnmlp.mlp import _loss
+    from fnmlp._core import manual_value_and_grad, mean_loss
 
     configs = [(w, d) for w in (64, 256, 1024) for d in (1, 2, 4)]  # 784-(w x d)-10
     batch = args.batch
@@ -28,9 +27,10 @@ def main(argv=None):
         params = fnmlp.init_mlp(jax.random.key(0), sizes)
         x = jax.random.uniform(jax.random.key(1), (batch, 784))
         y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
-        manual = jax.jit(lambda p, x, y: _manual_value_and_grad(p, x, y, "relu",
+        manual = jax.jit(lambda p, x, y: manual_value_and_grad(p, x, y, "relu",
                                                                 "softmax_cross_entropy")[1])
-        auto = jax.jit(jax.grad(lambda p, x, y: _loss(p, x, y, "relu", "softmax_cross_entropy")))
+        auto = jax.jit(jax.grad(lambda p, x, y: mean_loss(p, x, y, "relu",
+                                                          "softmax_cross_entropy")))
         per_ex = jax.jit(lambda p, x, y: fnmlp.per_example_grads(p, x, y))
 
         # many calls per timing so the ~60 us dispatch does not dominate

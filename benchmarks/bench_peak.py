@@ -8,7 +8,7 @@ import _common as C
 
 
 def main(argv=None):
-    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    args = C.parser(__doc__).parse_args(argv)
     sizes = [(128, 784, 128), (128, 784, 1024), (128, 1024, 1024), *C.big_shapes()]
     if args.quick:
         sizes, args.reps = [(64, 64, 64), (128, 784, 128)], 1

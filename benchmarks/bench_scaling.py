@@ -15,8 +15,10 @@ from bench_train import make_data, train_flops_per_example
 
 
 def main(argv=None):
-    p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--plot", default=None, help="PNG path (default: results/scaling.png)")
+    p = C.parser(__doc__)
+    p.add_argument("--plot", default=None,
+                   help="write the PNG here (default: benchmarks/results/scaling.png for a full"
+                        " run; none with --quick)")
     args = p.parse_args(argv)
     import jax
     import jax.numpy as jnp
@@ -71,9 +73,11 @@ def main(argv=None):
            f" each row (highest {peak:.1f} GFLOP/s). Sweeps: batch for 784-128-10; width W"
            f" for 784-W-10 at batch 128; depth d for 784-512xd-10 at batch 128; {n} examples"
            " per epoch.")
-    plot_path = args.plot or str(C.RESULTS / ("scaling-quick.png" if args.quick else "scaling.png"))
+    plot_path = args.plot or (None if args.quick else str(C.RESULTS / "scaling.png"))
     try:
-        _plot(rows, plot_path, info)
+        if plot_path:
+            _plot(rows, plot_path, info)
+            print(f"wrote {plot_path}")
     except ImportError as e:  # matplotlib is an optional extra
         print(f"no plot: {e}")
         plot_path = None

@@ -181,9 +181,9 @@ def available(name):
 
 
 def main(argv=None):
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__)
     p.add_argument("--models", default="S,L", help="comma list of S, L")
-    p.add_argument("--batches", default="128,1024")
+    p.add_argument("--batches", default="128,1024", help="comma list of batch sizes")
     p.add_argument("--examples-s", type=int, default=60000, help="epoch size for S")
     p.add_argument("--examples-l", type=int, default=15360, help="epoch size for L")
     p.add_argument("--no-peers", action="store_true", help="fnmlp and the JAX loop only")
@@ -191,7 +191,7 @@ def main(argv=None):
                    help="skip NumPy and scikit-learn (for a GPU run)")
     p.add_argument("--precision", choices=["default", "high", "highest"], default=None,
                    help="jax.default_matmul_precision for the JAX rows and the peak"
-                        " (on GPU 'default' allows TF32)")
+                        " (on GPU 'default' allows TF32) (default: JAX's own)")
     p.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32",
                    help="bfloat16: fnmlp mixed precision (float32 master params)")
     args = p.parse_args(argv)

@@ -3,6 +3,12 @@
 # CUDA and torch already installed there). Results and logs go to $OUT/r/ and are packed
 # into $OUT/gpu-results.tar.gz.  Usage: OUT=dir bash benchmarks/gpu_run.sh
 set -uo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
+  echo "usage: OUT=dir bash benchmarks/gpu_run.sh"
+  echo "Runs the GPU gradient checks and every benchmark on the first GPU, writing logs and"
+  echo "tables to \$OUT/r/ (default OUT=gpu-out) and packing them into \$OUT/gpu-results.tar.gz."
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
 R="$OUT/r"

@@ -14,7 +14,7 @@ import numpy as np
 
 
 def main(argv=None):
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__)
     p.add_argument("--sizes", default="784,128,10")
     p.add_argument("--batch", type=int, default=128)
     args = p.parse_args(argv)

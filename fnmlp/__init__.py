@@ -10,7 +10,7 @@ Shape legend used throughout: ``B`` batch, ``N`` dataset size, ``D`` input featu
 
 __version__ = "0.1.0"
 
-from fnmlp import activations, data, gradcheck, losses, optim, schedules  # noqa: E402
+from fnmlp import activations, data, gradcheck, inference, losses, optim, schedules  # noqa: E402
 from fnmlp.activations import ACTIVATIONS, get_activation  # noqa: E402
 from fnmlp.backprop import backward, manual_grad, manual_value_and_grad  # noqa: E402
 from fnmlp.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -20,6 +20,13 @@ from fnmlp.gradcheck import (  # noqa: E402
     check_gradients,
     compare_grads,
     finite_difference_grad,
+)
+from fnmlp.inference import (  # noqa: E402
+    Model,
+    load_model,
+    predict,
+    predict_classes,
+    predict_proba,
 )
 from fnmlp.initializers import INITIALIZERS  # noqa: E402
 from fnmlp.losses import LOSSES, accuracy, get_loss, zero_one_loss  # noqa: E402
@@ -36,7 +43,9 @@ from fnmlp.optim import (  # noqa: E402
     adam,
     adamw,
     apply_updates,
-    clip_by_global_norm,
+    check_optimizer,
+    clip_grads_by_global_norm,
+    get_learning_rate,
     get_optimizer,
     momentum,
     nesterov,
@@ -56,19 +65,18 @@ from fnmlp.train import (  # noqa: E402
     make_train_step,
     make_trainer,
     per_example_grads,
-    predict,
 )
 
 __all__ = [
-    "ACTIVATIONS", "INITIALIZERS", "LOSSES", "OPTIMIZERS",
-    "Batch", "FitResult", "GradReport", "GradientTransformation", "TrainState", "Trainer",
-    "TrainingDiverged",
-    "accuracy", "activations", "adam", "adamw", "apply_updates", "backward",
-    "batched_forward", "check_gradients", "clip_by_global_norm", "compare_grads", "data",
-    "evaluate", "finite_difference_grad", "fit", "forward", "forward_with_cache",
-    "get_activation", "get_loss", "get_optimizer", "gradcheck", "init_mlp", "init_state",
-    "load_checkpoint", "load_mnist", "load_mnist_idx", "load_mnist_tfds", "loss", "losses",
+    "ACTIVATIONS", "Batch", "FitResult", "GradReport", "GradientTransformation",
+    "INITIALIZERS", "LOSSES", "Model", "OPTIMIZERS", "TrainState", "Trainer",
+    "TrainingDiverged", "accuracy", "activations", "adam", "adamw", "apply_updates",
+    "backward", "batched_forward", "check_gradients", "check_optimizer",
+    "clip_grads_by_global_norm", "compare_grads", "data", "evaluate", "finite_difference_grad",
+    "fit", "forward", "forward_with_cache", "get_activation", "get_learning_rate", "get_loss",
+    "get_optimizer", "gradcheck", "inference", "init_mlp", "init_state", "load_checkpoint",
+    "load_mnist", "load_mnist_idx", "load_mnist_tfds", "load_model", "loss", "losses",
     "make_train_step", "make_trainer", "manual_grad", "manual_value_and_grad", "momentum",
-    "nesterov", "optim", "per_example_grads", "predict", "rmsprop", "save_checkpoint",
-    "schedules", "set_learning_rate", "sgd", "zero_one_loss",
+    "nesterov", "optim", "per_example_grads", "predict", "predict_classes", "predict_proba",
+    "rmsprop", "save_checkpoint", "schedules", "set_learning_rate", "sgd", "zero_one_loss",
 ]

@@ -7,6 +7,12 @@ pre-activation ``z`` (``d act(z) / dz``), which is what the backward pass keeps.
 An :class:`Activation` is a frozen pair ``(fn, deriv)``; :func:`get_activation` looks one
 up by name. Names are plain strings so they can be static, hashable arguments under
 ``jax.jit``.
+
+**Kinks.** Where an activation is not differentiable (``relu``, ``leaky_relu``, ``elu``,
+``selu`` at ``z = 0``), the hand-written derivative and ``jax.grad`` of the forward take
+the same subgradient, PyTorch's: ``relu'(0) = 0``, ``leaky_relu'(0) = slope``,
+``elu'(0) = alpha``, ``selu'(0) = scale alpha``. The forwards are written with ``where``
+on ``z > 0`` so that autodiff picks that branch (``jnp.maximum`` would give 0.5).
 """
 
 from __future__ import annotations
@@ -34,65 +40,76 @@ class Activation(NamedTuple):
     deriv: Callable[[Array], Array]
 
 
-# identity(z) = z
 def identity(z: Array) -> Array:
+    """``identity(z) = z``.  Derivative: ``1``."""
     return z
 
 
-# d identity(z)/dz = 1
 def d_identity(z: Array) -> Array:
+    """``d identity(z)/dz = 1``."""
     return jnp.ones_like(z)
 
 
-# relu(z) = max(z, 0)
 def relu(z: Array) -> Array:
-    return jnp.maximum(z, 0)
+    """``relu(z) = z if z > 0 else 0``.  Derivative: ``1 if z > 0 else 0``.
+
+    At the kink ``z = 0`` both paths take 0, as PyTorch does. The forward is a
+    ``where`` on ``z > 0`` (not ``jnp.maximum``, whose autodiff splits a tie as 0.5).
+    """
+    return jnp.where(z > 0, z, jnp.zeros_like(z))
 
 
-# d relu(z)/dz = 1 if z > 0 else 0   (0 at the kink, as jax.nn.relu)
 def d_relu(z: Array) -> Array:
+    """``d relu(z)/dz = 1 if z > 0 else 0`` (0 at ``z = 0``, as PyTorch)."""
     return (z > 0).astype(z.dtype)
 
 
-# leaky_relu(z) = z if z >= 0 else a z
 def leaky_relu(z: Array) -> Array:
-    return jnp.where(z >= 0, z, LEAKY_RELU_SLOPE * z)
+    """``leaky_relu(z) = z if z > 0 else a z`` with ``a = LEAKY_RELU_SLOPE`` (0.01).
+
+    Derivative: ``1 if z > 0 else a``; at ``z = 0`` it is ``a``, as PyTorch.
+    """
+    return jnp.where(z > 0, z, LEAKY_RELU_SLOPE * z)
 
 
-# d leaky_relu(z)/dz = 1 if z >= 0 else a
 def d_leaky_relu(z: Array) -> Array:
-    return jnp.where(z >= 0, jnp.ones_like(z), jnp.full_like(z, LEAKY_RELU_SLOPE))
+    """``d leaky_relu(z)/dz = 1 if z > 0 else a`` (``a`` at ``z = 0``, as PyTorch)."""
+    return jnp.where(z > 0, jnp.ones_like(z), jnp.full_like(z, LEAKY_RELU_SLOPE))
 
 
-# tanh(z)
 def tanh(z: Array) -> Array:
+    """``tanh(z)``.  Derivative: ``1 - tanh(z)^2``."""
     return jnp.tanh(z)
 
 
-# d tanh(z)/dz = 1 - tanh(z)^2
 def d_tanh(z: Array) -> Array:
+    """``d tanh(z)/dz = 1 - tanh(z)^2``."""
     t = jnp.tanh(z)
     return 1 - t * t
 
 
-# sigmoid(z) = 1 / (1 + exp(-z))   (jax.nn.sigmoid is stable for large |z|)
 def sigmoid(z: Array) -> Array:
+    """``sigmoid(z) = 1 / (1 + exp(-z))`` (stable for large ``|z|``).
+
+    Derivative: ``sigmoid(z) (1 - sigmoid(z))``.
+    """
     return jax.nn.sigmoid(z)
 
 
-# d sigmoid(z)/dz = sigmoid(z) (1 - sigmoid(z))
 def d_sigmoid(z: Array) -> Array:
+    """``d sigmoid(z)/dz = sigmoid(z) (1 - sigmoid(z))``."""
     s = jax.nn.sigmoid(z)
     return s * (1 - s)
 
 
-# gelu(z) = z Phi(z), Phi the standard normal CDF (the exact form, not the tanh fit)
 def gelu(z: Array) -> Array:
+    """``gelu(z) = z Phi(z)``, ``Phi`` the standard normal CDF (the exact form, not the
+    tanh fit).  Derivative: ``Phi(z) + z phi(z)``, ``phi(z) = exp(-z^2/2) / sqrt(2 pi)``."""
     return z * _normal_cdf(z)
 
 
-# d gelu(z)/dz = Phi(z) + z phi(z),  phi(z) = exp(-z^2/2) / sqrt(2 pi)
 def d_gelu(z: Array) -> Array:
+    """``d gelu(z)/dz = Phi(z) + z phi(z)``."""
     return _normal_cdf(z) + z * jnp.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
 
 
@@ -100,44 +117,63 @@ def _normal_cdf(z: Array) -> Array:
     return 0.5 * (1 + jax.scipy.special.erf(z / math.sqrt(2)))
 
 
-# softplus(z) = log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|))   (stable form)
 def softplus(z: Array) -> Array:
+    """``softplus(z) = log(1 + exp(z))``, computed as ``logaddexp(z, 0)`` (stable).
+
+    Derivative: ``sigmoid(z)``.
+    """
     return jnp.logaddexp(z, 0)
 
 
-# d softplus(z)/dz = sigmoid(z)
 def d_softplus(z: Array) -> Array:
+    """``d softplus(z)/dz = sigmoid(z)``."""
     return jax.nn.sigmoid(z)
 
 
-# elu(z) = z if z > 0 else alpha (exp(z) - 1)
+def _neg_part(z: Array) -> Array:
+    # z where z <= 0, else 0: the argument of the exponential branch. A where on z > 0
+    # (not jnp.minimum, whose autodiff splits a tie) keeps d/dz = 1 at z = 0.
+    return jnp.where(z > 0, jnp.zeros_like(z), z)
+
+
 def elu(z: Array) -> Array:
-    return jnp.where(z > 0, z, ELU_ALPHA * jnp.expm1(jnp.minimum(z, 0)))
+    """``elu(z) = z if z > 0 else alpha (exp(z) - 1)``, ``alpha = ELU_ALPHA`` (1).
+
+    Derivative: ``1 if z > 0 else alpha exp(z)``; at ``z = 0`` it is ``alpha``, as PyTorch.
+    """
+    return jnp.where(z > 0, z, ELU_ALPHA * jnp.expm1(_neg_part(z)))
 
 
-# d elu(z)/dz = 1 if z > 0 else alpha exp(z)
 def d_elu(z: Array) -> Array:
-    return jnp.where(z > 0, jnp.ones_like(z), ELU_ALPHA * jnp.exp(jnp.minimum(z, 0)))
+    """``d elu(z)/dz = 1 if z > 0 else alpha exp(z)`` (``alpha`` at 0, as PyTorch)."""
+    return jnp.where(z > 0, jnp.ones_like(z), ELU_ALPHA * jnp.exp(_neg_part(z)))
 
 
-# selu(z) = scale * (z if z > 0 else alpha (exp(z) - 1))
 def selu(z: Array) -> Array:
-    return SELU_SCALE * jnp.where(z > 0, z, SELU_ALPHA * jnp.expm1(jnp.minimum(z, 0)))
+    """``selu(z) = scale (z if z > 0 else alpha (exp(z) - 1))`` with PyTorch's constants.
+
+    Derivative: ``scale (1 if z > 0 else alpha exp(z))``; ``scale alpha`` at ``z = 0``,
+    as PyTorch.
+    """
+    return SELU_SCALE * jnp.where(z > 0, z, SELU_ALPHA * jnp.expm1(_neg_part(z)))
 
 
-# d selu(z)/dz = scale * (1 if z > 0 else alpha exp(z))
 def d_selu(z: Array) -> Array:
-    neg = SELU_ALPHA * jnp.exp(jnp.minimum(z, 0))
+    """``d selu(z)/dz = scale (1 if z > 0 else alpha exp(z))``."""
+    neg = SELU_ALPHA * jnp.exp(_neg_part(z))
     return SELU_SCALE * jnp.where(z > 0, jnp.ones_like(z), neg)
 
 
-# silu(z) = z sigmoid(z)   (also called swish)
 def silu(z: Array) -> Array:
+    """``silu(z) = z sigmoid(z)`` (also called swish).
+
+    Derivative: ``s + z s (1 - s)``, ``s = sigmoid(z)``.
+    """
     return z * jax.nn.sigmoid(z)
 
 
-# d silu(z)/dz = s + z s (1 - s),  s = sigmoid(z)
 def d_silu(z: Array) -> Array:
+    """``d silu(z)/dz = s + z s (1 - s)``, ``s = sigmoid(z)``."""
     s = jax.nn.sigmoid(z)
     return s + z * s * (1 - s)
 

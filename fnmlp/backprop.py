@@ -13,57 +13,21 @@ For the mean loss ``L = (1/B) sum_i loss(out_i, y_i)`` and layers
 Nothing here calls autodiff (grad, vjp, jvp, linearize, jacfwd, jacrev; a test reads
 the source of this module and of everything it calls to make sure): this is the path
 that ``fnmlp.gradcheck`` checks against autodiff.
-Everything is jit-compatible.
+Everything is jit-compatible. The kernels (:func:`backward`, the unchecked
+value-and-gradient) live in :mod:`fnmlp._core`; this module adds the input checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
-import jax.numpy as jnp
 
-from fnmlp.activations import get_activation
-from fnmlp.losses import get_loss
-from fnmlp.mlp import LayerCache, Params, _forward_with_cache, check_batch
+from fnmlp import _core
+from fnmlp._core import backward
+from fnmlp.mlp import Params, check_batch
+
+__all__ = ["backward", "manual_grad", "manual_value_and_grad"]
 
 Array = jax.Array
-
-
-def backward(
-    params: Params,
-    cache: list[LayerCache],
-    delta: Array,
-    act_deriv: Callable[[Array], Array],
-) -> Params:
-    """Backpropagates ``delta = dL/d out: [B, C]`` through the layers.
-
-    Returns grads with exactly the structure of ``params``.
-    """
-    grads: list = [None] * len(params)
-    for l in reversed(range(len(params))):
-        a_in = cache[l].inputs  # [B, D_l]
-        grads[l] = {"w": a_in.T @ delta, "b": jnp.sum(delta, axis=0)}
-        if l > 0:
-            delta = (delta @ params[l]["w"].T) * act_deriv(cache[l - 1].z)  # [B, D_l]
-    return grads
-
-
-def _manual_value_and_grad(
-    params: Params, x: Array, y: Array, activation: str, loss: str, loss_dtype=None
-) -> tuple[Array, Params, Array]:
-    """No checks. Returns ``(mean loss, grads, out [B, C])``.
-
-    ``loss_dtype`` (e.g. float32 under bfloat16 compute) is the dtype the loss and its
-    gradient ``delta`` are computed in; ``delta`` goes back to the compute dtype.
-    """
-    lossdef = get_loss(loss)
-    out, cache = _forward_with_cache(params, x, activation)  # [B, C]
-    o = out if loss_dtype is None else out.astype(loss_dtype)
-    value = jnp.mean(lossdef.fn(o, y))
-    delta = (lossdef.deriv(o, y) / x.shape[0]).astype(out.dtype)  # [B, C]
-    grads = backward(params, cache, delta, get_activation(activation).deriv)
-    return value, grads, out
 
 
 def manual_value_and_grad(
@@ -79,7 +43,7 @@ def manual_value_and_grad(
     :func:`fnmlp.loss`.
     """
     x, y = check_batch(params, x, y, loss)
-    value, grads, _ = _manual_value_and_grad(params, x, y, activation, loss)
+    value, grads, _ = _core.manual_value_and_grad(params, x, y, activation, loss)
     return value, grads
 
 

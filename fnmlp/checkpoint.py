@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -88,47 +90,52 @@ def _open(path):
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise ValueError(f"{path}: not a readable fnmlp checkpoint ({e})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable fnmlp checkpoint (truncated or not an .npz:"
+                         f" {e})") from None
 
 
 def _meta(z, path) -> dict:
     if "__meta__" not in z.files:
         raise ValueError(f"{path}: not an fnmlp checkpoint (no __meta__ entry)")
-    meta = json.loads(bytes(z["__meta__"]).decode())
+    try:
+        meta = json.loads(bytes(z["__meta__"]).decode())
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable fnmlp checkpoint (damaged: {e})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
     return meta
 
 
 def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
-    """Loads a checkpoint into the structure of ``template``; returns ``(state, config)``.
+    """Loads a checkpoint into the structure of ``template``; returns ``(tree, config)``.
 
-    ``template`` is a pytree of the same structure (e.g. ``init_state(init_mlp(...),
-    opt)``): its leaves give the expected shapes and dtypes. A different architecture
-    raises ``ValueError`` naming the layer and both shapes.
+    ``template`` gives the expected structure, shapes and dtypes: a training state
+    (``init_state(init_mlp(...), opt)``) to resume, or just params (``init_mlp(...)``)
+    to load the params of a saved training state. A different architecture raises
+    ``ValueError`` naming the layer and both shapes; a damaged file raises
+    ``ValueError`` saying so.
     """
     path = Path(path)
     with _open(path) as z:
         meta = _meta(z, path)
         named = _flatten(template)
         want = [n for n, _ in named]
-        if meta["paths"] != want:
-            missing = [n for n in want if n not in meta["paths"]]
-            extra = [n for n in meta["paths"] if n not in want]
-            detail = ""
-            layers = [n for n in missing + extra if n.startswith("params/")]
-            if layers:
-                detail = (f"; the checkpoint has {len(_layers(meta['paths']))} layers, the"
-                          f" model {len(_layers(want))}")
-            raise ValueError(
-                f"{path}: checkpoint does not match the model: missing {missing[:4]},"
-                f" unexpected {extra[:4]}{detail}")
+        prefix = ""
+        if meta["paths"] != want and all(f"params/{n}" in meta["paths"] for n in want) and (
+                len(_layers(meta["paths"])) == len(_layers(want, ""))):
+            prefix = "params/"  # a params-only template: load the params of the state
+        if prefix == "" and meta["paths"] != want:
+            raise ValueError(_mismatch(path, meta["paths"], want))
         leaves = []
         for name, leaf in named:
-            a = z[name]
+            try:
+                a = z[prefix + name]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                raise ValueError(f"{path}: not a readable fnmlp checkpoint ({prefix + name}"
+                                 f" is damaged: {e})") from None
             if a.shape != tuple(np.shape(leaf)):
-                parts = name.split("/")
+                parts = (prefix + name).split("/")
                 where = (f"layer {parts[1]} {parts[2]!r}" if parts[0] == "params"
                          else name)
                 raise ValueError(
@@ -139,8 +146,25 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     return jax.tree.unflatten(treedef, leaves), meta["config"]
 
 
-def _layers(paths: list[str]) -> set[str]:
-    return {p.split("/")[1] for p in paths if p.startswith("params/")}
+def _mismatch(path, have: list[str], want: list[str]) -> str:
+    missing = [n for n in want if n not in have]
+    extra = [n for n in have if n not in want]
+    state_like = any(n.startswith("params/") for n in have)
+    prefix_want = "params/" if any(n.startswith("params/") for n in want) else ""
+    detail = ""
+    n_have, n_want = len(_layers(have)), len(_layers(want, prefix_want))
+    if n_have != n_want:
+        detail = f"; the checkpoint has {n_have} layers, the model {n_want}"
+    elif state_like and not prefix_want:
+        detail = "; the template is neither params nor a training state like the saved one"
+    return (f"{path}: checkpoint does not match the model: missing {missing[:4]},"
+            f" unexpected {extra[:4]}{detail}")
+
+
+def _layers(paths: list[str], prefix: str = "params/") -> set[str]:
+    """The layer indices named in pytree paths (``params/0/w`` or, bare, ``0/w``)."""
+    return {p[len(prefix):].split("/")[0] for p in paths
+            if p.startswith(prefix) and p[len(prefix):].split("/")[0].isdigit()}
 
 
 def _umask() -> int:

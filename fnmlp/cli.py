@@ -26,14 +26,46 @@ class UsageError(Exception):
     """A problem with the command line or the data: exit 2, one line."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows every option's default once: ``(default: X)`` is added unless the
+    help text already says it; flags (store_true) show none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("(default" in text or not action.option_strings or action.nargs == 0
+                or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if not action.help and action.option_strings and action.nargs != 0:
+            action.help = "(default: %(default)s)"  # argparse prints nothing without help
+        return action
+
     def error(self, message):  # one line and exit 2, without the usage block
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def description(doc: str) -> str:
+    """The first paragraph of a module docstring, as one line (for ``--help``)."""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 def parse_int_list(text: str) -> list[int]:
+    parts = text.split(",")
+    if any(s.strip() == "" for s in parts):
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers like 128 or 256,128, with no empty"
+            f" entries; got {text!r}")
     try:
-        values = [int(s) for s in text.split(",") if s.strip() != ""]
+        values = [int(s) for s in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"must be comma-separated positive integers like 128 or 256,128; got {text!r}"
@@ -65,17 +97,20 @@ def positive_float(text: str) -> float:
 
 def base_parser(description: str, *, hidden: str, activation: str, optimizer: str,
                 lr: float, batch_size: int, epochs: int, out: str) -> Parser:
-    p = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description)
     p.add_argument("--hidden", type=parse_int_list, default=parse_int_list(hidden),
-                   help="hidden layer widths, comma-separated (e.g. 256,128)")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=activation)
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=optimizer)
+                   help=f"hidden layer widths, comma-separated, e.g. 256,128 (default: {hidden})")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=activation,
+                   help="hidden activation")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=optimizer,
+                   help="optimizer (fnmlp.optim)")
     p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
-    p.add_argument("--batch-size", type=positive_int, default=batch_size)
-    p.add_argument("--epochs", type=positive_int, default=epochs)
+    p.add_argument("--batch-size", type=positive_int, default=batch_size, help="minibatch size")
+    p.add_argument("--epochs", type=positive_int, default=epochs,
+                   help="epochs to train (with --resume: the epoch to train up to)")
     p.add_argument("--grad", choices=["manual", "autodiff"], default="manual",
                    help="hand-derived backward or jax.grad")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and data")
     p.add_argument("--patience", type=positive_int, default=None,
                    help="early stopping patience in epochs (default: off)")
     p.add_argument("--devices", type=positive_int, default=1,
@@ -89,12 +124,12 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
 
 def main_guard(main: Callable[[], int]) -> None:
     """Runs ``main``; turns expected errors into exit 2 and a one-line message."""
-    from fnmlp.data import MnistUnavailableError
-
     prog = os.path.basename(sys.argv[0])
     try:
         sys.exit(main())
-    except (UsageError, ValueError, TypeError, MnistUnavailableError, ImportError) as e:
+    except (UsageError, ValueError, TypeError, OSError, ImportError) as e:
+        # OSError: files (missing, unwritable, a file where a folder should be) and
+        # MnistUnavailableError, a FileNotFoundError
         msg = " ".join(str(e).split())
         print(f"{prog}: error: {msg}", file=sys.stderr)
         sys.exit(2)
@@ -110,6 +145,21 @@ def device_description() -> str:
     kind = getattr(d, "device_kind", d.platform)
     cpu = platform.processor() or platform.machine()
     return f"{d.platform}:{kind} x{jax.device_count()} ({cpu}, {os.cpu_count()} cores)"
+
+
+def check_out_dir(path: str) -> Path:
+    """Makes the output folder and proves it writable, before any training."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {path!r} is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {path!r} is not a writable folder ({e.strerror or e})") from None
+    return out
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -147,8 +197,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
               "epochs": args.epochs, "grad": args.grad, "seed": args.seed,
               "patience": args.patience, "devices": args.devices, "dtype": "float32",
               **(extra_config or {})}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_out_dir(args.out)
     ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
 
     optimizer = get_optimizer(args.optimizer, args.lr)
@@ -162,6 +211,14 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
             raise UsageError(f"--resume: {ckpt} was made with another config: "
                              + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items()))
         state, _ = load_checkpoint(ckpt, init_state(params, optimizer))
+        if int(state.epoch) > args.epochs:
+            raise UsageError(
+                f"--resume: {ckpt} is at epoch {int(state.epoch)}, past --epochs"
+                f" {args.epochs}; --epochs is the epoch to train up to: give more than"
+                f" {int(state.epoch)} to continue")
+        if int(state.epoch) == args.epochs:
+            print(f"--resume: {ckpt} is already at epoch {args.epochs}; nothing to train,"
+                  " evaluating it", file=sys.stderr)
         if metrics_path.exists():
             history = json.loads(metrics_path.read_text()).get("history", [])
             history = [r for r in history if r["epoch"] <= int(state.epoch)]

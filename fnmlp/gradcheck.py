@@ -37,10 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnmlp import _validate as V
-from fnmlp.backprop import _manual_value_and_grad
+from fnmlp import _core
+from fnmlp import _validate as checks
 from fnmlp.losses import get_loss
-from fnmlp.mlp import Params, _loss, check_batch
+from fnmlp.mlp import Params, check_batch
 
 Array = jax.Array
 
@@ -64,6 +64,8 @@ class LeafReport(NamedTuple):
     max_rel_err: float
     tol: float
     passed: bool
+    checked: int = -1  # entries compared (a sample when finite differences were sampled)
+    total: int = -1  # entries in the leaf
 
 
 class GradReport(NamedTuple):
@@ -97,10 +99,12 @@ class GradReport(NamedTuple):
         }
 
     def __str__(self) -> str:
-        head = ("layer", "leaf", "shape", "max abs err", "max rel err", "tol", "result")
+        head = ("layer", "leaf", "shape", "checked", "max abs err", "max rel err", "tol",
+                "result")
         body = [
-            (r.layer, r.leaf, "x".join(map(str, r.shape)) or "()", f"{r.max_abs_err:.2e}",
-             f"{r.max_rel_err:.2e}", f"{r.tol:.0e}", "ok" if r.passed else "FAIL")
+            (r.layer, r.leaf, "x".join(map(str, r.shape)) or "()", f"{r.checked}/{r.total}",
+             f"{r.max_abs_err:.2e}", f"{r.max_rel_err:.2e}", f"{r.tol:.0e}",
+             "ok" if r.passed else ("UNCHECKED" if r.checked == 0 else "FAIL"))
             for r in self.rows
         ]
         widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
@@ -109,7 +113,9 @@ class GradReport(NamedTuple):
             return "  ".join(c.ljust(w) if i < 3 else c.rjust(w)
                              for i, (c, w) in enumerate(zip(row, widths)))
 
-        verdict = "PASSED" if self.passed else f"FAILED ({len(self.failing())} leaves)"
+        unchecked = sum(r.checked == 0 for r in self.rows)
+        verdict = "PASSED" if self.passed else f"FAILED ({len(self.failing())} leaves" + (
+            f", {unchecked} never checked)" if unchecked else ")")
         lines = [f"{self.title}: {verdict}", fmt(head), fmt(["-" * w for w in widths])]
         return "\n".join(lines + [fmt(row) for row in body])
 
@@ -136,7 +142,9 @@ def compare_grads(
       rtol: tolerance on ``max_rel_err``; default by ``checked``'s dtype (module doc).
       title: the report's heading.
       mask: optional pytree of bools; only entries where it is True are compared (used
-        when finite differences were taken at a sample of the coordinates).
+        when finite differences were taken at a sample of the coordinates). Each row
+        says how many entries were compared (``checked`` of ``total``); a leaf with
+        entries but none compared fails: it was never checked.
 
     Returns:
       A :class:`GradReport`. Mismatched structures raise ``TypeError``; mismatched
@@ -162,15 +170,17 @@ def compare_grads(
             sel = np.asarray(m, dtype=bool)
             a_np, b_np = a_np[sel], b_np[sel]
         tol = rtol if rtol is not None else default_tolerance(jnp.asarray(a).dtype)
+        total = int(np.size(a))
         if a_np.size == 0:
-            abs_err = rel_err = 0.0
+            abs_err, rel_err = 0.0, (0.0 if total == 0 else math.nan)
         else:
             diff = np.abs(a_np - b_np)
             abs_err = float(np.max(diff))
             scale = max(float(np.max(np.abs(a_np))), float(np.max(np.abs(b_np))))
             rel_err = 0.0 if abs_err == 0 else (abs_err / scale if scale > 0 else math.inf)
         ok = bool(np.isfinite(rel_err) and rel_err <= tol)
-        rows.append(LeafReport(layer, leaf, tuple(np.shape(a)), abs_err, rel_err, tol, ok))
+        rows.append(LeafReport(layer, leaf, tuple(np.shape(a)), abs_err, rel_err, tol, ok,
+                               int(a_np.size), total))
     return GradReport(title, rows)
 
 
@@ -180,6 +190,7 @@ def finite_difference_grad(
     eps: float | None = None,
     max_evals: int | None = 4096,
     key: Array | None = None,
+    min_per_leaf: int = 32,
 ) -> tuple[Any, Any]:
     """Central finite differences ``(f(p + h e_i) - f(p - h e_i)) / 2h`` per coordinate.
 
@@ -187,9 +198,12 @@ def finite_difference_grad(
       f: a scalar function of the params pytree (forward only: no autodiff is used).
       params: where to differentiate.
       eps: the step ``h``; default ``1e-6`` in float64, ``1e-3`` in float32.
-      max_evals: at most this many coordinates are perturbed, chosen at random when
-        there are more (so big nets stay cheap); ``None`` means all.
+      max_evals: about this many coordinates are perturbed when the params have more
+        (so big nets stay cheap); ``None`` means all. The sample is drawn leaf by leaf:
+        each leaf gets its share of ``max_evals`` by size, but at least
+        ``min(size, min_per_leaf)``, so a small leaf (a bias of 10) is never skipped.
       key: PRNG key for that sample.
+      min_per_leaf: the least number of coordinates sampled in each leaf.
 
     Returns:
       ``(grads, mask)``: two pytrees like ``params``; ``mask`` is True where a
@@ -203,7 +217,14 @@ def finite_difference_grad(
         idx = np.arange(n)
     else:
         key = jax.random.key(0) if key is None else key
-        idx = np.sort(np.asarray(jax.random.choice(key, n, (max_evals,), replace=False)))
+        parts, start = [], 0
+        for i, leaf in enumerate(jax.tree.leaves(params)):  # ravel_pytree's order
+            size = int(np.size(leaf))
+            quota = min(size, max(min_per_leaf, int(max_evals * size / n)))
+            pick = jax.random.choice(jax.random.fold_in(key, i), size, (quota,), replace=False)
+            parts.append(start + np.asarray(pick))
+            start += size
+        idx = np.sort(np.concatenate(parts))
 
     f_flat = jax.jit(lambda v: f(unravel(v)))
 
@@ -322,8 +343,8 @@ def check_gradients(
 def _check_gradients(params, x, y, activation, loss, finite_diff, rtol, fd_rtol, fd_eps,
                      max_evals) -> GradCheckResult:
     x, y = check_batch(params, x, y, loss)
-    value, g_manual, _ = _manual_value_and_grad(params, x, y, activation, loss)
-    g_auto = jax.grad(_loss)(params, x, y, activation, loss)
+    value, g_manual, _ = _core.manual_value_and_grad(params, x, y, activation, loss)
+    g_auto = jax.grad(_core.mean_loss)(params, x, y, activation, loss)
     dtype = params[0]["w"].dtype
     m_vs_a = compare_grads(g_manual, g_auto, rtol, "manual vs autodiff")
     fd1 = fd2 = None
@@ -334,11 +355,11 @@ def _check_gradients(params, x, y, activation, loss, finite_diff, rtol, fd_rtol,
             y64 = jnp.asarray(np.asarray(y)) if y.dtype.kind in "iu" else jnp.asarray(
                 np.asarray(y, np.float64))
             g_fd, mask = finite_difference_grad(
-                lambda p: _loss(p, x64, y64, activation, loss), p64, fd_eps, max_evals
+                lambda p: _core.mean_loss(p, x64, y64, activation, loss), p64, fd_eps, max_evals
             )
             g_fd = jax.tree.map(np.asarray, g_fd)
         tol = fd_rtol if fd_rtol is not None else default_tolerance(dtype, finite_diff=True)
         fd1 = compare_grads(g_manual, g_fd, tol, "manual vs finite differences", mask)
         fd2 = compare_grads(g_auto, g_fd, tol, "autodiff vs finite differences", mask)
-    V.check_finite(value, "loss")
+    checks.check_finite(value, "loss")
     return GradCheckResult(m_vs_a, fd1, fd2, float(value))

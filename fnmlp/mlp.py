@@ -14,19 +14,23 @@ output (logits, or the regression prediction) goes to the loss. ``activation`` a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnmlp import _validate as V
+from fnmlp import _core
+from fnmlp import _validate as checks
+from fnmlp._core import LayerCache
 from fnmlp.activations import get_activation
 from fnmlp.initializers import DEFAULT_INIT, get_initializer
 from fnmlp.losses import get_loss
 
 Array = jax.Array
 Params = list  # list[dict[str, Array]]
+__all__ = ["LayerCache", "Params", "batched_forward", "check_batch", "check_sizes",
+           "forward", "forward_with_cache", "init_mlp", "loss"]
 
 
 def init_mlp(
@@ -92,48 +96,6 @@ def check_sizes(sizes: Any) -> list[int]:
     return [int(s) for s in sizes]
 
 
-# ----------------------------------------------------------------------------- core
-
-
-def _forward(params: Params, x: Array, activation: str) -> Array:
-    """One example ``x: [D]`` -> ``[C]``; no checks (the jit-friendly core)."""
-    act = get_activation(activation).fn
-    h = x
-    for layer in params[:-1]:
-        h = act(h @ layer["w"] + layer["b"])  # [H]
-    return h @ params[-1]["w"] + params[-1]["b"]  # [C]
-
-
-def _batched_forward(params: Params, x: Array, activation: str) -> Array:
-    """``x: [B, D]`` -> ``[B, C]``: the per-example forward, vmapped over the batch."""
-    return jax.vmap(_forward, in_axes=(None, 0, None))(params, x, activation)
-
-
-class LayerCache(NamedTuple):
-    """What the backward pass needs from one layer."""
-
-    inputs: Array  # [B, D_in]  the layer's input (x, or the previous activation)
-    z: Array  # [B, D_out]  the pre-activation x @ w + b
-
-
-def _forward_with_cache(
-    params: Params, x: Array, activation: str
-) -> tuple[Array, list[LayerCache]]:
-    act = get_activation(activation).fn
-    cache = []
-    h = x  # [B, D]
-    for i, layer in enumerate(params):
-        z = h @ layer["w"] + layer["b"][None, :]  # [B, D_out]
-        cache.append(LayerCache(h, z))
-        h = z if i == len(params) - 1 else act(z)
-    return h, cache
-
-
-def _loss(params: Params, x: Array, y: Array, activation: str, loss: str) -> Array:
-    out = _batched_forward(params, x, activation)  # [B, C]
-    return jnp.mean(get_loss(loss).fn(out, y))
-
-
 # ----------------------------------------------------------------------------- public
 
 
@@ -146,18 +108,18 @@ def forward(params: Params, x: Array, activation: str = "relu") -> Array:
 
     A pure function; ``jax.vmap`` it (or call :func:`batched_forward`) for a batch.
     """
-    sizes = V.check_params(params)
+    sizes = checks.check_params(params)
     get_activation(activation)
-    x = V.check_inputs(x, sizes[0], "x", batched=False)
-    return _forward(params, _cast(x, params), activation)
+    x = checks.check_inputs(x, sizes[0], "x", batched=False)
+    return _core.forward(params, _cast(x, params), activation)
 
 
 def batched_forward(params: Params, x: Array, activation: str = "relu") -> Array:
     """``x: [B, D]`` -> ``[B, C]``, made from :func:`forward` with ``jax.vmap``."""
-    sizes = V.check_params(params)
+    sizes = checks.check_params(params)
     get_activation(activation)
-    x = V.check_inputs(x, sizes[0], "x")
-    return _batched_forward(params, _cast(x, params), activation)
+    x = checks.check_inputs(x, sizes[0], "x")
+    return _core.batched_forward(params, _cast(x, params), activation)
 
 
 def forward_with_cache(
@@ -167,10 +129,10 @@ def forward_with_cache(
 
     ``cache[l]`` is a :class:`LayerCache` ``(inputs [B, D_l], z [B, D_{l+1}])`` for layer l.
     """
-    sizes = V.check_params(params)
+    sizes = checks.check_params(params)
     get_activation(activation)
-    x = V.check_inputs(x, sizes[0], "x")
-    return _forward_with_cache(params, _cast(x, params), activation)
+    x = checks.check_inputs(x, sizes[0], "x")
+    return _core.forward_with_cache(params, _cast(x, params), activation)
 
 
 def loss(
@@ -191,13 +153,13 @@ def loss(
       loss: loss name (see :mod:`fnmlp.losses`).
     """
     x, y = check_batch(params, x, y, loss)
-    return _loss(params, x, y, activation, loss)
+    return _core.mean_loss(params, x, y, activation, loss)
 
 
 def check_batch(params: Params, x: Any, y: Any, loss: str, names=("x", "y")):
     """Validates ``(x, y)`` against params and loss; returns them as arrays."""
-    sizes = V.check_params(params)
+    sizes = checks.check_params(params)
     get_loss(loss)
-    x = V.check_inputs(x, sizes[0], names[0])
-    y = V.check_targets(y, x.shape[0], loss, sizes[-1], names[1])
+    x = checks.check_inputs(x, sizes[0], names[0])
+    y = checks.check_targets(y, x.shape[0], loss, sizes[-1], names[1])
     return _cast(x, params), jnp.asarray(y)

@@ -7,33 +7,30 @@ An optimizer is a :class:`GradientTransformation`::
     params = apply_updates(params, updates)          # params + updates
 
 The per-array math is written once and lifted over the pytree with ``jax.tree.map``.
-Every state holds ``count`` (updates applied so far, int32 ``[]``) and ``learning_rate``
-(float32 ``[]``, the rate used by the last update): both are arrays, so changing the
-rate between epochs (:func:`set_learning_rate`) never recompiles a jitted step.
-``learning_rate`` may also be a schedule (:mod:`fnmlp.schedules`), evaluated at
-``count``.
 
-Definitions followed (``g`` the gradient after clipping and coupled weight decay):
+**The state contract.** fnmlp's training loop (``fit``, ``make_trainer``, populations)
+accepts any ``GradientTransformation`` whose state is a NamedTuple with a field
+``learning_rate``: a scalar array, the rate the last update used. The loop reads it only
+through :func:`get_learning_rate` (to report it each epoch) and changes it only through
+:func:`set_learning_rate` (an array, so a jitted epoch never recompiles). A state without
+it is refused by :func:`check_optimizer` before anything compiles. fnmlp's own states
+also hold ``count`` (updates applied, int32 ``[]``) and ``weight_decay`` (a scalar
+array, so a population can give each member its own; see :func:`hyperparams`).
 
-==========  ======================================================================
-sgd         ``p -= lr g``
-momentum    PyTorch's form: ``v = mu v + g;  p -= lr v``
-nesterov    PyTorch's form: ``v = mu v + g;  p -= lr (g + mu v)``
-adam        Kingma & Ba (2015) with bias correction:
-            ``m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;``
-            ``p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``
-adamw       Loshchilov & Hutter (2019), PyTorch's form: adam, plus the decoupled
-            ``p -= lr wd p`` (weight decay not added to ``g``)
-rmsprop     PyTorch's form (Hinton's): ``v = a v + (1-a) g^2;  p -= lr g / (sqrt(v) + eps)``
-==========  ======================================================================
+**Precision.** Every scalar of an update (learning rate, weight decay, bias corrections)
+is held and computed in the params' float dtype: float64 params get float64 optimizer
+arithmetic (PyTorch's optimizers compute these scalars in Python float64, too).
 
-``weight_decay`` on the others is L2 regularisation coupled into the gradient
-(``g += wd p``), as PyTorch's ``weight_decay``. ``clip_norm`` clips the raw gradient by
-its global norm first (``g *= min(1, clip_norm / ||g||)``), as ``clip_grad_norm_``.
+Each optimizer follows PyTorch's documented algorithm (``torch.optim``) with the same
+defaults, tested step by step against a float64 NumPy re-implementation of it. Where the
+names differ: ``decay`` here is PyTorch's ``alpha`` (RMSprop), ``b1, b2`` are ``betas``,
+``clip_norm`` is ``torch.nn.utils.clip_grad_norm_(params, max_norm)`` applied first.
+``learning_rate`` may be a schedule (:mod:`fnmlp.schedules`), evaluated at ``count``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -48,6 +45,8 @@ Params = Any
 Updates = Any
 OptState = Any
 
+CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (norm + 1e-6)
+
 
 class GradientTransformation(NamedTuple):
     """A pair of pure functions ``init(params) -> state`` and
@@ -58,22 +57,82 @@ class GradientTransformation(NamedTuple):
 
 
 class SGDState(NamedTuple):
-    count: Array  # shape=(), int32
-    learning_rate: Array  # shape=(), float32
+    count: Array  # shape=(), int32: updates applied
+    learning_rate: Array  # shape=(), the params' float dtype
+    weight_decay: Array  # shape=(), the params' float dtype
     velocity: Any  # like params; () when momentum == 0
 
 
 class AdamState(NamedTuple):
     count: Array  # shape=(), int32
-    learning_rate: Array  # shape=(), float32
+    learning_rate: Array  # shape=(), the params' float dtype
+    weight_decay: Array  # shape=(), the params' float dtype
     mu: Any  # first moment, like params
     nu: Any  # second moment, like params
 
 
 class RMSPropState(NamedTuple):
     count: Array  # shape=(), int32
-    learning_rate: Array  # shape=(), float32
+    learning_rate: Array  # shape=(), the params' float dtype
+    weight_decay: Array  # shape=(), the params' float dtype
     nu: Any  # running mean of g^2, like params
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+def check_optimizer(optimizer: Any, params: Params) -> None:
+    """Raises a clear error, before anything compiles, unless ``optimizer`` is a
+    :class:`GradientTransformation` whose state has a scalar ``learning_rate`` field
+    (the contract in the module doc). Runs ``init`` abstractly (``jax.eval_shape``)."""
+    if not isinstance(optimizer, GradientTransformation):
+        raise ValueError(f"optimizer must be a name or a fnmlp.GradientTransformation;"
+                         f" got {optimizer!r}"[:200])
+    state = jax.eval_shape(optimizer.init, params)
+    fields = getattr(state, "_fields", None)
+    lr = getattr(state, "learning_rate", None)
+    if lr is None or getattr(lr, "shape", None) != ():
+        raise ValueError(
+            "optimizer state must be a NamedTuple with a scalar array field 'learning_rate'"
+            " (fnmlp's training loop reads the rate through optim.get_learning_rate and sets"
+            " it through optim.set_learning_rate); got"
+            f" {type(state).__name__} with fields {list(fields) if fields else None}")
+
+
+def get_learning_rate(opt_state: OptState) -> Array:
+    """The learning rate the last update used (``opt_state.learning_rate``)."""
+    return opt_state.learning_rate
+
+
+def hyperparams(opt_state: OptState) -> dict[str, Array]:
+    """The runtime hyperparameters held in the state: ``learning_rate`` and, for fnmlp's
+    own optimizers, ``weight_decay``."""
+    out = {"learning_rate": opt_state.learning_rate}
+    if hasattr(opt_state, "weight_decay"):
+        out["weight_decay"] = opt_state.weight_decay
+    return out
+
+
+def set_learning_rate(opt_state: OptState, learning_rate: float) -> OptState:
+    """A copy of ``opt_state`` whose constant learning rate is ``learning_rate``.
+
+    The new rate is an array of the same shape and dtype, so a jitted step or epoch
+    does not recompile. (With a schedule, the schedule decides and this is overwritten.)
+    """
+    lr = check_positive_float(learning_rate, "learning_rate")
+    return opt_state._replace(learning_rate=jnp.asarray(lr, opt_state.learning_rate.dtype))
+
+
+def set_weight_decay(opt_state: OptState, weight_decay: float) -> OptState:
+    """A copy of ``opt_state`` with another weight decay (same dtype: no recompile).
+
+    Only takes effect in an optimizer built with ``weight_decay > 0`` (which decides at
+    build time whether the decay term is computed at all)."""
+    wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+    return opt_state._replace(weight_decay=jnp.asarray(wd, opt_state.weight_decay.dtype))
+
+
+# ----------------------------------------------------------------------------- helpers
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
@@ -86,21 +145,20 @@ def global_norm(tree: Any) -> Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def clip_by_global_norm(grads: Any, max_norm: float) -> Any:
-    """Scales ``grads`` by ``min(1, max_norm / global_norm(grads))``."""
+def clip_grads_by_global_norm(grads: Any, max_norm: float) -> Any:
+    """Scales ``grads`` by ``min(1, max_norm / (global_norm(grads) + 1e-6))``.
+
+    Exactly PyTorch's ``clip_grad_norm_`` (the ``1e-6`` included). Not optax's
+    ``clip_by_global_norm``, which is a GradientTransformation and has no ``1e-6``.
+    """
     norm = global_norm(grads)
-    scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-30))
+    scale = jnp.minimum(1.0, max_norm / (norm + CLIP_EPS))
     return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
 
 
-def set_learning_rate(opt_state: OptState, learning_rate: float) -> OptState:
-    """A copy of ``opt_state`` whose constant learning rate is ``learning_rate``.
-
-    The new rate is an array of the same shape and dtype, so a jitted step or epoch
-    does not recompile. (With a schedule, the schedule decides and this is overwritten.)
-    """
-    lr = check_positive_float(learning_rate, "learning_rate")
-    return opt_state._replace(learning_rate=jnp.asarray(lr, jnp.float32))
+def _float_dtype(params: Params):
+    floats = [a.dtype for a in jax.tree.leaves(params) if jnp.issubdtype(a.dtype, jnp.floating)]
+    return floats[0] if floats else jnp.dtype(jnp.float32)
 
 
 def _lr_parts(learning_rate: float | Schedule) -> tuple[Schedule | None, float]:
@@ -109,19 +167,30 @@ def _lr_parts(learning_rate: float | Schedule) -> tuple[Schedule | None, float]:
     return None, check_positive_float(learning_rate, "learning_rate")
 
 
-def _prepare(grads, state, params, schedule, weight_decay, clip_norm, decoupled):
+def _scalars(params, lr0: float, weight_decay: float) -> tuple[Array, Array, Array]:
+    dtype = _float_dtype(params)
+    return (jnp.zeros((), jnp.int32), jnp.asarray(lr0, dtype), jnp.asarray(weight_decay, dtype))
+
+
+def _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled):
+    """Clipping, coupled L2 weight decay and the rate of this step (params' dtype)."""
+    dtype = state.learning_rate.dtype
     lr = schedule(state.count) if schedule is not None else state.learning_rate
     if clip_norm is not None:
-        grads = clip_by_global_norm(grads, clip_norm)
-    if weight_decay and not decoupled:
-        grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)  # L2
-    return grads, jnp.asarray(lr, jnp.float32)
+        grads = clip_grads_by_global_norm(grads, clip_norm)
+    if use_wd and not decoupled:
+        wd = state.weight_decay
+        grads = jax.tree.map(lambda g, p: g + wd.astype(g.dtype) * p, grads, params)  # L2
+    return grads, jnp.asarray(lr, dtype)
 
 
 def _check_common(weight_decay, clip_norm):
     check_positive_float(weight_decay, "weight_decay", allow_zero=True)
     if clip_norm is not None:
         check_positive_float(clip_norm, "clip_norm")
+
+
+# ----------------------------------------------------------------------------- optimizers
 
 
 def sgd(
@@ -131,7 +200,33 @@ def sgd(
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
 ) -> GradientTransformation:
-    """Plain SGD, heavy-ball momentum or Nesterov momentum (PyTorch's forms)."""
+    r"""Stochastic gradient descent, optionally with momentum (PyTorch's ``torch.optim.SGD``).
+
+    With ``g`` the gradient (clipped, then ``g += weight_decay * p``)::
+
+        plain:     p <- p - lr g
+        momentum:  v <- momentum v + g;            p <- p - lr v
+        nesterov:  v <- momentum v + g;            p <- p - lr (g + momentum v)
+
+    (``v`` starts at 0, so the first step is ``v = g`` as in PyTorch; no dampening.)
+
+    Args:
+      learning_rate: ``lr`` (no default, as PyTorch), or a schedule of the step count.
+      momentum: the momentum factor, in ``[0, 1)``; default 0.
+      nesterov: Nesterov momentum (needs ``momentum > 0``); default False.
+      weight_decay: L2 penalty added to the gradient (PyTorch's ``weight_decay``);
+        default 0.
+      clip_norm: if given, the gradient is first scaled as by PyTorch's
+        ``clip_grad_norm_(max_norm=clip_norm)``; default None.
+
+    Examples:
+      >>> import jax.numpy as jnp, fnmlp
+      >>> opt = fnmlp.sgd(0.1)
+      >>> params = {"w": jnp.array([1.0, 2.0])}
+      >>> updates, state = opt.update({"w": jnp.array([1.0, -1.0])}, opt.init(params), params)
+      >>> fnmlp.apply_updates(params, updates)["w"]
+      Array([0.9, 2.1], dtype=float32)
+    """
     schedule, lr0 = _lr_parts(learning_rate)
     momentum = check_positive_float(momentum, "momentum", allow_zero=True)
     if momentum >= 1:
@@ -139,32 +234,45 @@ def sgd(
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True needs momentum > 0; got momentum=0")
     _check_common(weight_decay, clip_norm)
+    use_wd = weight_decay > 0
 
     def init(params):
         v = jax.tree.map(jnp.zeros_like, params) if momentum else ()
-        return SGDState(jnp.zeros((), jnp.int32), jnp.asarray(lr0, jnp.float32), v)
+        return SGDState(*_scalars(params, lr0, weight_decay), v)
 
     def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, weight_decay, clip_norm, False)
+        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False)
         if momentum:
             v = jax.tree.map(lambda v, g: momentum * v + g, state.velocity, g)  # v = mu v + g
             step = jax.tree.map(lambda v, g: g + momentum * v, v, g) if nesterov else v
         else:
             v, step = (), g
         updates = jax.tree.map(lambda s: -lr.astype(s.dtype) * s, step)
-        return updates, SGDState(state.count + 1, lr, v)
+        return updates, state._replace(count=state.count + 1, learning_rate=lr, velocity=v)
 
     return GradientTransformation(init, update)
 
 
 def momentum(learning_rate, momentum: float = 0.9, **kw) -> GradientTransformation:
-    """SGD with heavy-ball momentum (``sgd(..., momentum=0.9)``)."""
+    """SGD with heavy-ball momentum: ``sgd(learning_rate, momentum=0.9, **kw)``.
+
+    ``v <- momentum v + g;  p <- p - lr v`` (PyTorch's form; see :func:`sgd`)."""
     return sgd(learning_rate, momentum=momentum, **kw)
 
 
 def nesterov(learning_rate, momentum: float = 0.9, **kw) -> GradientTransformation:
-    """SGD with Nesterov momentum (``sgd(..., momentum=0.9, nesterov=True)``)."""
+    """SGD with Nesterov momentum: ``sgd(learning_rate, momentum=0.9, nesterov=True)``.
+
+    ``v <- momentum v + g;  p <- p - lr (g + momentum v)`` (PyTorch's form)."""
     return sgd(learning_rate, momentum=momentum, nesterov=True, **kw)
+
+
+def _bias_correction(b: float, t: Array) -> Array:
+    # 1 - b^t computed as -expm1(t log b): no cancellation when b^t is close to 1
+    # (1 - 0.999 in float32 has a relative error of 6e-5; this, a few ulps)
+    if b == 0:
+        return jnp.ones_like(t)
+    return -jnp.expm1(t * jnp.asarray(math.log(b), t.dtype))
 
 
 def adam(
@@ -176,68 +284,110 @@ def adam(
     clip_norm: float | None = None,
     decoupled: bool = False,
 ) -> GradientTransformation:
-    """Adam with bias correction; ``decoupled=True`` (or :func:`adamw`) is AdamW."""
+    r"""Adam (Kingma & Ba, 2015) with bias correction, as PyTorch's ``torch.optim.Adam``.
+
+    With ``g`` the gradient (clipped, then ``g += weight_decay * p`` unless decoupled) at
+    step ``t = 1, 2, ...``::
+
+        m <- b1 m + (1 - b1) g
+        v <- b2 v + (1 - b2) g^2
+        p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+    With ``decoupled=True`` (AdamW, :func:`adamw`) the decay is not added to ``g``;
+    instead ``p <- p - lr weight_decay p`` is applied too. Bias corrections are computed
+    as ``-expm1(t log b)`` in the params' dtype.
+
+    Args:
+      learning_rate: ``lr``; default 1e-3 (as PyTorch), or a schedule.
+      b1, b2: PyTorch's ``betas``; default 0.9 and 0.999.
+      eps: added to the denominator, outside the square root; default 1e-8.
+      weight_decay: L2 penalty (coupled) or AdamW's decay (decoupled); default 0.
+      clip_norm: clip the gradient as ``clip_grad_norm_(max_norm=clip_norm)``; default None.
+      decoupled: AdamW's decoupled weight decay; default False.
+    """
     schedule, lr0 = _lr_parts(learning_rate)
     for name, b in (("b1", b1), ("b2", b2)):
         if not (isinstance(b, (int, float)) and 0 <= b < 1):
             raise ValueError(f"{name} must be in [0, 1); got {b!r}")
     check_positive_float(eps, "eps")
     _check_common(weight_decay, clip_norm)
+    use_wd = weight_decay > 0
 
     def init(params):
-        return AdamState(jnp.zeros((), jnp.int32), jnp.asarray(lr0, jnp.float32),
+        return AdamState(*_scalars(params, lr0, weight_decay),
                          jax.tree.map(jnp.zeros_like, params),
                          jax.tree.map(jnp.zeros_like, params))  # two buffers (donation)
 
     def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, weight_decay, clip_norm, decoupled)
-        t = (state.count + 1).astype(jnp.float32)
+        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled)
+        t = (state.count + 1).astype(lr.dtype)
+        c1, c2 = _bias_correction(b1, t), _bias_correction(b2, t)
+        step_size, root_c2 = lr / c1, jnp.sqrt(c2)
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, g)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, g)
-        c1, c2 = 1 - b1**t, 1 - b2**t  # bias corrections
 
         def step(m, v, p):
-            u = -lr * (m / c1) / (jnp.sqrt(v / c2) + eps)
-            if decoupled and weight_decay:
-                u = u - lr * weight_decay * p  # AdamW: p -= lr wd p
+            d = m.dtype
+            u = -step_size.astype(d) * m / (jnp.sqrt(v) / root_c2.astype(d) + eps)
+            if decoupled and use_wd:
+                u = u - (lr * state.weight_decay).astype(d) * p  # AdamW: p -= lr wd p
             return u.astype(p.dtype)
 
         updates = jax.tree.map(step, mu, nu, params)
-        return updates, AdamState(state.count + 1, lr, mu, nu)
+        return updates, state._replace(count=state.count + 1, learning_rate=lr, mu=mu, nu=nu)
 
     return GradientTransformation(init, update)
 
 
 def adamw(learning_rate: float | Schedule = 1e-3, weight_decay: float = 1e-2,
           **kw) -> GradientTransformation:
-    """AdamW: Adam with decoupled weight decay (PyTorch's default ``weight_decay=0.01``)."""
+    """AdamW (Loshchilov & Hutter, 2019), as PyTorch's ``torch.optim.AdamW``.
+
+    :func:`adam` with ``decoupled=True``: ``p <- p - lr weight_decay p`` besides the Adam
+    step, and the decay is not added to the gradient. Defaults as PyTorch: ``lr=1e-3``,
+    ``weight_decay=1e-2``; other arguments as :func:`adam`.
+    """
     return adam(learning_rate, weight_decay=weight_decay, decoupled=True, **kw)
 
 
 def rmsprop(
-    learning_rate: float | Schedule = 1e-3,
+    learning_rate: float | Schedule = 1e-2,
     decay: float = 0.99,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
 ) -> GradientTransformation:
-    """RMSProp as PyTorch defines it (``alpha=0.99``, eps outside the square root)."""
+    r"""RMSprop as PyTorch's ``torch.optim.RMSprop`` (Hinton's; not centered, no momentum).
+
+    With ``g`` the gradient (clipped, then ``g += weight_decay * p``)::
+
+        v <- decay v + (1 - decay) g^2
+        p <- p - lr g / (sqrt(v) + eps)
+
+    Args:
+      learning_rate: ``lr``; default 1e-2 (as PyTorch), or a schedule.
+      decay: PyTorch's ``alpha``, the smoothing constant; default 0.99.
+      eps: added to the denominator, outside the square root; default 1e-8.
+      weight_decay: L2 penalty added to the gradient; default 0.
+      clip_norm: clip the gradient as ``clip_grad_norm_(max_norm=clip_norm)``; default None.
+    """
     schedule, lr0 = _lr_parts(learning_rate)
     if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
         raise ValueError(f"decay must be in [0, 1); got {decay!r}")
     check_positive_float(eps, "eps")
     _check_common(weight_decay, clip_norm)
+    use_wd = weight_decay > 0
 
     def init(params):
-        return RMSPropState(jnp.zeros((), jnp.int32), jnp.asarray(lr0, jnp.float32),
+        return RMSPropState(*_scalars(params, lr0, weight_decay),
                             jax.tree.map(jnp.zeros_like, params))
 
     def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, weight_decay, clip_norm, False)
+        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False)
         nu = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.nu, g)
-        updates = jax.tree.map(lambda g, v: (-lr * g / (jnp.sqrt(v) + eps)).astype(g.dtype),
-                               g, nu)
-        return updates, RMSPropState(state.count + 1, lr, nu)
+        updates = jax.tree.map(
+            lambda g, v: (-lr.astype(g.dtype) * g / (jnp.sqrt(v) + eps)).astype(g.dtype), g, nu)
+        return updates, state._replace(count=state.count + 1, learning_rate=lr, nu=nu)
 
     return GradientTransformation(init, update)
 

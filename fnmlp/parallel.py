@@ -16,15 +16,12 @@ hosts, call :func:`initialize_distributed` first on every host (it wraps
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fnmlp import _validate as V
+from fnmlp import _validate as checks
 
 AXIS = "data"
 
@@ -32,7 +29,7 @@ AXIS = "data"
 def make_mesh(n_devices: int | None = None, devices: list | None = None) -> Mesh:
     """A 1-D mesh named ``"data"`` over the first ``n_devices`` devices (default: all)."""
     available = list(devices if devices is not None else jax.devices())
-    n = len(available) if n_devices is None else V.check_positive_int(n_devices, "devices")
+    n = len(available) if n_devices is None else checks.check_positive_int(n_devices, "devices")
     if n > len(available):
         raise ValueError(
             f"devices must be at most the {len(available)} device(s) present"
@@ -70,20 +67,6 @@ def shard_step(step, mesh: Mesh):
     return sharded
 
 
-def make_parallel_trainer(mesh: Mesh, optimizer, batch_size: int, activation: str,
-                          loss: str, grad: str, x: Any, y: Any, compute_dtype: Any = None):
-    """:func:`fnmlp.train.make_trainer` over ``mesh``, and the data placed on it.
-
-    Returns ``(trainer, x, y)`` with ``x`` and ``y`` replicated on the mesh.
-    """
-    from fnmlp.train import make_trainer
-
-    trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
-                           compute_dtype=compute_dtype, mesh=mesh)
-    x, y = place_on_mesh((jnp.asarray(x), jnp.asarray(y)), mesh)
-    return trainer, x, y
-
-
 def place_on_mesh(tree, mesh: Mesh):
     """Puts any pytree of arrays (data, a TrainState) on the mesh, replicated."""
     return jax.device_put(tree, replicated(mesh))
@@ -107,8 +90,8 @@ def initialize_distributed(coordinator_address: str | None = None,
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("coordinator_address must be 'host:port' with a port in"
                              f" 1..65535; got {coordinator_address!r}")
-        num_processes = V.check_positive_int(num_processes, "num_processes")
-        process_id = V.check_positive_int(process_id, "process_id", 0)
+        num_processes = checks.check_positive_int(num_processes, "num_processes")
+        process_id = checks.check_positive_int(process_id, "process_id", 0)
         if process_id >= num_processes:
             raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}")
     jax.distributed.initialize(coordinator_address=coordinator_address,

@@ -27,12 +27,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnmlp import _validate as V
+from fnmlp import _core
+from fnmlp import _validate as checks
 from fnmlp.activations import get_activation
-from fnmlp.backprop import _manual_value_and_grad
+from fnmlp.data import train_test_split
 from fnmlp.losses import correct, get_loss
-from fnmlp.mlp import Params, _batched_forward
-from fnmlp.optim import GradientTransformation, apply_updates, get_optimizer
+from fnmlp.mlp import Params, check_batch
+from fnmlp.optim import (
+    GradientTransformation,
+    apply_updates,
+    check_optimizer,
+    get_learning_rate,
+    get_optimizer,
+)
+from fnmlp.parallel import check_divisible, place_on_mesh, replicated, shard_step
 
 Array = jax.Array
 GRAD_PATHS = ("manual", "autodiff")
@@ -54,20 +62,23 @@ class Batch(NamedTuple):
 
 def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
     """A fresh state at step 0. The params are copied: the jitted step and epoch donate
-    the state, and the caller's arrays must stay valid."""
+    the state, and the caller's arrays must stay valid. The optimizer is checked against
+    the state contract of :mod:`fnmlp.optim` first (a clear error, nothing compiled)."""
+    check_optimizer(optimizer, params)
     params = _copy_tree(params)
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
                       jnp.zeros((), jnp.int32))
 
 
-def _value_and_grad(grad: str, activation: str, loss: str, loss_dtype=None):
+def value_and_grad_fn(grad: str, activation: str, loss: str, loss_dtype=None) -> Callable:
     """``(params, x, y) -> (loss, grads, out)`` by the chosen gradient path."""
     if grad == "manual":
-        return lambda p, x, y: _manual_value_and_grad(p, x, y, activation, loss, loss_dtype)
+        return lambda p, x, y: _core.manual_value_and_grad(p, x, y, activation, loss,
+                                                           loss_dtype)
 
     def autodiff(p, x, y):
         def f(p):
-            out = _batched_forward(p, x, activation)  # [B, C]
+            out = _core.batched_forward(p, x, activation)  # [B, C]
             o = out if loss_dtype is None else out.astype(loss_dtype)
             return jnp.mean(get_loss(loss).fn(o, y)), out
 
@@ -95,7 +106,7 @@ def make_train_step(optimizer: GradientTransformation, activation: str = "relu",
     the optimizer and the update stay float32 (mixed precision).
     """
     _check_names(activation, loss, grad)
-    value_and_grad = _value_and_grad(grad, activation, loss,
+    value_and_grad = value_and_grad_fn(grad, activation, loss,
                                      None if compute_dtype is None else jnp.float32)
     classify = get_loss(loss).kind != "regression"
 
@@ -117,7 +128,10 @@ def make_train_step(optimizer: GradientTransformation, activation: str = "relu",
     return step
 
 
-def _epoch_fn(step: Callable, batch_size: int) -> Callable:
+def epoch_fn(step: Callable, batch_size: int) -> Callable:
+    """The pure epoch ``(state, x [N, D], y, key) -> (state, metrics)``: shuffle with
+    ``fold_in(key, state.epoch)``, then ``lax.scan`` of ``step`` over the minibatches."""
+
     def epoch(state: TrainState, x: Array, y: Array, key: Array):
         n = x.shape[0]
         steps = n // batch_size
@@ -133,13 +147,15 @@ def _epoch_fn(step: Callable, batch_size: int) -> Callable:
                                       for a in jax.tree.leaves(state.params)]))
         summary = {k: jnp.mean(v) for k, v in metrics.items()}
         summary["params_finite"] = finite
-        summary["learning_rate"] = state.opt_state.learning_rate
+        summary["learning_rate"] = get_learning_rate(state.opt_state)
         return state, summary
 
     return epoch
 
 
-def _eval_fn(activation: str, loss: str, chunk: int) -> Callable:
+def eval_fn(activation: str, loss: str, chunk: int) -> Callable:
+    """The pure ``(params, x, y) -> {loss, accuracy | mse, mae}`` over padded chunks."""
+
     lossdef = get_loss(loss)
     classify = lossdef.kind != "regression"
 
@@ -156,7 +172,7 @@ def _eval_fn(activation: str, loss: str, chunk: int) -> Callable:
 
         def body(acc, c):
             xc, yc, mc = c
-            out = _batched_forward(params, xc, activation).astype(jnp.float32)  # [chunk, C]
+            out = _core.batched_forward(params, xc, activation).astype(jnp.float32)  # [chunk, C]
             sums = {"loss": jnp.sum(lossdef.fn(out, yc) * mc)}
             if classify:
                 sums["accuracy"] = jnp.sum(correct(out, yc, loss) * mc)
@@ -205,20 +221,18 @@ def make_trainer(
       mesh: a 1-D ``jax.sharding.Mesh``: train data-parallel over it (minibatches
         sharded along the batch axis, state replicated; see :mod:`fnmlp.parallel`).
     """
-    batch_size = V.check_positive_int(batch_size, "batch_size")
-    eval_batch_size = V.check_positive_int(eval_batch_size, "eval_batch_size")
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    eval_batch_size = checks.check_positive_int(eval_batch_size, "eval_batch_size")
     step = make_train_step(optimizer, activation, loss, grad, compute_dtype)
     placement = {}
     if mesh is not None:
-        from fnmlp.parallel import check_divisible, replicated, shard_step
-
         check_divisible(batch_size, mesh)
         step = shard_step(step, mesh)
         placement = {"out_shardings": (replicated(mesh), replicated(mesh))}
     return Trainer(
         step=jax.jit(step, donate_argnums=0, **placement),
-        epoch=jax.jit(_epoch_fn(step, batch_size), donate_argnums=0, **placement),
-        evaluate=jax.jit(_eval_fn(activation, loss, eval_batch_size)),
+        epoch=jax.jit(epoch_fn(step, batch_size), donate_argnums=0, **placement),
+        evaluate=jax.jit(eval_fn(activation, loss, eval_batch_size)),
         batch_size=batch_size,
     )
 
@@ -231,11 +245,9 @@ def per_example_grads(params: Params, x: Array, y: Array, activation: str = "rel
     their mean over that axis is the batch gradient. ``grad="manual"`` vmaps the
     hand-derived backward instead of ``jax.grad``.
     """
-    from fnmlp.mlp import check_batch
-
     _check_names(activation, loss, grad)
     x, y = check_batch(params, x, y, loss)
-    vg = _value_and_grad(grad, activation, loss)
+    vg = value_and_grad_fn(grad, activation, loss)
     return jax.vmap(lambda xi, yi: vg(params, xi[None], yi[None])[1])(x, y)
 
 
@@ -294,7 +306,8 @@ def fit(
       x: inputs ``[N, D]``; y: labels ``[N]`` or targets ``[N, C]``.
       epochs: the epoch to train up to (a resumed ``state`` continues from its epoch).
       batch_size: minibatch size, 1..N (the partial last batch is dropped each epoch).
-      optimizer: a name from :data:`fnmlp.optim.OPTIMIZERS` or a GradientTransformation.
+      optimizer: a name from :data:`fnmlp.optim.OPTIMIZERS` or a GradientTransformation
+        (its state must hold ``learning_rate``: see :mod:`fnmlp.optim`).
       learning_rate: used when ``optimizer`` is a name.
       activation, loss: names.
       grad: ``"manual"`` or ``"autodiff"``.
@@ -305,8 +318,9 @@ def fit(
         validation loss (training loss when there is no validation) and return the best
         params.
       state: a :class:`TrainState` to resume from (e.g. from a checkpoint).
-      verbose: print one line per epoch.
-      on_epoch_end: ``callback(state, record)`` after each epoch (e.g. to checkpoint).
+      verbose: print one line per epoch (through ``log``, default stderr).
+      on_epoch_end: ``callback(state, record)`` after each epoch (e.g. to checkpoint; it
+        may add entries to ``record``, which is the history's dict).
       compute_dtype: mixed precision compute dtype (e.g. ``jnp.bfloat16``).
       mesh: a 1-D ``jax.sharding.Mesh`` for data-parallel training (``fnmlp.parallel``).
 
@@ -315,15 +329,56 @@ def fit(
       carrying the last finite state.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    epochs = V.check_positive_int(epochs, "epochs")
+    optimizer, x, y, validation_data = _check_fit_args(
+        params, x, y, epochs, batch_size, optimizer, learning_rate, activation, loss, grad,
+        seed, validation_split, validation_data, patience)
+    state = init_state(params, optimizer) if state is None else state
+    trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
+                           compute_dtype=compute_dtype, mesh=mesh)
+    if mesh is not None:
+        x, y, state, validation_data = place_on_mesh((x, y, state, validation_data), mesh)
+    key, history = jax.random.key(seed), []
+    monitor = "val_loss" if validation_data is not None else "train_loss"
+    best = _Best(math.inf, int(state.epoch), None, 0)
+    for e in range(int(state.epoch), epochs):
+        backup, t0 = _copy_tree(state), time.perf_counter()
+        state, m = trainer.epoch(state, x, y, key)
+        m, seconds = jax.device_get(m), time.perf_counter() - t0
+        record = _epoch_record(e + 1, m, seconds, (len(x) // batch_size) * batch_size)
+        if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
+            raise TrainingDiverged(
+                f"training diverged in epoch {e + 1}: train loss {record['train_loss']}"
+                f" (learning rate {record['learning_rate']:g}); the last finite params"
+                f" (end of epoch {e}) are kept in .state", e + 1, backup, history)
+        if validation_data is not None:
+            vm = jax.device_get(trainer.evaluate(state.params, *validation_data))
+            record.update({f"val_{k}": float(v) for k, v in vm.items()})
+        history.append(record)
+        if verbose:
+            log(format_record(record, epochs))
+        if on_epoch_end is not None:
+            on_epoch_end(state, record)
+        best = _track_best(best, record[monitor], e + 1, state.params, patience)
+        if patience is not None and best.waited >= patience:
+            if verbose:
+                log(f"early stopping after epoch {e + 1}: {monitor} has not improved for"
+                    f" {patience} epochs; restoring epoch {best.epoch}")
+            break
+    if patience is not None and best.params is not None:
+        return FitResult(best.params, state, history, best.epoch)
+    return FitResult(state.params, state, history, int(state.epoch))
+
+
+def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, activation,
+                    loss, grad, seed, validation_split, validation_data, patience):
+    """Every check of :func:`fit`, on the host, before anything compiles. Returns the
+    optimizer and the data as checked arrays (the validation split taken off)."""
+    checks.check_positive_int(epochs, "epochs")
     _check_names(activation, loss, grad)
     if isinstance(optimizer, str):
         optimizer = get_optimizer(optimizer, learning_rate)
-    elif not isinstance(optimizer, GradientTransformation):
-        raise ValueError(f"optimizer must be a name or a GradientTransformation; got {optimizer!r}")
-    from fnmlp.mlp import check_batch
-
-    x, y = V.as_numeric_array(x, "x"), V.as_numeric_array(y, "y")
+    check_optimizer(optimizer, params)
+    x, y = checks.as_numeric_array(x, "x"), checks.as_numeric_array(y, "y")
     if x.ndim >= 1 and y.ndim >= 1 and len(x) != len(y):
         raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
     x, y = check_batch(params, x, y, loss)
@@ -333,79 +388,43 @@ def fit(
         if not (isinstance(validation_split, float) and 0 < validation_split < 1):
             raise ValueError(
                 f"validation_split must be a float in (0, 1); got {validation_split!r}")
-        n_val = int(round(len(x) * validation_split))
-        if n_val < 1 or n_val >= len(x):
-            raise ValueError(f"validation_split={validation_split} of {len(x)} examples leaves"
-                             " an empty split")
-        perm = np.random.default_rng(seed).permutation(len(x))
-        xv, yv = x[perm[:n_val]], y[perm[:n_val]]
-        x, y = x[perm[n_val:]], y[perm[n_val:]]
-        validation_data = (xv, yv)
+        train, val = train_test_split(np.asarray(x), np.asarray(y), validation_split, seed,
+                                      name="validation_split")
+        (x, y), validation_data = map(jnp.asarray, train), tuple(map(jnp.asarray, val))
     elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
         validation_data = check_batch(params, *validation_data, loss, ("x_val", "y_val"))
-    batch_size = V.check_positive_int(batch_size, "batch_size")
+    checks.check_positive_int(batch_size, "batch_size")
     if batch_size > len(x):
         raise ValueError(f"batch_size must be at most the number of training examples"
                          f" ({len(x)}); got {batch_size}")
     if patience is not None:
-        patience = V.check_positive_int(patience, "patience")
+        checks.check_positive_int(patience, "patience")
+    return optimizer, x, y, validation_data
 
-    if state is None:
-        state = init_state(params, optimizer)
-    trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
-                           compute_dtype=compute_dtype, mesh=mesh)
-    if mesh is not None:
-        from fnmlp.parallel import place_on_mesh
 
-        x, y, state = place_on_mesh((x, y, state), mesh)
-        if validation_data is not None:
-            validation_data = place_on_mesh(validation_data, mesh)
-    key = jax.random.key(seed)
-    start = int(state.epoch)
-    history: list[dict] = []
-    monitor = "val_loss" if validation_data is not None else "train_loss"
-    best = (math.inf, start, None)  # (value, epoch, params)
-    waited = 0
-    for e in range(start, epochs):
-        backup = _copy_tree(state)
-        t0 = time.perf_counter()
-        state, m = trainer.epoch(state, x, y, key)
-        m = jax.device_get(m)
-        seconds = time.perf_counter() - t0
-        steps = len(x) // batch_size
-        record = {"epoch": e + 1, "train_loss": float(m["loss"])}
-        if "accuracy" in m:
-            record["train_accuracy"] = float(m["accuracy"])
-        if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
-            raise TrainingDiverged(
-                f"training diverged in epoch {e + 1}: train loss {record['train_loss']}"
-                f" (learning rate {float(m['learning_rate']):g}); the last finite params"
-                f" (end of epoch {e}) are kept in .state", e + 1, backup, history)
-        if validation_data is not None:
-            vm = jax.device_get(trainer.evaluate(state.params, *validation_data))
-            record.update({f"val_{k}": float(v) for k, v in vm.items()})
-        record.update(epoch_seconds=seconds, examples_per_second=steps * batch_size / seconds,
-                      learning_rate=float(m["learning_rate"]))
-        history.append(record)
-        if verbose:
-            log(format_record(record, epochs))
-        if on_epoch_end is not None:
-            on_epoch_end(state, record)
-        if record[monitor] < best[0]:
-            best = (record[monitor], e + 1, _copy_tree(state.params) if patience else None)
-            waited = 0
-        else:
-            waited += 1
-            if patience is not None and waited >= patience:
-                if verbose:
-                    log(f"early stopping after epoch {e + 1}: {monitor} has not improved for"
-                        f" {patience} epochs; restoring epoch {best[1]}")
-                break
-    if patience is not None and best[2] is not None:
-        return FitResult(best[2], state, history, best[1])
-    return FitResult(state.params, state, history, int(state.epoch))
+class _Best(NamedTuple):
+    value: float  # the best monitored loss so far
+    epoch: int  # its 1-based epoch
+    params: Any  # a copy of its params (kept only with early stopping)
+    waited: int  # epochs since it
+
+
+def _track_best(best: _Best, value: float, epoch: int, params, patience) -> _Best:
+    """Early stopping's bookkeeping: a new best resets the wait."""
+    if value < best.value:
+        return _Best(value, epoch, _copy_tree(params) if patience else None, 0)
+    return best._replace(waited=best.waited + 1)
+
+
+def _epoch_record(epoch: int, m: dict, seconds: float, examples: int) -> dict:
+    record = {"epoch": epoch, "train_loss": float(m["loss"])}
+    if "accuracy" in m:
+        record["train_accuracy"] = float(m["accuracy"])
+    record.update(epoch_seconds=seconds, examples_per_second=examples / seconds,
+                  learning_rate=float(m["learning_rate"]))
+    return record
 
 
 def format_record(r: dict, epochs: int | None = None) -> str:
@@ -413,12 +432,11 @@ def format_record(r: dict, epochs: int | None = None) -> str:
              f"loss {r['train_loss']:.4f}"]
     if "train_accuracy" in r:
         parts.append(f"acc {r['train_accuracy']:.4f}")
-    if "val_loss" in r:
-        parts.append(f"val_loss {r['val_loss']:.4f}")
-    if "val_accuracy" in r:
-        parts.append(f"val_acc {r['val_accuracy']:.4f}")
-    if "val_mse" in r:
-        parts.append(f"val_mse {r['val_mse']:.4g}")
+    for key, name, fmt in (("val_loss", "val_loss", ".4f"), ("val_accuracy", "val_acc", ".4f"),
+                           ("val_mse", "val_mse", ".4g"), ("test_loss", "test_loss", ".4f"),
+                           ("test_accuracy", "test_acc", ".4f")):
+        if key in r:
+            parts.append(f"{name} {r[key]:{fmt}}")
     parts.append(f"{r['examples_per_second']:,.0f} ex/s")
     return "  ".join(parts)
 
@@ -426,26 +444,14 @@ def format_record(r: dict, epochs: int | None = None) -> str:
 def evaluate(params: Params, x: Any, y: Any, activation: str = "relu",
              loss: str = "softmax_cross_entropy", batch_size: int = 1024) -> dict:
     """Mean loss and accuracy (classification) or MSE/MAE (regression) over all of x."""
-    from fnmlp.mlp import check_batch
-
     _check_names(activation, loss, "manual")
     x, y = check_batch(params, x, y, loss)
-    batch_size = V.check_positive_int(batch_size, "batch_size")
-    out = _jitted_eval(activation, loss, batch_size)(params, x, y)
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    out = jitted_eval(activation, loss, batch_size)(params, x, y)
     return {k: float(v) for k, v in out.items()}
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted_eval(activation: str, loss: str, batch_size: int) -> Callable:
+def jitted_eval(activation: str, loss: str, batch_size: int) -> Callable:
     """One jitted evaluation per configuration, so repeated calls do not recompile."""
-    return jax.jit(_eval_fn(activation, loss, batch_size))
-
-
-def predict(params: Params, x: Any, activation: str = "relu") -> Array:
-    """Outputs ``[N, C]`` for inputs ``[N, D]`` (jitted batched forward)."""
-    sizes = V.check_params(params)
-    x = V.check_inputs(x, sizes[0], "x")
-    return _predict(params, jnp.asarray(x, params[0]["w"].dtype), activation)
-
-
-_predict = jax.jit(_batched_forward, static_argnums=2)
+    return jax.jit(eval_fn(activation, loss, batch_size))

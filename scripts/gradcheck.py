@@ -14,6 +14,7 @@ import json
 import sys
 
 from fnmlp.activations import ACTIVATIONS
+from fnmlp.cli import Parser, description
 from fnmlp.losses import LOSSES
 
 
@@ -39,23 +40,21 @@ def parse_positive(text: str) -> int:
     return v
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(description=__doc__.splitlines()[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=description(__doc__))
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("4,8,3"),
                    help="layer sizes, input first, e.g. 5,16,16,3")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
-    p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--batch-size", type=parse_positive, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
+                   help="hidden activation")
+    p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy",
+                   help="loss")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
+                   help="dtype of params and data (finite differences always use float64)")
+    p.add_argument("--batch-size", type=parse_positive, default=8, help="examples in the batch")
+    p.add_argument("--seed", type=int, default=0, help="seed for params and data")
     p.add_argument("--max-evals", type=parse_positive, default=4096,
-                   help="at most this many coordinates get a finite difference")
+                   help="about this many coordinates get a finite difference, at least 32 (or"
+                        " all) in every leaf")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 

@@ -7,17 +7,18 @@ Writes OUT/checkpoint.npz (every epoch) and OUT/metrics.json.
 
 from __future__ import annotations
 
-from fnmlp.cli import base_parser, main_guard, run
+from fnmlp.cli import base_parser, description, main_guard, run
 
 
 def main() -> int:
-    p = base_parser(__doc__.splitlines()[0], hidden="128", activation="relu",
+    p = base_parser(description(__doc__), hidden="128", activation="relu",
                     optimizer="adam", lr=1e-3, batch_size=128, epochs=10, out="runs/mnist")
     p.add_argument("--data-dir", default=None,
-                   help="tensorflow-datasets data folder (default $TFDS_DATA_DIR or"
+                   help="tensorflow-datasets data folder (default: $TFDS_DATA_DIR or"
                         " ~/tensorflow_datasets)")
     p.add_argument("--mnist-dir", default=None,
-                   help="folder with the four MNIST IDX files (gzipped or raw); skips tfds")
+                   help="folder with the four MNIST IDX files (gzipped or raw); skips tfds"
+                        " (default: none)")
     p.add_argument("--no-download", action="store_true",
                    help="never try to download; fail at once if the data is missing")
     args = p.parse_args()

@@ -6,17 +6,18 @@ Writes OUT/fit.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/metrics.json.
 
 from __future__ import annotations
 
-from fnmlp.cli import base_parser, main_guard, positive_int, run
+from fnmlp.cli import base_parser, description, main_guard, positive_int, run
 
 
 def main() -> int:
     from fnmlp import data
 
-    p = base_parser(__doc__.splitlines()[0], hidden="64,64", activation="tanh",
+    p = base_parser(description(__doc__), hidden="64,64", activation="tanh",
                     optimizer="adam", lr=0.01, batch_size=32, epochs=200,
                     out="runs/regression")
-    p.add_argument("--dataset", choices=sorted(data.REGRESSION_SETS), default="sine")
-    p.add_argument("--loss", choices=["mse", "mae", "huber"], default="mse")
+    p.add_argument("--dataset", choices=sorted(data.REGRESSION_SETS), default="sine",
+                   help="regression set (fnmlp.data.regression)")
+    p.add_argument("--loss", choices=["mse", "mae", "huber"], default="mse", help="loss")
     p.add_argument("--n", type=positive_int, default=600, help="number of examples")
     args = p.parse_args()
     ds = data.REGRESSION_SETS[args.dataset](n=args.n, seed=args.seed)
@@ -24,7 +25,7 @@ def main() -> int:
 
     def plots(params, metrics):
         from fnmlp import plot
-        from fnmlp.train import predict
+        from fnmlp.inference import predict
 
         plot.regression_fit(ds.x, ds.y, lambda g: predict(params, g, args.activation),
                             f"{args.out}/fit.png",

@@ -6,17 +6,19 @@ Writes OUT/decision_boundary.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/me
 
 from __future__ import annotations
 
-from fnmlp.cli import UsageError, base_parser, main_guard, positive_int, run
+from fnmlp.cli import UsageError, base_parser, description, main_guard, positive_int, run
 
 
 def main() -> int:
     from fnmlp import data
 
-    p = base_parser(__doc__.splitlines()[0], hidden="32", activation="tanh",
+    p = base_parser(description(__doc__), hidden="32", activation="tanh",
                     optimizer="adam", lr=0.01, batch_size=32, epochs=200, out="runs/toy")
-    p.add_argument("--dataset", choices=sorted(data.TOY_SETS), default="classification")
+    p.add_argument("--dataset", choices=sorted(data.TOY_SETS), default="classification",
+                   help="2D set (fnmlp.data.toy); 'classification' is the lesson's")
     p.add_argument("--n", type=positive_int, default=600, help="number of examples")
-    p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--test-fraction", type=float, default=0.25,
+                   help="share of the examples held out for the test")
     args = p.parse_args()
     if not 0 < args.test_fraction < 1:
         raise UsageError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
@@ -25,7 +27,7 @@ def main() -> int:
 
     def plots(params, metrics):
         from fnmlp import plot
-        from fnmlp.train import predict
+        from fnmlp.inference import predict
 
         title = (f"{args.dataset}: {metrics['config']['sizes']} {args.activation},"
                  f" test acc {metrics['test_accuracy']:.3f}")

@@ -1,5 +1,8 @@
-"""Test settings: silent broadcasting bugs fail, and a scoped float64 fixture."""
+"""Test settings: silent broadcasting bugs fail, a scoped float64 fixture, and a counter of
+XLA compilations read from JAX's own compile log."""
 
+import contextlib
+import logging
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
@@ -18,3 +21,28 @@ def x64():
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@contextlib.contextmanager
+def count_compiles(name: str | None = None):
+    """Yields a list that fills with one entry per XLA compilation inside the block (of
+    the function called ``name`` if given), read from JAX's own log (``jax.log_compiles``),
+    not from a private cache counter."""
+    compiles: list[str] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if msg.startswith("Compiling ") and (name is None or f"jit({name})" in msg):
+                compiles.append(msg)
+
+    handler, logger = Handler(logging.DEBUG), logging.getLogger("jax")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles(True):
+            yield compiles
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import fnmlp
+from fnmlp._core import forward_with_cache, mean_loss
 from fnmlp.activations import ACTIVATIONS, get_activation
 from fnmlp.backprop import backward
 from fnmlp.gradcheck import check_gradients, compare_grads, random_batch
 from fnmlp.losses import LOSSES
-from fnmlp.mlp import _forward_with_cache, _loss
 
 DEPTHS = {0: [5, 3], 1: [5, 7, 3], 3: [5, 6, 7, 6, 3]}
 
@@ -29,7 +29,7 @@ def _problem(activation, loss, depth, dtype, seed=0, n=6):
 
 
 def _min_abs_preactivation(params, x, activation):
-    _, cache = _forward_with_cache(params, x, activation)
+    _, cache = forward_with_cache(params, x, activation)
     return min(float(jnp.min(jnp.abs(c.z))) for c in cache[:-1]) if len(cache) > 1 else 1.0
 
 
@@ -83,7 +83,7 @@ def test_manual_grad_is_jittable_and_equal(x64):
 def _wrong_manual_grad(params, x, y, activation, loss, bug):
     """A copy of the backward with one deliberate bug."""
     lossdef = fnmlp.get_loss(loss)
-    out, cache = _forward_with_cache(params, x, activation)
+    out, cache = forward_with_cache(params, x, activation)
     delta = lossdef.deriv(out, y) / x.shape[0]
     deriv = get_activation(activation).deriv
     if bug == "derivative":  # d tanh = 1 - tanh instead of 1 - tanh^2
@@ -108,7 +108,7 @@ def test_deliberately_wrong_backward_is_caught(x64, bug):
     x, y = random_batch(key, 8, sizes, "softmax_cross_entropy", jnp.float64)
     wrong = _wrong_manual_grad(params, x, y, "tanh", "softmax_cross_entropy", bug)
     right = _wrong_manual_grad(params, x, y, "tanh", "softmax_cross_entropy", None)
-    auto = jax.grad(_loss)(params, x, y, "tanh", "softmax_cross_entropy")
+    auto = jax.grad(mean_loss)(params, x, y, "tanh", "softmax_cross_entropy")
     assert compare_grads(right, auto).passed  # the copy without the bug is right
     report = compare_grads(wrong, auto, title="buggy vs autodiff")
     assert not report.passed
@@ -147,7 +147,7 @@ AUTODIFF = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacr
             "hessian", "custom_vjp", "custom_jvp", "linear_transpose"}
 
 
-@pytest.mark.parametrize("module", ["backprop", "mlp", "losses", "activations"])
+@pytest.mark.parametrize("module", ["_core", "backprop", "mlp", "losses", "activations"])
 def test_hand_derived_path_calls_no_autodiff(module):
     """The manual backward and every module it uses must not touch autodiff."""
     import ast

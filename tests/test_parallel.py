@@ -17,14 +17,16 @@ import fnmlp
 from fnmlp import data, parallel
 
 FOUR_DEVICES = textwrap.dedent("""
-    import json, os
+    import json, os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    sys.path.insert(0, "tests")
+    from conftest import count_compiles
     import jax, jax.numpy as jnp
     jax.config.update("jax_numpy_rank_promotion", "raise")
     import fnmlp
     from fnmlp import data
-    from fnmlp.parallel import make_mesh, make_parallel_trainer, place_on_mesh
-    from fnmlp.train import init_state
+    from fnmlp.parallel import make_mesh, place_on_mesh
+    from fnmlp.train import init_state, make_trainer
 
     ds = data.make_spirals(640, arms=3, seed=0)
     p0 = fnmlp.init_mlp(jax.random.key(0), [2, 32, 3], "tanh")
@@ -44,17 +46,16 @@ FOUR_DEVICES = textwrap.dedent("""
         }
     mesh = make_mesh(4)
     opt = fnmlp.sgd(0.1)
-    tr, x, y = make_parallel_trainer(mesh, opt, 64, "tanh", "softmax_cross_entropy",
-                                     "manual", ds.x, ds.y)
-    st = place_on_mesh(init_state(p0, opt), mesh)
+    tr = make_trainer(opt, 64, "tanh", mesh=mesh)
+    x, y, st = place_on_mesh((jnp.asarray(ds.x), jnp.asarray(ds.y), init_state(p0, opt)), mesh)
+    with count_compiles("epoch") as compiles:
+        for e in range(3):
+            st, _ = tr.epoch(st, x, y, jax.random.key(0))
+    out["cache_size"] = len(compiles)
     hlo = tr.epoch.lower(st, x, y, jax.random.key(0)).compile().as_text()
     out["all_reduce"] = hlo.count("all-reduce")
-    for e in range(3):
-        st, _ = tr.epoch(st, x, y, jax.random.key(0))
-    out["cache_size"] = tr.epoch._cache_size()
     try:
-        make_parallel_trainer(mesh, opt, 66, "tanh", "softmax_cross_entropy", "manual",
-                              ds.x, ds.y)
+        make_trainer(opt, 66, "tanh", mesh=mesh)
     except ValueError as e:
         out["indivisible"] = str(e)
     print(json.dumps(out))

@@ -32,18 +32,21 @@ def check_n(n: Any, name: str = "n", minimum: int = 1) -> int:
 
 
 def train_test_split(
-    x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0
+    x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0,
+    name: str = "test_fraction",
 ) -> tuple[Dataset, Dataset]:
-    """Shuffles with ``seed`` and splits off ``test_fraction`` of the examples."""
+    """Shuffles with ``seed`` and splits off ``test_fraction`` of the examples:
+    ``(train, test)``, the test part being the first ``round(N * test_fraction)`` of the
+    permutation. ``name`` is the argument's name in error messages."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
     if not (isinstance(test_fraction, float) and 0 < test_fraction < 1):
-        raise ValueError(f"test_fraction must be a float in (0, 1); got {test_fraction!r}")
+        raise ValueError(f"{name} must be a float in (0, 1); got {test_fraction!r}")
     n_test = int(round(len(x) * test_fraction))
     if n_test < 1 or n_test >= len(x):
         raise ValueError(
-            f"test_fraction={test_fraction} of {len(x)} examples leaves an empty split")
+            f"{name}={test_fraction} of {len(x)} examples leaves an empty split")
     perm = rng(seed).permutation(len(x))
     te, tr = perm[:n_test], perm[n_test:]
     return Dataset(x[tr], y[tr]), Dataset(x[te], y[te])
