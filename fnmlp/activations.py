@@ -78,7 +78,7 @@ def d_leaky_relu(z: Array) -> Array:
 
 
 def tanh(z: Array) -> Array:
-    """``tanh(z)``.  Derivative: ``1 - tanh(z)^2``."""
+    """``tanh(z) = (e^z - e^-z) / (e^z + e^-z)``.  Derivative: ``1 - tanh(z)^2``."""
     return jnp.tanh(z)
 
 
