@@ -96,7 +96,8 @@ def positive_float(text: str) -> float:
 
 
 def base_parser(description: str, *, hidden: str, activation: str, optimizer: str,
-                lr: float, batch_size: int, epochs: int, out: str) -> Parser:
+                lr: float, batch_size: int, epochs: int, out: str,
+                schedule: str = "constant") -> Parser:
     p = Parser(description=description)
     p.add_argument("--hidden", type=parse_int_list, default=parse_int_list(hidden),
                    help=f"hidden layer widths, comma-separated, e.g. 256,128 (default: {hidden})")
@@ -111,6 +112,8 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
     p.add_argument("--grad", choices=["manual", "autodiff"], default="manual",
                    help="hand-derived backward or jax.grad")
     p.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and data")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default=schedule,
+                   help="learning rate: constant, or cosine decay from --lr to 0 over the run")
     p.add_argument("--patience", type=positive_int, default=None,
                    help="early stopping patience in epochs (default: off)")
     p.add_argument("--devices", type=positive_int, default=1,
@@ -168,21 +171,34 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def make_optimizer(args: argparse.Namespace, n_train: int):
+    """The optimizer the flags ask for; ``--schedule cosine`` decays ``--lr`` to 0 over
+    ``epochs * (n_train // batch_size)`` steps."""
+    from fnmlp.optim import get_optimizer
+    from fnmlp.schedules import cosine_warmup
+
+    rate = args.lr
+    if getattr(args, "schedule", "constant") == "cosine":
+        rate = cosine_warmup(args.lr, 0, max(1, args.epochs * (n_train // args.batch_size)))
+    return get_optimizer(args.optimizer, rate)
+
+
 def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         dataset: str, extra_config: dict | None = None,
         after: Callable[[Any, dict], None] | None = None) -> dict:
     """Trains per ``args`` on ``train = (x, y)``; evaluates on ``test``; writes OUT.
 
-    Writes ``OUT/checkpoint.npz`` after every epoch (atomically) and ``OUT/metrics.json``
-    at the end. With ``args.resume`` it continues from the checkpoint, refusing one made
-    with another configuration. ``after(params, metrics)`` may add plots. Returns metrics.
+    Writes ``OUT/checkpoint.npz`` after every epoch (atomically; its config holds what
+    :func:`fnmlp.load_model` needs) and ``OUT/metrics.json`` at the end, whose history
+    holds the test loss (and accuracy) of every epoch. With ``args.resume`` it continues
+    from the checkpoint, refusing one made with another configuration.
+    ``after(params, metrics)`` may add plots. Returns metrics.
     """
     import jax
     import numpy as np
 
     from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
     from fnmlp.mlp import init_mlp
-    from fnmlp.optim import get_optimizer
     from fnmlp.train import TrainingDiverged, evaluate, fit, format_record, init_state
 
     t_start = time.perf_counter()
@@ -196,16 +212,19 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
               "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
               "epochs": args.epochs, "grad": args.grad, "seed": args.seed,
               "patience": args.patience, "devices": args.devices, "dtype": "float32",
+              "schedule": getattr(args, "schedule", "constant"),
+              "input": {"kind": "features", "width": int(x.shape[1])},
               **(extra_config or {})}
     out = check_out_dir(args.out)
     ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
 
-    optimizer = get_optimizer(args.optimizer, args.lr)
+    optimizer = make_optimizer(args, len(x))
     params = init_mlp(jax.random.key(args.seed), sizes, args.activation)
     state, history = None, []
     if args.resume and ckpt.exists():
         old = read_checkpoint_meta(ckpt)["config"]
-        same = ("sizes", "activation", "loss", "optimizer", "lr", "batch_size", "grad", "seed")
+        same = ("sizes", "activation", "loss", "optimizer", "lr", "batch_size", "grad", "seed",
+                "schedule")
         diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]}
         if diff:
             raise UsageError(f"--resume: {ckpt} was made with another config: "
@@ -233,6 +252,8 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         mesh = make_mesh(args.devices)
 
     def on_epoch_end(s, record):
+        scores = evaluate(s.params, test[0], test[1], args.activation, loss)
+        record.update({f"test_{k}": v for k, v in scores.items()})
         save_checkpoint(ckpt, s, config)
 
     if state is None or int(state.epoch) < args.epochs:
@@ -264,7 +285,10 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         metrics["test_mae"] = scores["mae"]
         metrics["test_loss"] = scores["loss"]
     if after is not None:
-        after(final_params, metrics)
+        try:
+            after(final_params, metrics)
+        except ImportError as e:  # matplotlib is the 'plot' extra: train, just no pictures
+            print(f"no pictures: {e}", file=sys.stderr)
     _write_json(metrics_path, metrics)
     last = format_record(history[-1]) if history else "no epochs run"
     summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_mse")
