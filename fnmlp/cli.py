@@ -122,6 +122,9 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz (same config) up to --epochs")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", default=None,
+                   help="train a population in one program: lr=, wd=, seed= comma lists; a"
+                        " grid when several keys are given (default: one model)")
     return p
 
 
@@ -296,3 +299,127 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     print(f"done: {len(history)} epochs, {summary}, {metrics['wall_seconds']:.1f} s"
           f" [{last}] -> {out}")
     return metrics
+
+
+# ----------------------------------------------------------------------------- populations
+
+
+def members_from_args(args: argparse.Namespace) -> list | None:
+    """The population the flags ask for (``--sweep``, ``--ensemble``), or None."""
+    from fnmlp.population import Member, grid, parse_sweep
+
+    ensemble = getattr(args, "ensemble", None)
+    if args.sweep and ensemble:
+        raise UsageError("give --sweep or --ensemble, not both")
+    if not args.sweep and not ensemble:
+        return None
+    for flag, bad in (("--resume", args.resume), ("--patience", args.patience)):
+        if bad:
+            raise UsageError(f"{flag} is not available with --sweep/--ensemble (a population"
+                             " trains from scratch for --epochs)")
+    if ensemble:
+        return grid([args.lr], [0.0], list(range(args.seed, args.seed + ensemble)))
+    try:
+        return parse_sweep(args.sweep, Member(args.lr, 0.0, args.seed))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def run_population(args: argparse.Namespace, members: list, *, train: tuple, test: tuple,
+                   loss: str, dataset: str, extra_config: dict | None = None) -> dict:
+    """Trains ``members`` as one population on ``train``, each evaluated on ``test``
+    every epoch; writes ``OUT/members/K/metrics.json`` per member, ``OUT/metrics.json``
+    (the ranking, the best member, the ensemble's test accuracy for classification),
+    ``OUT/checkpoint.npz`` (the best member, loadable by ``fnmlp.load_model``) and
+    ``OUT/sweep.png``. Prints the ranking."""
+    import jax
+    import numpy as np
+
+    from fnmlp.checkpoint import save_checkpoint
+    from fnmlp.population import ensemble_predict_proba, fit_population, take
+    from fnmlp.schedules import cosine_warmup
+
+    t_start = time.perf_counter()
+    x, y = np.asarray(train[0]), np.asarray(train[1])
+    out = check_out_dir(args.out)
+    n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
+        1 if y.ndim == 1 else y.shape[1])
+    sizes = [x.shape[1], *args.hidden, n_out]
+    base = {"dataset": dataset, "sizes": sizes, "activation": args.activation, "loss": loss,
+            "optimizer": args.optimizer, "batch_size": args.batch_size, "epochs": args.epochs,
+            "grad": args.grad, "devices": args.devices, "dtype": "float32",
+            "schedule": getattr(args, "schedule", "constant"),
+            "input": {"kind": "features", "width": int(x.shape[1])}, **(extra_config or {})}
+    factor = None
+    if base["schedule"] == "cosine":
+        total = max(1, args.epochs * (len(x) // args.batch_size))
+        factor = cosine_warmup(1.0, 0, total)
+    mesh = None
+    if args.devices > 1:
+        from fnmlp.parallel import make_mesh
+
+        mesh = make_mesh(args.devices)
+    result = fit_population(
+        sizes, x, y, members, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, activation=args.activation, loss=loss, grad=args.grad,
+        validation_data=test, lr_factor=factor, mesh=mesh, verbose=not args.quiet)
+    classify = loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")
+    rows = []
+    for k, (m, hist) in enumerate(zip(members, result.history)):
+        hist = [{("test" + key[3:] if key.startswith("val_") else key): v
+                 for key, v in r.items()} for r in hist]
+        config = {**base, "lr": m.lr, "weight_decay": m.wd, "seed": m.seed, "member": k}
+        final = hist[-1]
+        metrics = {"config": config, "history": hist, "test_loss": final["test_loss"],
+                   "diverged": final["diverged"], "device": device_description()}
+        if classify:
+            metrics["test_accuracy"] = final["test_accuracy"]
+        else:
+            metrics.update(test_mse=final["test_mse"], test_mae=final["test_mae"])
+        (out / "members" / str(k)).mkdir(parents=True, exist_ok=True)
+        _write_json(out / "members" / str(k) / "metrics.json", metrics)
+        rows.append({"member": k, "lr": m.lr, "wd": m.wd, "seed": m.seed,
+                     "test_loss": final["test_loss"], "diverged": final["diverged"],
+                     **({"test_accuracy": final["test_accuracy"]} if classify else
+                        {"test_mse": final["test_mse"]})})
+    ranking = sorted(rows, key=lambda r: (r["diverged"], r["test_loss"]
+                                          if np.isfinite(r["test_loss"]) else np.inf))
+    best = ranking[0]["member"]
+    summary = {"config": base, "members": rows, "ranking": [r["member"] for r in ranking],
+               "best": best, "device": device_description(),
+               "wall_seconds": time.perf_counter() - t_start}
+    if classify and loss == "softmax_cross_entropy":
+        finite = [r["member"] for r in rows if not r["diverged"]]
+        proba = ensemble_predict_proba(result.params, test[0], args.activation, loss, finite)
+        summary["ensemble_test_accuracy"] = float(
+            np.mean(np.asarray(proba).argmax(1) == np.asarray(test[1])))
+        summary["ensemble_members"] = finite
+    best_state = take(result.state, best)
+    save_checkpoint(out / "checkpoint.npz", jax.device_get(best_state),
+                    {**base, "lr": members[best].lr, "weight_decay": members[best].wd,
+                     "seed": members[best].seed, "member": best})
+    try:
+        from fnmlp import plot
+
+        labels = [f"#{k} lr {m.lr:g}" + (f" wd {m.wd:g}" if m.wd else "") + f" seed {m.seed}"
+                  for k, m in enumerate(members)]
+        plot.population_curves(result.history, labels, str(out / "sweep.png"),
+                               f"{dataset}: {len(members)} members of"
+                               f" {'-'.join(map(str, sizes))} trained in one program",
+                               best=best)
+    except ImportError as e:
+        print(f"no pictures: {e}", file=sys.stderr)
+    _write_json(out / "metrics.json", summary)
+    key = "test_accuracy" if classify else "test_mse"
+    print(f"{'rank':>4}  {'member':>6}  {'lr':>8}  {'wd':>8}  {'seed':>4}  {'test_loss':>9}"
+          f"  {key:>13}")
+    for i, r in enumerate(ranking):
+        flag = "  diverged" if r["diverged"] else ""
+        print(f"{i + 1:>4}  {r['member']:>6}  {r['lr']:>8g}  {r['wd']:>8g}  {r['seed']:>4}"
+              f"  {r['test_loss']:>9.4f}  {r[key]:>13.4f}{flag}")
+    if "ensemble_test_accuracy" in summary:
+        print(f"ensemble of {len(summary['ensemble_members'])} members (mean probability):"
+              f" test_accuracy {summary['ensemble_test_accuracy']:.4f}")
+    print(f"done: {len(members)} members, best #{best}, {summary['wall_seconds']:.1f} s"
+          f" -> {out}")
+    return summary

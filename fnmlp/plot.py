@@ -226,3 +226,35 @@ def weight_images(w: np.ndarray, path: str, title: str = "", n: int = 32,
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def population_curves(histories: list[list[dict]], labels: list[str], path: str,
+                      title: str = "", best: int | None = None) -> None:
+    """Every member's curves: training loss and held-out loss (log scale), and held-out
+    accuracy when there is one; the best member drawn thick."""
+    plt = _plt()
+    held = "val" if histories and histories[0] and "val_loss" in histories[0][0] else "test"
+    has_acc = bool(histories and histories[0] and f"{held}_accuracy" in histories[0][0])
+    panels = [("train_loss", "training loss"), (f"{held}_loss", "test loss")]
+    if has_acc:
+        panels.append((f"{held}_accuracy", "test accuracy"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6))
+    cmap = plt.get_cmap("viridis")
+    for k, (hist, label) in enumerate(zip(histories, labels)):
+        color = cmap(k / max(1, len(histories) - 1))
+        epochs = [r["epoch"] for r in hist]
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot(epochs, [r.get(key, float("nan")) for r in hist], color=color,
+                    lw=3 if k == best else 1.2, label=label + (" (best)" if k == best else ""))
+    for ax, (key, name) in zip(axes, panels):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name + (" (log scale)" if "loss" in key else ""))
+        if "loss" in key:
+            ax.set_yscale("log")
+        ax.set_title(name + " per epoch")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

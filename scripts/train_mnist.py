@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fnmlp.cli import base_parser, description, main_guard, run
+from fnmlp.cli import (
+    base_parser,
+    description,
+    main_guard,
+    members_from_args,
+    positive_int,
+    run,
+    run_population,
+)
 
 MNIST_INPUT = {
     "kind": "mnist",
@@ -35,7 +43,11 @@ def main() -> int:
                         " (default: none)")
     p.add_argument("--no-download", action="store_true",
                    help="never try to download; fail at once if the data is missing")
+    p.add_argument("--ensemble", type=positive_int, default=None, metavar="K",
+                   help="train K models (seeds SEED..SEED+K-1) in one program and report the"
+                        " ensemble's test accuracy beside theirs (default: one model)")
     args = p.parse_args()
+    members = members_from_args(args)  # bad --sweep specs fail before any data work
 
     from fnmlp.data import load_mnist
 
@@ -66,10 +78,14 @@ def main() -> int:
         plot.weight_images(np.asarray(params[0]["w"]), str(out / "weights.png"),
                            w_init=np.asarray(start[0]["w"]))
 
-    run(args, train=train, test=test, loss="softmax_cross_entropy", dataset="mnist",
-        extra_config={"source": source, "n_train": len(train.x), "n_test": len(test.x),
-                      "input": MNIST_INPUT},
-        after=pictures)
+    extra = {"source": source, "n_train": len(train.x), "n_test": len(test.x),
+             "input": MNIST_INPUT}
+    if members:
+        run_population(args, members, train=train, test=test, loss="softmax_cross_entropy",
+                       dataset="mnist", extra_config=extra)
+    else:
+        run(args, train=train, test=test, loss="softmax_cross_entropy", dataset="mnist",
+            extra_config=extra, after=pictures)
     return 0
 
 

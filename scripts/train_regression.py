@@ -6,7 +6,15 @@ Writes OUT/fit.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/metrics.json.
 
 from __future__ import annotations
 
-from fnmlp.cli import base_parser, description, main_guard, positive_int, run
+from fnmlp.cli import (
+    base_parser,
+    description,
+    main_guard,
+    members_from_args,
+    positive_int,
+    run,
+    run_population,
+)
 
 
 def main() -> int:
@@ -20,6 +28,7 @@ def main() -> int:
     p.add_argument("--loss", choices=["mse", "mae", "huber"], default="mse", help="loss")
     p.add_argument("--n", type=positive_int, default=600, help="number of examples")
     args = p.parse_args()
+    members = members_from_args(args)  # bad --sweep specs fail before any data work
     ds = data.REGRESSION_SETS[args.dataset](n=args.n, seed=args.seed)
     train, test = data.train_test_split(ds.x, ds.y, 0.25, seed=args.seed)
 
@@ -32,7 +41,11 @@ def main() -> int:
                             f"{args.dataset}: test MSE {metrics['test_mse']:.4f}")
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
 
-    run(args, train=train, test=test, loss=args.loss, dataset=args.dataset, after=plots)
+    if members:
+        run_population(args, members, train=train, test=test, loss=args.loss,
+                       dataset=args.dataset)
+    else:
+        run(args, train=train, test=test, loss=args.loss, dataset=args.dataset, after=plots)
     return 0
 
 

@@ -6,7 +6,16 @@ Writes OUT/decision_boundary.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/me
 
 from __future__ import annotations
 
-from fnmlp.cli import UsageError, base_parser, description, main_guard, positive_int, run
+from fnmlp.cli import (
+    UsageError,
+    base_parser,
+    description,
+    main_guard,
+    members_from_args,
+    positive_int,
+    run,
+    run_population,
+)
 
 
 def main() -> int:
@@ -20,6 +29,7 @@ def main() -> int:
     p.add_argument("--test-fraction", type=float, default=0.25,
                    help="share of the examples held out for the test")
     args = p.parse_args()
+    members = members_from_args(args)  # bad --sweep specs fail before any data work
     if not 0 < args.test_fraction < 1:
         raise UsageError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
     ds = data.TOY_SETS[args.dataset](n=args.n, seed=args.seed)
@@ -35,8 +45,12 @@ def main() -> int:
                                f"{args.out}/decision_boundary.png", title)
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
 
-    run(args, train=train, test=test, loss="softmax_cross_entropy", dataset=args.dataset,
-        after=plots)
+    if members:
+        run_population(args, members, train=train, test=test, loss="softmax_cross_entropy",
+                       dataset=args.dataset)
+    else:
+        run(args, train=train, test=test, loss="softmax_cross_entropy", dataset=args.dataset,
+            after=plots)
     return 0
 
 
