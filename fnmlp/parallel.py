@@ -69,7 +69,21 @@ def shard_step(step, mesh: Mesh):
 
 def place_on_mesh(tree, mesh: Mesh):
     """Puts any pytree of arrays (data, a TrainState) on the mesh, replicated."""
-    return jax.device_put(tree, replicated(mesh))
+    return put(tree, replicated(mesh))
+
+
+def put(tree, sharding: NamedSharding):
+    """``jax.device_put(tree, sharding)``, also when the sharding spans several processes:
+    there every process passes the same host value and puts the shards of its own
+    devices (``jax.make_array_from_callback``)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree.map(one, tree)
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -79,7 +93,14 @@ def initialize_distributed(coordinator_address: str | None = None,
 
     Give all three (``"host:port"`` of process 0, the process count, this process's id in
     ``[0, num_processes)``), or none of them on clusters JAX detects by itself (SLURM,
-    Open MPI, Cloud TPU).
+    Open MPI, Cloud TPU). Other keywords go to ``jax.distributed.initialize``; e.g.
+    ``heartbeat_timeout_seconds=10``: when a process dies, the others are ended by JAX
+    with "the JAX distributed service detected fatal errors ... another task died" after
+    that many seconds (JAX's default is 100) instead of waiting in a collective.
+
+    On CPU, set ``jax.config.update("jax_cpu_collectives_implementation", "gloo")``
+    before this call so that the processes can reduce across each other (tested: two
+    processes on one machine, two devices each).
     """
     given = [coordinator_address, num_processes, process_id]
     if any(v is not None for v in given) and any(v is None for v in given):

@@ -45,7 +45,7 @@ from fnmlp.inference import predict_proba
 from fnmlp.losses import get_loss
 from fnmlp.mlp import check_batch, check_sizes, init_mlp
 from fnmlp.optim import get_optimizer, set_learning_rate, set_weight_decay
-from fnmlp.parallel import AXIS, replicated
+from fnmlp.parallel import AXIS, put, replicated
 from fnmlp.train import TrainState, epoch_fn, eval_fn, init_state, make_train_step
 
 Array = jax.Array
@@ -208,35 +208,19 @@ def fit_population(
         raise ValueError(f"the number of members must be divisible by the"
                          f" {mesh.devices.size} devices of the mesh; got {k}")
 
-    use_wd = max(m.wd for m in members) > 0
-    opt = get_optimizer(optimizer, max(m.lr for m in members),
-                        **({"weight_decay": max(m.wd for m in members)} if use_wd else {}))
-    states = []
-    for m in members:
-        s = init_state(init_mlp(jax.random.key(m.seed), sizes, activation), opt)
-        o = set_learning_rate(s.opt_state, m.lr)
-        states.append(s._replace(opt_state=set_weight_decay(o, m.wd) if use_wd else o))
-    state = stack(states)
-    keys = jax.vmap(jax.random.key)(jnp.asarray([m.seed for m in members], jnp.uint32))
-    base_lr = jnp.array(state.opt_state.learning_rate, copy=True)  # [K]; not donated
-    member_epoch = _epoch_with_factor(make_train_step(opt, activation, loss, grad), batch_size,
-                                      lr_factor)
-
-    def population_epoch(state, x, y, keys, base_lr):  # every leaf of state is [K, ...]
-        return jax.vmap(member_epoch, in_axes=(0, None, None, 0, 0))(state, x, y, keys, base_lr)
-
-    epoch = jax.jit(population_epoch, donate_argnums=0)
-    evaluate = jax.jit(jax.vmap(eval_fn(activation, loss, 1024), in_axes=(0, None, None)))
+    pop = make_population(sizes, members, batch_size=batch_size, optimizer=optimizer,
+                          activation=activation, loss=loss, grad=grad, lr_factor=lr_factor,
+                          mesh=mesh)
+    state, seeds, base_lr, epoch, evaluate = (pop.state, pop.seeds, pop.base_lr, pop.epoch,
+                                              pop.evaluate)
     if mesh is not None:
-        spread, rep = NamedSharding(mesh, P(AXIS)), replicated(mesh)
-        state, keys, base_lr = jax.device_put((state, keys, base_lr), spread)
-        x, y, validation_data = jax.device_put((x, y, validation_data), rep)
+        x, y, validation_data = put((x, y, validation_data), replicated(mesh))
 
     history: list[list[dict]] = [[] for _ in members]
     alive = np.ones(k, bool)
     for e in range(epochs):
         t0 = time.perf_counter()
-        state, m = epoch(state, x, y, keys, base_lr)
+        state, m = epoch(state, x, y, seeds, base_lr)
         m = jax.device_get(m)
         seconds = time.perf_counter() - t0
         v = jax.device_get(evaluate(state.params, *validation_data)) if (
@@ -265,6 +249,52 @@ def fit_population(
     monitor = "val_loss" if validation_data is not None else "train_loss"
     return PopulationResult(state.params, state, members, history,
                             _best(history, alive, monitor), monitor)
+
+
+class Population(NamedTuple):
+    """A population's compiled program and its starting point (:func:`make_population`)."""
+
+    epoch: Callable  # (state, x, y, seeds, base_lr) -> (state, metrics [K]); state donated
+    evaluate: Callable  # (params [K, ...], x, y) -> {"loss": [K], ...}
+    state: TrainState  # every leaf [K, ...]
+    seeds: Array  # [K] uint32: member k shuffles with fold_in(key(seeds[k]), epoch)
+    base_lr: Array  # [K]: each member's learning rate
+
+
+def make_population(sizes: Sequence[int], members: Sequence[Member], *, batch_size: int,
+                    optimizer: str = "adam", activation: str = "relu",
+                    loss: str = "softmax_cross_entropy", grad: str = "manual",
+                    lr_factor: Callable | None = None, mesh: Any = None) -> Population:
+    """The jitted population epoch and evaluation, and the stacked initial state (placed
+    on ``mesh``, members spread over its devices, when given). No checks: see
+    :func:`fit_population`."""
+    use_wd = max(m.wd for m in members) > 0
+    opt = get_optimizer(optimizer, max(m.lr for m in members),
+                        **({"weight_decay": max(m.wd for m in members)} if use_wd else {}))
+    states = []
+    for m in members:
+        s = init_state(init_mlp(jax.random.key(m.seed), sizes, activation), opt)
+        o = set_learning_rate(s.opt_state, m.lr)
+        states.append(s._replace(opt_state=set_weight_decay(o, m.wd) if use_wd else o))
+    state = stack(states)
+    seeds = np.asarray([m.seed for m in members], np.uint32)  # [K]; keys made inside
+    base_lr = jnp.array(state.opt_state.learning_rate, copy=True)  # [K]; not donated
+    member_epoch = _epoch_with_factor(make_train_step(opt, activation, loss, grad), batch_size,
+                                      lr_factor)
+
+    def population_epoch(state, x, y, seeds, base_lr):  # every leaf of state is [K, ...]
+        keys = jax.vmap(jax.random.key)(seeds)  # as fit's key(seed)
+        return jax.vmap(member_epoch, in_axes=(0, None, None, 0, 0))(state, x, y, keys, base_lr)
+
+    evaluate = jax.vmap(eval_fn(activation, loss, 1024), in_axes=(0, None, None))
+    if mesh is None:
+        return Population(jax.jit(population_epoch, donate_argnums=0), jax.jit(evaluate),
+                          state, jnp.asarray(seeds), base_lr)
+    # members spread over the devices; metrics gathered (readable on every host)
+    spread, rep = NamedSharding(mesh, P(AXIS)), replicated(mesh)
+    state, seeds, base_lr = put((state, seeds, base_lr), spread)
+    return Population(jax.jit(population_epoch, donate_argnums=0, out_shardings=(spread, rep)),
+                      jax.jit(evaluate, out_shardings=rep), state, seeds, base_lr)
 
 
 def _epoch_with_factor(step, batch_size, lr_factor):

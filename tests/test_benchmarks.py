@@ -63,6 +63,17 @@ def test_bench_scaling_quick(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+def test_bench_population_quick(tmp_path):
+    d = _run("bench_population.py", tmp_path)
+    assert [r["members"] for r in d["rows"]] == [1, 2]
+    for r in d["rows"]:
+        assert _positive(r["population_epoch_s"], r["single_epoch_s"], r["speedup"])
+        assert r["sequential_epoch_s"] == pytest.approx(r["members"] * r["single_epoch_s"])
+        assert r["speedup"] == pytest.approx(r["sequential_epoch_s"] / r["population_epoch_s"])
+        assert r["all_members_examples_per_s"] == pytest.approx(
+            r["members"] * r["per_member_examples_per_s"])
+
+
 def test_profile_step_quick(tmp_path):
     d = _run("profile_step.py", tmp_path)
     assert set(d["hlo_ops"]) == {"manual", "autodiff"}
@@ -70,7 +81,8 @@ def test_profile_step_quick(tmp_path):
 
 
 @pytest.mark.parametrize("script", ["bench_train.py", "bench_peak.py", "bench_grads.py",
-                                    "bench_scaling.py", "profile_step.py"])
+                                    "bench_scaling.py", "profile_step.py",
+                                    "bench_population.py"])
 def test_help(script):
     r = subprocess.run([sys.executable, f"{REPO}/benchmarks/{script}", "--help"],
                        capture_output=True, text=True, timeout=60)
