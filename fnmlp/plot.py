@@ -54,6 +54,23 @@ def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray
     plt.close(fig)
 
 
+def scatter_classes(x: np.ndarray, y: np.ndarray, path: str, title: str = "") -> None:
+    """The 2D points ``x: [N, 2]`` coloured by their label ``y``."""
+    plt = _plt()
+    x, y = np.asarray(x), np.asarray(y)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for c in np.unique(y):
+        ax.scatter(x[y == c, 0], x[y == c, 1], s=14, color=plt.get_cmap("tab10")(int(c)),
+                   edgecolors="k", linewidths=0.3, label=f"class {int(c)}")
+    ax.set_xlabel("x0")
+    ax.set_ylabel("x1")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def loss_curve(history: list[dict], path: str, title: str = "") -> None:
     """Training (and validation) loss per epoch, log scale."""
     plt = _plt()
