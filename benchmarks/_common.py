@@ -186,3 +186,13 @@ def matmul_peak(sizes, reps: int, dtype="float32") -> list[dict]:
                      "jnp_gflops": flops / median(t["jnp.dot"]) / 1e9,
                      "numpy_gflops": flops / median(t["numpy"]) / 1e9})
     return rows
+
+
+def available(name: str) -> bool:
+    """Whether the module ``name`` can be imported (a peer that is not installed is
+    skipped, and the table says so)."""
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False

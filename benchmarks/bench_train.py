@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Training throughput: fnmlp (manual and autodiff gradients) against the JAX-tutorial
-loop, NumPy by hand, PyTorch eager and scikit-learn, on MNIST-shaped synthetic data.
+loop, Flax NNX + optax, Keras 3 on JAX, PyTorch eager and torch.compile, NumPy by hand
+and scikit-learn, on MNIST-shaped synthetic data.
 
 Plain SGD, float32, ReLU, softmax cross-entropy; one timed call is one epoch. Reports
 examples/s, achieved GFLOP/s and % of the jnp.dot peak measured in the same run.
@@ -125,7 +126,73 @@ def numpy_impl(sizes, x, y, batch):
     return epoch
 
 
-def torch_impl(sizes, x, y, batch, device="cpu"):
+def flax_impl(sizes, x, y, batch):
+    """Flax NNX + optax as the Flax MNIST tutorial writes it: an nnx.jit train step called
+    per minibatch from Python, the model and optimizer updated in place."""
+    import jax
+    import optax
+    from flax import nnx
+
+    class MLP(nnx.Module):
+        def __init__(self, sizes, rngs):
+            self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs)
+                                    for a, b in zip(sizes[:-1], sizes[1:])])
+
+        def __call__(self, h):
+            for layer in self.layers[:-1]:
+                h = nnx.relu(layer(h))
+            return self.layers[-1](h)
+
+    model = MLP(sizes, nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.sgd(LR), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, xb, yb):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(xb), yb).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    rng = np.random.default_rng(0)
+    steps = len(x) // batch
+
+    def epoch():
+        perm = rng.permutation(len(x))
+        for i in range(steps):
+            idx = perm[i * batch:(i + 1) * batch]
+            loss = train_step(model, optimizer, x[idx], y[idx])
+        jax.block_until_ready(loss)
+
+    return epoch
+
+
+def keras_impl(sizes, x, y, batch):
+    """Keras 3 on the JAX backend: model.fit for one epoch (Keras compiles its own
+    jitted train step)."""
+    import os
+
+    os.environ["KERAS_BACKEND"] = "jax"
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((sizes[0],))]
+    layers += [keras.layers.Dense(b, activation="relu") for b in sizes[1:-1]]
+    model = keras.Sequential(layers + [keras.layers.Dense(sizes[-1])])
+    model.compile(optimizer=keras.optimizers.SGD(LR),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    n = (len(x) // batch) * batch  # the same whole batches as the others
+
+    def epoch():
+        model.fit(x[:n], y[:n], batch_size=batch, epochs=1, shuffle=True, verbose=0)
+
+    return epoch
+
+
+def torch_impl(sizes, x, y, batch, device="cpu", compile_mode=None):
+    """PyTorch eager, or with ``compile_mode`` the model under torch.compile (``"default"``,
+    or ``"reduce-overhead"`` for CUDA graphs on a GPU)."""
     import torch
 
     torch.manual_seed(0)
@@ -135,6 +202,8 @@ def torch_impl(sizes, x, y, batch, device="cpu"):
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers).to(device)
+    if compile_mode:
+        model = torch.compile(model, mode=compile_mode)
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     lossf = torch.nn.CrossEntropyLoss()
     xt = torch.from_numpy(x).to(device)
@@ -172,14 +241,6 @@ def sklearn_impl(sizes, x, y, batch):
     return epoch
 
 
-def available(name):
-    try:
-        __import__(name)
-        return True
-    except ImportError:
-        return False
-
-
 def main(argv=None):
     p = C.parser(__doc__)
     p.add_argument("--models", default="S,L", help="comma list of S, L")
@@ -187,6 +248,7 @@ def main(argv=None):
     p.add_argument("--examples-s", type=int, default=60000, help="epoch size for S")
     p.add_argument("--examples-l", type=int, default=15360, help="epoch size for L")
     p.add_argument("--no-peers", action="store_true", help="fnmlp and the JAX loop only")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile peers")
     p.add_argument("--no-cpu-peers", action="store_true",
                    help="skip NumPy and scikit-learn (for a GPU run)")
     p.add_argument("--precision", choices=["default", "high", "highest"], default=None,
@@ -242,12 +304,22 @@ def _main(args):
             if not args.no_peers:
                 if not args.no_cpu_peers:
                     impls["NumPy by hand"] = numpy_impl(sizes, x, y, batch)
-                if available("torch"):
+                if C.available("torch"):
                     import torch
 
                     dev = "cuda" if gpu and torch.cuda.is_available() else "cpu"
                     impls[f"PyTorch eager ({dev})"] = torch_impl(sizes, x, y, batch, dev)
-                if available("sklearn") and model == "S" and not args.no_cpu_peers:
+                    if not args.no_compile:
+                        impls[f"torch.compile ({dev})"] = torch_impl(sizes, x, y, batch, dev,
+                                                                     "default")
+                        if dev == "cuda":
+                            impls["torch.compile reduce-overhead (cuda)"] = torch_impl(
+                                sizes, x, y, batch, dev, "reduce-overhead")
+                if C.available("flax") and C.available("optax"):
+                    impls["Flax NNX + optax"] = flax_impl(sizes, x, y, batch)
+                if C.available("keras"):
+                    impls["Keras 3 (JAX backend)"] = keras_impl(sizes, x, y, batch)
+                if C.available("sklearn") and model == "S" and not args.no_cpu_peers:
                     impls["scikit-learn MLP"] = sklearn_impl(sizes, x, y, batch)
             peak_fns = {f"peak {m_}x{k_}x{n_}": C.peak_impl((m_, k_, n_), args.compute_dtype)
                         for (m_, k_, n_) in peak_shapes}
