@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 peers run on JAX, never TensorFlow
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -277,6 +277,7 @@ def _main(args):
     batches = [int(b) for b in args.batches.split(",")]
     n_s, n_l = args.examples_s, args.examples_l
     if args.quick:
+        args.no_compile = True  # torch.compile takes tens of seconds to compile
         models = {"S": MODELS["S"], "L-quick": [784, 256, 256, 10]}
         batches, n_s, n_l, args.reps = [128], 2048, 1024, 1
 

@@ -74,6 +74,19 @@ def test_bench_population_quick(tmp_path):
             r["members"] * r["per_member_examples_per_s"])
 
 
+def test_bench_mnist_quick(tmp_path):
+    d = _run("bench_mnist.py", tmp_path)
+    rows = {r["impl"]: r for r in d["rows"]}
+    assert set(rows) == {"fnmlp", "numpy"}
+    for r in rows.values():
+        assert _positive(r["wall_s"], r["steady_epoch_s"], r["first_epoch_s"])
+        assert 0 <= r["accuracy"] <= 1 and r["epochs"] == 2
+        assert r["wall_s"] >= r["wall_s_in_process"] > r["steady_epoch_s"]
+    assert rows["fnmlp"]["wall_vs_fnmlp"] == 1.0
+    assert rows["numpy"]["wall_vs_fnmlp"] == pytest.approx(
+        rows["numpy"]["wall_s"] / rows["fnmlp"]["wall_s"])
+
+
 def test_profile_step_quick(tmp_path):
     d = _run("profile_step.py", tmp_path)
     assert set(d["hlo_ops"]) == {"manual", "autodiff"}
@@ -82,7 +95,7 @@ def test_profile_step_quick(tmp_path):
 
 @pytest.mark.parametrize("script", ["bench_train.py", "bench_peak.py", "bench_grads.py",
                                     "bench_scaling.py", "profile_step.py",
-                                    "bench_population.py"])
+                                    "bench_population.py", "bench_mnist.py"])
 def test_help(script):
     r = subprocess.run([sys.executable, f"{REPO}/benchmarks/{script}", "--help"],
                        capture_output=True, text=True, timeout=60)
