@@ -10,7 +10,16 @@ Shape legend used throughout: ``B`` batch, ``N`` dataset size, ``D`` input featu
 
 __version__ = "0.1.0"
 
-from fnmlp import activations, data, gradcheck, inference, losses, optim, schedules  # noqa: E402
+from fnmlp import (  # noqa: E402
+    activations,
+    data,
+    gradcheck,
+    inference,
+    losses,
+    optim,
+    population,  # noqa: E402
+    schedules,
+)
 from fnmlp.activations import ACTIVATIONS, get_activation  # noqa: E402
 from fnmlp.backprop import backward, manual_grad, manual_value_and_grad  # noqa: E402
 from fnmlp.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -53,6 +62,7 @@ from fnmlp.optim import (  # noqa: E402
     set_learning_rate,
     sgd,
 )
+from fnmlp.population import ensemble_predict_proba, fit_population  # noqa: E402
 from fnmlp.train import (  # noqa: E402
     Batch,
     FitResult,
@@ -72,11 +82,12 @@ __all__ = [
     "INITIALIZERS", "LOSSES", "Model", "OPTIMIZERS", "TrainState", "Trainer",
     "TrainingDiverged", "accuracy", "activations", "adam", "adamw", "apply_updates",
     "backward", "batched_forward", "check_gradients", "check_optimizer",
-    "clip_grads_by_global_norm", "compare_grads", "data", "evaluate", "finite_difference_grad",
-    "fit", "forward", "forward_with_cache", "get_activation", "get_learning_rate", "get_loss",
-    "get_optimizer", "gradcheck", "inference", "init_mlp", "init_state", "load_checkpoint",
-    "load_mnist", "load_mnist_idx", "load_mnist_tfds", "load_model", "loss", "losses",
-    "make_train_step", "make_trainer", "manual_grad", "manual_value_and_grad", "momentum",
-    "nesterov", "optim", "per_example_grads", "predict", "predict_classes", "predict_proba",
+    "clip_grads_by_global_norm", "compare_grads", "data", "ensemble_predict_proba", "evaluate",
+    "finite_difference_grad", "fit", "fit_population", "forward", "forward_with_cache",
+    "get_activation", "get_learning_rate", "get_loss", "get_optimizer", "gradcheck",
+    "inference", "init_mlp", "init_state", "load_checkpoint", "load_mnist", "load_mnist_idx",
+    "load_mnist_tfds", "load_model", "loss", "losses", "make_train_step", "make_trainer",
+    "manual_grad", "manual_value_and_grad", "momentum", "nesterov", "optim",
+    "per_example_grads", "population", "predict", "predict_classes", "predict_proba",
     "rmsprop", "save_checkpoint", "schedules", "set_learning_rate", "sgd", "zero_one_loss",
 ]
