@@ -3,6 +3,7 @@ writes JSON whose numbers are real measurements (positive, finite, consistent)."
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -56,10 +57,19 @@ def test_bench_grads_quick(tmp_path):
 
 
 def test_bench_scaling_quick(tmp_path):
-    png = tmp_path / "scaling.png"
-    d = _run("bench_scaling.py", tmp_path, "--plot", str(png))
+    """--quick without --plot writes nothing into benchmarks/results/ (it used to write
+    scaling-quick.png there unasked); the picture is drawn where --plot says."""
+    results = os.path.join(REPO, "benchmarks", "results")
+    before = {n: os.stat(os.path.join(results, n)).st_mtime_ns for n in os.listdir(results)}
+    d = _run("bench_scaling.py", tmp_path)
+    after = {n: os.stat(os.path.join(results, n)).st_mtime_ns for n in os.listdir(results)}
+    assert after == before and d["plot"] is None
     assert {r["sweep"] for r in d["rows"]} == {"batch", "width", "depth"}
     assert all(r["bound"] in ("overhead", "matmul", "mixed") for r in d["rows"])
+    from bench_scaling import _plot
+
+    png = tmp_path / "scaling.png"
+    _plot(d["rows"], str(png), d["machine"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
