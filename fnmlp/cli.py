@@ -174,50 +174,87 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def make_optimizer(args: argparse.Namespace, n_train: int):
-    """The optimizer the flags ask for; ``--schedule cosine`` decays ``--lr`` to 0 over
-    ``epochs * (n_train // batch_size)`` steps."""
-    from fnmlp.optim import get_optimizer
-    from fnmlp.schedules import cosine_warmup
-
-    rate = args.lr
-    if getattr(args, "schedule", "constant") == "cosine":
-        rate = cosine_warmup(args.lr, 0, max(1, args.epochs * (n_train // args.batch_size)))
-    return get_optimizer(args.optimizer, rate)
-
-
-def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
-        dataset: str, extra_config: dict | None = None,
-        after: Callable[[Any, dict], None] | None = None) -> dict:
-    """Trains per ``args`` on ``train = (x, y)``; evaluates on ``test``; writes OUT.
-
-    Writes ``OUT/checkpoint.npz`` after every epoch (atomically; its config holds what
-    :func:`fnmlp.load_model` needs) and ``OUT/metrics.json`` at the end, whose history
-    holds the test loss (and accuracy) of every epoch. With ``args.resume`` it continues
-    from the checkpoint, refusing one made with another configuration.
-    ``after(params, metrics)`` may add plots. Returns metrics.
-    """
-    import jax
-    import numpy as np
-
-    from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-    from fnmlp.mlp import init_mlp
-    from fnmlp.train import TrainingDiverged, evaluate, fit, format_record, init_state
-
-    t_start = time.perf_counter()
-    x, y = np.asarray(train[0]), np.asarray(train[1])
+def model_config(args: argparse.Namespace, x, y, loss: str, dataset: str,
+                 extra_config: dict | None = None) -> tuple[list[int], dict]:
+    """The layer sizes and the config shared by one model and a population: what
+    :func:`fnmlp.load_model` needs, and what the run was asked for."""
     if len(x) == 0:
         raise UsageError("the training set is empty")
     n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
         1 if y.ndim == 1 else y.shape[1])
     sizes = [x.shape[1], *args.hidden, n_out]
     config = {"dataset": dataset, "sizes": sizes, "activation": args.activation, "loss": loss,
-              "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
-              "epochs": args.epochs, "grad": args.grad, "seed": args.seed,
-              "patience": args.patience, "devices": args.devices, "dtype": "float32",
-              "schedule": getattr(args, "schedule", "constant"),
+              "optimizer": args.optimizer, "batch_size": args.batch_size,
+              "epochs": args.epochs, "grad": args.grad, "devices": args.devices,
+              "dtype": "float32", "schedule": getattr(args, "schedule", "constant"),
               "input": {"kind": "features", "width": int(x.shape[1])},
               **(extra_config or {})}
+    return sizes, config
+
+
+def total_steps(args: argparse.Namespace, n_train: int) -> int:
+    """The updates of the whole run: ``epochs * (n_train // batch_size)``."""
+    return max(1, args.epochs * (n_train // args.batch_size))
+
+
+def cosine_factor(args: argparse.Namespace, n_train: int):
+    """``--schedule cosine`` for a population: each member's rate times this factor
+    decays to 0 over the run; None for a constant rate."""
+    from fnmlp.schedules import cosine_warmup
+
+    if getattr(args, "schedule", "constant") != "cosine":
+        return None
+    return cosine_warmup(1.0, 0, total_steps(args, n_train))
+
+
+def make_optimizer(args: argparse.Namespace, n_train: int):
+    """The optimizer the flags ask for; ``--schedule cosine`` decays ``--lr`` to 0 over
+    :func:`total_steps`."""
+    from fnmlp.optim import get_optimizer
+    from fnmlp.schedules import cosine_warmup
+
+    rate = args.lr
+    if getattr(args, "schedule", "constant") == "cosine":
+        rate = cosine_warmup(args.lr, 0, total_steps(args, n_train))
+    return get_optimizer(args.optimizer, rate)
+
+
+def make_mesh_for(args: argparse.Namespace):
+    """The mesh over ``--devices`` devices, or None for one device."""
+    if args.devices <= 1:
+        return None
+    from fnmlp.parallel import make_mesh
+
+    return make_mesh(args.devices)
+
+
+def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
+        dataset: str, extra_config: dict | None = None,
+        after: Callable[[Any, dict], None] | None = None, members: list | None = None) -> dict:
+    """Trains per ``args`` on ``train = (x, y)``; evaluates on ``test``; writes OUT.
+
+    Writes ``OUT/checkpoint.npz`` after every epoch (atomically; its config holds what
+    :func:`fnmlp.load_model` needs) and ``OUT/metrics.json`` at the end, whose history
+    holds the test loss (and accuracy) of every epoch. With ``args.resume`` it continues
+    from the checkpoint, refusing one made with another configuration.
+    ``after(params, metrics)`` may add plots. With ``members`` (see
+    :func:`members_from_args`) it trains them as a population instead
+    (:func:`run_population`). Returns metrics.
+    """
+    if members:
+        return run_population(args, members, train=train, test=test, loss=loss,
+                              dataset=dataset, extra_config=extra_config)
+    import jax
+    import numpy as np
+
+    from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+    from fnmlp.mlp import check_batch, init_mlp
+    from fnmlp.train import TrainingDiverged, evaluate, fit, format_record, init_state, jitted_eval
+
+    t_start = time.perf_counter()
+    x, y = np.asarray(train[0]), np.asarray(train[1])
+    sizes, config = model_config(args, x, y, loss, dataset, extra_config)
+    config.update(lr=args.lr, seed=args.seed, patience=args.patience)
     out = check_out_dir(args.out)
     ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
 
@@ -248,14 +285,16 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     elif args.resume:
         print(f"--resume: no checkpoint at {ckpt}; starting fresh", file=sys.stderr)
 
-    mesh = None
-    if args.devices > 1:
-        from fnmlp.parallel import make_mesh
-
-        mesh = make_mesh(args.devices)
+    mesh = make_mesh_for(args)
+    test_x, test_y = check_batch(params, test[0], test[1], loss)  # checked once, on the host
+    test_eval = jitted_eval(args.activation, loss, 1024)
 
     def on_epoch_end(s, record):
-        scores = evaluate(s.params, test[0], test[1], args.activation, loss)
+        if args.patience:  # fit evaluated the test set as its validation data already
+            scores = {k[4:]: v for k, v in record.items() if k.startswith("val_")}
+        else:
+            scores = {k: float(v) for k, v in
+                      jax.device_get(test_eval(s.params, test_x, test_y)).items()}
         record.update({f"test_{k}": v for k, v in scores.items()})
         save_checkpoint(ckpt, s, config)
 
@@ -337,32 +376,16 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
 
     from fnmlp.checkpoint import save_checkpoint
     from fnmlp.population import ensemble_predict_proba, fit_population, take
-    from fnmlp.schedules import cosine_warmup
 
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
+    sizes, base = model_config(args, x, y, loss, dataset, extra_config)
     out = check_out_dir(args.out)
-    n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
-        1 if y.ndim == 1 else y.shape[1])
-    sizes = [x.shape[1], *args.hidden, n_out]
-    base = {"dataset": dataset, "sizes": sizes, "activation": args.activation, "loss": loss,
-            "optimizer": args.optimizer, "batch_size": args.batch_size, "epochs": args.epochs,
-            "grad": args.grad, "devices": args.devices, "dtype": "float32",
-            "schedule": getattr(args, "schedule", "constant"),
-            "input": {"kind": "features", "width": int(x.shape[1])}, **(extra_config or {})}
-    factor = None
-    if base["schedule"] == "cosine":
-        total = max(1, args.epochs * (len(x) // args.batch_size))
-        factor = cosine_warmup(1.0, 0, total)
-    mesh = None
-    if args.devices > 1:
-        from fnmlp.parallel import make_mesh
-
-        mesh = make_mesh(args.devices)
     result = fit_population(
         sizes, x, y, members, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, activation=args.activation, loss=loss, grad=args.grad,
-        validation_data=test, lr_factor=factor, mesh=mesh, verbose=not args.quiet)
+        validation_data=test, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
+        verbose=not args.quiet)
     classify = loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")
     rows = []
     for k, (m, hist) in enumerate(zip(members, result.history)):

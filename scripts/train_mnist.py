@@ -19,7 +19,6 @@ from fnmlp.cli import (
     members_from_args,
     positive_int,
     run,
-    run_population,
 )
 
 MNIST_INPUT = {
@@ -80,12 +79,8 @@ def main() -> int:
 
     extra = {"source": source, "n_train": len(train.x), "n_test": len(test.x),
              "input": MNIST_INPUT}
-    if members:
-        run_population(args, members, train=train, test=test, loss="softmax_cross_entropy",
-                       dataset="mnist", extra_config=extra)
-    else:
-        run(args, train=train, test=test, loss="softmax_cross_entropy", dataset="mnist",
-            extra_config=extra, after=pictures)
+    run(args, members=members, train=train, test=test, loss="softmax_cross_entropy",
+        dataset="mnist", extra_config=extra, after=pictures)
     return 0
 
 

@@ -13,7 +13,6 @@ from fnmlp.cli import (
     members_from_args,
     positive_int,
     run,
-    run_population,
 )
 
 
@@ -41,11 +40,8 @@ def main() -> int:
                             f"{args.dataset}: test MSE {metrics['test_mse']:.4f}")
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
 
-    if members:
-        run_population(args, members, train=train, test=test, loss=args.loss,
-                       dataset=args.dataset)
-    else:
-        run(args, train=train, test=test, loss=args.loss, dataset=args.dataset, after=plots)
+    run(args, members=members, train=train, test=test, loss=args.loss, dataset=args.dataset,
+        after=plots)
     return 0
 
 

@@ -14,7 +14,6 @@ from fnmlp.cli import (
     members_from_args,
     positive_int,
     run,
-    run_population,
 )
 
 
@@ -45,12 +44,8 @@ def main() -> int:
                                f"{args.out}/decision_boundary.png", title)
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
 
-    if members:
-        run_population(args, members, train=train, test=test, loss="softmax_cross_entropy",
-                       dataset=args.dataset)
-    else:
-        run(args, train=train, test=test, loss="softmax_cross_entropy", dataset=args.dataset,
-            after=plots)
+    run(args, members=members, train=train, test=test, loss="softmax_cross_entropy",
+        dataset=args.dataset, after=plots)
     return 0
 
 
