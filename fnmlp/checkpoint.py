@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 FORMAT = "fnmlp-checkpoint-v1"
+# what reading a truncated or corrupted .npz raises, at the archive or at one member
+DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def _key_name(k) -> str:
@@ -90,7 +92,7 @@ def _open(path):
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except DAMAGED as e:
         raise ValueError(f"{path}: not a readable fnmlp checkpoint (truncated or not an .npz:"
                          f" {e})") from None
 
@@ -100,7 +102,7 @@ def _meta(z, path) -> dict:
         raise ValueError(f"{path}: not an fnmlp checkpoint (no __meta__ entry)")
     try:
         meta = json.loads(bytes(z["__meta__"]).decode())
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except DAMAGED as e:
         raise ValueError(f"{path}: not a readable fnmlp checkpoint (damaged: {e})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
@@ -131,7 +133,7 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
         for name, leaf in named:
             try:
                 a = z[prefix + name]
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            except DAMAGED as e:
                 raise ValueError(f"{path}: not a readable fnmlp checkpoint ({prefix + name}"
                                  f" is damaged: {e})") from None
             if a.shape != tuple(np.shape(leaf)):

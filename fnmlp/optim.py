@@ -15,7 +15,7 @@ through :func:`get_learning_rate` (to report it each epoch) and changes it only 
 :func:`set_learning_rate` (an array, so a jitted epoch never recompiles). A state without
 it is refused by :func:`check_optimizer` before anything compiles. fnmlp's own states
 also hold ``count`` (updates applied, int32 ``[]``) and ``weight_decay`` (a scalar
-array, so a population can give each member its own; see :func:`hyperparams`).
+array, so a population can give each member its own; see :func:`set_weight_decay`).
 
 **Precision.** Every scalar of an update (learning rate, weight decay, bias corrections)
 is held and computed in the params' float dtype: float64 params get float64 optimizer
@@ -102,15 +102,6 @@ def check_optimizer(optimizer: Any, params: Params) -> None:
 def get_learning_rate(opt_state: OptState) -> Array:
     """The learning rate the last update used (``opt_state.learning_rate``)."""
     return opt_state.learning_rate
-
-
-def hyperparams(opt_state: OptState) -> dict[str, Array]:
-    """The runtime hyperparameters held in the state: ``learning_rate`` and, for fnmlp's
-    own optimizers, ``weight_decay``."""
-    out = {"learning_rate": opt_state.learning_rate}
-    if hasattr(opt_state, "weight_decay"):
-        out["weight_decay"] = opt_state.weight_decay
-    return out
 
 
 def set_learning_rate(opt_state: OptState, learning_rate: float) -> OptState:

@@ -44,9 +44,16 @@ from fnmlp import _validate as checks
 from fnmlp.inference import predict_proba
 from fnmlp.losses import get_loss
 from fnmlp.mlp import check_batch, check_sizes, init_mlp
-from fnmlp.optim import get_optimizer, set_learning_rate, set_weight_decay
+from fnmlp.optim import check_optimizer, get_optimizer, set_learning_rate, set_weight_decay
 from fnmlp.parallel import AXIS, put, replicated
-from fnmlp.train import TrainState, epoch_fn, eval_fn, init_state, make_train_step
+from fnmlp.train import (
+    TrainState,
+    epoch_fn,
+    epoch_record,
+    eval_fn,
+    fresh_state,
+    make_train_step,
+)
 
 Array = jax.Array
 SWEEP_KEYS = {"lr": "learning rate", "wd": "weight decay", "seed": "seed"}
@@ -218,6 +225,8 @@ def fit_population(
 
     history: list[list[dict]] = [[] for _ in members]
     alive = np.ones(k, bool)
+    monitor = "val_loss" if validation_data is not None else "train_loss"
+    examples = k * (len(x) // batch_size) * batch_size  # trained per epoch, all members
     for e in range(epochs):
         t0 = time.perf_counter()
         state, m = epoch(state, x, y, seeds, base_lr)
@@ -227,26 +236,22 @@ def fit_population(
             validation_data is not None) else {}
         records = []
         for i in range(k):
-            r = {"epoch": e + 1, "train_loss": float(m["loss"][i])}
-            if "accuracy" in m:
-                r["train_accuracy"] = float(m["accuracy"][i])
+            r = epoch_record(e + 1, {name: val[i] for name, val in m.items()}, seconds,
+                             examples)
             r.update({f"val_{name}": float(val[i]) for name, val in v.items()})
             alive[i] &= bool(m["params_finite"][i]) and math.isfinite(r["train_loss"])
-            r.update(learning_rate=float(m["learning_rate"][i]), diverged=not alive[i],
-                     epoch_seconds=seconds,
-                     examples_per_second=k * (len(x) // batch_size) * batch_size / seconds)
+            r["diverged"] = not alive[i]
             history[i].append(r)
             records.append(r)
         if on_epoch_end is not None:
             on_epoch_end(e + 1, records)
         if verbose:
-            b = _best(history, alive, "val_loss" if validation_data is not None else "train_loss")
+            b = _best(history, alive, monitor)
             rb = history[b][-1]
             log(f"epoch {e + 1}/{epochs}  {k} members, {int(alive.sum())} finite  best"
                 f" #{b} ({_describe(members[b])}) loss {rb['train_loss']:.4f}"
                 + (f"  val_loss {rb['val_loss']:.4f}" if "val_loss" in rb else "")
                 + f"  {rb['examples_per_second']:,.0f} ex/s in all")
-    monitor = "val_loss" if validation_data is not None else "train_loss"
     return PopulationResult(state.params, state, members, history,
                             _best(history, alive, monitor), monitor)
 
@@ -273,7 +278,10 @@ def make_population(sizes: Sequence[int], members: Sequence[Member], *, batch_si
                         **({"weight_decay": max(m.wd for m in members)} if use_wd else {}))
     states = []
     for m in members:
-        s = init_state(init_mlp(jax.random.key(m.seed), sizes, activation), opt)
+        params = init_mlp(jax.random.key(m.seed), sizes, activation)
+        if not states:
+            check_optimizer(opt, params)  # once: every member has the same shapes
+        s = fresh_state(params, opt)
         o = set_learning_rate(s.opt_state, m.lr)
         states.append(s._replace(opt_state=set_weight_decay(o, m.wd) if use_wd else o))
     state = stack(states)

@@ -65,6 +65,11 @@ def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
     the state, and the caller's arrays must stay valid. The optimizer is checked against
     the state contract of :mod:`fnmlp.optim` first (a clear error, nothing compiled)."""
     check_optimizer(optimizer, params)
+    return fresh_state(params, optimizer)
+
+
+def fresh_state(params: Params, optimizer: GradientTransformation) -> TrainState:
+    """:func:`init_state` without the optimizer check, for callers that made it once."""
     params = _copy_tree(params)
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
                       jnp.zeros((), jnp.int32))
@@ -332,7 +337,7 @@ def fit(
     optimizer, x, y, validation_data = _check_fit_args(
         params, x, y, epochs, batch_size, optimizer, learning_rate, activation, loss, grad,
         seed, validation_split, validation_data, patience)
-    state = init_state(params, optimizer) if state is None else state
+    state = fresh_state(params, optimizer) if state is None else state  # optimizer checked
     trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
                            compute_dtype=compute_dtype, mesh=mesh)
     if mesh is not None:
@@ -344,7 +349,7 @@ def fit(
         backup, t0 = _copy_tree(state), time.perf_counter()
         state, m = trainer.epoch(state, x, y, key)
         m, seconds = jax.device_get(m), time.perf_counter() - t0
-        record = _epoch_record(e + 1, m, seconds, (len(x) // batch_size) * batch_size)
+        record = epoch_record(e + 1, m, seconds, (len(x) // batch_size) * batch_size)
         if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
             raise TrainingDiverged(
                 f"training diverged in epoch {e + 1}: train loss {record['train_loss']}"
@@ -418,7 +423,9 @@ def _track_best(best: _Best, value: float, epoch: int, params, patience) -> _Bes
     return best._replace(waited=best.waited + 1)
 
 
-def _epoch_record(epoch: int, m: dict, seconds: float, examples: int) -> dict:
+def epoch_record(epoch: int, m: dict, seconds: float, examples: int) -> dict:
+    """One epoch's history entry from its metrics (``loss``, ``accuracy``,
+    ``learning_rate``) and time; ``examples`` trained in the epoch."""
     record = {"epoch": epoch, "train_loss": float(m["loss"])}
     if "accuracy" in m:
         record["train_accuracy"] = float(m["accuracy"])
