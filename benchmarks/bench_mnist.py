@@ -14,6 +14,7 @@ stand-in of MNIST's shape, where the accuracy means nothing and only the times c
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -250,11 +251,13 @@ def main(argv=None):
     p.add_argument("--impls", default=",".join(IMPLS), help="comma list of implementations")
     p.add_argument("--n-synthetic", type=int, default=60000,
                    help="training examples of the synthetic stand-in")
-    p.add_argument("--child", default=None, help=argparse_suppress())
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one implementation
     args = p.parse_args(argv)
     if args.child:
+        if args.quick:
+            global EPOCHS
+            EPOCHS = 2
         return child(args.child, args.mnist_dir, args.n_synthetic)
-    global EPOCHS
     n_synthetic = args.n_synthetic
     impls = [s for s in args.impls.split(",") if s]
     if args.quick:
@@ -306,13 +309,5 @@ def main(argv=None):
     return C.emit(args, "time to accuracy", info, rows, md)
 
 
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
-
-
 if __name__ == "__main__":
-    if "--child" in sys.argv and "--quick" in sys.argv:
-        EPOCHS = 2
     main()

@@ -46,11 +46,16 @@ def predict_proba(params: Params, x: Any, activation: str = "relu",
     """Class probabilities ``[N, C]``: ``softmax`` of the logits for
     ``softmax_cross_entropy`` (rows sum to 1), ``sigmoid`` of each output for
     ``sigmoid_cross_entropy`` (independent labels). Regression losses have none."""
+    return probabilities(predict(params, x, activation), loss)
+
+
+def probabilities(out: jax.Array, loss: str) -> jax.Array:
+    """Network outputs ``[..., N, C]`` -> probabilities: ``softmax`` over C for
+    ``softmax_cross_entropy``, ``sigmoid`` for ``sigmoid_cross_entropy``."""
     kind = get_loss(loss).kind
     if kind == "regression":
         raise ValueError(f"probabilities need a classification loss; got loss={loss!r}")
-    out = predict(params, x, activation)
-    return jax.nn.softmax(out, axis=1) if kind == "multiclass" else jax.nn.sigmoid(out)
+    return jax.nn.softmax(out, axis=-1) if kind == "multiclass" else jax.nn.sigmoid(out)
 
 
 def predict_classes(params: Params, x: Any, activation: str = "relu",

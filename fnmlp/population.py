@@ -41,7 +41,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnmlp import _validate as checks
-from fnmlp.inference import predict_proba
+from fnmlp._core import batched_forward
+from fnmlp.inference import probabilities
 from fnmlp.losses import get_loss
 from fnmlp.mlp import check_batch, check_sizes, init_mlp
 from fnmlp.optim import check_optimizer, get_optimizer, set_learning_rate, set_weight_decay
@@ -336,11 +337,15 @@ def ensemble_predict_proba(stacked_params: Any, x: Any, activation: str = "relu"
                            loss: str = "softmax_cross_entropy",
                            members: Sequence[int] | None = None) -> Array:
     """The mean of the members' class probabilities ``[N, C]`` (every leaf of
-    ``stacked_params`` has a leading member axis); ``members`` picks a subset."""
-    if get_loss(loss).kind == "regression":
-        raise ValueError(f"an ensemble of probabilities needs a classification loss; got"
-                         f" {loss!r}")
-    k = jax.tree.leaves(stacked_params)[0].shape[0]
-    chosen = range(k) if members is None else members
-    probs = [predict_proba(take(stacked_params, i), x, activation, loss) for i in chosen]
-    return jnp.mean(jnp.stack(probs), axis=0)
+    ``stacked_params`` has a leading member axis); ``members`` picks a subset. ``x`` is
+    checked once and every member's forward runs in one program (``vmap``)."""
+    get_loss(loss)
+    chosen = stacked_params if members is None else jax.tree.map(
+        lambda a: a[jnp.asarray(list(members), jnp.int32)], stacked_params)
+    sizes = checks.check_params(take(chosen, 0))
+    x = jnp.asarray(checks.check_inputs(x, sizes[0], "x"), jax.tree.leaves(chosen)[0].dtype)
+    out = _members_forward(chosen, x, activation)  # [K, N, C]
+    return jnp.mean(probabilities(out, loss), axis=0)
+
+
+_members_forward = jax.jit(jax.vmap(batched_forward, in_axes=(0, None, None)), static_argnums=2)
