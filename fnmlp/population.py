@@ -200,7 +200,7 @@ def fit_population(
     for m in members:
         checks.check_positive_float(m.lr, "member lr")
         checks.check_positive_float(m.wd, "member wd", allow_zero=True)
-    template = init_mlp(jax.random.key(0), sizes, activation)
+    template = jax.eval_shape(lambda: init_mlp(jax.random.key(0), sizes, activation))  # shapes
     x, y = check_batch(template, x, y, loss)
     if batch_size > len(x):
         raise ValueError(f"batch_size must be at most the number of training examples"
