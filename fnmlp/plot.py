@@ -187,7 +187,7 @@ def prediction_grid(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, 
     picks = first + wrong
     cols = 8
     rows = max(1, -(-len(picks) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.55))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.8))
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, i in zip(np.ravel(axes), picks):
