@@ -3,6 +3,13 @@
 Every benchmark warms up (and reports compile time separately), waits for results with
 ``block_until_ready``, interleaves the repetitions of the implementations it compares,
 and quotes medians and ratios, with the machine and library versions beside the numbers.
+
+Interleaving alone is not fair on a small machine: OpenBLAS's and XLA's worker threads
+keep spinning for a while after a call returns, and whatever runs next shares the cores
+with them. On the 2-core AMD EPYC, a fnmlp epoch timed right after a NumPy epoch took
+1.2-1.5x as long as one timed after another JAX epoch. So each timed call waits
+``--settle`` seconds first, and the order is shuffled (seeded) every round, so no
+implementation always follows the same neighbour.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -29,6 +37,9 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p = Parser(description=description(doc))
     p.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (smoke test)")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per implementation")
+    p.add_argument("--settle", type=float, default=0.25, metavar="SECONDS",
+                   help="idle time before each timed call, so the threads of the previous"
+                        " implementation stop spinning (0 with --quick)")
     p.add_argument("--json", metavar="OUT", default=None, help="write results as JSON here")
     p.add_argument("--markdown", metavar="OUT", default=None, help="write the table here")
     return p
@@ -87,19 +98,27 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def interleaved(impls: dict[str, Callable[[], object]], reps: int) -> dict[str, list[float]]:
+def interleaved(impls: dict[str, Callable[[], object]], reps: int,
+                settle: float = 0.0) -> dict[str, list[float]]:
     """Runs each implementation once untimed (warm-up / compile), then ``reps`` rounds,
-    each timing every implementation once, in a rotating order. Returns seconds lists
-    and, under key ``"__warmup__"``, the warm-up (first call) seconds."""
+    each timing every implementation once in an order shuffled per round (seeded by the
+    round), after ``settle`` idle seconds. Returns seconds lists and, under key
+    ``"__warmup__"``, the warm-up (first call) seconds."""
     warm = {name: timed(fn) for name, fn in impls.items()}
     times: dict[str, list[float]] = {name: [] for name in impls}
-    names = list(impls)
     for r in range(reps):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = list(impls)
+        random.Random(r).shuffle(order)
         for name in order:
+            time.sleep(settle)
             times[name].append(timed(impls[name]))
     times["__warmup__"] = warm  # type: ignore[assignment]
     return times
+
+
+def settle(args) -> float:
+    """The ``--settle`` pause, none in ``--quick`` smoke runs."""
+    return 0.0 if args.quick else args.settle
 
 
 def median(xs: list[float]) -> float:
@@ -171,7 +190,7 @@ def big_shapes() -> list[tuple[int, int, int]]:
     return [(1024, 1024, 1024), (2048, 2048, 2048)]
 
 
-def matmul_peak(sizes, reps: int, dtype="float32") -> list[dict]:
+def matmul_peak(sizes, reps: int, dtype="float32", settle: float = 0.0) -> list[dict]:
     """GFLOP/s of ``jnp.dot`` (jitted, :func:`peak_impl`) and NumPy (float32) for each
     (m, k, n), medians of interleaved reps."""
     import numpy as np
@@ -182,7 +201,8 @@ def matmul_peak(sizes, reps: int, dtype="float32") -> list[dict]:
         a = rng.standard_normal((m, k)).astype(np.float32)
         b = rng.standard_normal((k, n)).astype(np.float32)
         jnp_dot, flops = peak_impl((m, k, n), dtype, calls=1)
-        t = interleaved({"jnp.dot": jnp_dot, "numpy": lambda a=a, b=b: np.dot(a, b)}, reps)
+        t = interleaved({"jnp.dot": jnp_dot, "numpy": lambda a=a, b=b: np.dot(a, b)}, reps,
+                        settle)
         rows.append({"shape": f"{m}x{k}x{n}", "m": m, "k": k, "n": n,
                      "jnp_gflops": flops / median(t["jnp.dot"]) / 1e9,
                      "numpy_gflops": flops / median(t["numpy"]) / 1e9})

@@ -48,7 +48,7 @@ def main(argv=None):
         per_example = batch * n_params * 4 <= 512e6
         if per_example:
             impls["per_example_vmap"] = repeat(per_ex, k)
-        times = C.interleaved(impls, args.reps)
+        times = C.interleaved(impls, args.reps, C.settle(args))
         times.pop("__warmup__")
         med = {n: C.median(t) / k * 1e6 for n, t in times.items()}
         rows.append({"width": width, "depth": depth, "batch": batch, "params": n_params,

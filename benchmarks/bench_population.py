@@ -54,7 +54,8 @@ def main(argv=None):
             jax.block_until_ready(m)
 
         t0 = C.timed(run_pop)  # the first call compiles
-        times = C.interleaved({"population": run_pop, "single": run_single}, args.reps)
+        times = C.interleaved({"population": run_pop, "single": run_single}, args.reps,
+                                  C.settle(args))
         times.pop("__warmup__")
         t_pop, t_one = C.median(times["population"]), C.median(times["single"])
         steps = n // batch

@@ -44,7 +44,7 @@ def main(argv=None):
             h["s"], _ = tr.epoch(h["s"], xd, yd, key)
             jax.block_until_ready(h["s"])
 
-        t = C.interleaved({"e": epoch, "peak": peak_fn}, args.reps)
+        t = C.interleaved({"e": epoch, "peak": peak_fn}, args.reps, C.settle(args))
         sec = C.median(t["e"])
         steps = n // batch
         eps = steps * batch / sec

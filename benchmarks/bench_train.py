@@ -325,7 +325,7 @@ def _main(args):
             peak_fns = {f"peak {m_}x{k_}x{n_}": C.peak_impl((m_, k_, n_), args.compute_dtype)
                         for (m_, k_, n_) in peak_shapes}
             impls.update({name: fn for name, (fn, _) in peak_fns.items()})
-            times = C.interleaved(impls, args.reps)
+            times = C.interleaved(impls, args.reps, C.settle(args))
             warm = times.pop("__warmup__")
             # the denominator: the best jnp.dot rate measured in these same rounds
             group_peak = max(fl / C.median(times.pop(name)) / 1e9
@@ -365,7 +365,8 @@ def _main(args):
            + ", ".join("x".join(map(str, s_)) for s_ in peak_shapes)
            + " measured in the same interleaved rounds as each group (highest seen: "
            f"{peak:.1f} GFLOP/s). spread: (max - min) / median of the {args.reps} timed epochs."
-           f" Medians of {args.reps} interleaved repetitions after one warm-up epoch;"
+           f" Medians of {args.reps} interleaved repetitions after one warm-up epoch, the"
+           f" order shuffled every round, {C.settle(args)} s idle before each timed epoch;"
            f" torch threads: {info.get('torch_threads')}.")
     return C.emit(args, "training throughput", info, rows, md, {"jnp_peak_gflops": peak})
 

@@ -74,7 +74,7 @@ def main(argv=None):
             jax.block_until_ready(h["s"])
 
         impls[f"step {grad}"] = epoch
-    times = C.interleaved(impls, args.reps)
+    times = C.interleaved(impls, args.reps, C.settle(args))
     times.pop("__warmup__")
     steps = n // B
     step_us = {g: C.median(times[f"step {g}"]) / steps * 1e6 for g in ("manual", "autodiff")}
