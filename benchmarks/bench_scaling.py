@@ -28,7 +28,7 @@ def main(argv=None):
     batches, widths, depths, n = [16, 32, 64, 128, 256, 512, 1024, 2048], [32, 128, 512, 1024,
                                                                         2048], [1, 2, 3, 4], 16384
     if args.quick:
-        batches, widths, depths, n, args.reps = [16, 128], [32, 128], [1, 2], 1024, 1
+        batches, widths, depths, n, args.reps = [16, 128], [32], [1], 1024, 1
     info = C.machine()
     peak_fn, peak_flops = C.peak_impl(C.big_shapes()[0] if not args.quick else (128, 128, 128))
     x, y = make_data(n)

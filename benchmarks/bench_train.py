@@ -278,7 +278,7 @@ def _main(args):
     n_s, n_l = args.examples_s, args.examples_l
     if args.quick:
         args.no_compile = True  # torch.compile takes tens of seconds to compile
-        models = {"S": MODELS["S"], "L-quick": [784, 256, 256, 10]}
+        models = {"S": MODELS["S"]}
         batches, n_s, n_l, args.reps = [128], 2048, 1024, 1
 
     import torch_threads  # noqa: F401  (sets torch to the machine's cores, if present)

@@ -110,3 +110,24 @@ def test_help(script):
     r = subprocess.run([sys.executable, f"{REPO}/benchmarks/{script}", "--help"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--quick" in r.stdout and "--json" in r.stdout
+
+
+def test_bench_xla_flags_quick(tmp_path):
+    """One fresh process per XLA_FLAGS setting; the ratio is NumPy's time over fnmlp's,
+    both measured in that process."""
+    d = _run("bench_xla_flags.py", tmp_path)
+    default = d["rows"][0]
+    assert default["setting"] == "default" and "error" not in default
+    for r in d["rows"]:
+        if "error" in r:
+            continue
+        assert _positive(r["manual_us"], r["autodiff_us"], r["numpy_us"])
+        assert r["manual_x_numpy"] == pytest.approx(r["numpy_us"] / r["manual_us"])
+
+
+
+def test_bench_compile_quick(tmp_path):
+    d = _run("bench_compile.py", tmp_path)
+    assert [r["grad"] for r in d["rows"]] == ["manual", "autodiff"]
+    for r in d["rows"]:
+        assert _positive(r["lower_s"], r["compile_s"]) and r["hlo_lines"] > 50

@@ -12,7 +12,7 @@ from fnmlp.activations import ACTIVATIONS
 from fnmlp.gradcheck import random_batch
 from fnmlp.losses import LOSSES, get_loss
 
-SETTINGS = settings(derandomize=True, deadline=None, max_examples=15,
+SETTINGS = settings(derandomize=True, deadline=None, max_examples=10,
                     suppress_health_check=[HealthCheck.too_slow])
 
 ARCHS = [[3, 2], [3, 5, 2], [3, 5, 5, 4], [4, 3, 3]]
