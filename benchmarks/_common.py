@@ -20,6 +20,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -119,6 +120,18 @@ def interleaved(impls: dict[str, Callable[[], object]], reps: int,
 def settle(args) -> float:
     """The ``--settle`` pause, none in ``--quick`` smoke runs."""
     return 0.0 if args.quick else args.settle
+
+
+def run_child(script: str, args: list[str], env: dict | None = None,
+              timeout: float | None = None) -> tuple[dict | None, str]:
+    """Runs ``script`` (a benchmark's own file, with its ``--child ...`` arguments) in a
+    fresh Python process. Returns the JSON object the child printed on its last stdout
+    line, or None if it failed, and its stderr."""
+    r = subprocess.run([sys.executable, os.path.abspath(script), *args], capture_output=True,
+                       text=True, timeout=timeout, env=env)
+    if r.returncode != 0:
+        return None, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
 
 
 def median(xs: list[float]) -> float:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
 import _common as C
@@ -62,15 +60,12 @@ def main(argv=None):
     rows = []
     for model in models:
         for grad in ("manual", "autodiff"):
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", f"{model}:{grad}",
-                   "--batch", str(args.batch), "--examples", str(args.examples),
-                   "--precision", args.precision]
-            r = subprocess.run(cmd, capture_output=True, text=True,
-                               cwd=os.path.dirname(os.path.abspath(__file__)))
-            if r.returncode != 0:
-                raise SystemExit(f"{model} {grad}: {r.stderr.strip().splitlines()[-1]}")
-            rows.append({"model": model, "sizes": MODELS[model], "grad": grad,
-                         **json.loads(r.stdout.strip().splitlines()[-1])})
+            out, err = C.run_child(__file__, [
+                "--child", f"{model}:{grad}", "--batch", str(args.batch),
+                "--examples", str(args.examples), "--precision", args.precision])
+            if out is None:
+                raise SystemExit(f"{model} {grad}: {err.strip().splitlines()[-1]}")
+            rows.append({"model": model, "sizes": MODELS[model], "grad": grad, **out})
     md = C.table(rows, [("model", "model", ""), ("grad", "gradients", ""),
                         ("lower_s", "trace + lower s", ".2f"),
                         ("compile_s", "XLA compile s", ".2f"),

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
 T_START = time.perf_counter()  # the child's clock starts with the interpreter
@@ -271,20 +269,17 @@ def main(argv=None):
             continue
         runs = []
         for _ in range(max(1, args.reps)):
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", impl,
-                   "--n-synthetic", str(n_synthetic)]
+            cmd = ["--child", impl, "--n-synthetic", str(n_synthetic)]
             if args.mnist_dir:
                 cmd += ["--mnist-dir", args.mnist_dir]
             if args.quick:
                 cmd += ["--quick"]
             t = time.perf_counter()
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
-                               env={**os.environ, "PYTHONHASHSEED": "0"})
+            out, err = C.run_child(__file__, cmd, {**os.environ, "PYTHONHASHSEED": "0"}, 3600)
             wall = time.perf_counter() - t
-            if r.returncode != 0:
-                print(f"{impl} failed: {r.stderr[-800:]}")
+            if out is None:
+                print(f"{impl} failed: {err[-800:]}")
                 break
-            out = json.loads(r.stdout.strip().splitlines()[-1])
             out["wall_s"] = wall
             runs.append(out)
         if runs:

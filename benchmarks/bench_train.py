@@ -279,7 +279,7 @@ def _main(args):
     if args.quick:
         args.no_compile = True  # torch.compile takes tens of seconds to compile
         models = {"S": MODELS["S"]}
-        batches, n_s, n_l, args.reps = [128], 2048, 1024, 1
+        batches, n_s, args.reps = [128], 2048, 1
 
     import torch_threads  # noqa: F401  (sets torch to the machine's cores, if present)
 

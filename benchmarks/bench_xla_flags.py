@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 
 import _common as C
 
@@ -60,17 +58,15 @@ def main(argv=None):
     for name in names:
         env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "
                                           + SETTINGS[name]).strip())
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--batch", str(args.batch),
-               "--examples", str(n), "--reps", str(args.reps), "--settle", str(args.settle)]
+        cmd = ["--child", "--batch", str(args.batch), "--examples", str(n), "--reps",
+               str(args.reps), "--settle", str(args.settle)]
         if args.quick:
             cmd.append("--quick")
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                           cwd=os.path.dirname(os.path.abspath(__file__)))
+        us, err = C.run_child(__file__, cmd, env)
         row = {"setting": name, "flags": SETTINGS[name] or "(none)"}
-        if r.returncode != 0:
-            row["error"] = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1][:120]
+        if us is None:
+            row["error"] = (err.strip().splitlines() or ["failed"])[-1][:120]
         else:
-            us = json.loads(r.stdout.strip().splitlines()[-1])
             row.update({f"{k}_us": v for k, v in us.items()})
             row.update({f"{k}_x_numpy": us["numpy"] / us[k] for k in ("manual", "autodiff")})
         rows.append(row)
