@@ -1,25 +1,29 @@
-"""fnmlp: a functional MLP library in JAX.
+"""fnmlp: a functional neural-network library in JAX.
 
-Params are plain pytrees, ``[{"w": [D_in, D_out], "b": [D_out]}, ...]``; forward passes,
-losses and optimizers are pure functions; a hand-derived backward pass
-(:func:`manual_grad`) sits beside ``jax.grad`` and :func:`check_gradients` compares them.
+A model is a composition of layers (:mod:`fnmlp.layers`: ``serial(Dense(256), Tanh(),
+Dropout(0.2), Dense(10))``), each a static description with pure ``init``, ``forward``
+and a hand-written ``backward``; :func:`init_mlp` is the plain MLP's sugar. Params are
+plain pytrees, ``[{"w": [D_in, D_out], "b": [D_out]}, ...]``; forward passes, losses and
+optimizers are pure functions; the hand-derived backward (:func:`manual_grad`) sits beside
+``jax.grad``, and :func:`check_gradients` / :func:`check_layer` compare them, layer by
+layer.
 
 Shape legend used throughout: ``B`` batch, ``N`` dataset size, ``D`` input features,
 ``H`` hidden width, ``C`` outputs (classes or regression targets).
 """
-
-__version__ = "0.1.0"
 
 from fnmlp import (  # noqa: E402
     activations,
     data,
     gradcheck,
     inference,
+    layers,
     losses,
     optim,
     population,  # noqa: E402
     schedules,
 )
+from fnmlp._version import __version__  # noqa: E402
 from fnmlp.activations import ACTIVATIONS, get_activation  # noqa: E402
 from fnmlp.backprop import backward, manual_grad, manual_value_and_grad  # noqa: E402
 from fnmlp.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
@@ -27,6 +31,7 @@ from fnmlp.data import load_mnist, load_mnist_idx, load_mnist_tfds  # noqa: E402
 from fnmlp.gradcheck import (  # noqa: E402
     GradReport,
     check_gradients,
+    check_layer,
     compare_grads,
     finite_difference_grad,
 )
@@ -38,6 +43,15 @@ from fnmlp.inference import (  # noqa: E402
     predict_proba,
 )
 from fnmlp.initializers import INITIALIZERS  # noqa: E402
+from fnmlp.layers import (  # noqa: E402
+    Dense,
+    Dropout,
+    Layer,
+    LayerNorm,
+    Serial,
+    Softmax,
+    serial,
+)
 from fnmlp.losses import LOSSES, accuracy, get_loss, zero_one_loss  # noqa: E402
 from fnmlp.mlp import (  # noqa: E402
     batched_forward,
@@ -78,7 +92,9 @@ from fnmlp.train import (  # noqa: E402
 )
 
 __all__ = [
-    "ACTIVATIONS", "Batch", "FitResult", "GradReport", "GradientTransformation",
+    "ACTIVATIONS", "Batch", "Dense", "Dropout", "FitResult", "Layer", "LayerNorm", "Serial",
+    "Softmax", "__version__", "check_layer", "layers", "serial", "GradReport",
+    "GradientTransformation",
     "INITIALIZERS", "LOSSES", "Model", "OPTIMIZERS", "TrainState", "Trainer",
     "TrainingDiverged", "accuracy", "activations", "adam", "adamw", "apply_updates",
     "backward", "batched_forward", "check_gradients", "check_optimizer",

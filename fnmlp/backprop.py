@@ -1,49 +1,57 @@
-"""The hand-derived backward pass: the chain rule, layer by layer.
+"""The hand-derived backward pass of a model: the reverse fold of its layers' backwards.
 
-Shapes: ``B`` batch, ``D_l`` the width entering layer ``l``.
+Shapes: ``B`` batch, ``D_l`` the width entering layer ``l``, ``C`` outputs.
 
-For the mean loss ``L = (1/B) sum_i loss(out_i, y_i)`` and layers
-``z_l = a_{l-1} @ w_l + b_l``, ``a_l = act(z_l)`` (the last layer linear, ``out = z_L``)::
+For the mean loss ``L = (1/B) sum_i loss(out_i, y_i)``::
 
-    delta_L = d loss / d out / B                       # [B, C]   (losses.py)
-    dL/dw_l = a_{l-1}^T @ delta_l                      # [D_l, D_{l+1}]
-    dL/db_l = sum_i delta_l                            # [D_{l+1}]
-    delta_{l-1} = (delta_l @ w_l^T) * act'(z_{l-1})    # [B, D_l]   (activations.py)
+    delta = d loss / d out / B                      # [B, C]   (losses.py)
+    grads, dx = model.backward(params, residuals, delta)
 
-Nothing here calls autodiff (grad, vjp, jvp, linearize, jacfwd, jacrev; a test reads
-the source of this module and of everything it calls to make sure): this is the path
-that ``fnmlp.gradcheck`` checks against autodiff.
-Everything is jit-compatible. The kernels (:func:`backward`, the unchecked
-value-and-gradient) live in :mod:`fnmlp._core`; this module adds the input checks.
+``model.backward`` of a :class:`~fnmlp.layers.Serial` runs each child's backward in
+reverse (``layers.py``: Dense ``dw = x^T dy``, ``dx = dy w^T``; an activation
+``dx = dy * f'(z)``; ...). Nothing here or there calls autodiff (grad, vjp, jvp,
+linearize, jacfwd, jacrev; a test reads the source of every module on this path): this is
+the path that ``fnmlp.gradcheck`` checks against autodiff. Everything is jit-compatible.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 
 from fnmlp import _core
-from fnmlp._core import backward
-from fnmlp.mlp import Params, check_batch
+from fnmlp.mlp import Params, check_batch, resolve_model
 
 __all__ = ["backward", "manual_grad", "manual_value_and_grad"]
 
 Array = jax.Array
 
 
+def backward(params: Params, residuals: Any, delta: Array, activation: Any = "relu", *,
+             model: Any = None) -> Params:
+    """Backpropagates ``delta = dL/d out: [B, C]`` through the model, given the residuals
+    of :func:`fnmlp.forward_with_cache`; returns grads with the structure of ``params``."""
+    return resolve_model(activation, model).backward(params, residuals, delta)[0]
+
+
 def manual_value_and_grad(
     params: Params,
     x: Array,
     y: Array,
-    activation: str = "relu",
+    activation: Any = "relu",
     loss: str = "softmax_cross_entropy",
+    *,
+    model: Any = None,
 ) -> tuple[Array, Params]:
     """The mean loss and its gradient, both by hand: ``(scalar, grads like params)``.
 
     Arguments as :func:`fnmlp.loss`; the same value as autodiff's value-and-gradient of
     :func:`fnmlp.loss`.
     """
-    x, y = check_batch(params, x, y, loss)
-    value, grads, _ = _core.manual_value_and_grad(params, x, y, activation, loss)
+    m = resolve_model(activation, model)
+    x, y = check_batch(params, x, y, loss, model=m)
+    value, grads, _ = _core.manual_value_and_grad(m, params, x, y, loss)
     return value, grads
 
 
@@ -51,15 +59,18 @@ def manual_grad(
     params: Params,
     x: Array,
     y: Array,
-    activation: str = "relu",
+    activation: Any = "relu",
     loss: str = "softmax_cross_entropy",
+    *,
+    model: Any = None,
 ) -> Params:
     """The gradient of :func:`fnmlp.loss` with respect to params, derived by hand.
 
     Args:
-      params: ``[{"w": [D_in, D_out], "b": [D_out]}, ...]``.
+      params: ``[{"w": [D_in, D_out], "b": [D_out]}, ...]``, or a model's params.
       x: ``[B, D]``; y: targets as for :func:`fnmlp.loss`.
       activation, loss: names.
+      model: a :class:`~fnmlp.layers.Layer` instead of the plain MLP.
 
     Returns:
       Gradients with exactly the pytree structure, shapes and dtype of ``params``.
@@ -72,4 +83,4 @@ def manual_grad(
       >>> jax.tree.structure(g) == jax.tree.structure(p)
       True
     """
-    return manual_value_and_grad(params, x, y, activation, loss)[1]
+    return manual_value_and_grad(params, x, y, activation, loss, model=model)[1]

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnmlp._version import __version__
+
 FORMAT = "fnmlp-checkpoint-v1"
 # what reading a truncated or corrupted .npz raises, at the archive or at one member
 DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -49,8 +51,6 @@ def save_checkpoint(path: str | os.PathLike, state: Any, config: dict | None = N
     Raises ``ValueError`` if any floating-point leaf holds NaN or Inf (a diverged run must
     not overwrite a good checkpoint). Returns the path written.
     """
-    from fnmlp import __version__
-
     path = Path(path)
     named = _flatten(state)
     arrays = {}

@@ -2,7 +2,12 @@
 
 :func:`compare_grads` compares two gradient pytrees leaf by leaf and returns a
 :class:`GradReport` that prints as a table; :func:`finite_difference_grad` is the
-independent witness; :func:`check_gradients` runs all three for one network and batch.
+independent witness; :func:`check_gradients` runs all three for one network and batch,
+and adds a per-layer report: each layer's backward against ``jax.vjp`` of its forward, at
+the inputs and with the cotangent it really sees in that network, so a wrong backward is
+named by its layer (``2:Tanh dx FAIL``) and does not smear into the layers below it.
+:func:`check_layer` checks one layer on its own (random input and cotangent), against
+``jax.vjp`` and float64 finite differences, as CS231n's ``eval_numerical_gradient_array``.
 
 Error measures, per leaf (``a`` checked, ``b`` reference):
 
@@ -39,8 +44,9 @@ from jax.flatten_util import ravel_pytree
 
 from fnmlp import _core
 from fnmlp import _validate as checks
+from fnmlp.layers import EVAL, Context, Layer, Serial
 from fnmlp.losses import get_loss
-from fnmlp.mlp import Params, check_batch
+from fnmlp.mlp import Params, check_batch, resolve_model
 
 Array = jax.Array
 
@@ -267,17 +273,27 @@ def random_batch(key, n: int, sizes, loss: str, dtype: Any = "float32"):
 
 
 class GradCheckResult(NamedTuple):
-    """The three-way comparison from :func:`check_gradients`."""
+    """The three-way comparison from :func:`check_gradients` (and :func:`check_layer`),
+    with the per-layer report ``layers`` (one row per layer and leaf, ``dx`` included)."""
 
     manual_vs_autodiff: GradReport
     manual_vs_finite_diff: GradReport | None
     autodiff_vs_finite_diff: GradReport | None
     loss: float
+    layers: GradReport | None = None
+
+    def _reports(self) -> list[GradReport]:
+        return [r for r in (self.layers, self.manual_vs_autodiff, self.manual_vs_finite_diff,
+                            self.autodiff_vs_finite_diff) if r is not None]
 
     @property
     def passed(self) -> bool:
-        reps = [self.manual_vs_autodiff, self.manual_vs_finite_diff, self.autodiff_vs_finite_diff]
-        return all(r.passed for r in reps if r is not None)
+        return all(r.passed for r in self._reports())
+
+    def failing_layers(self) -> list[str]:
+        """The layers (``"2:Tanh"``) whose own backward disagrees with ``jax.vjp``."""
+        rows = self.layers.failing() if self.layers is not None else []
+        return list(dict.fromkeys(r.layer for r in rows))
 
     def to_dict(self) -> dict:
         fd = self.manual_vs_finite_diff
@@ -287,6 +303,8 @@ class GradCheckResult(NamedTuple):
             "max_rel_err_manual_vs_autodiff": self.manual_vs_autodiff.max_rel_err,
             "max_rel_err_vs_finite_diff": None if fd is None else max(
                 fd.max_rel_err, self.autodiff_vs_finite_diff.max_rel_err),
+            "failing_layers": self.failing_layers(),
+            "layers": None if self.layers is None else self.layers.to_dict(),
             "manual_vs_autodiff": self.manual_vs_autodiff.to_dict(),
             "manual_vs_finite_diff": None if fd is None else fd.to_dict(),
             "autodiff_vs_finite_diff": None if fd is None
@@ -297,9 +315,7 @@ class GradCheckResult(NamedTuple):
         return json.dumps(self.to_dict(), indent=2)
 
     def __str__(self) -> str:
-        parts = [str(self.manual_vs_autodiff)]
-        parts += [str(r) for r in (self.manual_vs_finite_diff, self.autodiff_vs_finite_diff)
-                  if r is not None]
+        parts = [str(r) for r in self._reports()]
         parts.append(f"overall: {'PASSED' if self.passed else 'FAILED'}")
         return "\n\n".join(parts)
 
@@ -308,7 +324,7 @@ def check_gradients(
     params: Params,
     x: Array,
     y: Array,
-    activation: str = "relu",
+    activation: Any = "relu",
     loss: str = "softmax_cross_entropy",
     finite_diff: bool = True,
     rtol: float | None = None,
@@ -316,8 +332,13 @@ def check_gradients(
     fd_eps: float | None = None,
     max_evals: int | None = 4096,
     precision: str | None = "highest",
+    *,
+    model: Any = None,
+    train: bool = False,
+    key: Array | None = None,
 ) -> GradCheckResult:
-    """Checks the hand-derived gradient against ``jax.grad`` and finite differences.
+    """Checks the hand-derived gradient against ``jax.grad`` and finite differences,
+    network-wide and layer by layer.
 
     Manual and autodiff gradients are taken in the params' dtype. The finite-difference
     witness is always taken in float64 (params and data cast up, inside a scoped
@@ -332,21 +353,34 @@ def check_gradients(
         on a GPU the default float32 matmul uses TF32 (10-bit mantissa), whose rounding
         (measured ~5e-4 relative on an H200) would hide or fake a derivation error;
         ``None`` checks at whatever precision is in force.
+      model: a :class:`~fnmlp.layers.Layer` instead of the plain MLP.
+      train, key: run the model in training mode with dropout masks from ``key``
+        (default ``key(0)``); the same masks on every path.
+
+    Returns:
+      :class:`GradCheckResult`. ``.layers`` has one row per layer (``"index:Name"``, the
+      index in the model) and leaf (``dx`` and each parameter); ``.failing_layers()``
+      names the wrong ones. The network-wide reports have one row per params leaf, named
+      by its pytree path (``layer`` is the index in the params list).
     """
     ctx = contextlib.nullcontext() if precision is None else jax.default_matmul_precision(
         precision)
+    m = resolve_model(model if model is not None else activation)
+    run = Context(True, jax.random.key(0) if key is None else key) if train else Context()
     with ctx:
-        return _check_gradients(params, x, y, activation, loss, finite_diff, rtol, fd_rtol,
-                                fd_eps, max_evals)
+        return _check_gradients(m, params, x, y, loss, finite_diff, rtol, fd_rtol,
+                                fd_eps, max_evals, run)
 
 
-def _check_gradients(params, x, y, activation, loss, finite_diff, rtol, fd_rtol, fd_eps,
-                     max_evals) -> GradCheckResult:
-    x, y = check_batch(params, x, y, loss)
-    value, g_manual, _ = _core.manual_value_and_grad(params, x, y, activation, loss)
-    g_auto = jax.grad(_core.mean_loss)(params, x, y, activation, loss)
-    dtype = params[0]["w"].dtype
+def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_eps,
+                     max_evals, ctx) -> GradCheckResult:
+    x, y = check_batch(params, x, y, loss, model=model)
+    value, g_manual, out = _core.manual_value_and_grad(model, params, x, y, loss, ctx)
+    g_auto = jax.grad(_core.mean_loss, argnums=1)(model, params, x, y, loss, ctx)
+    dtype = jax.tree.leaves(params)[0].dtype
     m_vs_a = compare_grads(g_manual, g_auto, rtol, "manual vs autodiff")
+    delta = get_loss(loss).deriv(out, y) / x.shape[0]  # [B, C]
+    layers = layer_report(model, params, x, delta, ctx, rtol)
     fd1 = fd2 = None
     if finite_diff:
         with jax.enable_x64(True):
@@ -355,11 +389,127 @@ def _check_gradients(params, x, y, activation, loss, finite_diff, rtol, fd_rtol,
             y64 = jnp.asarray(np.asarray(y)) if y.dtype.kind in "iu" else jnp.asarray(
                 np.asarray(y, np.float64))
             g_fd, mask = finite_difference_grad(
-                lambda p: _core.mean_loss(p, x64, y64, activation, loss), p64, fd_eps, max_evals
-            )
+                lambda p: _core.mean_loss(model, p, x64, y64, loss, ctx), p64, fd_eps,
+                max_evals)
             g_fd = jax.tree.map(np.asarray, g_fd)
         tol = fd_rtol if fd_rtol is not None else default_tolerance(dtype, finite_diff=True)
         fd1 = compare_grads(g_manual, g_fd, tol, "manual vs finite differences", mask)
         fd2 = compare_grads(g_auto, g_fd, tol, "autodiff vs finite differences", mask)
     checks.check_finite(value, "loss")
-    return GradCheckResult(m_vs_a, fd1, fd2, float(value))
+    return GradCheckResult(m_vs_a, fd1, fd2, float(value), layers)
+
+
+def _children(model: Layer, params: Params) -> tuple[list, list, Any]:
+    """``(layers, per-layer params, serial or None)`` of a model's top level."""
+    m = model.expand(params)
+    if isinstance(m, Serial):
+        return list(m.layers), m.split_params(params), m
+    return [m], [params], None
+
+
+def _flat(dparams: Any, dx: Array) -> dict:
+    """``{"dx": dx, "<param path>": leaf, ...}``: one layer's gradients as a flat dict."""
+    out = {"dx": dx}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(dparams):
+        out[jax.tree_util.keystr(path).strip("[]'\"").replace("']['", "/") or "p"] = leaf
+    return out
+
+
+def _layer_rows(report: GradReport, name: str) -> list[LeafReport]:
+    return [r._replace(layer=name) for r in report.rows]
+
+
+def layer_report(model: Layer, params: Params, x: Array, delta: Array, ctx: Context = EVAL,
+                 rtol: float | None = None) -> GradReport:
+    """Each top-level layer's backward against ``jax.vjp`` of its forward, at the input
+    it sees in the network and with the cotangent its own backward receives there.
+
+    Returns a :class:`GradReport` with one row per layer and leaf: ``dx`` and each of the
+    layer's parameters, the layer named ``"index:Name"``.
+    """
+    layers, per, serial = _children(model, params)
+    inputs, residuals, ctxs, h = [], [], [], x
+    for i, (layer, p) in enumerate(zip(layers, per)):
+        c = serial.child_context(ctx, i) if serial is not None else ctx
+        inputs.append(h)
+        ctxs.append(c)
+        h, r = layer.forward(p, h, c)
+        residuals.append(r)
+    rows, dy = [], delta.astype(h.dtype)
+    for i in reversed(range(len(layers))):
+        layer, p, c = layers[i], per[i], ctxs[i]
+        dp, dx = layer.backward(p, residuals[i], dy)
+        out, vjp = jax.vjp(lambda q, z, layer=layer, c=c: layer.forward(q, z, c)[0], p,
+                           inputs[i])
+        dp_ref, dx_ref = vjp(dy.astype(out.dtype))  # the cotangent this backward received
+        name = f"{i}:{layer.name}"
+        rep = compare_grads(_flat(dp, dx), _flat(dp_ref, dx_ref), rtol, name)
+        rows = _layer_rows(rep, name) + rows
+        dy = dx
+    return GradReport("each layer's backward vs jax.vjp of its forward", rows)
+
+
+def check_layer(
+    layer: Layer,
+    in_features: int,
+    *,
+    batch: int = 8,
+    key: Array | None = None,
+    train: bool = False,
+    rtol: float | None = None,
+    fd_rtol: float | None = None,
+    max_evals: int | None = 4096,
+) -> GradCheckResult:
+    """Checks one layer's hand-written backward, in float64, on its own.
+
+    At random params (``layer.init``), a random input ``x [batch, in_features]`` and a
+    random cotangent ``dy`` like the output, ``layer.backward`` must equal ``jax.vjp`` of
+    ``layer.forward`` (for ``dparams`` and ``dx``) and central finite differences of
+    ``sum(forward(params, x) * dy)``. ``train=True`` runs training mode (dropout masks from
+    ``key``).
+
+    Returns:
+      :class:`GradCheckResult` (``loss`` is ``sum(y * dy)``); rows ``dx`` and each param.
+
+    Raises:
+      ValueError: ``layer`` is not a Layer, or ``in_features`` / ``batch`` not positive.
+
+    Examples:
+      >>> import fnmlp
+      >>> from fnmlp.layers import LayerNorm
+      >>> fnmlp.check_layer(LayerNorm(), 5).passed
+      True
+    """
+    if not isinstance(layer, Layer):
+        raise ValueError(f"layer must be a fnmlp Layer; got {layer!r}"[:200])
+    in_features = checks.check_positive_int(in_features, "in_features")
+    batch = checks.check_positive_int(batch, "batch")
+    key = jax.random.key(0) if key is None else key
+    with jax.enable_x64(True), jax.default_matmul_precision("highest"):
+        kp, kx, kd, kc = jax.random.split(key, 4)
+        ctx = Context(train, kc) if train else Context()
+        _, params = layer.init(kp, in_features, jnp.float64)
+        x = jax.random.normal(kx, (batch, in_features), jnp.float64)
+        y, res = layer.forward(params, x, ctx)
+        dy = jax.random.normal(kd, y.shape, jnp.float64)
+        dp, dx = layer.backward(params, res, dy)
+        _, vjp = jax.vjp(lambda q, z: layer.forward(q, z, ctx)[0], params, x)
+        dp_ref, dx_ref = vjp(dy)
+        name = f"{layer.name}"
+        m_vs_a = compare_grads(_flat(dp, dx), _flat(dp_ref, dx_ref), rtol,
+                               f"{name}: backward vs jax.vjp")
+        both = {"p": params, "x": x}
+
+        def f(t):
+            return jnp.sum(layer.forward(t["p"], t["x"], ctx)[0] * dy)
+
+        g_fd, mask = finite_difference_grad(f, both, None, max_evals)
+        fd_flat, mask_flat = _flat(g_fd["p"], g_fd["x"]), _flat(mask["p"], mask["x"])
+        tol = fd_rtol if fd_rtol is not None else default_tolerance(jnp.float64, True)
+        fd1 = compare_grads(_flat(dp, dx), fd_flat, tol,
+                            f"{name}: backward vs finite differences", mask_flat)
+        fd2 = compare_grads(_flat(dp_ref, dx_ref), fd_flat, tol,
+                            f"{name}: jax.vjp vs finite differences", mask_flat)
+        value = float(jnp.sum(y * dy))
+    named = [r._replace(rows=_layer_rows(r, name)) for r in (m_vs_a, fd1, fd2)]
+    return GradCheckResult(*named, value)

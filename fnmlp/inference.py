@@ -2,20 +2,25 @@
 
 Shapes: ``N`` examples, ``D`` input features, ``C`` outputs.
 
-A checkpoint written by the scripts (or by :func:`fnmlp.save_checkpoint` with a
-``config`` holding ``sizes``, ``activation`` and ``loss``) carries everything needed to
-use its params. :func:`load_model` returns a :class:`Model` (params and config together),
-whose methods run the forward with the saved activation, so nothing can be run with the
-wrong one::
+A checkpoint written by the scripts (or by :func:`fnmlp.save_checkpoint` with a config
+from :func:`model_config`) carries everything needed to use its params: the architecture
+as JSON (``config["model"]``, :meth:`fnmlp.layers.Layer.to_config`), the loss, and how raw
+inputs were scaled. :func:`load_model` returns a :class:`Model` (params and config
+together), whose methods run the saved architecture in evaluation mode (no dropout), so
+nothing can be run with the wrong one::
 
     model = fnmlp.load_model("runs/mnist/checkpoint.npz")
     model.predict_classes(x)          # [N] int
     model.predict_proba(x)            # [N, C], rows sum to 1
     model.config["input"]             # how raw inputs were scaled for training
+
+Checkpoints of the earlier format (``sizes`` and ``activation`` instead of ``model``)
+load as the plain MLP they describe.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, NamedTuple
 
@@ -23,107 +28,141 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnmlp import _core
-from fnmlp import _validate as checks
-from fnmlp.activations import get_activation
 from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta
-from fnmlp.losses import get_loss
-from fnmlp.mlp import Params, check_sizes
-
-_jit_forward = jax.jit(_core.batched_forward, static_argnums=2)
-
-
-def predict(params: Params, x: Any, activation: str = "relu") -> jax.Array:
-    """Outputs ``[N, C]`` (logits, or the regression prediction) for inputs ``[N, D]``."""
-    sizes = checks.check_params(params)
-    get_activation(activation)
-    x = checks.check_inputs(x, sizes[0], "x")
-    return _jit_forward(params, jnp.asarray(x, params[0]["w"].dtype), activation)
+from fnmlp.layers import Layer, from_config, mlp
+from fnmlp.losses import PROBABILITY_LOSSES, get_loss
+from fnmlp.mlp import Params, check_sizes, check_x, resolve_model
 
 
-def predict_proba(params: Params, x: Any, activation: str = "relu",
-                  loss: str = "softmax_cross_entropy") -> jax.Array:
+@functools.lru_cache(maxsize=64)
+def _jit_apply(model: Layer):
+    return jax.jit(lambda p, x: model.apply(p, x))
+
+
+def predict(params: Params, x: Any, activation: Any = "relu", *, model: Any = None
+            ) -> jax.Array:
+    """Outputs ``[N, C]`` (logits, or the regression prediction) for inputs ``[N, D]``,
+    in evaluation mode. ``model`` (a Layer) instead of the plain MLP's ``activation``."""
+    m = resolve_model(activation, model)
+    return _jit_apply(m)(params, check_x(params, x, m))
+
+
+def predict_proba(params: Params, x: Any, activation: Any = "relu",
+                  loss: str = "softmax_cross_entropy", *, model: Any = None) -> jax.Array:
     """Class probabilities ``[N, C]``: ``softmax`` of the logits for
     ``softmax_cross_entropy`` (rows sum to 1), ``sigmoid`` of each output for
-    ``sigmoid_cross_entropy`` (independent labels). Regression losses have none."""
-    return probabilities(predict(params, x, activation), loss)
+    ``sigmoid_cross_entropy`` (independent labels), the output itself for a model that
+    ends in a Softmax (``categorical_cross_entropy``). Regression losses have none."""
+    return probabilities(predict(params, x, activation, model=model), loss)
 
 
 def probabilities(out: jax.Array, loss: str) -> jax.Array:
-    """Network outputs ``[..., N, C]`` -> probabilities: ``softmax`` over C for
-    ``softmax_cross_entropy``, ``sigmoid`` for ``sigmoid_cross_entropy``."""
+    """Network outputs ``[..., N, C]`` -> probabilities (see :func:`predict_proba`)."""
     kind = get_loss(loss).kind
     if kind == "regression":
         raise ValueError(f"probabilities need a classification loss; got loss={loss!r}")
+    if loss in PROBABILITY_LOSSES:
+        return out
     return jax.nn.softmax(out, axis=-1) if kind == "multiclass" else jax.nn.sigmoid(out)
 
 
-def predict_classes(params: Params, x: Any, activation: str = "relu",
-                    loss: str = "softmax_cross_entropy") -> jax.Array:
-    """Predicted labels: ``argmax`` of the logits ``[N]`` (multiclass), or ``out > 0``
+def predict_classes(params: Params, x: Any, activation: Any = "relu",
+                    loss: str = "softmax_cross_entropy", *, model: Any = None) -> jax.Array:
+    """Predicted labels: ``argmax`` of the outputs ``[N]`` (multiclass), or ``out > 0``
     per output ``[N, C]`` (``sigmoid_cross_entropy``)."""
     kind = get_loss(loss).kind
     if kind == "regression":
         raise ValueError(f"classes need a classification loss; got loss={loss!r}")
-    out = predict(params, x, activation)
+    out = predict(params, x, activation, model=model)
     return jnp.argmax(out, axis=1) if kind == "multiclass" else (out > 0).astype(jnp.int32)
 
 
 class Model(NamedTuple):
-    """Params with the config they were trained with (``sizes``, ``activation``,
-    ``loss``, and for the scripts ``input``: how raw inputs are scaled)."""
+    """Params with the config they were trained with (``model``: the architecture as JSON,
+    ``sizes``, ``loss``, and for the scripts ``input``: how raw inputs are scaled) and the
+    rebuilt architecture ``layer``."""
 
     params: Params
     config: dict
+    layer: Layer | None = None
 
     @property
-    def activation(self) -> str:
-        return self.config["activation"]
+    def activation(self) -> str | None:
+        return self.config.get("activation")
 
     @property
     def loss(self) -> str:
         return self.config["loss"]
 
+    @property
+    def network(self) -> Layer:
+        return self.layer if self.layer is not None else architecture(self.config)
+
     def predict(self, x: Any) -> jax.Array:
         """Outputs ``[N, C]`` for inputs ``[N, D]``."""
-        return predict(self.params, x, self.activation)
+        return predict(self.params, x, model=self.network)
 
     def predict_proba(self, x: Any) -> jax.Array:
         """Probabilities ``[N, C]`` (see :func:`predict_proba`)."""
-        return predict_proba(self.params, x, self.activation, self.loss)
+        return predict_proba(self.params, x, loss=self.loss, model=self.network)
 
     def predict_classes(self, x: Any) -> jax.Array:
         """Labels (see :func:`predict_classes`)."""
-        return predict_classes(self.params, x, self.activation, self.loss)
+        return predict_classes(self.params, x, loss=self.loss, model=self.network)
 
 
-def model_config(sizes, activation: str, loss: str, **extra) -> dict:
-    """The config :func:`load_model` needs, checked; ``extra`` (e.g. ``input=``) is kept."""
-    get_activation(activation)
+def model_config(sizes, activation: Any, loss: str, *, model: Layer | None = None,
+                 **extra) -> dict:
+    """The config :func:`load_model` needs, checked: ``sizes`` ``[D, ..., C]``, the loss,
+    and the architecture as JSON (``model``, or the plain MLP of ``sizes`` and
+    ``activation``); ``extra`` (e.g. ``input=``) is kept."""
     get_loss(loss)
-    return {"sizes": check_sizes(sizes), "activation": activation, "loss": loss, **extra}
+    sizes = check_sizes(sizes)
+    net = model if model is not None else mlp(tuple(sizes[1:]), activation)
+    config = {"sizes": sizes, "model": net.to_config(), "loss": loss, **extra}
+    if isinstance(activation, str):
+        config["activation"] = activation
+    elif activation is not None and not isinstance(activation, Layer):
+        config["activation"] = list(activation)
+    return config
 
 
-def load_model(path: str | os.PathLike, dtype: Any = jnp.float32) -> Model:
-    """Loads the params of a checkpoint together with its config.
+def architecture(config: dict, custom_layers: dict | None = None) -> Layer:
+    """The Layer a checkpoint's config describes: ``config["model"]`` rebuilt, or for the
+    earlier format the plain MLP of ``sizes`` and ``activation``."""
+    if "model" in config:
+        return from_config(config["model"], custom_layers)
+    acts = config["activation"]
+    return mlp(tuple(check_sizes(config["sizes"])[1:]), acts if isinstance(acts, str)
+               else tuple(acts))
 
-    The checkpoint's config must name ``sizes``, ``activation`` and ``loss`` (the scripts'
-    checkpoints do); the params are read into that architecture (optimizer state, if
-    any, is skipped). A checkpoint without them raises ``ValueError`` saying what is
-    missing.
+
+def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
+               custom_layers: dict | None = None) -> Model:
+    """Loads the params of a checkpoint together with its config and architecture.
+
+    The checkpoint's config must name the architecture (``model``, or ``sizes`` and
+    ``activation``) and the ``loss`` (the scripts' checkpoints do); the params are read
+    into that architecture (optimizer state, if any, is skipped). ``custom_layers`` maps
+    the type names of your own layers to their classes. A checkpoint without them raises
+    ``ValueError`` saying what is missing.
     """
     meta = read_checkpoint_meta(path)
-    config = meta.get("config") or {}
-    missing = [k for k in ("sizes", "activation", "loss") if k not in config]
+    config = dict(meta.get("config") or {})
+    has_arch = "model" in config or ("activation" in config and "sizes" in config)
+    missing = [k for k, ok in (("model (or sizes and activation)", has_arch),
+                               ("sizes", "sizes" in config), ("loss", "loss" in config))
+               if not ok]
     if missing:
         raise ValueError(f"{path}: the checkpoint's config lacks {missing}, so the model"
                          " cannot be rebuilt; save it with save_checkpoint(path, state,"
                          " config=fnmlp.inference.model_config(sizes, activation, loss))")
-    config = model_config(config["sizes"], config["activation"], config["loss"],
-                          **{k: v for k, v in config.items()
-                             if k not in ("sizes", "activation", "loss")})
-    sizes = config["sizes"]
-    template = [{"w": np.zeros((a, b), dtype), "b": np.zeros((b,), dtype)}
-                for a, b in zip(sizes[:-1], sizes[1:])]
+    get_loss(config["loss"])
+    sizes = check_sizes(config["sizes"])
+    layer = architecture(config, custom_layers)
+    template = layer.init_params(jax.random.key(0), sizes[0], dtype) if "model" in config else [
+        {"w": np.zeros((a, b), dtype), "b": np.zeros((b,), dtype)}
+        for a, b in zip(sizes[:-1], sizes[1:])]
+    template = jax.tree.map(lambda a: np.zeros(np.shape(a), dtype), template)
     params, _ = load_checkpoint(path, template)
-    return Model(params, config)
+    return Model(params, config, layer)

@@ -11,6 +11,7 @@ batch mean is that divided by ``B``).
 name                     targets                per-example loss
 =======================  =====================  =========================================
 softmax_cross_entropy    int labels ``[B]``     ``logsumexp(z) - z[y]``, without cancellation
+categorical_cross_entropy  int labels ``[B]``   ``-log p[y]`` of probabilities (a Softmax layer)
 sigmoid_cross_entropy    0/1 ``[B, C]``         mean over C of ``-t log s(z) - (1-t) log(1-s(z))``
 mse                      float ``[B, C]``       mean over C of ``(z - t)^2``
 mae                      float ``[B, C]``       mean over C of ``|z - t|``
@@ -90,6 +91,28 @@ def d_softmax_cross_entropy(logits: Array, labels: Array) -> Array:
     y_is_top = jnp.sum(k * onehot, axis=1, keepdims=True)  # [B, 1], 1 where y = argmax
     top = jnp.where(y_is_top > 0, -s, jnp.ones_like(s)) / (1 + s)  # p_k - [y = k]
     return e / (1 + s) - onehot * (1 - k) + k * top
+
+
+def categorical_cross_entropy(probs: Array, labels: Array) -> Array:
+    """``loss(p, y) = -log p_y`` for probabilities ``probs: [B, C]`` (the output of a
+    ``Softmax`` layer) and integer ``labels: [B]`` -> ``[B]``: the lesson's
+    ``CrossEntropyLoss``, Keras's ``sparse_categorical_crossentropy(from_logits=False)``,
+    PyTorch's ``NLLLoss`` of ``log(p)``.
+
+    Derivative: ``d loss / dp = -onehot(y) / p_y``.
+
+    Not clipped: a probability that rounds to 0 gives an infinite loss (in float32,
+    ``softmax`` of logits ``[0, 104]`` already gives ``p_0 = 0``), where the fused
+    ``softmax_cross_entropy`` on the logits returns 104. Prefer that one for training.
+    """
+    onehot = jax.nn.one_hot(labels, probs.shape[1], dtype=probs.dtype)  # [B, C]
+    return -jnp.log(jnp.sum(probs * onehot, axis=1))
+
+
+def d_categorical_cross_entropy(probs: Array, labels: Array) -> Array:
+    """``d loss / dp = -onehot(y) / p_y``, ``[B, C]``."""
+    onehot = jax.nn.one_hot(labels, probs.shape[1], dtype=probs.dtype)
+    return -onehot / jnp.sum(probs * onehot, axis=1, keepdims=True)
 
 
 def _pos_part(z: Array) -> Array:
@@ -184,11 +207,20 @@ LOSSES: dict[str, Loss] = {
 }
 
 
+# Losses of probabilities rather than of the network's raw output: for a model that ends in
+# a Softmax layer. Kept apart from LOSSES, whose every loss takes any real output.
+PROBABILITY_LOSSES: dict[str, Loss] = {
+    "categorical_cross_entropy": Loss("categorical_cross_entropy", categorical_cross_entropy,
+                                      d_categorical_cross_entropy, "multiclass"),
+}
+
+
 def get_loss(name: str) -> Loss:
     """Returns the loss called ``name``; a ``ValueError`` lists the valid names."""
-    if not isinstance(name, str) or name not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {name!r}")
-    return LOSSES[name]
+    every = {**LOSSES, **PROBABILITY_LOSSES}
+    if not isinstance(name, str) or name not in every:
+        raise ValueError(f"loss must be one of {sorted(every)}; got {name!r}")
+    return every[name]
 
 
 # ----------------------------------------------------------------------------- metrics

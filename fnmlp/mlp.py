@@ -1,18 +1,30 @@
-"""The multilayer perceptron: init, per-example forward, batched forward, loss.
+"""A model's forward and loss as checked public functions, and the MLP sugar.
 
 Shapes: ``B`` batch, ``D`` input features, ``H`` hidden width, ``C`` outputs.
 
-Parameters are a plain pytree, one dict per dense layer::
+The plain MLP's params are a plain pytree, one dict per dense layer::
 
     params = [{"w": [D, H1], "b": [H1]}, {"w": [H1, H2], "b": [H2]}, ..., {"w": [Hk, C], "b": [C]}]
 
 Every hidden layer is ``h = act(h_prev @ w + b)``; the last layer is linear and its
-output (logits, or the regression prediction) goes to the loss. ``activation`` and
-``loss`` are names (static strings), never part of the params pytree.
+output (logits, or the regression prediction) goes to the loss. :func:`init_mlp` builds
+them for ``layers.mlp(sizes, activation)``, i.e. ``serial(Dense(H1), act, ..., Dense(C))``.
+
+Every function here takes the network in one of two forms:
+
+* ``model=``: any :class:`~fnmlp.layers.Layer`, e.g. ``serial(Dense(64), Tanh(),
+  Dense(32), Relu(), Dropout(0.2), Dense(10))``, with params from ``model.init_params``;
+* ``activation``: a name (or one name per hidden layer) for the plain MLP, whose depth is
+  read from the params list (``fnmlp.loss(params, x, y, "tanh")``). A Layer passed in
+  this position is taken as the model.
+
+``activation``, ``loss`` and the model are static, hashable values, never part of the
+params pytree.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,36 +34,40 @@ import numpy as np
 
 from fnmlp import _core
 from fnmlp import _validate as checks
-from fnmlp._core import LayerCache
-from fnmlp.activations import get_activation
-from fnmlp.initializers import DEFAULT_INIT, get_initializer
+from fnmlp.layers import EVAL, MLP, Layer, as_model, mlp
 from fnmlp.losses import get_loss
 
 Array = jax.Array
-Params = list  # list[dict[str, Array]]
-__all__ = ["LayerCache", "Params", "batched_forward", "check_batch", "check_sizes",
-           "forward", "forward_with_cache", "init_mlp", "loss"]
+Params = Any  # list[dict[str, Array]] for the plain MLP
+__all__ = ["Params", "batched_forward", "check_batch", "check_model_params", "check_sizes",
+           "forward", "forward_with_cache", "init_mlp", "loss", "resolve_model"]
 
 
 def init_mlp(
     key: Array,
     sizes: Sequence[int],
-    activation: str = "relu",
+    activation: str | Sequence[str] = "relu",
     init: str | None = None,
     dtype: Any = jnp.float32,
 ) -> Params:
-    """Makes MLP params from a PRNG key.
+    """Makes MLP params from a PRNG key, in one compiled program.
 
     Args:
       key: a ``jax.random.key`` (or legacy ``PRNGKey``).
       sizes: layer widths, input first: ``[D, H1, ..., C]``, at least two, all > 0.
-      activation: the hidden activation's name; it picks the default initialiser.
+      activation: the hidden activation's name (or one per hidden layer); it picks the
+        default initialiser.
       init: an initialiser name (``glorot_uniform``, ``he_normal``, ...); default is
-        He for the ReLU family, LeCun for SELU, Glorot otherwise.
+        He for the ReLU family, LeCun for SELU, Glorot otherwise (by the first hidden
+        activation).
       dtype: the parameters' float dtype.
 
     Returns:
-      ``[{"w": [sizes[i], sizes[i+1]], "b": [sizes[i+1]]} for each layer]``, biases zero.
+      ``[{"w": [sizes[i], sizes[i+1]], "b": [sizes[i+1]]} for each layer]``, biases zero:
+      the params of ``layers.mlp(sizes[1:], activation)``.
+
+    Raises:
+      ValueError: bad sizes, key, activation, initialiser or dtype.
 
     Examples:
       >>> import jax, fnmlp
@@ -60,19 +76,16 @@ def init_mlp(
       [(4, 8), (8, 3)]
     """
     sizes = check_sizes(sizes)
-    _check_key(key)
-    get_activation(activation)
-    initializer = get_initializer(init if init is not None else DEFAULT_INIT[activation])
+    check_key(key)
     if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
         raise ValueError(f"dtype must be a float dtype; got {dtype!r}")
-    keys = jax.random.split(key, len(sizes) - 1)
-    return [
-        {"w": initializer(k, d_in, d_out, dtype), "b": jnp.zeros((d_out,), dtype)}
-        for k, d_in, d_out in zip(keys, sizes[:-1], sizes[1:])
-    ]
+    acts = activation if isinstance(activation, str) else tuple(activation)
+    model = mlp(tuple(sizes[1:]), acts, init)
+    return model.init_params(key, sizes[0], dtype)
 
 
-def _check_key(key: Any) -> None:
+def check_key(key: Any) -> None:
+    """A typed key (``jax.random.key``) or a raw ``uint32[2]`` one; ``ValueError`` else."""
     typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
     raw = (isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,)
            and key.dtype == np.uint32)
@@ -96,70 +109,140 @@ def check_sizes(sizes: Any) -> list[int]:
     return [int(s) for s in sizes]
 
 
-# ----------------------------------------------------------------------------- public
+def resolve_model(activation: Any = "relu", model: Any = None) -> Layer:
+    """The model a public function runs: ``model`` if given, else the plain MLP with
+    ``activation`` (a Layer given as ``activation`` is the model)."""
+    return as_model(model if model is not None else activation)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _dtype_of(params) -> Any:
+    leaves = jax.tree.leaves(params)
+    return leaves[0].dtype if leaves else jnp.float32
+
+
+@functools.lru_cache(maxsize=256)
+def _expected(model: Layer, d_in: int, dtype: str):
+    shapes = jax.eval_shape(lambda k: model.init(k, d_in, jnp.dtype(dtype))[1],
+                            jax.random.key(0))
+    return jax.tree_util.tree_flatten_with_path(shapes)
+
+
+def check_model_params(model: Layer, params: Any, d_in: int | None = None) -> tuple[int, int]:
+    """Checks ``params`` against ``model``; returns ``(D, C)``, the input and output widths.
+
+    ``d_in`` (e.g. the data's width) is used when the params do not imply the input width.
+    Raises ``ValueError`` naming the first leaf whose place or shape does not fit.
+    """
+    if isinstance(model, MLP):
+        sizes = checks.check_params(params)
+        acts = model.activation
+        if not isinstance(acts, str) and len(acts) not in (1, len(sizes) - 2):
+            raise ValueError(f"activation lists {len(acts)} names for {len(sizes) - 2} hidden"
+                             f" layers; give one, or one per hidden layer")
+        return sizes[0], sizes[-1]
+    try:
+        d = model.input_width(params)
+    except (KeyError, TypeError, IndexError, AttributeError, StopIteration):
+        d = None
+    d = d if d is not None else d_in
+    if d is None:
+        raise ValueError("the model's input width cannot be read from its params; give x")
+    flat, treedef = _expected(model, int(d), jnp.dtype(_dtype_of(params)).name)
+    got, got_def = jax.tree_util.tree_flatten_with_path(params)
+    if got_def != treedef:
+        raise ValueError(
+            f"params do not fit the model {model.name}: expected the structure of"
+            f" model.init_params(key, {d}) ({treedef}); got {got_def}"[:600])
+    for (path, want), (_, have) in zip(flat, got):
+        if tuple(np.shape(have)) != tuple(want.shape):
+            raise ValueError(f"params{jax.tree_util.keystr(path)} must have shape"
+                             f" {tuple(want.shape)} for the model; got {tuple(np.shape(have))}")
+    out = jax.eval_shape(lambda p: model.apply(p, jnp.zeros((1, d), _dtype_of(params))), params)
+    return int(d), int(out.shape[-1])
 
 
 def _cast(x: Array, params: Params) -> Array:
-    return jnp.asarray(x, dtype=params[0]["w"].dtype)
+    return jnp.asarray(x, dtype=_dtype_of(params))
 
 
-def forward(params: Params, x: Array, activation: str = "relu") -> Array:
-    """The per-example forward pass: ``x: [D]`` -> output ``[C]`` (logits or prediction).
+def check_batch(params: Params, x: Any, y: Any, loss: str, names=("x", "y"),
+                model: Any = "relu"):
+    """Validates ``(x, y)`` against params, model and loss; returns them as arrays."""
+    model = as_model(model)
+    get_loss(loss)
+    x = checks.as_numeric_array(x, names[0])
+    d_in, n_out = check_model_params(model, params, x.shape[-1] if x.ndim else None)
+    x = checks.check_inputs(x, d_in, names[0])
+    y = checks.check_targets(y, x.shape[0], loss, n_out, names[1])
+    return _cast(x, params), jnp.asarray(y)
+
+
+def check_x(params: Params, x: Any, model: Layer, batched: bool = True) -> Array:
+    """Validates inputs ``x`` (``[B, D]``, or ``[D]`` when not batched) for the model."""
+    x = checks.as_numeric_array(x, "x")
+    d_in, _ = check_model_params(model, params, x.shape[-1] if x.ndim else None)
+    return _cast(checks.check_inputs(x, d_in, "x", batched=batched), params)
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def _one(model: Layer, params: Params, x: Array) -> Array:
+    return model.apply(params, x[None])[0]  # [D] -> [C], evaluation mode
+
+
+def forward(params: Params, x: Array, activation: Any = "relu", *, model: Any = None) -> Array:
+    """The per-example forward pass: ``x: [D]`` -> output ``[C]`` (logits or prediction),
+    in evaluation mode (no dropout).
 
     A pure function; ``jax.vmap`` it (or call :func:`batched_forward`) for a batch.
     """
-    sizes = checks.check_params(params)
-    get_activation(activation)
-    x = checks.check_inputs(x, sizes[0], "x", batched=False)
-    return _core.forward(params, _cast(x, params), activation)
+    m = resolve_model(activation, model)
+    return _one(m, params, check_x(params, x, m, batched=False))
 
 
-def batched_forward(params: Params, x: Array, activation: str = "relu") -> Array:
+def batched_forward(params: Params, x: Array, activation: Any = "relu", *,
+                    model: Any = None) -> Array:
     """``x: [B, D]`` -> ``[B, C]``, made from :func:`forward` with ``jax.vmap``."""
-    sizes = checks.check_params(params)
-    get_activation(activation)
-    x = checks.check_inputs(x, sizes[0], "x")
-    return _core.batched_forward(params, _cast(x, params), activation)
+    m = resolve_model(activation, model)
+    return jax.vmap(_one, in_axes=(None, None, 0))(m, params, check_x(params, x, m))
 
 
-def forward_with_cache(
-    params: Params, x: Array, activation: str = "relu"
-) -> tuple[Array, list[LayerCache]]:
-    """Batched forward ``x: [B, D]`` -> ``([B, C], cache)`` keeping what backprop needs.
-
-    ``cache[l]`` is a :class:`LayerCache` ``(inputs [B, D_l], z [B, D_{l+1}])`` for layer l.
-    """
-    sizes = checks.check_params(params)
-    get_activation(activation)
-    x = checks.check_inputs(x, sizes[0], "x")
-    return _core.forward_with_cache(params, _cast(x, params), activation)
+def forward_with_cache(params: Params, x: Array, activation: Any = "relu", *,
+                       model: Any = None) -> tuple[Array, Any]:
+    """Batched forward ``x: [B, D]`` -> ``([B, C], residuals)`` keeping what backprop needs
+    (evaluation mode). For a Serial (and the plain MLP) ``residuals[i]`` is layer ``i``'s:
+    a Dense keeps its input ``[B, D_in]``, an activation its pre-activation."""
+    m = resolve_model(activation, model)
+    return m.forward(params, check_x(params, x, m), EVAL)
 
 
 def loss(
     params: Params,
     x: Array,
     y: Array,
-    activation: str = "relu",
+    activation: Any = "relu",
     loss: str = "softmax_cross_entropy",
+    *,
+    model: Any = None,
 ) -> Array:
     """The mean loss over the batch, a scalar: ``jax.grad(fnmlp.loss)`` is autodiff.
 
     Args:
-      params: the MLP params.
+      params: the model's params.
       x: inputs ``[B, D]``.
       y: targets: integer labels ``[B]`` for ``softmax_cross_entropy``; ``[B, C]`` (or
         ``[B]`` when C == 1) for the other losses.
-      activation: hidden activation name.
+      activation: hidden activation name for the plain MLP.
       loss: loss name (see :mod:`fnmlp.losses`).
+      model: a :class:`~fnmlp.layers.Layer` instead of the plain MLP (evaluation mode).
+
+    Raises:
+      ValueError: params that do not fit the model, or bad x / y (names the argument).
     """
-    x, y = check_batch(params, x, y, loss)
-    return _core.mean_loss(params, x, y, activation, loss)
-
-
-def check_batch(params: Params, x: Any, y: Any, loss: str, names=("x", "y")):
-    """Validates ``(x, y)`` against params and loss; returns them as arrays."""
-    sizes = checks.check_params(params)
-    get_loss(loss)
-    x = checks.check_inputs(x, sizes[0], names[0])
-    y = checks.check_targets(y, x.shape[0], loss, sizes[-1], names[1])
-    return _cast(x, params), jnp.asarray(y)
+    m = resolve_model(activation, model)
+    x, y = check_batch(params, x, y, loss, model=m)
+    return _core.mean_loss(m, params, x, y, loss)

@@ -27,6 +27,7 @@ member's matrix products into batched products, which XLA may sum in another ord
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
@@ -41,8 +42,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnmlp import _validate as checks
-from fnmlp._core import batched_forward
 from fnmlp.inference import probabilities
+from fnmlp.layers import as_model
 from fnmlp.losses import get_loss
 from fnmlp.mlp import check_batch, check_sizes, init_mlp
 from fnmlp.optim import check_optimizer, get_optimizer, set_learning_rate, set_weight_decay
@@ -314,10 +315,10 @@ def _epoch_with_factor(step, batch_size, lr_factor):
         return lambda state, x, y, key, base_lr: run(state, x, y, key)
 
     def epoch(state, x, y, key, base_lr):
-        def scheduled(s, batch):
+        def scheduled(s, batch, key=None):
             o = s.opt_state
             rate = (base_lr * lr_factor(o.count)).astype(o.learning_rate.dtype)
-            return step(s._replace(opt_state=o._replace(learning_rate=rate)), batch)
+            return step(s._replace(opt_state=o._replace(learning_rate=rate)), batch, key)
 
         return epoch_fn(scheduled, batch_size)(state, x, y, key)
 
@@ -344,8 +345,11 @@ def ensemble_predict_proba(stacked_params: Any, x: Any, activation: str = "relu"
         lambda a: a[jnp.asarray(list(members), jnp.int32)], stacked_params)
     sizes = checks.check_params(take(chosen, 0))
     x = jnp.asarray(checks.check_inputs(x, sizes[0], "x"), jax.tree.leaves(chosen)[0].dtype)
-    out = _members_forward(chosen, x, activation)  # [K, N, C]
+    out = _members_forward(as_model(activation))(chosen, x)  # [K, N, C]
     return jnp.mean(probabilities(out, loss), axis=0)
 
 
-_members_forward = jax.jit(jax.vmap(batched_forward, in_axes=(0, None, None)), static_argnums=2)
+@functools.lru_cache(maxsize=32)
+def _members_forward(model):
+    """Every member's evaluation-mode forward in one program: ``vmap`` over the members."""
+    return jax.jit(jax.vmap(model.apply, in_axes=(0, None)))

@@ -2,8 +2,8 @@
 
 Shapes: ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs, ``S = N // B`` steps.
 
-* :func:`make_trainer` builds, for one optimizer / activation / loss / gradient path, the
-  jitted functions ``step(state, batch) -> (state, metrics)`` (state donated) and
+* :func:`make_trainer` builds, for one optimizer / model / loss / gradient path, the
+  jitted functions ``step(state, batch[, key]) -> (state, metrics)`` (state donated) and
   ``epoch(state, x, y, key) -> (state, metrics)``, which shuffles with
   ``fold_in(key, state.epoch)`` and ``lax.scan``s the step over the ``S`` minibatches, so
   Python runs once per epoch. Anything that changes (step, epoch, learning rate) lives in
@@ -12,6 +12,10 @@ Shapes: ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs, ``S = N // B
   set each epoch since the shuffle changes). Evaluation uses every example (padded and
   masked chunks).
 * :func:`fit` adds validation, early stopping, history and progress.
+* The model is any :class:`~fnmlp.layers.Layer` (``model=``), or the plain MLP named by
+  ``activation``. Dropout draws its mask at update ``t`` from
+  ``fold_in(fold_in(key(seed), DROPOUT_STREAM), t)``: the same mask on both gradient paths,
+  and a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import numpy as np
 
 from fnmlp import _core
 from fnmlp import _validate as checks
-from fnmlp.activations import get_activation
 from fnmlp.data import train_test_split
+from fnmlp.layers import EVAL, Context, Layer
 from fnmlp.losses import correct, get_loss
-from fnmlp.mlp import Params, check_batch
+from fnmlp.mlp import Params, check_batch, resolve_model
 from fnmlp.optim import (
     GradientTransformation,
     apply_updates,
@@ -44,6 +48,7 @@ from fnmlp.parallel import check_divisible, place_on_mesh, replicated, shard_ste
 
 Array = jax.Array
 GRAD_PATHS = ("manual", "autodiff")
+DROPOUT_STREAM = 0x7FFFFFFF  # fold_in tag of the dropout keys (shuffles fold in the epoch)
 
 
 class TrainState(NamedTuple):
@@ -75,53 +80,61 @@ def fresh_state(params: Params, optimizer: GradientTransformation) -> TrainState
                       jnp.zeros((), jnp.int32))
 
 
-def value_and_grad_fn(grad: str, activation: str, loss: str, loss_dtype=None) -> Callable:
-    """``(params, x, y) -> (loss, grads, out)`` by the chosen gradient path."""
+def value_and_grad_fn(grad: str, model: Any = "relu", loss: str = "softmax_cross_entropy",
+                      loss_dtype=None) -> Callable:
+    """``(params, x, y, ctx=EVAL) -> (loss, grads, out)`` by the chosen gradient path:
+    the model's hand-written backwards, or ``jax.value_and_grad`` of its forward."""
+    model = resolve_model(model)
     if grad == "manual":
-        return lambda p, x, y: _core.manual_value_and_grad(p, x, y, activation, loss,
-                                                           loss_dtype)
+        return lambda p, x, y, ctx=EVAL: _core.manual_value_and_grad(model, p, x, y, loss, ctx,
+                                                                     loss_dtype)
 
-    def autodiff(p, x, y):
-        def f(p):
-            out = _core.batched_forward(p, x, activation)  # [B, C]
-            o = out if loss_dtype is None else out.astype(loss_dtype)
-            return jnp.mean(get_loss(loss).fn(o, y)), out
-
-        (value, out), grads = jax.value_and_grad(f, has_aux=True)(p)
+    def autodiff(p, x, y, ctx=EVAL):
+        (value, out), grads = jax.value_and_grad(
+            lambda q: _core.value_and_output(model, q, x, y, loss, ctx, loss_dtype, aux=True),
+            has_aux=True)(p)
         return value, grads, out
 
     return autodiff
 
 
-def _check_names(activation: str, loss: str, grad: str) -> None:
-    get_activation(activation)
+def check_names(model: Any, loss: str, grad: str) -> Layer:
+    """The model (see :func:`fnmlp.mlp.resolve_model`), the loss and the gradient path
+    checked; returns the model."""
+    model = resolve_model(model)
     get_loss(loss)
     if grad not in GRAD_PATHS:
         raise ValueError(f"grad must be one of {list(GRAD_PATHS)}; got {grad!r}")
+    return model
 
 
-def make_train_step(optimizer: GradientTransformation, activation: str = "relu",
+def dropout_key(key: Array | None, step: Array) -> Array:
+    """The dropout key of update ``step``: ``fold_in(fold_in(key, DROPOUT_STREAM), step)``
+    (``key(0)`` when no key is given)."""
+    key = jax.random.key(0) if key is None else key
+    return jax.random.fold_in(jax.random.fold_in(key, DROPOUT_STREAM), step)
+
+
+def make_train_step(optimizer: GradientTransformation, activation: Any = "relu",
                     loss: str = "softmax_cross_entropy", grad: str = "manual",
-                    compute_dtype: Any = None) -> Callable:
-    """The pure (un-jitted) step ``(state, batch) -> (state, metrics)``.
+                    compute_dtype: Any = None, *, model: Any = None) -> Callable:
+    """The pure (un-jitted) step ``(state, batch, key=None) -> (state, metrics)``.
 
     ``metrics`` holds ``loss`` and, for classification, ``accuracy`` (float32 scalars).
-    With ``compute_dtype`` (e.g. ``jnp.bfloat16``) the forward and backward run in that
-    dtype on a cast copy of the float32 master params; the loss, the gradients handed to
-    the optimizer and the update stay float32 (mixed precision).
+    The model runs in training mode; dropout's mask comes from :func:`dropout_key` of
+    ``key`` (the run's seed key) and ``state.step``. With ``compute_dtype`` (e.g.
+    ``jnp.bfloat16``) every dense product takes its operands in that dtype and accumulates
+    in float32; the float32 master params, biases, activations, the loss, the gradients
+    and the update stay float32 (mixed precision).
     """
-    _check_names(activation, loss, grad)
-    value_and_grad = value_and_grad_fn(grad, activation, loss,
-                                     None if compute_dtype is None else jnp.float32)
+    model = check_names(model if model is not None else activation, loss, grad)
+    value_and_grad = value_and_grad_fn(grad, model, loss,
+                                       None if compute_dtype is None else jnp.float32)
     classify = get_loss(loss).kind != "regression"
 
-    def step(state: TrainState, batch: Batch):
-        p = state.params
-        x = batch.x
-        if compute_dtype is not None:
-            p = jax.tree.map(lambda a: a.astype(compute_dtype), p)
-            x = x.astype(compute_dtype)
-        value, grads, out = value_and_grad(p, x, batch.y)
+    def step(state: TrainState, batch: Batch, key: Array | None = None):
+        ctx = Context(True, dropout_key(key, state.step), compute_dtype)
+        value, grads, out = value_and_grad(state.params, batch.x, batch.y, ctx)
         grads = jax.tree.map(lambda g, m: g.astype(m.dtype), grads, state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = apply_updates(state.params, updates)
@@ -144,7 +157,7 @@ def epoch_fn(step: Callable, batch_size: int) -> Callable:
         idx = perm[: steps * batch_size].reshape(steps, batch_size)  # [S, B]
 
         def body(s, i):
-            return step(s, Batch(x[i], y[i]))  # gather the minibatch inside the program
+            return step(s, Batch(x[i], y[i]), key)  # gather the minibatch inside the program
 
         state, metrics = jax.lax.scan(body, state, idx)
         state = state._replace(epoch=state.epoch + 1)
@@ -158,9 +171,10 @@ def epoch_fn(step: Callable, batch_size: int) -> Callable:
     return epoch
 
 
-def eval_fn(activation: str, loss: str, chunk: int) -> Callable:
+def eval_fn(model: Any, loss: str, chunk: int) -> Callable:
     """The pure ``(params, x, y) -> {loss, accuracy | mse, mae}`` over padded chunks."""
 
+    model = resolve_model(model)
     lossdef = get_loss(loss)
     classify = lossdef.kind != "regression"
 
@@ -177,7 +191,7 @@ def eval_fn(activation: str, loss: str, chunk: int) -> Callable:
 
         def body(acc, c):
             xc, yc, mc = c
-            out = _core.batched_forward(params, xc, activation).astype(jnp.float32)  # [chunk, C]
+            out = model.apply(params, xc).astype(jnp.float32)  # [chunk, C], evaluation mode
             sums = {"loss": jnp.sum(lossdef.fn(out, yc) * mc)}
             if classify:
                 sums["accuracy"] = jnp.sum(correct(out, yc, loss) * mc)
@@ -198,7 +212,7 @@ def eval_fn(activation: str, loss: str, chunk: int) -> Callable:
 class Trainer(NamedTuple):
     """Jitted functions for one configuration (see :func:`make_trainer`)."""
 
-    step: Callable  # (state, batch) -> (state, metrics); state donated
+    step: Callable  # (state, batch, key=None) -> (state, metrics); state donated
     epoch: Callable  # (state, x [N, D], y, key) -> (state, metrics); state donated
     evaluate: Callable  # (params, x, y) -> {"loss", "accuracy" | "mse", "mae"}
     batch_size: int
@@ -207,20 +221,23 @@ class Trainer(NamedTuple):
 def make_trainer(
     optimizer: GradientTransformation,
     batch_size: int,
-    activation: str = "relu",
+    activation: Any = "relu",
     loss: str = "softmax_cross_entropy",
     grad: str = "manual",
     eval_batch_size: int = 1024,
     compute_dtype: Any = None,
     mesh: Any = None,
+    *,
+    model: Any = None,
 ) -> Trainer:
     """Compiles (lazily) the step, the epoch and the evaluation for one configuration.
 
     Args:
       optimizer: a :class:`~fnmlp.optim.GradientTransformation`.
       batch_size: minibatch size ``B`` (static: the epoch's shape depends on it).
-      activation, loss: names.
+      activation, loss: names (``activation`` for the plain MLP).
       grad: ``"manual"`` (the hand-derived backward) or ``"autodiff"`` (``jax.grad``).
+      model: a :class:`~fnmlp.layers.Layer` instead of the plain MLP.
       eval_batch_size: chunk size for :attr:`Trainer.evaluate`.
       compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision (see make_train_step).
       mesh: a 1-D ``jax.sharding.Mesh``: train data-parallel over it (minibatches
@@ -228,7 +245,8 @@ def make_trainer(
     """
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     eval_batch_size = checks.check_positive_int(eval_batch_size, "eval_batch_size")
-    step = make_train_step(optimizer, activation, loss, grad, compute_dtype)
+    model = check_names(model if model is not None else activation, loss, grad)
+    step = make_train_step(optimizer, model, loss, grad, compute_dtype)
     placement = {}
     if mesh is not None:
         check_divisible(batch_size, mesh)
@@ -237,22 +255,24 @@ def make_trainer(
     return Trainer(
         step=jax.jit(step, donate_argnums=0, **placement),
         epoch=jax.jit(epoch_fn(step, batch_size), donate_argnums=0, **placement),
-        evaluate=jax.jit(eval_fn(activation, loss, eval_batch_size)),
+        evaluate=jax.jit(eval_fn(model, loss, eval_batch_size)),
         batch_size=batch_size,
     )
 
 
-def per_example_grads(params: Params, x: Array, y: Array, activation: str = "relu",
-                      loss: str = "softmax_cross_entropy", grad: str = "autodiff") -> Params:
-    """Per-example gradients: ``jax.vmap`` of the gradient of one example's loss.
+def per_example_grads(params: Params, x: Array, y: Array, activation: Any = "relu",
+                      loss: str = "softmax_cross_entropy", grad: str = "autodiff", *,
+                      model: Any = None) -> Params:
+    """Per-example gradients: ``jax.vmap`` of the gradient of one example's loss
+    (evaluation mode: no dropout).
 
     Returns a pytree like ``params`` whose leaves have a leading batch axis ``[B, ...]``;
     their mean over that axis is the batch gradient. ``grad="manual"`` vmaps the
     hand-derived backward instead of ``jax.grad``.
     """
-    _check_names(activation, loss, grad)
-    x, y = check_batch(params, x, y, loss)
-    vg = value_and_grad_fn(grad, activation, loss)
+    model = check_names(model if model is not None else activation, loss, grad)
+    x, y = check_batch(params, x, y, loss, model=model)
+    vg = value_and_grad_fn(grad, model, loss)
     return jax.vmap(lambda xi, yi: vg(params, xi[None], yi[None])[1])(x, y)
 
 
@@ -290,7 +310,8 @@ def fit(
     batch_size: int = 128,
     optimizer: str | GradientTransformation = "sgd",
     learning_rate: float = 0.1,
-    activation: str = "relu",
+    activation: Any = "relu",
+    model: Any = None,
     loss: str = "softmax_cross_entropy",
     grad: str = "manual",
     seed: int = 0,
@@ -304,19 +325,23 @@ def fit(
     mesh: Any = None,
     log: Any = None,
 ) -> FitResult:
-    """Trains an MLP with minibatch gradient descent; every input is checked first.
+    """Trains a model with minibatch gradient descent; every input is checked first.
 
     Args:
-      params: initial params (see :func:`fnmlp.init_mlp`).
+      params: initial params (:func:`fnmlp.init_mlp`, or ``model.init_params``).
       x: inputs ``[N, D]``; y: labels ``[N]`` or targets ``[N, C]``.
       epochs: the epoch to train up to (a resumed ``state`` continues from its epoch).
       batch_size: minibatch size, 1..N (the partial last batch is dropped each epoch).
       optimizer: a name from :data:`fnmlp.optim.OPTIMIZERS` or a GradientTransformation
         (its state must hold ``learning_rate``: see :mod:`fnmlp.optim`).
       learning_rate: used when ``optimizer`` is a name.
-      activation, loss: names.
+      activation: the hidden activation of the plain MLP (one name, or one per layer).
+      model: a :class:`~fnmlp.layers.Layer` to train instead (e.g. ``serial(Dense(64),
+        Tanh(), Dropout(0.2), Dense(10))``); dropout is on in training only.
+      loss: a loss name.
       grad: ``"manual"`` or ``"autodiff"``.
-      seed: shuffling seed; epoch ``e`` shuffles with ``fold_in(key(seed), e)``.
+      seed: shuffling and dropout seed; epoch ``e`` shuffles with
+        ``fold_in(key(seed), e)``.
       validation_split: hold out this fraction (seeded, before training) for validation.
       validation_data: or an explicit ``(x_val, y_val)``.
       patience: early stopping: stop after this many epochs without improvement of the
@@ -334,11 +359,12 @@ def fit(
       carrying the last finite state.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    model = check_names(model if model is not None else activation, loss, grad)
     optimizer, x, y, validation_data = _check_fit_args(
-        params, x, y, epochs, batch_size, optimizer, learning_rate, activation, loss, grad,
+        params, x, y, epochs, batch_size, optimizer, learning_rate, model, loss,
         seed, validation_split, validation_data, patience)
     state = fresh_state(params, optimizer) if state is None else state  # optimizer checked
-    trainer = make_trainer(optimizer, batch_size, activation, loss, grad,
+    trainer = make_trainer(optimizer, batch_size, model, loss, grad,
                            compute_dtype=compute_dtype, mesh=mesh)
     if mesh is not None:
         x, y, state, validation_data = place_on_mesh((x, y, state, validation_data), mesh)
@@ -374,19 +400,18 @@ def fit(
     return FitResult(state.params, state, history, int(state.epoch))
 
 
-def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, activation,
-                    loss, grad, seed, validation_split, validation_data, patience):
+def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, model,
+                    loss, seed, validation_split, validation_data, patience):
     """Every check of :func:`fit`, on the host, before anything compiles. Returns the
     optimizer and the data as checked arrays (the validation split taken off)."""
     checks.check_positive_int(epochs, "epochs")
-    _check_names(activation, loss, grad)
     if isinstance(optimizer, str):
         optimizer = get_optimizer(optimizer, learning_rate)
     check_optimizer(optimizer, params)
     x, y = checks.as_numeric_array(x, "x"), checks.as_numeric_array(y, "y")
     if x.ndim >= 1 and y.ndim >= 1 and len(x) != len(y):
         raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
-    x, y = check_batch(params, x, y, loss)
+    x, y = check_batch(params, x, y, loss, model=model)
     if validation_data is not None and validation_split is not None:
         raise ValueError("give validation_split or validation_data, not both")
     if validation_split is not None:
@@ -399,7 +424,8 @@ def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, 
     elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
-        validation_data = check_batch(params, *validation_data, loss, ("x_val", "y_val"))
+        validation_data = check_batch(params, *validation_data, loss, ("x_val", "y_val"),
+                                      model)
     checks.check_positive_int(batch_size, "batch_size")
     if batch_size > len(x):
         raise ValueError(f"batch_size must be at most the number of training examples"
@@ -448,17 +474,19 @@ def format_record(r: dict, epochs: int | None = None) -> str:
     return "  ".join(parts)
 
 
-def evaluate(params: Params, x: Any, y: Any, activation: str = "relu",
-             loss: str = "softmax_cross_entropy", batch_size: int = 1024) -> dict:
-    """Mean loss and accuracy (classification) or MSE/MAE (regression) over all of x."""
-    _check_names(activation, loss, "manual")
-    x, y = check_batch(params, x, y, loss)
+def evaluate(params: Params, x: Any, y: Any, activation: Any = "relu",
+             loss: str = "softmax_cross_entropy", batch_size: int = 1024, *,
+             model: Any = None) -> dict:
+    """Mean loss and accuracy (classification) or MSE/MAE (regression) over all of x,
+    in evaluation mode (no dropout); ``model`` as for :func:`fit`."""
+    model = check_names(model if model is not None else activation, loss, "manual")
+    x, y = check_batch(params, x, y, loss, model=model)
     batch_size = checks.check_positive_int(batch_size, "batch_size")
-    out = jitted_eval(activation, loss, batch_size)(params, x, y)
+    out = jitted_eval(model, loss, batch_size)(params, x, y)
     return {k: float(v) for k, v in out.items()}
 
 
 @functools.lru_cache(maxsize=64)
-def jitted_eval(activation: str, loss: str, batch_size: int) -> Callable:
+def jitted_eval(model: Any, loss: str, batch_size: int) -> Callable:
     """One jitted evaluation per configuration, so repeated calls do not recompile."""
-    return jax.jit(eval_fn(activation, loss, batch_size))
+    return jax.jit(eval_fn(resolve_model(model), loss, batch_size))

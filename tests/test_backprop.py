@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 
 import fnmlp
-from fnmlp._core import forward_with_cache, mean_loss
 from fnmlp.activations import ACTIVATIONS, get_activation
-from fnmlp.backprop import backward
 from fnmlp.gradcheck import check_gradients, compare_grads, random_batch
 from fnmlp.losses import LOSSES
 
@@ -29,8 +27,9 @@ def _problem(activation, loss, depth, dtype, seed=0, n=6):
 
 
 def _min_abs_preactivation(params, x, activation):
-    _, cache = forward_with_cache(params, x, activation)
-    return min(float(jnp.min(jnp.abs(c.z))) for c in cache[:-1]) if len(cache) > 1 else 1.0
+    _, residuals = fnmlp.forward_with_cache(params, x, activation)
+    z = residuals[1::2]  # Dense, activation, Dense, ...: an activation keeps its input
+    return min(float(jnp.min(jnp.abs(r))) for r in z) if z else 1.0
 
 
 @pytest.mark.parametrize("depth", sorted(DEPTHS))
@@ -81,22 +80,23 @@ def test_manual_grad_is_jittable_and_equal(x64):
 
 
 def _wrong_manual_grad(params, x, y, activation, loss, bug):
-    """A copy of the backward with one deliberate bug."""
+    """A copy of the MLP's backward, written out, with one deliberate bug."""
     lossdef = fnmlp.get_loss(loss)
-    out, cache = forward_with_cache(params, x, activation)
+    out, residuals = fnmlp.forward_with_cache(params, x, activation)
+    inputs, zs = residuals[0::2], residuals[1::2]  # each Dense's input, each pre-activation
     delta = lossdef.deriv(out, y) / x.shape[0]
     deriv = get_activation(activation).deriv
     if bug == "derivative":  # d tanh = 1 - tanh instead of 1 - tanh^2
-        return backward(params, cache, delta, lambda z: 1 - jnp.tanh(z))
+        deriv = lambda z: 1 - jnp.tanh(z)  # noqa: E731
     grads = [None] * len(params)
     for l in reversed(range(len(params))):
-        a_in = cache[l].inputs
+        a_in = inputs[l]
         grads[l] = {"w": a_in.T @ delta, "b": jnp.sum(delta, axis=0)}
         if l > 0:
             w = params[l]["w"]
             # missing transpose in the square middle layer ([6, 6]): shapes still fit
             w_used = w if bug == "transpose" and w.shape[0] == w.shape[1] else w.T
-            delta = (delta @ w_used) * deriv(cache[l - 1].z)
+            delta = (delta @ w_used) * deriv(zs[l - 1])
     return grads
 
 
@@ -108,7 +108,7 @@ def test_deliberately_wrong_backward_is_caught(x64, bug):
     x, y = random_batch(key, 8, sizes, "softmax_cross_entropy", jnp.float64)
     wrong = _wrong_manual_grad(params, x, y, "tanh", "softmax_cross_entropy", bug)
     right = _wrong_manual_grad(params, x, y, "tanh", "softmax_cross_entropy", None)
-    auto = jax.grad(mean_loss)(params, x, y, "tanh", "softmax_cross_entropy")
+    auto = jax.grad(fnmlp.loss)(params, x, y, "tanh", "softmax_cross_entropy")
     assert compare_grads(right, auto).passed  # the copy without the bug is right
     report = compare_grads(wrong, auto, title="buggy vs autodiff")
     assert not report.passed
@@ -132,7 +132,8 @@ def test_vmapped_forward_equals_explicit_batched_matmul(x64):
     np.testing.assert_allclose(np.asarray(single), np.asarray(got), rtol=1e-13)
     out, cache = fnmlp.forward_with_cache(params, x, "elu")
     np.testing.assert_allclose(np.asarray(out), h, rtol=1e-13, atol=1e-13)
-    assert [c.z.shape for c in cache] == [(11, 9), (11, 4), (11, 3)]
+    # Dense 0 keeps x, Elu its input z_0, Dense 1 keeps elu(z_0), ...
+    assert [r.shape for r in cache] == [(11, 5), (11, 9), (11, 9), (11, 4), (11, 4)]
 
 
 def test_report_table_lists_every_leaf(x64):
@@ -147,7 +148,8 @@ AUTODIFF = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacr
             "hessian", "custom_vjp", "custom_jvp", "linear_transpose"}
 
 
-@pytest.mark.parametrize("module", ["_core", "backprop", "mlp", "losses", "activations"])
+@pytest.mark.parametrize("module", ["_core", "backprop", "mlp", "losses", "activations",
+                                    "layers"])
 def test_hand_derived_path_calls_no_autodiff(module):
     """The manual backward and every module it uses must not touch autodiff."""
     import ast

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import fnmlp
-from fnmlp import _core
-from fnmlp.train import value_and_grad_fn
+from fnmlp.layers import Dense
+from fnmlp.train import make_train_step, value_and_grad_fn
 
 BF = jnp.bfloat16
 ONE_PLUS = 1 + 2.0**-8  # exact in float32, not in bfloat16 (which rounds it to 1.0)
@@ -26,18 +26,18 @@ def test_forward_products_accumulate_in_float32():
     # [1, 1] @ [[1], [2^-8]]: both operands exact in bfloat16, the sum is not
     params = _bf([_layer([[1.0], [2.0**-8]], [0.0])])
     x = jnp.asarray([[1.0, 1.0]], BF)
-    out, cache = _core.forward_with_cache(params, x, "relu")
+    out, cache = fnmlp.forward_with_cache(params, x, "relu")
     assert out.dtype == jnp.float32 and float(out[0, 0]) == ONE_PLUS
-    assert float(_core.forward(params, x[0], "relu")[0]) == ONE_PLUS  # autodiff's forward
+    assert float(fnmlp.forward(params, x[0], "relu")[0]) == ONE_PLUS  # the per-example one
 
 
 def test_weight_gradient_accumulates_in_float32():
     # dW = a^T @ delta = [1, 1] . [1, 2^-8]: one weight, a sum of two products
-    params = _bf([_layer([[0.5]], [0.0])])
-    cache = [_core.LayerCache(jnp.asarray([[1.0], [1.0]], BF), jnp.zeros((2, 1)))]
+    params = _bf(_layer([[0.5]], [0.0]))
+    x_in = jnp.asarray([[1.0], [1.0]], BF)  # Dense's residual: its (bf16) input
     delta = jnp.asarray([[1.0], [2.0**-8]], jnp.float32)
-    grads = _core.backward(params, cache, delta, lambda z: jnp.ones_like(z))
-    assert grads[0]["w"].dtype == jnp.float32 and float(grads[0]["w"][0, 0]) == ONE_PLUS
+    grads, _ = Dense(1).backward(params, x_in, delta)
+    assert grads["w"].dtype == jnp.float32 and float(grads["w"][0, 0]) == ONE_PLUS
 
 
 def _dots(text):
@@ -74,7 +74,7 @@ def test_float32_products_are_unchanged():
     """Without a low-precision dtype the kernels are plain float32 ``@``."""
     params = fnmlp.init_mlp(jax.random.key(0), [4, 3, 2])
     x = jax.random.normal(jax.random.key(1), (5, 4))
-    out, _ = _core.forward_with_cache(params, x, "relu")
+    out, _ = fnmlp.forward_with_cache(params, x, "relu")
     ref = np.maximum(np.asarray(x) @ np.asarray(params[0]["w"]) + np.asarray(params[0]["b"]), 0)
     ref = ref @ np.asarray(params[1]["w"]) + np.asarray(params[1]["b"])
     assert out.dtype == jnp.float32
@@ -97,3 +97,20 @@ def test_mixed_gradients_are_closer_to_float32_than_bf16_rounding_allows():
         for a, b in zip(g, g32):
             rel = jnp.linalg.norm(a["w"].astype(jnp.float32) - b["w"]) / jnp.linalg.norm(b["w"])
             assert float(rel) < 0.08, (grad, float(rel))
+
+
+@pytest.mark.parametrize("grad", ["manual", "autodiff"])
+def test_biases_stay_float32_under_bf16_compute(grad):
+    """Only a product's operands are rounded: a bias of 1 + 2^-8 (which bfloat16 rounds to
+    1) reaches the loss intact. MSE of out = 0 * w + b against 0 is b^2 = 1.0078278,
+    not 1.0; the bias gradient 2 b is float32 too."""
+    params = [_layer([[0.5]], [ONE_PLUS])]
+    state = fnmlp.init_state(params, fnmlp.sgd(0.1))
+    step = jax.jit(make_train_step(fnmlp.sgd(0.1), "relu", "mse", grad, jnp.bfloat16))
+    batch = fnmlp.Batch(jnp.zeros((2, 1)), jnp.zeros((2, 1)))
+    _, metrics = step(state, batch)
+    assert float(metrics["loss"]) == np.float32(ONE_PLUS) ** 2
+    _, grads, _ = value_and_grad_fn(grad, "relu", "mse", jnp.float32)(
+        params, batch.x, batch.y, fnmlp.layers.Context(True, None, BF))
+    assert grads[0]["b"].dtype == jnp.float32
+    assert float(grads[0]["b"][0]) == 2 * np.float32(ONE_PLUS)
