@@ -22,7 +22,11 @@ arrays in the optimizer state (nothing recompiles when they change).
 
 Member ``k`` equals ``fit`` with its config up to float32 round-off: ``vmap`` turns the
 member's matrix products into batched products, which XLA may sum in another order
-(tested: within 1e-5 after several epochs on CPU).
+(tested: within 1e-5 after several epochs on CPU, for every optimizer, with weight decays
+of 0, the optimizer's default and more). The shared optimizer is built with every
+hyperparameter given (:func:`shared_optimizer`), so no member inherits a default it did
+not ask for. With ``dtype=float64`` (the default for float64 data under
+``jax_enable_x64``) the members train in float64 and equal a float64 ``fit`` within 1e-12.
 """
 
 from __future__ import annotations
