@@ -7,6 +7,13 @@ config, the fnmlp version, the pytree paths in order). Loading uses
 ``allow_pickle=False`` and rebuilds the arrays into a *template* (a freshly initialised
 state of the intended architecture), so nothing executable is ever read.
 
+Loading checks before it reads: every member's ``.npy`` header (shape, dtype) is read
+from the archive without its data and compared with the template, and the zip entry's
+declared size with what the header implies; a member the checkpoint does not name, a
+shape the model does not have, a size that does not match, or a ``__meta__`` over
+:data:`META_LIMIT` bytes is refused (``ValueError``) before anything is decompressed, so a
+small hostile file cannot make the loader inflate gigabytes.
+
 Saving is atomic: the archive is written to a temporary file in the same folder,
 flushed and fsynced, then ``os.replace``d over the target, so a crash mid-write leaves
 the previous checkpoint intact. Non-finite params are refused.
@@ -15,22 +22,26 @@ the previous checkpoint intact. Non-finite params are refused.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.lib import format as npy
 
 from fnmlp._version import __version__
 
 FORMAT = "fnmlp-checkpoint-v1"
 # what reading a truncated or corrupted .npz raises, at the archive or at one member
 DAMAGED = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+META_LIMIT = 16 * 2**20  # bytes: a larger __meta__ is refused before it is read
+NUMERIC = "biufc"  # dtype kinds a checkpoint may hold: bool, int, uint, float, complex
 
 
 def _key_name(k) -> str:
@@ -100,6 +111,15 @@ def _open(path):
 def _meta(z, path) -> dict:
     if "__meta__" not in z.files:
         raise ValueError(f"{path}: not an fnmlp checkpoint (no __meta__ entry)")
+    info = z.zip.getinfo("__meta__.npy" if "__meta__.npy" in z.zip.namelist() else "__meta__")
+    if info.file_size > META_LIMIT:
+        raise ValueError(f"{path}: __meta__ declares {info.file_size} bytes; a checkpoint's"
+                         f" __meta__ is at most {META_LIMIT} bytes (refused unread)")
+    head = member_header(z.zip, info, path)
+    if head.dtype != np.uint8 or len(head.shape) != 1 or head.size != info.file_size:
+        raise ValueError(f"{path}: __meta__ must be {info.file_size} bytes of uint8 text;"
+                         f" its header says shape {head.shape}, dtype {head.dtype},"
+                         f" {head.size} bytes")
     try:
         meta = json.loads(bytes(z["__meta__"]).decode())
     except DAMAGED as e:
@@ -116,7 +136,13 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     (``init_state(init_mlp(...), opt)``) to resume, or just params (``init_mlp(...)``)
     to load the params of a saved training state. A different architecture raises
     ``ValueError`` naming the layer and both shapes; a damaged file raises
-    ``ValueError`` saying so.
+    ``ValueError`` saying so. Every member's header is checked first
+    (:func:`check_members`): a hostile file is refused before any member is inflated.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: another architecture, a damaged file, or a member whose header, name
+        or declared size does not fit the template (naming it), read from headers only.
     """
     path = Path(path)
     with _open(path) as z:
@@ -129,6 +155,8 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
             prefix = "params/"  # a params-only template: load the params of the state
         if prefix == "" and meta["paths"] != want:
             raise ValueError(_mismatch(path, meta["paths"], want))
+        check_members(z.zip, path, meta["paths"],
+                      {prefix + n: tuple(np.shape(leaf)) for n, leaf in named})
         leaves = []
         for name, leaf in named:
             try:
@@ -136,16 +164,91 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
             except DAMAGED as e:
                 raise ValueError(f"{path}: not a readable fnmlp checkpoint ({prefix + name}"
                                  f" is damaged: {e})") from None
-            if a.shape != tuple(np.shape(leaf)):
-                parts = (prefix + name).split("/")
-                where = (f"layer {parts[1]} {parts[2]!r}" if parts[0] == "params"
-                         else name)
+            if a.shape != tuple(np.shape(leaf)):  # checked from the header already
                 raise ValueError(
-                    f"{path}: {where} has shape {a.shape} in the checkpoint but"
-                    f" {tuple(np.shape(leaf))} in the model")
+                    f"{path}: {_where(prefix + name)} has shape {a.shape} in the checkpoint"
+                    f" but {tuple(np.shape(leaf))} in the model")
             leaves.append(jnp.asarray(a, dtype=jnp.asarray(leaf).dtype))
     treedef = jax.tree.structure(template)
     return jax.tree.unflatten(treedef, leaves), meta["config"]
+
+
+class MemberHeader(NamedTuple):
+    """What a ``.npy`` member's header says, read without its data."""
+
+    shape: tuple  # the array's shape
+    dtype: np.dtype
+    size: int  # bytes the member must hold: header + prod(shape) * itemsize
+
+
+def member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path) -> MemberHeader:
+    """Reads only the ``.npy`` header of the archive member ``info`` (``read_magic`` and
+    ``read_array_header_1_0`` / ``_2_0`` on its stream: a few KiB decompressed at most).
+
+    Raises:
+      ValueError: the member is not a ``.npy`` array of numbers (bool, int, float,
+        complex), or cannot be read (naming it).
+    """
+    name = info.filename
+    try:
+        with zf.open(info) as f:
+            version = npy.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = npy.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = npy.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy format version {version} (1.0 or 2.0 expected)")
+            offset = f.tell()  # bytes of magic and header
+    except (*DAMAGED, RuntimeError, NotImplementedError) as e:
+        raise ValueError(f"{path}: not a readable fnmlp checkpoint ({name}: {e})") from None
+    if dtype.kind not in NUMERIC or dtype.hasobject or dtype.fields is not None:
+        raise ValueError(f"{path}: {name} holds dtype {dtype}; a checkpoint holds arrays of"
+                         " numbers (bool, int, uint, float, complex)")
+    return MemberHeader(tuple(shape), dtype, offset + math.prod(shape) * dtype.itemsize)
+
+
+def check_members(zf: zipfile.ZipFile, path, names: list[str], want: dict[str, tuple]) -> None:
+    """Checks every member of the archive from its header alone, before any is read.
+
+    Args:
+      zf: the open archive.
+      path: the file, for messages.
+      names: the pytree paths the checkpoint's ``__meta__`` lists (every member but
+        ``__meta__`` must be one of them).
+      want: ``{name: shape}`` for the members that will be read (the template's).
+
+    Raises:
+      ValueError: naming the member: one the checkpoint does not name, one listed twice,
+        one the template needs that is missing, a shape other than the template's (both
+        shapes), or a declared size other than its header implies (both sizes).
+    """
+    known, seen = set(names) | {"__meta__"}, set()
+    for info in zf.infolist():
+        name = info.filename.removesuffix(".npy")
+        if not info.filename.endswith(".npy") or name not in known:
+            raise ValueError(f"{path}: the checkpoint holds a member {info.filename!r} that"
+                             f" neither its __meta__ nor the model names")
+        if name in seen:
+            raise ValueError(f"{path}: the checkpoint holds the member {info.filename!r} twice")
+        seen.add(name)
+        head = member_header(zf, info, path)
+        if name in want and head.shape != want[name]:
+            raise ValueError(f"{path}: {_where(name)} has shape {head.shape} in the checkpoint"
+                             f" but {want[name]} in the model (refused unread)")
+        if head.size != info.file_size:
+            raise ValueError(f"{path}: {info.filename} declares {info.file_size} bytes but its"
+                             f" header (shape {head.shape}, {head.dtype}) implies {head.size}")
+    missing = [n for n in want if n not in seen]
+    if missing:
+        raise ValueError(f"{path}: not a readable fnmlp checkpoint (its __meta__ lists"
+                         f" {missing[:4]} but the archive lacks them)")
+
+
+def _where(name: str) -> str:
+    """``params/0/w`` -> ``layer 0 'w'``; other names as they are."""
+    parts = name.split("/")
+    return f"layer {parts[1]} {parts[2]!r}" if parts[0] == "params" and len(parts) == 3 else name
 
 
 def _mismatch(path, have: list[str], want: list[str]) -> str:

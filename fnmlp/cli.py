@@ -375,7 +375,12 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     import numpy as np
 
     from fnmlp.checkpoint import save_checkpoint
-    from fnmlp.population import ensemble_predict_proba, fit_population, take
+    from fnmlp.population import (
+        ensemble_predict_proba,
+        fit_population,
+        member_hyperparameters,
+        take,
+    )
 
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
@@ -387,11 +392,11 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         validation_data=test, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
         verbose=not args.quiet)
     classify = loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")
-    rows = []
+    rows, trained = [], member_hyperparameters(result)  # read from the state that trained
     for k, (m, hist) in enumerate(zip(members, result.history)):
         hist = [{("test" + key[3:] if key.startswith("val_") else key): v
                  for key, v in r.items()} for r in hist]
-        config = {**base, "lr": m.lr, "weight_decay": m.wd, "seed": m.seed, "member": k}
+        config = {**base, **trained[k], "seed": m.seed, "member": k}
         final = hist[-1]
         metrics = {"config": config, "history": hist, "test_loss": final["test_loss"],
                    "diverged": final["diverged"], "device": device_description()}
@@ -401,7 +406,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
             metrics.update(test_mse=final["test_mse"], test_mae=final["test_mae"])
         (out / "members" / str(k)).mkdir(parents=True, exist_ok=True)
         _write_json(out / "members" / str(k) / "metrics.json", metrics)
-        rows.append({"member": k, "lr": m.lr, "wd": m.wd, "seed": m.seed,
+        rows.append({"member": k, "lr": config["lr"], "wd": config["weight_decay"], "seed": m.seed,
                      "test_loss": final["test_loss"], "diverged": final["diverged"],
                      **({"test_accuracy": final["test_accuracy"]} if classify else
                         {"test_mse": final["test_mse"]})})
@@ -419,8 +424,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         summary["ensemble_members"] = finite
     best_state = take(result.state, best)
     save_checkpoint(out / "checkpoint.npz", jax.device_get(best_state),
-                    {**base, "lr": members[best].lr, "weight_decay": members[best].wd,
-                     "seed": members[best].seed, "member": best})
+                    {**base, **trained[best], "seed": members[best].seed, "member": best})
     try:
         from fnmlp import plot
 

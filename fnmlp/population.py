@@ -22,7 +22,11 @@ arrays in the optimizer state (nothing recompiles when they change).
 
 Member ``k`` equals ``fit`` with its config up to float32 round-off: ``vmap`` turns the
 member's matrix products into batched products, which XLA may sum in another order
-(tested: within 1e-5 after several epochs on CPU).
+(tested: within 1e-5 after several epochs on CPU, for every optimizer, with weight decays
+of 0, the optimizer's default and more). The shared optimizer is built with every
+hyperparameter given (:func:`shared_optimizer`), so no member inherits a default it did
+not ask for. With ``dtype=float64`` (the default for float64 data under
+``jax_enable_x64``) the members train in float64 and equal a float64 ``fit`` within 1e-12.
 """
 
 from __future__ import annotations
@@ -46,7 +50,13 @@ from fnmlp.inference import probabilities
 from fnmlp.layers import as_model
 from fnmlp.losses import get_loss
 from fnmlp.mlp import check_batch, check_sizes, init_mlp
-from fnmlp.optim import check_optimizer, get_optimizer, set_learning_rate, set_weight_decay
+from fnmlp.optim import (
+    GradientTransformation,
+    check_optimizer,
+    get_optimizer,
+    set_learning_rate,
+    set_weight_decay,
+)
 from fnmlp.parallel import AXIS, put, replicated
 from fnmlp.train import (
     TrainState,
@@ -114,6 +124,7 @@ class PopulationResult(NamedTuple):
     history: list[list[dict]]  # history[k]: one dict per epoch for member k
     best: int  # index of the member with the lowest final monitored loss
     monitor: str  # "val_loss" or "train_loss"
+    base_lr: Any = None  # [K]: each member's rate as the program held it (lr_factor scales it)
 
     def member_params(self, k: int) -> Any:
         """Member ``k``'s params, an ordinary params pytree."""
@@ -131,14 +142,15 @@ def stack(trees: Sequence[Any]) -> Any:
 
 
 def memory_estimate(sizes: Sequence[int], members: int, batch_size: int, n: int,
-                    optimizer: str) -> int:
+                    optimizer: str, itemsize: int = 4) -> int:
     """Bytes the population needs, roughly: params, gradients and optimizer moments per
-    member, activations of one step per member, and the data."""
+    member, activations of one step per member, and the data (``itemsize`` bytes a
+    number)."""
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     moments = {"adam": 2, "adamw": 2, "rmsprop": 1, "momentum": 1, "nesterov": 1}.get(
         optimizer, 0)
-    per_member = 4 * (n_params * (3 + moments) + 3 * batch_size * sum(sizes))
-    return members * per_member + 4 * n * (sizes[0] + 1)
+    per_member = itemsize * (n_params * (3 + moments) + 3 * batch_size * sum(sizes))
+    return members * per_member + itemsize * n * (sizes[0] + 1)
 
 
 def available_memory() -> int:
@@ -171,6 +183,7 @@ def fit_population(
     verbose: bool = True,
     on_epoch_end: Callable[[int, list[dict]], None] | None = None,
     log: Any = None,
+    dtype: Any = None,
 ) -> PopulationResult:
     """Trains ``len(members)`` MLPs of the same architecture in one compiled program.
 
@@ -186,9 +199,18 @@ def fit_population(
       mesh: a 1-D mesh: the members are sharded over its devices (``K`` must divide).
       verbose: one line per epoch (the best member's).
       on_epoch_end: ``callback(epoch, records)`` with one record per member.
+      dtype: the members' float dtype (params, optimizer arithmetic, data); default the
+        data's float dtype, at least float32 (float64 data trains in float64 when
+        ``jax_enable_x64`` is on, as ``fit`` follows its params): see
+        :func:`population_dtype`.
 
     Returns:
-      :class:`PopulationResult`.
+      :class:`PopulationResult`; :func:`member_hyperparameters` reads what each member
+      trained with back from its state.
+
+    Raises:
+      ValueError: a bad argument (naming it, what was expected and what arrived), before
+        anything compiles.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     sizes = check_sizes(sizes)
@@ -201,14 +223,17 @@ def fit_population(
     for m in members:
         checks.check_positive_float(m.lr, "member lr")
         checks.check_positive_float(m.wd, "member wd", allow_zero=True)
-    template = jax.eval_shape(lambda: init_mlp(jax.random.key(0), sizes, activation))  # shapes
+    dtype = population_dtype(dtype, x)
+    template = jax.eval_shape(lambda: init_mlp(jax.random.key(0), sizes, activation,
+                                               dtype=dtype))  # shapes and dtype
     x, y = check_batch(template, x, y, loss)
     if batch_size > len(x):
         raise ValueError(f"batch_size must be at most the number of training examples"
                          f" ({len(x)}); got {batch_size}")
     if validation_data is not None:
         validation_data = check_batch(template, *validation_data, loss, ("x_val", "y_val"))
-    need, have = memory_estimate(sizes, k, batch_size, len(x), optimizer), available_memory()
+    need = memory_estimate(sizes, k, batch_size, len(x), optimizer, dtype.itemsize)
+    have = available_memory()
     if need > 0.8 * have:
         raise ValueError(f"a population of {k} members of {sizes} needs about"
                          f" {need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB are available:"
@@ -219,7 +244,7 @@ def fit_population(
 
     pop = make_population(sizes, members, batch_size=batch_size, optimizer=optimizer,
                           activation=activation, loss=loss, grad=grad, lr_factor=lr_factor,
-                          mesh=mesh)
+                          mesh=mesh, dtype=dtype)
     state, seeds, base_lr, epoch, evaluate = (pop.state, pop.seeds, pop.base_lr, pop.epoch,
                                               pop.evaluate)
     if mesh is not None:
@@ -255,7 +280,7 @@ def fit_population(
                 + (f"  val_loss {rb['val_loss']:.4f}" if "val_loss" in rb else "")
                 + f"  {rb['examples_per_second']:,.0f} ex/s in all")
     return PopulationResult(state.params, state, members, history,
-                            _best(history, alive, monitor), monitor)
+                            _best(history, alive, monitor), monitor, base_lr)
 
 
 class Population(NamedTuple):
@@ -271,22 +296,20 @@ class Population(NamedTuple):
 def make_population(sizes: Sequence[int], members: Sequence[Member], *, batch_size: int,
                     optimizer: str = "adam", activation: str = "relu",
                     loss: str = "softmax_cross_entropy", grad: str = "manual",
-                    lr_factor: Callable | None = None, mesh: Any = None) -> Population:
+                    lr_factor: Callable | None = None, mesh: Any = None,
+                    dtype: Any = jnp.float32) -> Population:
     """The jitted population epoch and evaluation, and the stacked initial state (placed
-    on ``mesh``, members spread over its devices, when given). No checks: see
-    :func:`fit_population`."""
-    use_wd = max(m.wd for m in members) > 0
-    opt = get_optimizer(optimizer, max(m.lr for m in members),
-                        **({"weight_decay": max(m.wd for m in members)} if use_wd else {}))
+    on ``mesh``, members spread over its devices, when given; params in ``dtype``). No
+    checks: see :func:`fit_population`."""
+    opt = shared_optimizer(optimizer, members)
     states = []
     for m in members:
-        params = init_mlp(jax.random.key(m.seed), sizes, activation)
+        params = init_mlp(jax.random.key(m.seed), sizes, activation, dtype=dtype)
         if not states:
             check_optimizer(opt, params)  # once: every member has the same shapes
-        s = fresh_state(params, opt)
-        o = set_learning_rate(s.opt_state, m.lr)
-        states.append(s._replace(opt_state=set_weight_decay(o, m.wd) if use_wd else o))
+        states.append(member_state(params, opt, m))
     state = stack(states)
+    check_members_state(state.opt_state, members)
     seeds = np.asarray([m.seed for m in members], np.uint32)  # [K]; keys made inside
     base_lr = jnp.array(state.opt_state.learning_rate, copy=True)  # [K]; not donated
     member_epoch = _epoch_with_factor(make_train_step(opt, activation, loss, grad), batch_size,
@@ -305,6 +328,88 @@ def make_population(sizes: Sequence[int], members: Sequence[Member], *, batch_si
     state, seeds, base_lr = put((state, seeds, base_lr), spread)
     return Population(jax.jit(population_epoch, donate_argnums=0, out_shardings=(spread, rep)),
                       jax.jit(evaluate, out_shardings=rep), state, seeds, base_lr)
+
+
+# ------------------------------------------------------ each member trains as it asked
+
+
+def shared_optimizer(optimizer: str, members: Sequence[Member]) -> GradientTransformation:
+    """The one optimizer of the population's program, built with every hyperparameter a
+    member sets given explicitly (``weight_decay`` too, even when every member's is 0), so
+    no member inherits the optimizer's own default (``adamw``'s ``weight_decay=1e-2``).
+
+    The build values (``max`` over the members) only decide which terms the program
+    computes (a decay term when some member's ``wd > 0``); each member's own values are
+    arrays in its state (:func:`member_state`). A member with ``wd == 0`` in a program
+    with the decay term adds ``0 * p``: exactly what ``fit`` without decay computes.
+    """
+    return get_optimizer(optimizer, max(m.lr for m in members),
+                         weight_decay=max(m.wd for m in members))
+
+
+def member_state(params: Any, opt: GradientTransformation, member: Member) -> TrainState:
+    """Member ``member``'s fresh state: ``params`` and ``opt``'s state holding the member's
+    learning rate and weight decay (arrays in the params' float dtype)."""
+    s = fresh_state(params, opt)
+    o = set_weight_decay(set_learning_rate(s.opt_state, member.lr), member.wd)
+    return s._replace(opt_state=o)
+
+
+def check_members_state(opt_state: Any, members: Sequence[Member]) -> None:
+    """Reads every member's learning rate and weight decay back from the stacked optimizer
+    state (``[K]`` arrays) and raises ``RuntimeError`` unless each is the member's own
+    value, rounded to the state's dtype."""
+    for field, name in (("learning_rate", "lr"), ("weight_decay", "wd")):
+        held = np.asarray(jax.device_get(getattr(opt_state, field)))  # [K]
+        want = np.asarray([getattr(m, name) for m in members], held.dtype)
+        if held.shape != want.shape or not np.array_equal(held, want):
+            raise RuntimeError(f"the population's optimizer state holds {field} {held.tolist()}"
+                               f" but the members ask for {want.tolist()}")
+
+
+def member_hyperparameters(result: PopulationResult) -> list[dict]:
+    """What each member trained with, read from the state that trained: ``{"lr": ...,
+    "weight_decay": ...}`` per member, from the ``[K]`` base rates the program scaled
+    (``result.base_lr``; the state's ``learning_rate`` when absent) and the optimizer
+    state's ``weight_decay`` array, each written as the shortest decimal that reads back
+    to the held value in its dtype."""
+    o = result.state.opt_state
+    lr = np.asarray(jax.device_get(o.learning_rate if result.base_lr is None
+                                   else result.base_lr))  # [K], the state's dtype
+    wd = np.asarray(jax.device_get(o.weight_decay))  # [K]
+    # str of a float32 scalar: the shortest decimal that reads back to it (0.01, not
+    # 0.009999999776482582); float64 values are exact
+    return [{"lr": float(str(a)), "weight_decay": float(str(b))} for a, b in zip(lr, wd)]
+
+
+def population_dtype(dtype: Any, x: Any) -> np.dtype:
+    """The float dtype a population's params, optimizer arithmetic and data take.
+
+    ``dtype`` when given (float64 needs ``jax_enable_x64``, as ``fit``'s float64 params
+    do); else the data's float dtype and at least float32 (float64 data trains in float64
+    when x64 is on, as ``fit`` follows its params); float32 otherwise.
+
+    Raises:
+      ValueError: ``dtype`` is not a float dtype, or float64 is asked with x64 off.
+    """
+    if dtype is None:
+        try:
+            have = jnp.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype)
+        except (TypeError, ValueError):  # not an array: check_batch says so later
+            have = jnp.dtype(jnp.float32)
+        wide = jnp.promote_types(jnp.float32, have) if jnp.issubdtype(
+            have, jnp.floating) else jnp.dtype(jnp.float32)
+        return jnp.dtype(jax.dtypes.canonicalize_dtype(wide))
+    try:
+        want = jnp.dtype(dtype)
+    except TypeError:
+        want = None
+    if want is None or not jnp.issubdtype(want, jnp.floating):
+        raise ValueError(f"dtype must be a float dtype (float32, float64, ...); got {dtype!r}")
+    if jax.dtypes.canonicalize_dtype(want) != want:
+        raise ValueError(f"dtype {want} needs jax_enable_x64 (jax.config.update("
+                         f"'jax_enable_x64', True)); got dtype={want} with x64 off")
+    return want
 
 
 def _epoch_with_factor(step, batch_size, lr_factor):

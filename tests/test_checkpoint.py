@@ -1,12 +1,25 @@
-"""Checkpoints: bitwise round trip, atomic writes, clear errors, no pickle."""
+"""Checkpoints: bitwise round trip, atomic writes, clear errors, no pickle; a hostile file
+(a 4 GB member in 3.9 MB, a lying header or size, a stray member, a huge __meta__) is
+refused from its headers before any member is inflated."""
 
+import functools
+import io
+import math
 import os
+import struct
+import subprocess
+import sys
+import time
+import tracemalloc
 import zipfile
+import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO
+from numpy.lib import format as npy
 
 import fnmlp
 from fnmlp import checkpoint
@@ -103,3 +116,148 @@ def test_garbage_and_missing_files(tmp_path):
     np.savez(tmp_path / "plain.npz", a=np.zeros(2))
     with pytest.raises(ValueError, match="no __meta__"):
         fnmlp.load_checkpoint(tmp_path / "plain.npz", state)
+
+
+# ------------------------------------------------- a hostile checkpoint is refused unread
+
+BOMB = (4, 250_000_000)  # float32 zeros: 4 GB inflated, 3.9 MB deflated
+MODEL = {"sizes": [3, 5, 2], "activation": "relu", "loss": "softmax_cross_entropy"}
+
+
+def _header(shape, descr="<f4") -> bytes:
+    f = io.BytesIO()
+    npy.write_array_header_1_0(f, {"descr": descr, "fortran_order": False, "shape": shape})
+    return f.getvalue()
+
+
+def _member(raw: bytes, size=None, crc=None):
+    """A deflated member: (raw deflate stream, crc32, declared size)."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return (c.compress(raw) + c.flush(), zlib.crc32(raw) if crc is None else crc,
+            len(raw) if size is None else size)
+
+
+@functools.lru_cache(maxsize=4)
+def _zero_bomb(shape, descr="<f4", itemsize=4, chunk=1_000_000):
+    """A real .npy member of zeros (correct header, size and CRC) deflated without ever
+    holding it: after a full flush deflate restarts, so one chunk's stream repeats."""
+    total = math.prod(shape) * itemsize
+    assert total % chunk == 0
+    head = _header(shape, descr)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    start = c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH)
+    assert c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH) == block
+    crc, zeros = zlib.crc32(head), bytes(chunk)
+    for _ in range(total // chunk):
+        crc = zlib.crc32(zeros, crc)
+    return start + block * (total // chunk) + c.flush(), crc, len(head) + total
+
+
+def _write_zip(path, members: dict) -> None:
+    """A zip whose entries declare the given crc and size, whatever their stream holds."""
+    out, central = bytearray(), bytearray()
+    for name, (body, crc, size) in members.items():
+        n = name.encode()
+        central += struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, 8, 0, 33,
+                               crc, len(body), size, len(n), 0, 0, 0, 0, 0o644 << 16,
+                               len(out)) + n
+        out += struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, 8, 0, 33, crc, len(body),
+                           size, len(n), 0) + n + body
+    out += central + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members),
+                                 len(members), len(central), len(out), 0)
+    path.write_bytes(bytes(out))
+
+
+def _saved_members(tmp_path) -> tuple[dict, dict]:
+    """A real checkpoint of a 3-5-2 model: {entry name: raw .npy bytes}, and the template."""
+    state, _ = _state()
+    fnmlp.save_checkpoint(tmp_path / "good.npz", state, MODEL)
+    with zipfile.ZipFile(tmp_path / "good.npz") as z:
+        return {n: z.read(n) for n in z.namelist()}, state
+
+
+def _hostile(tmp_path, case) -> tuple:
+    raw, state = _saved_members(tmp_path)
+    members = {n: _member(b) for n, b in raw.items()}
+    w = "params/0/w.npy"
+    if case == "a real 4 GB member":
+        members[w] = _zero_bomb(BOMB)
+        match = r"layer 0 'w' has shape \(4, 250000000\) in the checkpoint but \(3, 5\)"
+    elif case == "a header claiming 4 GB":
+        members[w] = _member(_header(BOMB) + raw[w][len(_header((3, 5))):])
+        match = r"layer 0 'w' has shape \(4, 250000000\) in the checkpoint but \(3, 5\)"
+    elif case == "a declared size above the header's":
+        members[w] = _member(raw[w], size=len(raw[w]) + 4 * 10**9)
+        match = rf"{w} declares {len(raw[w]) + 4 * 10**9} bytes but its header .* implies"
+    elif case == "a member nobody names":
+        members["extra.npy"] = _zero_bomb((1000, 1000))
+        match = "a member 'extra.npy' that neither its __meta__ nor the model names"
+    elif case == "a 20 MiB __meta__":
+        members["__meta__.npy"] = _zero_bomb((20 * 2**20,), "|u1", 1, 2**20)
+        match = "__meta__ declares 20971648 bytes; .* at most 16777216 bytes"
+    elif case == "an object array":
+        members[w] = _member(_header((3, 5), "|O") + bytes(60))
+        match = "params/0/w.npy holds dtype object; a checkpoint holds arrays of numbers"
+    path = tmp_path / "hostile.npz"
+    _write_zip(path, members)
+    return path, state, match
+
+
+HOSTILE = ["a real 4 GB member", "a header claiming 4 GB", "a declared size above the"
+           " header's", "a member nobody names", "a 20 MiB __meta__", "an object array"]
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_hostile_checkpoint_is_refused_before_it_is_read(tmp_path, case):
+    """A 3.9 MB file whose first weight is 4 GB of zeros was refused only after the whole
+    member had been inflated (21 s, 4 GB); now every member's header is checked first."""
+    path, state, match = _hostile(tmp_path, case)
+    assert path.stat().st_size < 5e6
+    for load in (lambda: fnmlp.load_checkpoint(path, state),
+                 lambda: fnmlp.load_model(path)):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        try:
+            with pytest.raises(ValueError, match=match):
+                load()
+            seconds, (_, peak) = time.perf_counter() - t0, tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert seconds < 0.5 and peak < 2**20, (seconds, peak)  # measured: ~5 ms, ~60 KB
+
+
+def test_the_good_checkpoint_the_hostile_ones_came_from_loads(tmp_path):
+    raw, state = _saved_members(tmp_path)
+    _write_zip(tmp_path / "rewritten.npz", {n: _member(b) for n, b in raw.items()})
+    loaded, cfg = fnmlp.load_checkpoint(tmp_path / "rewritten.npz", state)
+    assert cfg == MODEL
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert fnmlp.load_model(tmp_path / "rewritten.npz").config["sizes"] == [3, 5, 2]
+
+
+LOAD_BOMB = """
+import resource, sys, time, fnmlp
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+try:
+    fnmlp.load_model(sys.argv[1])
+    print("loaded")
+except ValueError as e:
+    print(e)
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_load_model_refuses_the_4gb_member_without_memory(tmp_path):
+    """The issue's file, loaded as predict.py does, in a fresh process: ru_maxrss (KiB)
+    must not grow (it grew by 4 GB)."""
+    path, _, _ = _hostile(tmp_path, "a real 4 GB member")
+    r = subprocess.run([sys.executable, "-c", LOAD_BOMB, str(path)], capture_output=True,
+                       text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    message, numbers = r.stdout.strip().splitlines()[-2:]
+    seconds, grown_kib = map(float, numbers.split())
+    assert "layer 0 'w' has shape (4, 250000000) in the checkpoint but (3, 5)" in message
+    assert seconds < 1 and grown_kib < 50 * 1024, (seconds, grown_kib)

@@ -170,3 +170,134 @@ def test_population_sharded_over_four_devices_equals_one_device():
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4 and out["per_device_members"] == [2, 2, 2, 2]
     assert out["diff"] < 1e-5  # each device runs its own members: same math, same program
+
+
+# ------------------------------------------------- each member trains with exactly its config
+
+SMALL = data.make_spirals(160, arms=3, seed=1)
+TINY = [2, 8, 3]
+
+
+def _default_wd(name):
+    """The optimizer's own weight decay default, read from the state it builds."""
+    opt = fnmlp.optim.get_optimizer(name, 1e-2)
+    return float(opt.init(fnmlp.init_mlp(jax.random.key(0), TINY)).weight_decay)
+
+
+def _wd_grids(name):
+    d = _default_wd(name) or 0.03  # adamw's 1e-2; 0 (already in the grids) for the others
+    return {"all zero": [Member(1e-2, 0.0, 0), Member(3e-2, 0.0, 1)],
+            "zero, default, more": [Member(1e-2, 0.0, 0), Member(3e-2, d, 1),
+                                    Member(1e-2, 0.1, 2)],
+            "no zero": [Member(3e-2, d, 1), Member(1e-2, 0.1, 2)]}
+
+
+_FITS: dict = {}
+
+
+def _fit_member(name, m, x=SMALL.x, y=SMALL.y, dtype=None, epochs=2):
+    """fnmlp.fit with member m's config: the same optimizer, m's lr and weight decay, m's
+    seed (cached: the grids share members)."""
+    key = (name, m, dtype, epochs)
+    if key not in _FITS:
+        p0 = fnmlp.init_mlp(jax.random.key(m.seed), TINY, "tanh",
+                            **({"dtype": dtype} if dtype else {}))
+        opt = fnmlp.optim.get_optimizer(name, m.lr, weight_decay=m.wd)
+        _FITS[key] = fnmlp.fit(p0, x, y, epochs=epochs, batch_size=32, optimizer=opt,
+                               activation="tanh", seed=m.seed, verbose=False).params
+    return _FITS[key]
+
+
+@pytest.mark.parametrize("grid_name", ["all zero", "zero, default, more", "no zero"])
+@pytest.mark.parametrize("name", sorted(fnmlp.optim.OPTIMIZERS))
+def test_every_member_trains_with_its_own_lr_and_weight_decay(name, grid_name):
+    """adamw with every member at wd=0 trained every member with adamw's default 0.01
+    (4e-4 away from fit with wd=0 after a few steps); every optimizer, every grid."""
+    members = _wd_grids(name)[grid_name]
+    res = fit_population(TINY, SMALL.x, SMALL.y, members, epochs=2, batch_size=32,
+                         optimizer=name, activation="tanh", verbose=False)
+    for k, m in enumerate(members):
+        # vmap's batched products may sum in another order: float32 round-off only
+        assert _max_diff(_fit_member(name, m), res.member_params(k)) < 1e-5, (k, m)
+
+
+def test_metrics_json_reports_what_each_member_trained_with(tmp_path):
+    """The per-member metrics.json said weight_decay 0.0 while adamw trained with 0.01;
+    now its lr and weight_decay, given to fit, reproduce the member."""
+    from fnmlp import cli
+
+    args = cli.base_parser("t", hidden="8", activation="tanh", optimizer="adamw", lr=1e-2,
+                           batch_size=32, epochs=2, out=str(tmp_path)).parse_args(
+        ["--sweep", "lr=1e-2,3e-2", "--quiet"])
+    test = data.make_spirals(60, arms=3, seed=2)
+    cli.run_population(args, cli.members_from_args(args), train=(SMALL.x, SMALL.y),
+                       test=(test.x, test.y), loss="softmax_cross_entropy", dataset="spirals")
+    best = json.loads((tmp_path / "metrics.json").read_text())["best"]
+    for k in range(2):
+        cfg = json.loads((tmp_path / "members" / str(k) / "metrics.json").read_text())["config"]
+        single = _fit_member("adamw", Member(cfg["lr"], cfg["weight_decay"], cfg["seed"]))
+        if k == best:
+            saved = fnmlp.load_model(tmp_path / "checkpoint.npz").params
+            assert _max_diff(single, saved) < 1e-5
+    assert cfg["weight_decay"] == 0.0
+
+
+def test_reported_hyperparameters_are_read_from_the_state():
+    from fnmlp.population import member_hyperparameters
+
+    members = [Member(1e-2, 0.0, 0), Member(3e-2, 1e-2, 1)]
+    res = fit_population(TINY, SMALL.x, SMALL.y, members, epochs=1, batch_size=32,
+                         optimizer="adamw", activation="tanh", verbose=False,
+                         lr_factor=schedules.cosine_warmup(1.0, 0, 5))
+    # the float32 values the state holds, as their shortest decimals (not 0.00999999977)
+    assert member_hyperparameters(res) == [{"lr": 1e-2, "weight_decay": 0.0},
+                                           {"lr": 3e-2, "weight_decay": 1e-2}]
+    o = res.state.opt_state  # read from these arrays, not from the request
+    np.testing.assert_array_equal(o.weight_decay, np.float32([0.0, 1e-2]))
+    assert float(o.learning_rate[1]) < 1e-2  # the schedule's last rate: base_lr is read
+    res = res._replace(state=res.state._replace(opt_state=o._replace(
+        weight_decay=o.weight_decay.at[0].set(5.0))), base_lr=res.base_lr.at[1].set(0.25))
+    assert member_hyperparameters(res) == [{"lr": 1e-2, "weight_decay": 5.0},
+                                           {"lr": 0.25, "weight_decay": 1e-2}]
+
+
+# ----------------------------------------------------------------------------- float64
+
+
+def test_float64_population_member_equals_float64_fit(x64):
+    """fit_population trained in float32 whatever the data: its init used init_mlp's
+    float32 default and the data was cast to it."""
+    x = np.asarray(SMALL.x, np.float64)
+    members = [Member(1e-2, 0.0, 0), Member(3e-2, 1e-2, 1)]
+    res = fit_population(TINY, x, SMALL.y, members, epochs=2, batch_size=32,
+                         optimizer="adam", activation="tanh", verbose=False)
+    for k, m in enumerate(members):
+        p = res.member_params(k)
+        assert all(a.dtype == np.float64 for a in jax.tree.leaves(p))
+        single = _fit_member("adam", m, x=x, dtype=np.float64)
+        assert all(a.dtype == np.float64 for a in jax.tree.leaves(single))
+        assert _max_diff(single, p) < 1e-12
+    assert res.state.opt_state.learning_rate.dtype == np.float64
+
+
+def test_population_dtype_argument(x64):
+    from fnmlp.population import population_dtype
+
+    x32 = np.asarray(SMALL.x, np.float32)
+    assert population_dtype(None, x32) == np.float32
+    assert population_dtype(None, x32.astype(np.float64)) == np.float64
+    assert population_dtype(None, x32.astype(np.float16)) == np.float32
+    assert population_dtype("float32", x32.astype(np.float64)) == np.float32
+    res = fit_population(TINY, x32, SMALL.y, [Member(1e-2)], epochs=1, batch_size=32,
+                         verbose=False, dtype="float64")
+    assert res.params[0]["w"].dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype, match", [
+    ("int32", "dtype must be a float dtype"), ("banana", "dtype must be a float dtype"),
+    ("float64", "needs jax_enable_x64")])
+def test_bad_population_dtype_is_refused_before_compiling(dtype, match):
+    with count_compiles() as compiles, pytest.raises(ValueError, match=match):
+        fit_population(TINY, SMALL.x, SMALL.y, [Member(1e-2)], epochs=1, batch_size=32,
+                       verbose=False, dtype=dtype)
+    assert compiles == []
