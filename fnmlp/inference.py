@@ -27,6 +27,7 @@ from fnmlp import _core
 from fnmlp import _validate as checks
 from fnmlp.activations import get_activation
 from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta
+from fnmlp.data.scaling import raw_input_scale
 from fnmlp.losses import get_loss
 from fnmlp.mlp import Params, check_sizes
 
@@ -86,14 +87,17 @@ class Model(NamedTuple):
 
     def predict(self, x: Any) -> jax.Array:
         """Outputs ``[N, C]`` for inputs ``[N, D]``."""
+        x = raw_input_scale(x, self.config.get("input"))  # raw pixels -> as trained
         return predict(self.params, x, self.activation)
 
     def predict_proba(self, x: Any) -> jax.Array:
         """Probabilities ``[N, C]`` (see :func:`predict_proba`)."""
+        x = raw_input_scale(x, self.config.get("input"))
         return predict_proba(self.params, x, self.activation, self.loss)
 
     def predict_classes(self, x: Any) -> jax.Array:
         """Labels (see :func:`predict_classes`)."""
+        x = raw_input_scale(x, self.config.get("input"))
         return predict_classes(self.params, x, self.activation, self.loss)
 
 
