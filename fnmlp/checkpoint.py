@@ -90,6 +90,11 @@ def _open(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if head[:1] in (b"{", b"[") and not zipfile.is_zipfile(path):  # an .npz is a zip
+        raise ValueError(f"{path} is not an fnmlp checkpoint (.npz written by save_checkpoint"
+                         " / the training scripts); it looks like JSON (metrics.json?)")
     try:
         return np.load(path, allow_pickle=False)
     except DAMAGED as e:

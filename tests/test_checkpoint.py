@@ -103,3 +103,14 @@ def test_garbage_and_missing_files(tmp_path):
     np.savez(tmp_path / "plain.npz", a=np.zeros(2))
     with pytest.raises(ValueError, match="no __meta__"):
         fnmlp.load_checkpoint(tmp_path / "plain.npz", state)
+
+
+def test_metrics_json_given_as_a_checkpoint_says_what_it_is(tmp_path):
+    import json as _json
+
+    path = tmp_path / "metrics.json"
+    path.write_text(_json.dumps({"history": [], "test_accuracy": 0.9}))
+    with pytest.raises(ValueError, match=r"metrics.json is not an fnmlp checkpoint \(.npz"
+                       r" written by save_checkpoint / the training scripts\); it looks like"
+                       r" JSON \(metrics.json\?\)"):
+        fnmlp.load_model(path)
