@@ -101,6 +101,11 @@ def _open(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    if head[:1] in (b"{", b"[") and not zipfile.is_zipfile(path):  # an .npz is a zip
+        raise ValueError(f"{path} is not an fnmlp checkpoint (.npz written by save_checkpoint"
+                         " / the training scripts); it looks like JSON (metrics.json?)")
     try:
         return np.load(path, allow_pickle=False)
     except DAMAGED as e:
@@ -134,7 +139,8 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
 
     ``template`` gives the expected structure, shapes and dtypes: a training state
     (``init_state(init_mlp(...), opt)``) to resume, or just params (``init_mlp(...)``)
-    to load the params of a saved training state. A different architecture raises
+    to load the params of a saved training state; its leaves may be arrays or
+    ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``: nothing allocated). A different architecture raises
     ``ValueError`` naming the layer and both shapes; a damaged file raises
     ``ValueError`` saying so. Every member's header is checked first
     (:func:`check_members`): a hostile file is refused before any member is inflated.
@@ -168,7 +174,8 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
                 raise ValueError(
                     f"{path}: {_where(prefix + name)} has shape {a.shape} in the checkpoint"
                     f" but {tuple(np.shape(leaf))} in the model")
-            leaves.append(jnp.asarray(a, dtype=jnp.asarray(leaf).dtype))
+            leaves.append(jnp.asarray(a, dtype=getattr(leaf, "dtype", None)
+                                      or np.asarray(leaf).dtype))
     treedef = jax.tree.structure(template)
     return jax.tree.unflatten(treedef, leaves), meta["config"]
 

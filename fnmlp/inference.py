@@ -21,6 +21,7 @@ load as the plain MLP they describe.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta
+from fnmlp.data.scaling import raw_input_scale
 from fnmlp.layers import Layer, from_config, mlp
 from fnmlp.losses import PROBABILITY_LOSSES, get_loss
 from fnmlp.mlp import Params, check_sizes, check_x, resolve_model
@@ -100,14 +102,17 @@ class Model(NamedTuple):
 
     def predict(self, x: Any) -> jax.Array:
         """Outputs ``[N, C]`` for inputs ``[N, D]``."""
+        x = raw_input_scale(x, self.config.get("input"))  # raw pixels -> as trained
         return predict(self.params, x, model=self.network)
 
     def predict_proba(self, x: Any) -> jax.Array:
         """Probabilities ``[N, C]`` (see :func:`predict_proba`)."""
+        x = raw_input_scale(x, self.config.get("input"))
         return predict_proba(self.params, x, loss=self.loss, model=self.network)
 
     def predict_classes(self, x: Any) -> jax.Array:
         """Labels (see :func:`predict_classes`)."""
+        x = raw_input_scale(x, self.config.get("input"))
         return predict_classes(self.params, x, loss=self.loss, model=self.network)
 
 
@@ -160,9 +165,21 @@ def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
     get_loss(config["loss"])
     sizes = check_sizes(config["sizes"])
     layer = architecture(config, custom_layers)
-    template = layer.init_params(jax.random.key(0), sizes[0], dtype) if "model" in config else [
-        {"w": np.zeros((a, b), dtype), "b": np.zeros((b,), dtype)}
-        for a, b in zip(sizes[:-1], sizes[1:])]
-    template = jax.tree.map(lambda a: np.zeros(np.shape(a), dtype), template)
+    # shapes only (jax.eval_shape allocates nothing), in the dtype asked for
+    shapes = jax.eval_shape(lambda: layer.init(jax.random.key(0), sizes[0], dtype)[1])
+    template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(dtype)), shapes)
+    need = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(template))
+    if need > physical_memory() // 2:
+        raise ValueError(f"{path}: the checkpoint's config describes a model of"
+                         f" {need / 2**30:.1f} GiB of params, more than half of this machine's"
+                         f" {physical_memory() / 2**30:.1f} GiB; refused unread")
     params, _ = load_checkpoint(path, template)
     return Model(params, config, layer)
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory (``sysconf``); a very large number where unknown."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62

@@ -11,12 +11,14 @@ batch mean is that divided by ``B``).
 name                     targets                per-example loss
 =======================  =====================  =========================================
 softmax_cross_entropy    int labels ``[B]``     ``logsumexp(z) - z[y]``, without cancellation
-categorical_cross_entropy  int labels ``[B]``   ``-log p[y]`` of probabilities (a Softmax layer)
 sigmoid_cross_entropy    0/1 ``[B, C]``         mean over C of ``-t log s(z) - (1-t) log(1-s(z))``
 mse                      float ``[B, C]``       mean over C of ``(z - t)^2``
 mae                      float ``[B, C]``       mean over C of ``|z - t|``
 huber                    float ``[B, C]``       mean over C of Huber(z - t), delta = 1
 =======================  =====================  =========================================
+
+``categorical_cross_entropy`` (in :data:`PROBABILITY_LOSSES`, int labels ``[B]``) is
+``-log p[y]`` of probabilities, for a model that ends in a ``Softmax`` layer.
 
 The means over C follow PyTorch's ``reduction="mean"`` for the elementwise losses.
 All forms are numerically stable: logits of +-1e4 give finite losses and gradients, and

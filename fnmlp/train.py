@@ -34,6 +34,7 @@ import numpy as np
 from fnmlp import _core
 from fnmlp import _validate as checks
 from fnmlp.data import train_test_split
+from fnmlp.data.scaling import warn_input_range
 from fnmlp.layers import EVAL, Context, Layer
 from fnmlp.losses import correct, get_loss
 from fnmlp.mlp import Params, check_batch, resolve_model
@@ -363,6 +364,7 @@ def fit(
     optimizer, x, y, validation_data = _check_fit_args(
         params, x, y, epochs, batch_size, optimizer, learning_rate, model, loss,
         seed, validation_split, validation_data, patience)
+    warn_input_range(x)  # uint8 or 0..255 inputs: once, pointing at the caller
     state = fresh_state(params, optimizer) if state is None else state  # optimizer checked
     trainer = make_trainer(optimizer, batch_size, model, loss, grad,
                            compute_dtype=compute_dtype, mesh=mesh)

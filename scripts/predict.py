@@ -8,6 +8,12 @@ into MNIST's convention first: white digit on black, scaled into a 20x20 box and
 by mass in 28x28 (fnmlp.data.images). A .npy array holds one input [D] or several [N, D]
 (for MNIST also [28, 28] or [N, 28, 28]); uint8 or values above 1 are divided by 255. An
 IDX file holds images [N, 28, 28] (read as MNIST's own files).
+
+Doubts about a picture (no clear digit, ink covering the whole picture, several large
+components) are printed on stderr and carried by --json; --save-input DIR writes the 28x28
+input the model sees for each picture, enlarged to 280x280, to look at. A file that cannot
+be read is reported on its own line and the others still get their answers; the exit
+status is then 2.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ from fnmlp.cli import Parser, UsageError, description, main_guard, positive_int
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _inputs(path: Path, width: int, is_mnist: bool):
-    """``[(label, x [D])]`` for one input file."""
+def _inputs(path: Path, width: int, input_config: dict):
+    """``[(label, x [D], warnings)]`` for one input file."""
     import numpy as np
 
     from fnmlp.data import read_idx
-    from fnmlp.data.images import mnist_from_image
+    from fnmlp.data.images import preprocess_digit
+    from fnmlp.data.scaling import raw_input_scale
+
+    is_mnist = input_config.get("kind") == "mnist"
 
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
@@ -35,7 +44,11 @@ def _inputs(path: Path, width: int, is_mnist: bool):
         if not is_mnist:
             raise UsageError(f"{path}: pictures are for MNIST models (784 inputs); this model"
                              f" takes {width}")
-        return [(str(path), mnist_from_image(path))]
+        try:
+            digit = preprocess_digit(path)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return [(str(path), digit.x, list(digit.warnings))]
     if suffix == ".npy":
         try:
             a = np.load(path, allow_pickle=False)
@@ -48,9 +61,10 @@ def _inputs(path: Path, width: int, is_mnist: bool):
                          f" file); got suffix {suffix!r}")
     if a.dtype.kind not in "iuf":
         raise UsageError(f"{path}: must hold numbers; got dtype {a.dtype}")
-    a = a.astype(np.float32)
-    if a.size and (a.max() > 1 or np.asarray(a).dtype == np.uint8):
-        a = a / 255.0
+    try:
+        a = np.asarray(raw_input_scale(a, input_config or {"scale": "pixel / 255"}), np.float32)
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}") from None
     if is_mnist and a.shape[-2:] == (28, 28):
         a = a.reshape(*a.shape[:-2], 784)
     a = a.reshape(1, -1) if a.ndim == 1 else a
@@ -58,7 +72,18 @@ def _inputs(path: Path, width: int, is_mnist: bool):
         raise UsageError(f"{path}: the model takes inputs of width {width}; got an array of"
                          f" shape {a.shape}")
     many = len(a) > 1
-    return [(f"{path}[{i}]" if many else str(path), row) for i, row in enumerate(a)]
+    return [(f"{path}[{i}]" if many else str(path), row, []) for i, row in enumerate(a)]
+
+
+def _save_input(folder: Path, name: str, x) -> None:
+    """The 28x28 input ``x [784]`` as a 280x280 PNG (nearest: each pixel a 10x10 block)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = Path(name.replace("[", "_").replace("]", "")).name
+    img = Image.fromarray((np.clip(x, 0, 1).reshape(28, 28) * 255).round().astype(np.uint8))
+    img.resize((280, 280), Image.NEAREST).save(folder / f"{stem}.input.png")
 
 
 def main() -> int:
@@ -69,6 +94,8 @@ def main() -> int:
                    help="pictures (.png, .jpg, ...), .npy arrays or IDX files")
     p.add_argument("--top", type=positive_int, default=3, help="how many classes to list")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--save-input", metavar="DIR", default=None,
+                   help="write the 28x28 input of each picture there, enlarged to 280x280")
     args = p.parse_args()
 
     import numpy as np
@@ -83,21 +110,39 @@ def main() -> int:
         raise UsageError(f"{args.checkpoint}: a model trained with loss {model.loss!r};"
                          " predict.py classifies with softmax_cross_entropy models")
     width = model.config["sizes"][0]
-    is_mnist = model.config.get("input", {}).get("kind") == "mnist"
-    items = [item for path in args.inputs for item in _inputs(Path(path), width, is_mnist)]
-    probs = np.asarray(model.predict_proba(np.stack([x for _, x in items])))
+    input_config = model.config.get("input", {})
+    items, failed = [], []
+    for path in args.inputs:
+        try:
+            items += _inputs(Path(path), width, input_config)
+        except UsageError as e:
+            failed.append({"input": path, "error": str(e)})
+    if not items:
+        raise UsageError(failed[0]["error"] if len(failed) == 1 else
+                         f"none of the {len(failed)} inputs could be read; the first:"
+                         f" {failed[0]['error']}")
+    for f in failed:  # one line each; the others still get their answers
+        print(f"{f['error']}", file=sys.stderr)
+    if args.save_input and input_config.get("kind") == "mnist":
+        for name, x, _ in items:
+            _save_input(Path(args.save_input), name, x)
+    probs = np.asarray(model.predict_proba(np.stack([x for _, x, _ in items])))
     results = []
-    for (name, _), p_row in zip(items, probs):
+    for (name, _, doubts), p_row in zip(items, probs):
         order = np.argsort(-p_row)[: args.top]
         results.append({"input": name, "class": int(order[0]),
-                        "top": [[int(c), float(p_row[c])] for c in order]})
+                        "top": [[int(c), float(p_row[c])] for c in order],
+                        "warnings": doubts})
+        for doubt in doubts:
+            print(f"{name}: warning: {doubt}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "predictions": results}, indent=2))
+        print(json.dumps({"checkpoint": args.checkpoint, "predictions": results,
+                          "failed": failed}, indent=2))
     else:
         for r in results:
             top = ", ".join(f"{c}: {q:.3f}" for c, q in r["top"])
             print(f"{r['input']}: {r['class']}   ({top})")
-    return 0
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

@@ -261,3 +261,13 @@ def test_load_model_refuses_the_4gb_member_without_memory(tmp_path):
     seconds, grown_kib = map(float, numbers.split())
     assert "layer 0 'w' has shape (4, 250000000) in the checkpoint but (3, 5)" in message
     assert seconds < 1 and grown_kib < 50 * 1024, (seconds, grown_kib)
+
+def test_metrics_json_given_as_a_checkpoint_says_what_it_is(tmp_path):
+    import json as _json
+
+    path = tmp_path / "metrics.json"
+    path.write_text(_json.dumps({"history": [], "test_accuracy": 0.9}))
+    with pytest.raises(ValueError, match=r"metrics.json is not an fnmlp checkpoint \(.npz"
+                       r" written by save_checkpoint / the training scripts\); it looks like"
+                       r" JSON \(metrics.json\?\)"):
+        fnmlp.load_model(path)

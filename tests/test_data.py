@@ -163,3 +163,15 @@ def test_tfds_offline_without_data_fails_fast_with_help(tmp_path):
         load_mnist_tfds("train", data_dir=str(tmp_path), download=False)
     assert time.perf_counter() - t < 5
     assert "train-images-idx3-ubyte.gz" in str(info.value)
+
+
+def test_a_folder_named_like_an_mnist_file_says_what_is_there(tmp_path):
+    _write_mnist(tmp_path, n_train=8, n_test=4)
+    name = "train-images-idx3-ubyte"
+    inner = tmp_path / name
+    os.rename(tmp_path / f"{name}.gz", tmp_path / "tmp.gz")
+    inner.mkdir()
+    os.rename(tmp_path / "tmp.gz", inner / name)
+    with pytest.raises(MnistUnavailableError, match=rf"{name} is a folder \(holding"
+                       rf" \['{name}'\]\); expected the file {name} itself"):
+        load_mnist_idx(tmp_path, "train")

@@ -182,3 +182,36 @@ def test_train_mnist_writes_the_pictures_and_test_metrics_each_epoch(tmp_path):
         _assert_real_png(out / png)
     model = fnmlp.load_model(out / "checkpoint.npz")
     assert model.config["sizes"] == [784, 16, 10] and model.activation == "relu"
+
+
+def test_predict_py_photos_warnings_save_input_and_one_bad_file(digit_model, tmp_path):
+    """A batch with one bad file: its line on stderr, the others answered, exit 2; a
+    doubtful picture's warning on stderr and in --json; --save-input writes what the model
+    sees, which is what the library computes."""
+    from PIL import Image as PILImage
+
+    path, _, _ = digit_model
+    good = tmp_path / "seven.png"
+    _draw("7", size=256, width=20).save(good)
+    two = tmp_path / "two.png"  # two digits side by side: doubtful
+    pair = np.concatenate([np.asarray(_draw("1", 200, width=16)),
+                           np.asarray(_draw("0", 200, width=16))], axis=1)
+    PILImage.fromarray(pair).save(two)
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a picture")
+    saved = tmp_path / "seen"
+    r = _predict("--checkpoint", str(path), str(good), str(bad), str(two), "--json",
+                 "--save-input", str(saved))
+    assert r.returncode == 2, r.stderr
+    out = json.loads(r.stdout)
+    assert [o["input"] for o in out["predictions"]] == [str(good), str(two)]
+    assert out["predictions"][0]["class"] == 2 and out["predictions"][0]["warnings"] == []
+    assert any("large ink components" in w for w in out["predictions"][1]["warnings"])
+    assert out["failed"][0]["input"] == str(bad) and "not an image" in out["failed"][0]["error"]
+    err = r.stderr.strip().splitlines()
+    assert any(line.startswith(f"{bad}: not an image") for line in err)
+    assert any(line.startswith(f"{two}: warning: 2 large ink components") for line in err)
+    seen = PILImage.open(saved / "seven.png.input.png")
+    assert seen.size == (280, 280)
+    small = np.asarray(seen, np.float32)[::10, ::10] / 255  # [28, 28]
+    np.testing.assert_allclose(small.reshape(784), mnist_from_image(good), atol=1 / 255)

@@ -83,6 +83,11 @@ def _find_idx(folder: Path, stem: str) -> Path:
                  stem.replace("-idx", ".idx") + ".gz"):
         if (folder / name).is_file():
             return folder / name
+        if (folder / name).is_dir():  # e.g. a folder unpacked from an archive of one file
+            inside = sorted(p.name for p in (folder / name).iterdir())[:5]
+            raise MnistUnavailableError(
+                f"{folder / name} is a folder (holding {inside or 'nothing'}); expected the"
+                f" file {name} itself in {folder}: move the file up one level")
     raise MnistUnavailableError(
         f"{folder}: no MNIST file {stem} (or {stem}.gz); the folder must hold the four files"
         f" {', '.join(s for pair in IDX_FILES.values() for s in pair)} (gzipped or raw)")

@@ -1,0 +1,93 @@
+"""Raw inputs versus the scaled inputs a model was trained on.
+
+Shapes: ``N`` examples, ``D`` features. A model trained on MNIST sees pixels divided by
+255 (``[0, 1]``); given raw pixels (uint8, or values up to 255) it answers with
+confident nonsense. The training scripts record the scaling in the checkpoint's config
+(``config["input"]["scale"] == "pixel / 255"``), and two small functions use it:
+
+* :func:`raw_input_scale` applies that scaling to raw inputs where the checkpoint
+  records one (``Model.predict*`` and ``scripts/predict.py`` call it: one rule for both),
+  or refuses inputs it cannot place, with one line saying how to scale them;
+* :func:`input_range_warning` is the message ``fit`` warns with when its inputs look
+  unscaled (uint8, or far outside the usual range of scaled features).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+PIXEL_SCALE = "pixel / 255"  # the config value the MNIST scripts write
+FAR = 20.0  # |x| above this is far outside the range of scaled or standardised features
+
+
+def _range(x: np.ndarray) -> tuple[float, float]:
+    return (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 0.0)
+
+
+def raw_input_scale(x: Any, input_config: dict | None) -> Any:
+    """Inputs ``[N, D]`` (or ``[D]``) scaled the way the checkpoint's model was trained.
+
+    ``input_config`` is a checkpoint's ``config["input"]`` (``None`` or without a
+    ``"scale"`` entry: ``x`` is returned as it is). With ``"scale": "pixel / 255"``:
+
+    * uint8 inputs, or inputs with a value above 1, are raw pixels: returned as float32
+      ``x / 255`` (the same rule as ``scripts/predict.py``);
+    * inputs already in ``[0, 1]`` are returned as they are (float32 for integer dtypes).
+
+    Raises:
+      ValueError: with ``"pixel / 255"``, values below 0 or above 255 (neither pixels
+        nor scaled pixels); or a ``"scale"`` this version does not know, for raw-looking
+        inputs (uint8 or above 1). The message says how to scale.
+    """
+    scale = (input_config or {}).get("scale")
+    if scale is None:
+        return x
+    a = np.asarray(x)
+    if a.dtype.kind not in "iuf":
+        return x  # not numbers: the model's own checks say so
+    lo, hi = _range(a)
+    raw = a.dtype == np.uint8 or hi > 1
+    if scale != PIXEL_SCALE:
+        if raw:
+            raise ValueError(f"x: the model was trained on inputs scaled as {scale!r};"
+                             f" got values in [{lo:g}, {hi:g}]: scale them that way first")
+        return x
+    if lo < 0 or hi > 255:
+        raise ValueError(f"x: the model takes pixels / 255 in [0, 1] (or raw pixels 0..255,"
+                         f" divided by 255 here); got values in [{lo:g}, {hi:g}]")
+    if raw:
+        return a.astype(np.float32) / 255.0
+    return a.astype(np.float32) if a.dtype.kind in "iu" else x
+
+
+def input_range_warning(x: Any) -> str | None:
+    """What ``fit`` warns about inputs ``[N, D]`` that look unscaled, or ``None``.
+
+    uint8 inputs, or values whose magnitude exceeds 20 (scaled pixels lie in [0, 1],
+    standardised features mostly within +-5): the message names the range seen and
+    the usual fix (``divide by 255`` for 0..255 pixels, else standardise).
+    """
+    a = np.asarray(x)
+    if a.dtype.kind not in "iuf" or a.size == 0:
+        return None
+    lo, hi = _range(a)
+    if a.dtype != np.uint8 and max(abs(lo), abs(hi)) <= FAR:
+        return None
+    if a.dtype == np.uint8 and hi <= 1:
+        return None  # 0/1 features stored as bytes
+    if lo >= 0 and hi <= 255:
+        return (f"inputs range {lo:g}..{hi:g} (dtype {a.dtype}): they look like raw pixels;"
+                " divide by 255 (x / 255.0), as the model's later inputs must be too")
+    return (f"inputs range {lo:g}..{hi:g}: far outside the usual range of scaled features;"
+            " standardise them ((x - mean) / std over the training set)")
+
+
+def warn_input_range(x: Any, stacklevel: int = 3) -> None:
+    """``warnings.warn`` (``UserWarning``) with :func:`input_range_warning`'s message, if
+    any; ``stacklevel=3`` points at the caller of the function that calls this one."""
+    message = input_range_warning(x)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)

@@ -1,0 +1,79 @@
+"""Digits re-drawn the way people bring them: on paper, photographed. Used by
+tests/test_images.py and benchmarks/bench_photos.py.
+
+``ink`` is a digit's ink density ``[h, w]`` in [0, 1] (an MNIST digit, or one rendered
+with Pillow's font); :func:`save_picture` writes it as a picture file of one ``KIND``.
+Each kind is what a photo of paper brings; none of them changes which digit it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
+
+KINDS = ("clean", "grey_paper_noise", "shadow", "exif_rotated_jpeg", "png16", "speck",
+         "thin", "thick", "small_on_page", "light_on_dark", "all_at_once")
+
+
+def render_digit(d: str, size: int = 200) -> np.ndarray:
+    """The digit ``d`` in Pillow's default font (scalable), ink density ``[size, size]``."""
+    img = Image.new("L", (size, size), 0)
+    font = ImageFont.load_default(size=int(size * 0.7))
+    ImageDraw.Draw(img).text((size / 2, size / 2), d, fill=255, font=font, anchor="mm",
+                             stroke_width=max(1, size // 40), stroke_fill=255)
+    return np.asarray(img, np.float32) / 255
+
+
+def _canvas(ink: np.ndarray, up: int, margin: float) -> np.ndarray:
+    """``ink`` scaled up ``up`` times (bilinear) on a blank margin, ``[H, W]`` in [0, 1]."""
+    big = np.clip(ndimage.zoom(ink, up, order=1), 0, 1)
+    pad = int(margin * max(big.shape))
+    return np.pad(big, pad)
+
+
+def picture(ink: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Grey levels ``[H, W]`` in [0, 1] of ``ink`` photographed as ``kind`` (not saved)."""
+    up = 280 // max(ink.shape) if max(ink.shape) < 100 else 1
+    d = _canvas(ink, max(up, 1), 0.15)
+    paper, pen, noise, light = 1.0, 0.0, 0.0, 1.0
+    if kind in ("thin", "thick"):
+        r = max(1, round(0.012 * max(d.shape)))  # a fine pen: about half MNIST's stroke
+        d = (ndimage.grey_erosion(d, size=(3 * r, 3 * r)) if kind == "thin"
+             else ndimage.grey_dilation(d, size=(4 * r + 1, 4 * r + 1)))  # a marker
+        d = ndimage.gaussian_filter(d, 1.0)
+    if kind == "small_on_page":
+        d = np.pad(d, ((d.shape[0], 2 * d.shape[0]), (2 * d.shape[1], d.shape[1])))
+    if kind in ("grey_paper_noise", "all_at_once", "exif_rotated_jpeg", "png16"):
+        paper, pen, noise = 0.62, 0.18, 0.02
+    h, w = d.shape
+    if kind in ("shadow", "all_at_once"):
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        light = 1.0 - 0.55 * np.clip(1.2 * xx + 0.4 * yy - 0.2, 0, 1)  # a phone's shadow
+    g = (paper * (1 - d) + pen * d) * light
+    if kind == "speck" or kind == "all_at_once":
+        r0, c0 = int(0.06 * h), int(0.9 * w)
+        s = max(2, int(0.015 * max(h, w)))
+        g[r0: r0 + s, c0: c0 + s] = pen
+    if kind == "light_on_dark":
+        g = 1 - g
+    if noise:
+        g = g + rng.normal(0, noise, g.shape)
+    return np.clip(g, 0, 1).astype(np.float32)
+
+
+def save_picture(ink: np.ndarray, kind: str, path, rng: np.random.Generator) -> None:
+    """Writes ``ink`` photographed as ``kind`` to ``path`` (PNG or JPEG by kind)."""
+    g = picture(ink, kind, rng)
+    img8 = Image.fromarray((g * 255).round().astype(np.uint8))
+    if kind == "png16":
+        Image.fromarray((g * 65535).round().astype(np.uint16)).save(path, format="PNG")
+    elif kind in ("exif_rotated_jpeg", "all_at_once"):
+        # a portrait photo stored sideways; the EXIF tag (orientation 6: rotate 90
+        # clockwise to view) says how to turn it upright
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        img8.rotate(90, expand=True).convert("RGB").save(path, format="JPEG", quality=75,
+                                                         exif=exif)
+    else:
+        img8.save(path, format="PNG")

@@ -1,0 +1,160 @@
+"""Pictures of digits as people bring them (photos of paper) give the same MNIST input as
+clean ones: fnmlp.data.images against pictures made here (tests/photo_like.py)."""
+
+import time
+
+import numpy as np
+import pytest
+from photo_like import KINDS, picture, render_digit, save_picture
+
+from fnmlp.data.images import (
+    Digit,
+    load_grey,
+    mnist_from_grey,
+    mnist_from_image,
+    otsu_threshold,
+    preprocess_digit,
+    preprocess_grey,
+)
+
+Image = pytest.importorskip("PIL.Image")
+
+# kinds that leave the ink as it is: the 28x28 inputs must correlate > 0.9 with the clean
+# picture's; thin and thick change the stroke itself (MNIST's own strokes vary): > 0.75
+SAME_INK = {k: 0.9 for k in KINDS if k not in ("clean", "thin", "thick")}
+STROKE = {"thin": 0.75, "thick": 0.75}
+SUFFIX = {"exif_rotated_jpeg": ".jpg", "all_at_once": ".jpg"}
+
+
+def _corr(a, b):
+    """Correlation of two 28x28 inputs at the best whole-pixel shift within +-1 (centring
+    by mass is exact to half a pixel only, in MNIST too)."""
+    a, b = a.reshape(28, 28), b.reshape(28, 28)
+    return max(np.corrcoef(a.ravel(), np.roll(b, (dy, dx), (0, 1)).ravel())[0, 1]
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return {d: render_digit(d) for d in "0347"}
+
+
+@pytest.mark.parametrize("kind", sorted({**SAME_INK, **STROKE}))
+def test_a_photo_like_picture_gives_the_clean_pictures_input(digits, kind, tmp_path):
+    rng = np.random.default_rng(1)
+    for d, ink in digits.items():
+        clean, photo = tmp_path / f"{d}.png", tmp_path / f"{d}_{kind}{SUFFIX.get(kind, '.png')}"
+        save_picture(ink, "clean", clean, rng)
+        save_picture(ink, kind, photo, rng)
+        ref, got = preprocess_digit(clean), preprocess_digit(photo)
+        corr = _corr(ref.x, got.x)
+        assert corr > {**SAME_INK, **STROKE}[kind], (d, kind, corr)
+        assert ref.warnings == () and got.warnings == (), (d, kind, got.warnings)
+        assert got.x.dtype == np.float32 and got.x.shape == (784,)
+        assert got.x.min() >= 0 and got.x.max() == pytest.approx(1, abs=0.02)
+        x = got.x.reshape(28, 28)
+        rows, cols = np.nonzero(x > 0.05)
+        assert max(np.ptp(rows), np.ptp(cols)) + 1 <= 21  # MNIST's 20x20 box (+ Lanczos)
+        cy, cx = np.argwhere(x > -1).T @ x.reshape(-1) / x.sum()
+        assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5  # centred by mass (whole px)
+        assert got.inverted == (kind != "light_on_dark")  # polarity read from the paper
+
+
+def test_what_each_kind_brings_is_what_the_reader_handles(digits, tmp_path):
+    rng = np.random.default_rng(2)
+    ink = digits["7"]
+    speck = tmp_path / "speck.png"
+    save_picture(ink, "speck", speck, rng)
+    assert preprocess_digit(speck).dropped >= 1  # the speck of dirt is not the digit
+    rotated = tmp_path / "r.jpg"
+    save_picture(ink, "exif_rotated_jpeg", rotated, rng)
+    with Image.open(rotated) as img:
+        stored = img.size  # (W, H) as stored: sideways
+    info = preprocess_digit(rotated)
+    assert info.size == stored  # (H, W) upright == (W, H) stored, for a square picture
+    deep = tmp_path / "deep.png"
+    save_picture(ink, "png16", deep, rng)
+    with Image.open(deep) as img:
+        assert img.mode.startswith("I;16") or img.mode == "I"
+    g = load_grey(deep)
+    assert 0.1 < g.min() and g.max() < 0.95  # grey paper and grey ink, scaled by 65535
+
+
+def test_modes_i_and_f_are_scaled_by_their_range(digits, tmp_path):
+    g = picture(digits["3"], "clean", np.random.default_rng(0))
+    ref = mnist_from_grey(g)
+    for mode, a in (("I", (g * 4000 + 100).astype(np.int32)), ("F", g * 7.5 - 2)):
+        path = tmp_path / f"{mode}.tif"
+        Image.fromarray(a, mode).save(path)
+        assert _corr(mnist_from_image(path), ref) > 0.99, mode
+
+
+def test_a_large_photo_is_shrunk_before_the_work(digits, tmp_path):
+    g = picture(digits["4"], "grey_paper_noise", np.random.default_rng(0))  # [~400, ~400]
+    big = Image.fromarray((g * 255).astype(np.uint8)).resize((6000, 4500), Image.BILINEAR)
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=85)
+    t0 = time.perf_counter()
+    info = preprocess_digit(path)
+    seconds = time.perf_counter() - t0
+    assert info.size == (4500, 6000) and max(info.work_size) <= 1024
+    assert seconds < 5, seconds  # ~0.2 s here; the full-size work took ~10x longer
+    small = tmp_path / "small.png"
+    Image.fromarray((g * 255).astype(np.uint8)).resize((800, 600)).save(small)
+    assert _corr(info.x, mnist_from_image(small)) > 0.95
+
+
+def _two_digits(digits):
+    a, b = digits["3"], digits["4"]
+    return 1 - np.concatenate([a, b], axis=1) * 0.9  # "34", dark on white
+
+
+@pytest.mark.parametrize("make, needle", [
+    (_two_digits, "2 large ink components"),
+    (lambda d: 1 - d["0"][40:-40, 55:-55] * 0.9, "ink box covers nearly the whole picture"),
+    (lambda d: np.clip(0.6 - 0.03 * d["7"] + np.random.default_rng(0).normal(
+        0, 0.01, d["7"].shape), 0, 1), "no clear digit"),
+])
+def test_doubtful_pictures_come_back_with_a_warning(digits, make, needle):
+    info = preprocess_grey(make(digits).astype(np.float32), "doubt")
+    assert isinstance(info, Digit)
+    assert any(needle in w for w in info.warnings), info.warnings
+
+
+def test_a_clean_picture_has_no_warning(digits):
+    assert preprocess_grey(1 - digits["7"] * 0.9).warnings == ()
+
+
+@pytest.mark.parametrize("grey", [np.ones((50, 50)), np.zeros((40, 60)),
+                                  np.random.default_rng(0).normal(0.5, 0.02, (80, 80))])
+def test_no_ink_is_no_digit(grey):
+    with pytest.raises(ValueError, match=r"blankish: no digit found"):
+        preprocess_grey(np.clip(grey, 0, 1), "blankish")
+
+
+@pytest.mark.parametrize("grey, needle", [
+    (np.ones(9), r"expected a 2-D grey image of at least 3x3 pixels; got shape \(9,\)"),
+    (np.full((5, 5), np.nan), "must be finite"),
+])
+def test_bad_grey_images(grey, needle):
+    with pytest.raises(ValueError, match=needle):
+        preprocess_grey(grey)
+
+
+def test_bad_files_and_arguments(tmp_path):
+    (tmp_path / "a.png").write_text("not a picture")
+    with pytest.raises(ValueError, match=r"a.png: not an image Pillow can read"):
+        preprocess_digit(tmp_path / "a.png")
+    with pytest.raises(ValueError, match=r"max_side must be an integer >= 28; got 5"):
+        load_grey(tmp_path / "a.png", max_side=5)
+
+
+def test_otsu_threshold_against_a_hand_worked_histogram():
+    v = np.r_[np.zeros(90), np.ones(10)]  # two spikes: any t in [0, 1) splits them
+    t, eta = otsu_threshold(v, bins=4)
+    assert 0 <= t < 1 and eta == pytest.approx(1)
+    rng = np.random.default_rng(0)
+    v = np.r_[rng.normal(0.2, 0.02, 5000), rng.normal(0.7, 0.02, 1000)]
+    t, eta = otsu_threshold(v)
+    assert 0.25 < t < 0.65 and eta > 0.9  # between the modes (Otsu leans to the larger)
+    assert otsu_threshold(np.full(7, 0.3)) == (0.3, 0.0)

@@ -1,0 +1,113 @@
+"""Raw pixels cannot reach a trained model by mistake: fnmlp.data.scaling on its own, and
+through Model.predict* (load_model) and fit."""
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import fnmlp
+from fnmlp.data.scaling import input_range_warning, raw_input_scale, warn_input_range
+from fnmlp.inference import model_config
+
+MNIST = {"kind": "mnist", "width": 784, "scale": "pixel / 255"}
+
+
+def _pixels(n=6, seed=0):
+    """Digit-like uint8 pictures [n, 784]: dark background, a bright bar each."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 28, 28), np.uint8)
+    for i in range(n):
+        r, c = rng.integers(4, 20, 2)
+        x[i, r: r + 6, 4:24] = rng.integers(150, 256)
+        x[i, 4:24, c: c + 3] = 255
+    return x.reshape(n, 784)
+
+
+def test_raw_input_scale_divides_raw_pixels_by_255():
+    raw = _pixels()
+    got = raw_input_scale(raw, MNIST)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, raw.astype(np.float32) / 255)
+    as_float = raw.astype(np.float32)  # floats above 1 are pixels too
+    np.testing.assert_array_equal(raw_input_scale(as_float, MNIST), got)
+    scaled = raw.astype(np.float32) / 255  # already scaled: untouched
+    assert raw_input_scale(scaled, MNIST) is scaled
+    # no recorded scaling (features, regression): untouched, whatever the range
+    feats = np.array([[300.0, -2.0]])
+    assert raw_input_scale(feats, None) is feats
+    assert raw_input_scale(feats, {"kind": "features", "width": 2}) is feats
+
+
+@pytest.mark.parametrize("x, needle", [
+    (np.full((1, 784), 300.0), r"pixels / 255 in \[0, 1\].*got values in \[300, 300\]"),
+    (np.full((1, 784), -0.5), r"got values in \[-0.5, -0.5\]"),
+])
+def test_raw_input_scale_refuses_what_is_not_pixels(x, needle):
+    with pytest.raises(ValueError, match=needle):
+        raw_input_scale(x, MNIST)
+
+
+def test_an_unknown_recorded_scale_refuses_raw_inputs_and_says_how():
+    config = {"scale": "(x - 33.3) / 78.6"}
+    with pytest.raises(ValueError, match=r"scaled as '\(x - 33.3\) / 78.6'.*\[0, 255\]"):
+        raw_input_scale(_pixels(), config)
+    ok = np.zeros((1, 784), np.float32)
+    assert raw_input_scale(ok, config) is ok
+
+
+def test_input_range_warning():
+    assert input_range_warning(np.random.default_rng(0).normal(size=(50, 4))) is None
+    assert input_range_warning(_pixels().astype(np.float32) / 255) is None
+    assert input_range_warning(np.array([[0, 1]], np.uint8)) is None  # 0/1 bytes
+    msg = input_range_warning(_pixels())
+    assert msg.startswith("inputs range 0..255 (dtype uint8)") and "divide by 255" in msg
+    assert "divide by 255" in input_range_warning(_pixels().astype(np.float32))
+    msg = input_range_warning(np.array([[1990.0, -3.0], [2020.0, 4.0]]))
+    assert msg.startswith("inputs range -3..2020") and "standardise" in msg
+
+
+def test_warn_input_range_points_at_the_caller():
+    def fit_like(x):
+        warn_input_range(x)
+
+    with pytest.warns(UserWarning, match="divide by 255") as record:
+        fit_like(_pixels())
+    assert record[0].filename == __file__
+
+
+@pytest.fixture(scope="module")
+def mnist_model(tmp_path_factory):
+    """A 784-16-10 model saved the way train_mnist.py saves it (config['input'])."""
+    params = fnmlp.init_mlp(jax.random.key(0), [784, 16, 10])
+    path = tmp_path_factory.mktemp("m") / "checkpoint.npz"
+    fnmlp.save_checkpoint(path, params, model_config([784, 16, 10], "relu",
+                                                     "softmax_cross_entropy", input=MNIST))
+    return fnmlp.load_model(path)
+
+
+def test_model_predict_star_on_raw_uint8_equals_on_scaled(mnist_model):
+    raw = _pixels(20)
+    scaled = raw.astype(np.float32) / 255
+    for method in ("predict", "predict_proba", "predict_classes"):
+        a = np.asarray(getattr(mnist_model, method)(raw))
+        b = np.asarray(getattr(mnist_model, method)(scaled))
+        np.testing.assert_array_equal(a, b, err_msg=method)
+    # the witness that the scaling mattered: the free function on raw pixels differs
+    free = np.asarray(fnmlp.predict_proba(mnist_model.params, raw.astype(np.float32)))
+    assert np.abs(free - np.asarray(mnist_model.predict_proba(scaled))).max() > 0.05
+    with pytest.raises(ValueError, match="got values in"):
+        mnist_model.predict_proba(np.full((1, 784), 1000.0))
+
+
+def test_fit_warns_once_about_raw_pixels():
+    x, y = _pixels(32), np.arange(32) % 2
+    params = fnmlp.init_mlp(jax.random.key(0), [784, 2])
+    with pytest.warns(UserWarning, match=r"inputs range 0\.\.255.*divide by 255") as record:
+        fnmlp.fit(params, x, y, epochs=2, batch_size=16, verbose=False)
+    assert len([w for w in record if "divide by 255" in str(w.message)]) == 1
+    assert record[0].filename == __file__  # points at the call of fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scaled inputs: no warning
+        fnmlp.fit(params, x / 255.0, y, epochs=1, batch_size=16, verbose=False)
