@@ -140,8 +140,8 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     ``template`` gives the expected structure, shapes and dtypes: a training state
     (``init_state(init_mlp(...), opt)``) to resume, or just params (``init_mlp(...)``)
     to load the params of a saved training state; its leaves may be arrays or
-    ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``: nothing allocated). A different architecture raises
-    ``ValueError`` naming the layer and both shapes; a damaged file raises
+    ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``: nothing allocated). A different
+    architecture raises ``ValueError`` naming the layer and both shapes; a damaged file raises
     ``ValueError`` saying so. Every member's header is checked first
     (:func:`check_members`): a hostile file is refused before any member is inflated.
 

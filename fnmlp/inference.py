@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta
 from fnmlp.data.scaling import raw_input_scale
