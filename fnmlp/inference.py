@@ -153,14 +153,14 @@ def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
     """
     meta = read_checkpoint_meta(path)
     config = dict(meta.get("config") or {})
-    has_arch = "model" in config or ("activation" in config and "sizes" in config)
-    missing = [k for k, ok in (("model (or sizes and activation)", has_arch),
-                               ("sizes", "sizes" in config), ("loss", "loss" in config))
-               if not ok]
+    needed = ("sizes", "loss") if "model" in config else ("sizes", "activation", "loss")
+    missing = [k for k in needed if k not in config]
     if missing:
         raise ValueError(f"{path}: the checkpoint's config lacks {missing}, so the model"
-                         " cannot be rebuilt; save it with save_checkpoint(path, state,"
-                         " config=fnmlp.inference.model_config(sizes, activation, loss))")
+                         " cannot be rebuilt (the architecture is 'model', or 'sizes' and"
+                         " 'activation' for the plain MLP); save it with save_checkpoint(path,"
+                         " state, config=fnmlp.inference.model_config(sizes, activation, loss,"
+                         " model=...))")
     get_loss(config["loss"])
     sizes = check_sizes(config["sizes"])
     layer = architecture(config, custom_layers)
