@@ -21,6 +21,12 @@ from typing import Any
 from fnmlp.activations import ACTIVATIONS
 from fnmlp.optim import OPTIMIZERS
 
+LAYER_SPEC_HELP = (
+    "the hidden layers, in order, comma-separated: dense:N, an activation name ("
+    + ", ".join(sorted(ACTIVATIONS)) + "), dropout:RATE, layernorm; the output layer"
+    " (dense:C) is added. E.g. dense:256,tanh,dropout:0.2,dense:128,relu. Overrides"
+    " --hidden, --activation and --dropout")
+
 
 class UsageError(Exception):
     """A problem with the command line or the data: exit 2, one line."""
@@ -52,10 +58,152 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit 2, without the usage block
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+    def parse_args(self, *args, **kwargs):
+        """Parses, then checks that the architecture flags fit together (exit 2, one line
+        naming the bad item) and sets ``args.hidden_layers``."""
+        ns = super().parse_args(*args, **kwargs)
+        if hasattr(ns, "hidden") and hasattr(ns, "activation"):
+            try:
+                ns.hidden_layers = hidden_layers(ns)
+            except (UsageError, ValueError) as e:
+                self.error(str(e))
+        return ns
+
 
 def description(doc: str) -> str:
     """The first paragraph of a module docstring, as one line (for ``--help``)."""
     return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def parse_hidden(text: str) -> list[int]:
+    """``--hidden``: widths like ``256,128``; ``0`` or ``none`` for no hidden layer."""
+    if text.strip().lower() in ("0", "none"):
+        return []
+    return parse_int_list(text)
+
+
+def parse_names(text: str) -> list[str]:
+    """``--activation``: one name, or a comma list with one per hidden layer."""
+    names = [t.strip() for t in text.split(",")]
+    for name in names:
+        if name not in ACTIVATIONS:
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not an activation; choose from {', '.join(sorted(ACTIVATIONS))}"
+                f" (one, or one per hidden layer, comma-separated); got {text!r}")
+    return names
+
+
+def parse_rates(text: str) -> list[float]:
+    """``--dropout``: one drop probability in [0, 1), or one per hidden layer."""
+    rates = []
+    for t in text.split(","):
+        try:
+            r = float(t)
+        except ValueError:
+            r = float("nan")
+        if not 0 <= r < 1:
+            raise argparse.ArgumentTypeError(
+                f"dropout rates are drop probabilities in [0, 1), comma-separated; got"
+                f" {t.strip()!r} in {text!r}")
+        rates.append(r)
+    return rates
+
+
+def parse_layers(text: str) -> list:
+    """``--layers``: the hidden layers (see :data:`LAYER_SPEC_HELP`) as Layers."""
+    from fnmlp.layers import Dense, Dropout, LayerNorm, activation_layer
+
+    out = []
+    for i, item in enumerate(t.strip() for t in text.split(",")):
+        name, _, arg = item.partition(":")
+        name = name.strip().lower()
+        bad = f"--layers item {i + 1} {item!r}"
+        try:
+            if name == "dense":
+                width = int(arg)
+                if width <= 0:
+                    raise ValueError
+                out.append(Dense(width))
+            elif name == "dropout":
+                out.append(Dropout(float(arg)))
+            elif name == "layernorm" and not arg:
+                out.append(LayerNorm())
+            elif name in ACTIVATIONS and not arg:
+                out.append(activation_layer(name))
+            elif name == "softmax":
+                raise argparse.ArgumentTypeError(
+                    f"{bad}: the scripts train on logits with the fused"
+                    " softmax_cross_entropy; leave softmax out (it is applied in predict)")
+            else:
+                raise argparse.ArgumentTypeError(
+                    f"{bad}: want dense:N, dropout:RATE, layernorm or an activation name"
+                    f" ({', '.join(sorted(ACTIVATIONS))})")
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{bad}: dense:N needs a width > 0, dropout:RATE a drop probability in"
+                " [0, 1)") from None
+    return out
+
+
+def hidden_layers(args: argparse.Namespace) -> list:
+    """The hidden layers the flags ask for: ``--layers``, or ``--hidden`` with one
+    ``--activation`` (and optional ``--dropout``) per hidden layer, or one for all."""
+    from fnmlp.initializers import DEFAULT_INIT
+    from fnmlp.layers import Dense, Dropout, activation_layer
+
+    if getattr(args, "layers", None):
+        return list(args.layers)
+    hidden = args.hidden
+    acts = args.activation if isinstance(args.activation, list) else [args.activation]
+    rates = getattr(args, "dropout", None) or [0.0]
+    for flag, values in (("--activation", acts), ("--dropout", rates)):
+        if len(values) not in (1, len(hidden)) and hidden:
+            raise UsageError(f"{flag} gives {len(values)} values for {len(hidden)} hidden"
+                             f" layers ({','.join(map(str, hidden))}); give one, or one per"
+                             " hidden layer")
+    init = DEFAULT_INIT[acts[0]]  # every Dense, as init_mlp has always done
+    acts = acts * len(hidden) if len(acts) == 1 else acts
+    rates = rates * len(hidden) if len(rates) == 1 else rates
+    layers = []
+    for width, act, rate in zip(hidden, acts, rates):
+        layers += [Dense(width, init), activation_layer(act)]
+        if rate:
+            layers.append(Dropout(rate))
+    return layers
+
+
+def build_model(args: argparse.Namespace, n_out: int):
+    """The network the flags describe: the hidden layers, then ``Dense(n_out)`` (with the
+    same initialiser as the hidden Dense layers of ``--hidden``)."""
+    from fnmlp.initializers import DEFAULT_INIT
+    from fnmlp.layers import Dense, Serial
+
+    layers = getattr(args, "hidden_layers", None)
+    if layers is None:
+        layers = hidden_layers(args)
+    init = None
+    if not getattr(args, "layers", None):
+        acts = args.activation if isinstance(args.activation, list) else [args.activation]
+        init = DEFAULT_INIT[acts[0]]
+    return Serial(tuple(layers) + (Dense(int(n_out), init),))
+
+
+def network(metrics: dict):
+    """The trained network, rebuilt from ``metrics["config"]["model"]``."""
+    from fnmlp.layers import from_config
+
+    return from_config(metrics["config"]["model"])
+
+
+def architecture_name(config: dict) -> str:
+    """A short name for titles: ``784-256-10 relu`` or the layer list."""
+    model = config.get("model", {})
+    names = []
+    for layer in model.get("layers", []):
+        t = layer["type"]
+        names.append(str(layer["features"]) if t == "Dense" else
+                     f"drop{layer['rate']:g}" if t == "Dropout" else t.lower())
+    return f"{config['sizes'][0]}-" + "-".join(names) if names else str(config.get("sizes"))
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -99,10 +247,18 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
                 lr: float, batch_size: int, epochs: int, out: str,
                 schedule: str = "constant") -> Parser:
     p = Parser(description=description)
-    p.add_argument("--hidden", type=parse_int_list, default=parse_int_list(hidden),
-                   help=f"hidden layer widths, comma-separated, e.g. 256,128 (default: {hidden})")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=activation,
-                   help="hidden activation")
+    p.add_argument("--hidden", type=parse_hidden, default=parse_hidden(hidden),
+                   help=f"hidden layer widths, comma-separated, e.g. 256,128; 0 for none (one"
+                        f" linear layer) (default: {hidden})")
+    p.add_argument("--activation", type=parse_names, default=[activation],
+                   help=f"hidden activation: one for all, or one per hidden layer, e.g."
+                        f" tanh,relu; from {', '.join(sorted(ACTIVATIONS))} (default:"
+                        f" {activation})")
+    p.add_argument("--dropout", type=parse_rates, default=[0.0],
+                   help="dropout after each hidden activation: one drop probability, or one"
+                        " per hidden layer (default: 0, none)")
+    p.add_argument("--layers", type=parse_layers, default=None, metavar="SPEC",
+                   help=LAYER_SPEC_HELP + " (default: none)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=optimizer,
                    help="optimizer (fnmlp.optim)")
     p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
@@ -182,8 +338,13 @@ def model_config(args: argparse.Namespace, x, y, loss: str, dataset: str,
         raise UsageError("the training set is empty")
     n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
         1 if y.ndim == 1 else y.shape[1])
-    sizes = [x.shape[1], *args.hidden, n_out]
-    config = {"dataset": dataset, "sizes": sizes, "activation": args.activation, "loss": loss,
+    model = build_model(args, n_out)
+    dense = [c["features"] for c in model.to_config()["layers"] if c["type"] == "Dense"]
+    sizes = [x.shape[1], *dense]
+    acts = args.activation if isinstance(args.activation, list) else [args.activation]
+    config = {"dataset": dataset, "sizes": sizes, "model": model.to_config(),
+              "activation": acts[0] if len(acts) == 1 else acts,
+              "dropout": getattr(args, "dropout", [0.0]), "loss": loss,
               "optimizer": args.optimizer, "batch_size": args.batch_size,
               "epochs": args.epochs, "grad": args.grad, "devices": args.devices,
               "dtype": "float32", "schedule": getattr(args, "schedule", "constant"),
@@ -248,7 +409,8 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     import numpy as np
 
     from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-    from fnmlp.mlp import check_batch, init_mlp
+    from fnmlp.layers import from_config
+    from fnmlp.mlp import check_batch
     from fnmlp.train import TrainingDiverged, evaluate, fit, format_record, init_state, jitted_eval
 
     t_start = time.perf_counter()
@@ -259,12 +421,13 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
 
     optimizer = make_optimizer(args, len(x))
-    params = init_mlp(jax.random.key(args.seed), sizes, args.activation)
+    model = from_config(config["model"])
+    params = model.init_params(jax.random.key(args.seed), sizes[0])
     state, history = None, []
     if args.resume and ckpt.exists():
         old = read_checkpoint_meta(ckpt)["config"]
-        same = ("sizes", "activation", "loss", "optimizer", "lr", "batch_size", "grad", "seed",
-                "schedule")
+        same = ("sizes", "model" if "model" in old else "activation", "loss", "optimizer", "lr",
+                "batch_size", "grad", "seed", "schedule")
         diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]}
         if diff:
             raise UsageError(f"--resume: {ckpt} was made with another config: "
@@ -286,8 +449,9 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         print(f"--resume: no checkpoint at {ckpt}; starting fresh", file=sys.stderr)
 
     mesh = make_mesh_for(args)
-    test_x, test_y = check_batch(params, test[0], test[1], loss)  # checked once, on the host
-    test_eval = jitted_eval(args.activation, loss, 1024)
+    test_x, test_y = check_batch(params, test[0], test[1], loss,
+                                 model=model)  # checked once, on the host
+    test_eval = jitted_eval(model, loss, 1024)
 
     def on_epoch_end(s, record):
         if args.patience:  # fit evaluated the test set as its validation data already
@@ -301,7 +465,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     if state is None or int(state.epoch) < args.epochs:
         try:
             result = fit(params, x, y, epochs=args.epochs, batch_size=args.batch_size,
-                         optimizer=optimizer, activation=args.activation, loss=loss,
+                         optimizer=optimizer, model=model, loss=loss,
                          grad=args.grad, seed=args.seed, state=state,
                          validation_data=test if args.patience else None,
                          patience=args.patience, verbose=not args.quiet,
@@ -316,7 +480,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         final_params, history = result.params, history + result.history
     else:
         final_params = state.params
-    scores = evaluate(final_params, test[0], test[1], args.activation, loss)
+    scores = evaluate(final_params, test[0], test[1], loss=loss, model=model)
     metrics = {"config": config, "history": history, "device": device_description(),
                "wall_seconds": time.perf_counter() - t_start}
     if loss == "softmax_cross_entropy" or loss == "sigmoid_cross_entropy":
@@ -386,9 +550,12 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     x, y = np.asarray(train[0]), np.asarray(train[1])
     sizes, base = model_config(args, x, y, loss, dataset, extra_config)
     out = check_out_dir(args.out)
+    from fnmlp.layers import from_config
+
+    model = from_config(base["model"])
     result = fit_population(
-        sizes, x, y, members, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, activation=args.activation, loss=loss, grad=args.grad,
+        sizes[0], x, y, members, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, model=model, loss=loss, grad=args.grad,
         validation_data=test, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
         verbose=not args.quiet)
     classify = loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")
@@ -418,7 +585,8 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
                "wall_seconds": time.perf_counter() - t_start}
     if classify and loss == "softmax_cross_entropy":
         finite = [r["member"] for r in rows if not r["diverged"]]
-        proba = ensemble_predict_proba(result.params, test[0], args.activation, loss, finite)
+        proba = ensemble_predict_proba(result.params, test[0], loss=loss, members=finite,
+                                       model=model)
         summary["ensemble_test_accuracy"] = float(
             np.mean(np.asarray(proba).argmax(1) == np.asarray(test[1])))
         summary["ensemble_members"] = finite
@@ -432,7 +600,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
                   for k, m in enumerate(members)]
         plot.population_curves(result.history, labels, str(out / "sweep.png"),
                                f"{dataset}: {len(members)} members of"
-                               f" {'-'.join(map(str, sizes))} trained in one program",
+                               f" {architecture_name(base)} trained in one program",
                                best=best)
     except ImportError as e:
         print(f"no pictures: {e}", file=sys.stderr)

@@ -230,7 +230,7 @@ def _activation_class(name: str, cls_name: str):
     cls = dataclass(frozen=True)(type(cls_name, (Activation,), {
         "__doc__": f"The {name} activation as a layer: {doc}",
         "__annotations__": {"fn": str},
-        "fn": dataclasses.field(default=name, init=False),
+        "fn": dataclasses.field(default=name, init=False, repr=False),
     }))
     cls.__module__ = __name__
     return cls

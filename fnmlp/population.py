@@ -1,11 +1,13 @@
-"""Many models in one program: ``K`` MLPs trained side by side by ``vmap`` over the state.
+"""Many models in one program: ``K`` models trained side by side by ``vmap`` over the state.
 
 Shapes: ``K`` members, ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs.
 
-The members share the architecture, the batch size, the activation, the loss and the
-optimizer's kind; each has its own **learning rate**, **weight decay** and **seed** (the
-seed draws its initial params, ``init_mlp(key(seed))``, and its shuffles,
-``fold_in(key(seed), epoch)``, exactly as :func:`fnmlp.fit` with that seed does). The
+The members share the architecture (the plain MLP of ``sizes`` and ``activation``, or any
+``model``), the batch size, the loss and the optimizer's kind; each has its own
+**learning rate**, **weight decay** and **seed** (the seed draws its initial params,
+``init_mlp(key(seed))`` or ``model.init_params(key(seed), D)``, its shuffles,
+``fold_in(key(seed), epoch)``, and its dropout masks, exactly as :func:`fnmlp.fit` with
+that seed does; evaluation runs without dropout). The
 training state is a :class:`~fnmlp.train.TrainState` whose every leaf has a leading axis
 ``K``; the epoch is :func:`fnmlp.train.epoch_fn` ``vmap``ped over that axis, so one
 compiled program runs the whole population, and learning rates and weight decays are
@@ -47,9 +49,9 @@ from jax.sharding import PartitionSpec as P
 
 from fnmlp import _validate as checks
 from fnmlp.inference import probabilities
-from fnmlp.layers import as_model
+from fnmlp.layers import Layer, mlp
 from fnmlp.losses import get_loss
-from fnmlp.mlp import check_batch, check_sizes, init_mlp
+from fnmlp.mlp import check_batch, check_sizes, check_x, resolve_model
 from fnmlp.optim import (
     GradientTransformation,
     check_optimizer,
@@ -165,8 +167,35 @@ def available_memory() -> int:
     return int(np.iinfo(np.int64).max)
 
 
+def network(sizes: Any, activation: Any = "relu", model: Any = None, x: Any = None
+            ) -> tuple[Layer, int]:
+    """``(model, D)``: the plain MLP of ``sizes`` ``[D, ..., C]`` and ``activation``, or
+    ``model`` with the input width ``sizes`` (an int) or, when None, ``x``'s width."""
+    if model is None and isinstance(activation, Layer):
+        model = activation
+    if model is None:
+        sizes = check_sizes(sizes)
+        acts = activation if isinstance(activation, str) else tuple(activation)
+        return mlp(tuple(sizes[1:]), acts), sizes[0]
+    model = resolve_model(model=model)
+    if sizes is None:
+        width = np.shape(x)[-1] if np.ndim(x) == 2 else None
+        if width is None:
+            raise ValueError(f"x must have 2 dimensions [N, D]; got shape {np.shape(x)}")
+        return model, int(width)
+    if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, bool):
+        return model, checks.check_positive_int(sizes, "sizes")
+    return model, check_sizes(sizes)[0]
+
+
+def _widths(template: Any, d_in: int) -> list[int]:
+    """``[D, ...]`` and the output width of every 2-D (dense) weight: a proxy of the
+    activations one step keeps, for :func:`memory_estimate`."""
+    return [d_in] + [int(a.shape[-1]) for a in jax.tree.leaves(template) if len(a.shape) == 2]
+
+
 def fit_population(
-    sizes: Sequence[int],
+    sizes: Any,
     x: Any,
     y: Any,
     members: Sequence[Member],
@@ -174,7 +203,7 @@ def fit_population(
     epochs: int = 10,
     batch_size: int = 128,
     optimizer: str = "adam",
-    activation: str = "relu",
+    activation: Any = "relu",
     loss: str = "softmax_cross_entropy",
     grad: str = "manual",
     validation_data: tuple[Any, Any] | None = None,
@@ -184,11 +213,13 @@ def fit_population(
     on_epoch_end: Callable[[int, list[dict]], None] | None = None,
     log: Any = None,
     dtype: Any = None,
+    model: Any = None,
 ) -> PopulationResult:
-    """Trains ``len(members)`` MLPs of the same architecture in one compiled program.
+    """Trains ``len(members)`` models of the same architecture in one compiled program.
 
     Args:
-      sizes: layer widths ``[D, ..., C]``, shared by all members.
+      sizes: layer widths ``[D, ..., C]`` of the plain MLP, shared by all members; with
+        ``model``, the input width ``D`` or None (read from ``x``).
       x, y: training data ``[N, D]`` and labels/targets, shared.
       members: one :class:`Member` (``lr``, ``wd``, ``seed``) per model; see :func:`grid`.
       epochs, batch_size, optimizer, activation, loss, grad: as :func:`fnmlp.fit`
@@ -199,6 +230,8 @@ def fit_population(
       mesh: a 1-D mesh: the members are sharded over its devices (``K`` must divide).
       verbose: one line per epoch (the best member's).
       on_epoch_end: ``callback(epoch, records)`` with one record per member.
+      model: a :class:`~fnmlp.layers.Layer` for every member instead of the plain MLP
+        (``activation`` is then not used); dropout runs in training only.
       dtype: the members' float dtype (params, optimizer arithmetic, data); default the
         data's float dtype, at least float32 (float64 data trains in float64 when
         ``jax_enable_x64`` is on, as ``fit`` follows its params): see
@@ -213,7 +246,8 @@ def fit_population(
         anything compiles.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    sizes = check_sizes(sizes)
+    net, d_in = network(sizes, activation, model, x)
+    get_loss(loss)
     members = [m if isinstance(m, Member) else Member(*m) for m in members]
     k = len(members)
     if k == 0:
@@ -224,27 +258,28 @@ def fit_population(
         checks.check_positive_float(m.lr, "member lr")
         checks.check_positive_float(m.wd, "member wd", allow_zero=True)
     dtype = population_dtype(dtype, x)
-    template = jax.eval_shape(lambda: init_mlp(jax.random.key(0), sizes, activation,
-                                               dtype=dtype))  # shapes and dtype
-    x, y = check_batch(template, x, y, loss)
+    template = jax.eval_shape(lambda: net.init(jax.random.key(0), d_in, dtype)[1])  # shapes
+    x, y = check_batch(template, x, y, loss, model=net)
     if batch_size > len(x):
         raise ValueError(f"batch_size must be at most the number of training examples"
                          f" ({len(x)}); got {batch_size}")
     if validation_data is not None:
-        validation_data = check_batch(template, *validation_data, loss, ("x_val", "y_val"))
-    need = memory_estimate(sizes, k, batch_size, len(x), optimizer, dtype.itemsize)
+        validation_data = check_batch(template, *validation_data, loss, ("x_val", "y_val"),
+                                      net)
+    widths = _widths(template, d_in)
+    need = memory_estimate(widths, k, batch_size, len(x), optimizer, dtype.itemsize)
     have = available_memory()
     if need > 0.8 * have:
-        raise ValueError(f"a population of {k} members of {sizes} needs about"
+        raise ValueError(f"a population of {k} members of {widths} needs about"
                          f" {need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB are available:"
                          " give fewer members")
     if mesh is not None and k % mesh.devices.size:
         raise ValueError(f"the number of members must be divisible by the"
                          f" {mesh.devices.size} devices of the mesh; got {k}")
 
-    pop = make_population(sizes, members, batch_size=batch_size, optimizer=optimizer,
-                          activation=activation, loss=loss, grad=grad, lr_factor=lr_factor,
-                          mesh=mesh, dtype=dtype)
+    pop = make_population(d_in, members, batch_size=batch_size, optimizer=optimizer,
+                          loss=loss, grad=grad, lr_factor=lr_factor, mesh=mesh, dtype=dtype,
+                          model=net)
     state, seeds, base_lr, epoch, evaluate = (pop.state, pop.seeds, pop.base_lr, pop.epoch,
                                               pop.evaluate)
     if mesh is not None:
@@ -293,18 +328,20 @@ class Population(NamedTuple):
     base_lr: Array  # [K]: each member's learning rate
 
 
-def make_population(sizes: Sequence[int], members: Sequence[Member], *, batch_size: int,
-                    optimizer: str = "adam", activation: str = "relu",
+def make_population(sizes: Any, members: Sequence[Member], *, batch_size: int,
+                    optimizer: str = "adam", activation: Any = "relu",
                     loss: str = "softmax_cross_entropy", grad: str = "manual",
                     lr_factor: Callable | None = None, mesh: Any = None,
-                    dtype: Any = jnp.float32) -> Population:
+                    dtype: Any = jnp.float32, model: Any = None) -> Population:
     """The jitted population epoch and evaluation, and the stacked initial state (placed
-    on ``mesh``, members spread over its devices, when given; params in ``dtype``). No
-    checks: see :func:`fit_population`."""
+    on ``mesh``, members spread over its devices, when given; params in ``dtype``).
+    ``sizes``, ``activation``, ``model`` as for :func:`fit_population`. No checks: see
+    :func:`fit_population`."""
+    net, d_in = network(sizes, activation, model)
     opt = shared_optimizer(optimizer, members)
     states = []
     for m in members:
-        params = init_mlp(jax.random.key(m.seed), sizes, activation, dtype=dtype)
+        params = net.init_params(jax.random.key(m.seed), d_in, dtype)
         if not states:
             check_optimizer(opt, params)  # once: every member has the same shapes
         states.append(member_state(params, opt, m))
@@ -312,14 +349,14 @@ def make_population(sizes: Sequence[int], members: Sequence[Member], *, batch_si
     check_members_state(state.opt_state, members)
     seeds = np.asarray([m.seed for m in members], np.uint32)  # [K]; keys made inside
     base_lr = jnp.array(state.opt_state.learning_rate, copy=True)  # [K]; not donated
-    member_epoch = _epoch_with_factor(make_train_step(opt, activation, loss, grad), batch_size,
-                                      lr_factor)
+    member_epoch = _epoch_with_factor(make_train_step(opt, loss=loss, grad=grad, model=net),
+                                      batch_size, lr_factor)
 
     def population_epoch(state, x, y, seeds, base_lr):  # every leaf of state is [K, ...]
         keys = jax.vmap(jax.random.key)(seeds)  # as fit's key(seed)
         return jax.vmap(member_epoch, in_axes=(0, None, None, 0, 0))(state, x, y, keys, base_lr)
 
-    evaluate = jax.vmap(eval_fn(activation, loss, 1024), in_axes=(0, None, None))
+    evaluate = jax.vmap(eval_fn(net, loss, 1024), in_axes=(0, None, None))
     if mesh is None:
         return Population(jax.jit(population_epoch, donate_argnums=0), jax.jit(evaluate),
                           state, jnp.asarray(seeds), base_lr)
@@ -439,18 +476,19 @@ def _describe(m: Member) -> str:
     return f"lr {m.lr:g}, wd {m.wd:g}, seed {m.seed}"
 
 
-def ensemble_predict_proba(stacked_params: Any, x: Any, activation: str = "relu",
+def ensemble_predict_proba(stacked_params: Any, x: Any, activation: Any = "relu",
                            loss: str = "softmax_cross_entropy",
-                           members: Sequence[int] | None = None) -> Array:
+                           members: Sequence[int] | None = None, *, model: Any = None
+                           ) -> Array:
     """The mean of the members' class probabilities ``[N, C]`` (every leaf of
     ``stacked_params`` has a leading member axis); ``members`` picks a subset. ``x`` is
     checked once and every member's forward runs in one program (``vmap``)."""
     get_loss(loss)
     chosen = stacked_params if members is None else jax.tree.map(
         lambda a: a[jnp.asarray(list(members), jnp.int32)], stacked_params)
-    sizes = checks.check_params(take(chosen, 0))
-    x = jnp.asarray(checks.check_inputs(x, sizes[0], "x"), jax.tree.leaves(chosen)[0].dtype)
-    out = _members_forward(as_model(activation))(chosen, x)  # [K, N, C]
+    net = resolve_model(activation, model)
+    x = check_x(take(chosen, 0), x, net)
+    out = _members_forward(net)(chosen, x)  # [K, N, C], evaluation mode
     return jnp.mean(probabilities(out, loss), axis=0)
 
 

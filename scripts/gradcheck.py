@@ -3,8 +3,13 @@
 
 Exit status: 0 when every leaf agrees, 1 when any leaf fails, 2 on bad arguments.
 
-    python scripts/gradcheck.py --sizes 5,16,16,3 --activation tanh \
-        --loss softmax_cross_entropy --dtype float64 --json
+    python scripts/gradcheck.py --sizes 5,16,16,3 --activation tanh,relu \
+        --dropout 0.2 --loss softmax_cross_entropy --dtype float64 --json
+    python scripts/gradcheck.py --sizes 5,3 --layers dense:16,tanh,layernorm,dense:8,gelu
+
+The first table checks each layer's own backward against jax.vjp of its forward (one row
+per layer and leaf, dx included); the others compare the whole gradient. With --layers,
+--sizes gives only the input and output widths (its first and last entries).
 """
 
 from __future__ import annotations
@@ -13,8 +18,7 @@ import argparse
 import json
 import sys
 
-from fnmlp.activations import ACTIVATIONS
-from fnmlp.cli import Parser, description
+from fnmlp.cli import LAYER_SPEC_HELP, Parser, description, parse_layers, parse_names, parse_rates
 from fnmlp.losses import LOSSES
 
 
@@ -44,8 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(description=description(__doc__))
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("4,8,3"),
                    help="layer sizes, input first, e.g. 5,16,16,3")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
-                   help="hidden activation")
+    p.add_argument("--activation", type=parse_names, default=["tanh"],
+                   help="hidden activation: one for all, or one per hidden layer (default: tanh)")
+    p.add_argument("--dropout", type=parse_rates, default=[0.0],
+                   help="dropout after each hidden activation, one rate or one per hidden"
+                        " layer; checked in training mode with a fixed mask (default: 0)")
+    p.add_argument("--layers", type=parse_layers, default=None, metavar="SPEC",
+                   help=LAYER_SPEC_HELP + " (default: none)")
     p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy",
                    help="loss")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
@@ -60,23 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import jax
 
+    from fnmlp.cli import UsageError, build_model
     from fnmlp.gradcheck import check_gradients, random_batch
-    from fnmlp.mlp import init_mlp
 
+    if args.layers is None:
+        args.hidden = args.sizes[1:-1]
+    try:
+        model = build_model(args, args.sizes[-1])
+    except UsageError as e:
+        parser.error(str(e))
+    dropout = any(c["type"] == "Dropout" for c in model.to_config()["layers"])
     with jax.enable_x64(args.dtype == "float64"):
         key = jax.random.key(args.seed)
-        params = init_mlp(key, args.sizes, args.activation, dtype=args.dtype)
+        params = model.init_params(key, args.sizes[0], args.dtype)
         x, y = random_batch(jax.random.fold_in(key, 1), args.batch_size, args.sizes,
                             args.loss, args.dtype)
-        result = check_gradients(params, x, y, args.activation, args.loss,
-                                 max_evals=args.max_evals)
+        result = check_gradients(params, x, y, loss=args.loss, max_evals=args.max_evals,
+                                 model=model, train=dropout)
     if args.json:
         d = result.to_dict()
         d["config"] = {k: getattr(args, k) for k in
-                       ("sizes", "activation", "loss", "dtype", "batch_size", "seed")}
+                       ("sizes", "activation", "dropout", "loss", "dtype", "batch_size", "seed")}
+        d["config"]["model"] = model.to_config()
         print(json.dumps(d, indent=2))
     else:
         print(f"sizes={args.sizes} activation={args.activation} loss={args.loss} "

@@ -2,7 +2,9 @@
 """Train an MLP on MNIST: downloaded through tensorflow-datasets (no TensorFlow), or read
 from the four IDX files.
 
-Defaults: 784-256-10 ReLU, Adam 2e-3 with cosine decay to 0, batch 128, 10 epochs.
+Defaults: 784-256-10 ReLU, Adam 2e-3 with cosine decay to 0, batch 128, 10 epochs. The
+architecture comes from --hidden / --activation / --dropout (one per hidden layer, or one
+for all; --hidden 0 is the lesson's single linear layer) or from a --layers spec.
 Writes OUT/checkpoint.npz (every epoch; `python scripts/predict.py --checkpoint` uses it),
 OUT/metrics.json (test loss and accuracy of every epoch), and the pictures
 curves.png, confusion_matrix.png, predictions.png and weights.png.
@@ -59,13 +61,14 @@ def main() -> int:
         import numpy as np
 
         from fnmlp import plot
+        from fnmlp.cli import architecture_name, network
         from fnmlp.inference import predict_classes
-        from fnmlp.mlp import init_mlp
 
         out = Path(args.out)
-        pred = np.asarray(predict_classes(params, test.x, args.activation))
+        model = network(metrics)
+        pred = np.asarray(predict_classes(params, test.x, model=model))
         acc = metrics["test_accuracy"]
-        name = f"MNIST {'-'.join(map(str, metrics['config']['sizes']))} {args.activation}"
+        name = f"MNIST {architecture_name(metrics['config'])}"
         plot.learning_curves(metrics["history"], str(out / "curves.png"),
                              f"{name}: final test accuracy {acc:.4f}")
         plot.confusion_matrix(test.y, pred, str(out / "confusion_matrix.png"),
@@ -73,7 +76,7 @@ def main() -> int:
                               f" ({int((pred != test.y).sum())} errors)", n_classes=10)
         plot.prediction_grid(test.x.reshape(-1, 28, 28), test.y, pred,
                              str(out / "predictions.png"))
-        start = init_mlp(jax.random.key(args.seed), metrics["config"]["sizes"], args.activation)
+        start = model.init_params(jax.random.key(args.seed), 784)
         plot.weight_images(np.asarray(params[0]["w"]), str(out / "weights.png"),
                            w_init=np.asarray(start[0]["w"]))
 

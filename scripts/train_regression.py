@@ -33,9 +33,11 @@ def main() -> int:
 
     def plots(params, metrics):
         from fnmlp import plot
+        from fnmlp.cli import network
         from fnmlp.inference import predict
 
-        plot.regression_fit(ds.x, ds.y, lambda g: predict(params, g, args.activation),
+        model = network(metrics)
+        plot.regression_fit(ds.x, ds.y, lambda g: predict(params, g, model=model),
                             f"{args.out}/fit.png",
                             f"{args.dataset}: test MSE {metrics['test_mse']:.4f}")
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)

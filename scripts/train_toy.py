@@ -36,11 +36,13 @@ def main() -> int:
 
     def plots(params, metrics):
         from fnmlp import plot
+        from fnmlp.cli import architecture_name, network
         from fnmlp.inference import predict
 
-        title = (f"{args.dataset}: {metrics['config']['sizes']} {args.activation},"
+        model = network(metrics)
+        title = (f"{args.dataset}: {architecture_name(metrics['config'])},"
                  f" test acc {metrics['test_accuracy']:.3f}")
-        plot.decision_boundary(lambda g: predict(params, g, args.activation), ds.x, ds.y,
+        plot.decision_boundary(lambda g: predict(params, g, model=model), ds.x, ds.y,
                                f"{args.out}/decision_boundary.png", title)
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
 
