@@ -210,7 +210,9 @@ class Activation(Layer):
 
     @property
     def name(self) -> str:
-        return _ACTIVATION_CLASS_NAMES.get(self.fn, type(self).__name__)
+        # the generic Activation("tanh") is named like its class; subclasses by their own
+        return _ACTIVATION_CLASS_NAMES[self.fn] if type(self) is Activation else type(
+            self).__name__
 
     def init(self, key, in_features, dtype=jnp.float32):
         return in_features, ()
