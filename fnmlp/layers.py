@@ -323,7 +323,9 @@ class Dropout(Layer):
         if ctx.key is None:
             raise ValueError("Dropout in training needs ctx.key (a PRNG key); got None")
         keep = 1.0 - self.rate
-        scale = jax.random.bernoulli(ctx.key, keep, x.shape).astype(x.dtype) / keep  # [B, D]
+        # uniform float32 draws: the same mask whatever x's dtype (and with x64 on or off)
+        kept = jax.random.uniform(ctx.key, x.shape, jnp.float32) < keep  # [B, D]
+        scale = kept.astype(x.dtype) / keep
         return x * scale, scale
 
     def backward(self, params, scale, dy):

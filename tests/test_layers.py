@@ -346,3 +346,13 @@ def test_init_compiles_one_program_per_architecture():
     with count_compiles() as again:
         model.init_params(jax.random.key(1), 6)
     assert len(first) <= 1 and len(again) == 0, (first, again)
+
+
+def test_dropout_mask_is_the_same_in_float32_and_in_the_float64_witness():
+    """check_gradients takes finite differences in float64: the mask must not depend on
+    the dtype (a bernoulli draw of a float64 p gives other bits than of a float32 one)."""
+    model = serial(Dense(16), Tanh(), Dropout(0.4), Dense(3))
+    params = model.init_params(jax.random.key(0), 4)
+    x, y = random_batch(jax.random.key(1), 12, [4, 3], "softmax_cross_entropy")
+    result = fnmlp.check_gradients(params, x, y, model=model, train=True)
+    assert result.passed, str(result)
