@@ -61,6 +61,33 @@ def test_the_notebook_runs_top_to_bottom_offline(executed):
     assert "manual vs autodiff: PASSED" in text and "predicted " in text  # random stand-in
 
 
+def test_offline_without_mnist_it_says_so_in_one_line_and_runs_on(tmp_path):
+    """No network, no MNIST files: one line says so, the MNIST cells are skipped, every
+    other cell runs (the lesson on a train)."""
+    env = {"FNMLP_OFFLINE": "1", "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    old = {k: os.environ.get(k) for k in [*env, "FNMLP_MNIST_STANDIN", "FNMLP_MNIST_DIR"]}
+    os.environ.update(env)
+    os.environ.pop("FNMLP_MNIST_STANDIN", None)
+    os.environ.pop("FNMLP_MNIST_DIR", None)
+    try:
+        nb = nbformat.read(PATH, as_version=4)
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={
+            "metadata": {"path": os.path.dirname(PATH)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert [o for o in outputs if o.output_type == "error"] == []
+    text = "".join(o.get("text", "") for o in outputs)
+    said = [line for line in text.splitlines() if "MNIST is not available here" in line]
+    assert len(said) == 1 and "skipping the MNIST cells" in said[0], said
+    assert text.count("skipped: no MNIST") == 4
+    assert "manual vs autodiff: PASSED" in text and "on the moons: test accuracy" in text
+
+
 def test_committed_outputs_are_fresh(executed):
     committed = nbformat.read(PATH, as_version=4)
     assert _shape(committed) == _shape(executed)
