@@ -29,27 +29,35 @@ def _shape(nb):
     return out
 
 
+def _set_env(env: dict) -> None:
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _execute(env: dict) -> "nbformat.NotebookNode":
+    """Runs the notebook top to bottom with ``env`` (a value None unsets the variable)."""
+    old = {k: os.environ.get(k) for k in env}
+    _set_env(env)
+    try:
+        nb = nbformat.read(PATH, as_version=4)
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={
+            "metadata": {"path": os.path.dirname(PATH)}}).execute()
+    finally:
+        _set_env(old)
+    return nb
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nb")
     standin = tmp / "standin"
     standin.mkdir()
     _write_mnist(standin, n_train=512, n_test=128)
-    env = {"FNMLP_OFFLINE": "1", "FNMLP_MNIST_STANDIN": str(standin),
-           "TFDS_DATA_DIR": str(tmp / "tfds")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        nb = nbformat.read(PATH, as_version=4)
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={
-            "metadata": {"path": os.path.dirname(PATH)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return nb
+    return _execute({"FNMLP_OFFLINE": "1", "FNMLP_MNIST_STANDIN": str(standin),
+                     "FNMLP_MNIST_DIR": None, "TFDS_DATA_DIR": str(tmp / "tfds")})
 
 
 def test_the_notebook_runs_top_to_bottom_offline(executed):
@@ -64,21 +72,8 @@ def test_the_notebook_runs_top_to_bottom_offline(executed):
 def test_offline_without_mnist_it_says_so_in_one_line_and_runs_on(tmp_path):
     """No network, no MNIST files: one line says so, the MNIST cells are skipped, every
     other cell runs (the lesson on a train)."""
-    env = {"FNMLP_OFFLINE": "1", "TFDS_DATA_DIR": str(tmp_path / "tfds")}
-    old = {k: os.environ.get(k) for k in [*env, "FNMLP_MNIST_STANDIN", "FNMLP_MNIST_DIR"]}
-    os.environ.update(env)
-    os.environ.pop("FNMLP_MNIST_STANDIN", None)
-    os.environ.pop("FNMLP_MNIST_DIR", None)
-    try:
-        nb = nbformat.read(PATH, as_version=4)
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={
-            "metadata": {"path": os.path.dirname(PATH)}}).execute()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    nb = _execute({"FNMLP_OFFLINE": "1", "TFDS_DATA_DIR": str(tmp_path / "tfds"),
+                   "FNMLP_MNIST_STANDIN": None, "FNMLP_MNIST_DIR": None})
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     assert [o for o in outputs if o.output_type == "error"] == []
     text = "".join(o.get("text", "") for o in outputs)
