@@ -19,9 +19,11 @@ from fnmlp import (  # noqa: E402
     inference,
     layers,
     losses,
+    metrics,
     optim,
     population,  # noqa: E402
     schedules,
+    weights,
 )
 from fnmlp._version import __version__  # noqa: E402
 from fnmlp.activations import ACTIVATIONS, get_activation  # noqa: E402
@@ -53,6 +55,11 @@ from fnmlp.layers import (  # noqa: E402
     serial,
 )
 from fnmlp.losses import LOSSES, accuracy, get_loss, zero_one_loss  # noqa: E402
+from fnmlp.metrics import (  # noqa: E402
+    classification_report,
+    confusion_matrix,
+    per_class_metrics,
+)
 from fnmlp.mlp import (  # noqa: E402
     batched_forward,
     forward,
@@ -90,6 +97,7 @@ from fnmlp.train import (  # noqa: E402
     make_trainer,
     per_example_grads,
 )
+from fnmlp.weights import compute_class_weight, compute_sample_weight  # noqa: E402
 
 __all__ = [
     "ACTIVATIONS", "Batch", "Dense", "Dropout", "FitResult", "Layer", "LayerNorm", "Serial",
@@ -106,4 +114,6 @@ __all__ = [
     "manual_grad", "manual_value_and_grad", "momentum", "nesterov", "optim",
     "per_example_grads", "population", "predict", "predict_classes", "predict_proba",
     "rmsprop", "save_checkpoint", "schedules", "set_learning_rate", "sgd", "zero_one_loss",
+    "classification_report", "compute_class_weight", "compute_sample_weight",
+    "confusion_matrix", "metrics", "per_class_metrics", "weights",
 ]

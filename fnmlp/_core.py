@@ -13,6 +13,12 @@ For the mean loss ``L = (1/B) sum_i loss(out_i, y_i)`` of a model (a
     delta = d loss / d out / B                               # [B, C]   (losses.py)
     grads, dx = model.backward(params, residuals, delta)     # each layer's backward, in reverse
 
+With per-example weights ``w: [B]`` (:mod:`fnmlp.weights`) the loss is the weighted mean
+``L = sum_i w_i loss_i / sum_i w_i`` (PyTorch's weighted ``CrossEntropyLoss``), so each
+row of ``delta`` is scaled by its own weight: ``delta_i = w_i dloss_i / sum(w)``. A
+minibatch whose weights are all zero has loss 0 and gradient 0 (PyTorch gives NaN).
+``w=None`` is the unweighted program, unchanged.
+
 For the plain MLP (``Dense``, activation, ..., ``Dense``) the reverse fold is the chain
 rule written out::
 
@@ -41,30 +47,55 @@ Params = Any
 
 
 def mean_loss(model: Layer, params: Params, x: Array, y: Array, loss: str,
-              ctx: Context = EVAL, loss_dtype: Any = None) -> Array:
-    """The mean loss over the batch, a scalar (``jax.grad`` of this is autodiff)."""
-    return value_and_output(model, params, x, y, loss, ctx, loss_dtype)
+              ctx: Context = EVAL, loss_dtype: Any = None, w: Array | None = None) -> Array:
+    """The (weighted) mean loss over the batch, a scalar (``jax.grad`` of this is
+    autodiff); ``w: [B]`` or None."""
+    return value_and_output(model, params, x, y, loss, ctx, loss_dtype, w=w)
 
 
-def value_and_output(model, params, x, y, loss, ctx=EVAL, loss_dtype=None, aux=False):
+def weight_total(w: Array) -> Array:
+    """``sum(w)``, or 1 where it is 0 (all weights zero: loss and gradient 0, not NaN)."""
+    s = jnp.sum(w)
+    return jnp.where(s > 0, s, jnp.ones_like(s))
+
+
+def reduce_mean(per_example: Array, w: Array | None = None) -> Array:
+    """``mean(l)``, or the weighted mean ``sum(w l) / sum(w)`` of ``l: [B]``."""
+    if w is None:
+        return jnp.mean(per_example)
+    w = w.astype(per_example.dtype)
+    return jnp.sum(w * per_example) / weight_total(w)
+
+
+def value_and_output(model, params, x, y, loss, ctx=EVAL, loss_dtype=None, aux=False,
+                     w=None):
     out = model.forward(params, x, ctx)[0]  # [B, C]
     o = out if loss_dtype is None else out.astype(loss_dtype)
-    value = jnp.mean(get_loss(loss).fn(o, y))
+    value = reduce_mean(get_loss(loss).fn(o, y), w)
     return (value, out) if aux else value
 
 
+def loss_delta(lossdef, o: Array, y: Array, w: Array | None = None) -> Array:
+    """``dL/d out [B, C]``: ``dloss_i / B``, or ``w_i dloss_i / sum(w)`` with weights."""
+    d = lossdef.deriv(o, y)  # [B, C]
+    if w is None:
+        return d / o.shape[0]
+    w = w.astype(d.dtype)
+    return d * (w / weight_total(w))[:, None]
+
+
 def manual_value_and_grad(model: Layer, params: Params, x: Array, y: Array, loss: str,
-                          ctx: Context = EVAL, loss_dtype: Any = None
+                          ctx: Context = EVAL, loss_dtype: Any = None, w: Array | None = None
                           ) -> tuple[Array, Params, Array]:
     """``(mean loss, grads like params, out [B, C])``, all by hand.
 
     ``loss_dtype`` (e.g. float32 under bfloat16 compute) is the dtype the loss and its
-    gradient ``delta`` are computed in.
+    gradient ``delta`` are computed in. ``w: [B]``: per-example weights (module doc).
     """
     lossdef = get_loss(loss)
     out, residuals = model.forward(params, x, ctx)  # [B, C]
     o = out if loss_dtype is None else out.astype(loss_dtype)
-    value = jnp.mean(lossdef.fn(o, y))
-    delta = (lossdef.deriv(o, y) / x.shape[0]).astype(out.dtype)  # [B, C]
+    value = reduce_mean(lossdef.fn(o, y), w)
+    delta = loss_delta(lossdef, o, y, w).astype(out.dtype)  # [B, C]
     grads, _ = model.backward(params, residuals, delta)
     return value, grads, out

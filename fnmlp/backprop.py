@@ -5,6 +5,7 @@ Shapes: ``B`` batch, ``D_l`` the width entering layer ``l``, ``C`` outputs.
 For the mean loss ``L = (1/B) sum_i loss(out_i, y_i)``::
 
     delta = d loss / d out / B                      # [B, C]   (losses.py)
+                                                    # weighted: w_i dloss_i / sum(w)
     grads, dx = model.backward(params, residuals, delta)
 
 ``model.backward`` of a :class:`~fnmlp.layers.Serial` runs each child's backward in
@@ -21,7 +22,7 @@ from typing import Any
 import jax
 
 from fnmlp import _core
-from fnmlp.mlp import Params, check_batch, resolve_model
+from fnmlp.mlp import Params, check_batch, check_weights, resolve_model
 
 __all__ = ["backward", "manual_grad", "manual_value_and_grad"]
 
@@ -43,15 +44,19 @@ def manual_value_and_grad(
     loss: str = "softmax_cross_entropy",
     *,
     model: Any = None,
+    sample_weight: Any = None,
+    class_weight: Any = None,
 ) -> tuple[Array, Params]:
     """The mean loss and its gradient, both by hand: ``(scalar, grads like params)``.
 
     Arguments as :func:`fnmlp.loss`; the same value as autodiff's value-and-gradient of
-    :func:`fnmlp.loss`.
+    :func:`fnmlp.loss`. With weights each row of ``delta`` is scaled by its own weight:
+    ``delta_i = w_i dloss_i / sum(w)``.
     """
     m = resolve_model(activation, model)
     x, y = check_batch(params, x, y, loss, model=m)
-    value, grads, _ = _core.manual_value_and_grad(m, params, x, y, loss)
+    w = check_weights(params, x, y, loss, m, sample_weight, class_weight)
+    value, grads, _ = _core.manual_value_and_grad(m, params, x, y, loss, w=w)
     return value, grads
 
 
@@ -63,6 +68,8 @@ def manual_grad(
     loss: str = "softmax_cross_entropy",
     *,
     model: Any = None,
+    sample_weight: Any = None,
+    class_weight: Any = None,
 ) -> Params:
     """The gradient of :func:`fnmlp.loss` with respect to params, derived by hand.
 
@@ -71,6 +78,8 @@ def manual_grad(
       x: ``[B, D]``; y: targets as for :func:`fnmlp.loss`.
       activation, loss: names.
       model: a :class:`~fnmlp.layers.Layer` instead of the plain MLP.
+      sample_weight, class_weight: as :func:`fnmlp.loss` (the weighted mean
+        ``sum w_i loss_i / sum w_i``, PyTorch's weighted ``CrossEntropyLoss``).
 
     Returns:
       Gradients with exactly the pytree structure, shapes and dtype of ``params``.
@@ -83,4 +92,5 @@ def manual_grad(
       >>> jax.tree.structure(g) == jax.tree.structure(p)
       True
     """
-    return manual_value_and_grad(params, x, y, activation, loss, model=model)[1]
+    return manual_value_and_grad(params, x, y, activation, loss, model=model,
+                                 sample_weight=sample_weight, class_weight=class_weight)[1]

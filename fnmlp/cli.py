@@ -243,6 +243,51 @@ def positive_float(text: str) -> float:
     return v
 
 
+def parse_class_weight(text: str) -> str | dict:
+    """``--class-weight``: ``balanced`` or ``LABEL=WEIGHT,...`` like ``0=1,1=19``."""
+    if text.strip().lower() == "balanced":
+        return "balanced"
+    out: dict[int, float] = {}
+    for item in text.split(","):
+        label, sep, weight = item.partition("=")
+        try:
+            key, w = int(label), float(weight)
+        except ValueError:
+            key, w = -1, float("nan")
+        if not sep or key < 0 or not (w >= 0 and w != float("inf")) or key in out:
+            raise argparse.ArgumentTypeError(
+                f"want 'balanced' or LABEL=WEIGHT pairs like 0=1,1=19 (labels >= 0, each"
+                f" once; weights finite, >= 0); got {item.strip()!r} in {text!r}")
+        out[key] = w
+    return out
+
+
+def check_class_weight(args: argparse.Namespace, loss: str) -> None:
+    """``--class-weight`` is for classification losses: a ``UsageError`` otherwise."""
+    from fnmlp.losses import get_loss
+
+    if getattr(args, "class_weight", None) is not None and get_loss(loss).kind == "regression":
+        raise UsageError(f"--class-weight needs a classification loss; got --loss {loss}"
+                         " (a regression loss has no classes)")
+
+
+def per_class_scores(params, x, y, loss: str, model) -> dict:
+    """``test_precision``, ``test_recall`` (per class), ``test_balanced_accuracy`` and
+    ``test_confusion_matrix`` for metrics.json; empty for regression and multi-label."""
+    import numpy as np
+
+    from fnmlp.losses import get_loss
+    from fnmlp.metrics import classification_report
+
+    kind = get_loss(loss).kind
+    if kind == "regression" or (kind == "binary" and np.ndim(y) == 2 and np.shape(y)[1] > 1):
+        return {}
+    r = classification_report(params, x, y, loss=loss, model=model)
+    return {"test_precision": r["precision"], "test_recall": r["recall"],
+            "test_balanced_accuracy": r["balanced_accuracy"],
+            "test_confusion_matrix": r["confusion_matrix"]}
+
+
 def base_parser(description: str, *, hidden: str, activation: str, optimizer: str,
                 lr: float, batch_size: int, epochs: int, out: str,
                 schedule: str = "constant") -> Parser:
@@ -281,6 +326,11 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
     p.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", default=None,
                    help="train a population in one program: lr=, wd=, seed= comma lists; a"
                         " grid when several keys are given (default: one model)")
+    p.add_argument("--class-weight", type=parse_class_weight, default=None,
+                   metavar="balanced|0=1,1=19",
+                   help="weigh the loss by class (classification only): 'balanced' is"
+                        " scikit-learn's n_samples / (n_classes * count), or LABEL=WEIGHT"
+                        " pairs (unlisted classes weigh 1) (default: none)")
     return p
 
 
@@ -402,6 +452,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     :func:`members_from_args`) it trains them as a population instead
     (:func:`run_population`). Returns metrics.
     """
+    check_class_weight(args, loss)
     if members:
         return run_population(args, members, train=train, test=test, loss=loss,
                               dataset=dataset, extra_config=extra_config)
@@ -416,7 +467,8 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
     sizes, config = model_config(args, x, y, loss, dataset, extra_config)
-    config.update(lr=args.lr, seed=args.seed, patience=args.patience)
+    config.update(lr=args.lr, seed=args.seed, patience=args.patience,
+                  class_weight=getattr(args, "class_weight", None))
     out = check_out_dir(args.out)
     ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
 
@@ -427,7 +479,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     if args.resume and ckpt.exists():
         old = read_checkpoint_meta(ckpt)["config"]
         same = ("sizes", "model" if "model" in old else "activation", "loss", "optimizer", "lr",
-                "batch_size", "grad", "seed", "schedule")
+                "batch_size", "grad", "seed", "schedule", "class_weight")
         diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]}
         if diff:
             raise UsageError(f"--resume: {ckpt} was made with another config: "
@@ -470,7 +522,8 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
                          validation_data=test if args.patience else None,
                          patience=args.patience, verbose=not args.quiet,
                          on_epoch_end=on_epoch_end, mesh=mesh,
-                         log=None if not args.quiet else (lambda s: None))
+                         log=None if not args.quiet else (lambda s: None),
+                         class_weight=getattr(args, "class_weight", None))
         except TrainingDiverged as e:
             kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
                     else "no checkpoint exists")
@@ -486,6 +539,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     if loss == "softmax_cross_entropy" or loss == "sigmoid_cross_entropy":
         metrics["test_accuracy"] = scores["accuracy"]
         metrics["test_loss"] = scores["loss"]
+        metrics.update(per_class_scores(final_params, test_x, test_y, loss, model))
     else:
         metrics["test_mse"] = scores["mse"]
         metrics["test_mae"] = scores["mae"]
@@ -546,9 +600,11 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         take,
     )
 
+    check_class_weight(args, loss)
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
     sizes, base = model_config(args, x, y, loss, dataset, extra_config)
+    base["class_weight"] = getattr(args, "class_weight", None)
     out = check_out_dir(args.out)
     from fnmlp.layers import from_config
 
@@ -557,7 +613,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         sizes[0], x, y, members, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, model=model, loss=loss, grad=args.grad,
         validation_data=test, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
-        verbose=not args.quiet)
+        verbose=not args.quiet, class_weight=base["class_weight"])
     classify = loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")
     rows, trained = [], member_hyperparameters(result)  # read from the state that trained
     for k, (m, hist) in enumerate(zip(members, result.history)):
@@ -569,6 +625,8 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
                    "diverged": final["diverged"], "device": device_description()}
         if classify:
             metrics["test_accuracy"] = final["test_accuracy"]
+            metrics.update(per_class_scores(result.member_params(k), test[0], test[1], loss,
+                                            model))
         else:
             metrics.update(test_mse=final["test_mse"], test_mae=final["test_mae"])
         (out / "members" / str(k)).mkdir(parents=True, exist_ok=True)
@@ -576,7 +634,9 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         rows.append({"member": k, "lr": config["lr"], "wd": config["weight_decay"], "seed": m.seed,
                      "test_loss": final["test_loss"], "diverged": final["diverged"],
                      **({"test_accuracy": final["test_accuracy"]} if classify else
-                        {"test_mse": final["test_mse"]})})
+                        {"test_mse": final["test_mse"]}),
+                     **({"test_balanced_accuracy": metrics["test_balanced_accuracy"]}
+                        if "test_balanced_accuracy" in metrics else {})})
     ranking = sorted(rows, key=lambda r: (r["diverged"], r["test_loss"]
                                           if np.isfinite(r["test_loss"]) else np.inf))
     best = ranking[0]["member"]

@@ -46,7 +46,7 @@ from fnmlp import _core
 from fnmlp import _validate as checks
 from fnmlp.layers import EVAL, Context, Layer, Serial
 from fnmlp.losses import get_loss
-from fnmlp.mlp import Params, check_batch, resolve_model
+from fnmlp.mlp import Params, check_batch, check_weights, resolve_model
 
 Array = jax.Array
 
@@ -336,6 +336,8 @@ def check_gradients(
     model: Any = None,
     train: bool = False,
     key: Array | None = None,
+    sample_weight: Any = None,
+    class_weight: Any = None,
 ) -> GradCheckResult:
     """Checks the hand-derived gradient against ``jax.grad`` and finite differences,
     network-wide and layer by layer.
@@ -356,6 +358,9 @@ def check_gradients(
       model: a :class:`~fnmlp.layers.Layer` instead of the plain MLP.
       train, key: run the model in training mode with dropout masks from ``key``
         (default ``key(0)``); the same masks on every path.
+      sample_weight, class_weight: check the weighted loss ``sum w_i loss_i / sum w_i``
+        (as :func:`fnmlp.loss`); every path, finite differences included, uses the same
+        weights.
 
     Returns:
       :class:`GradCheckResult`. ``.layers`` has one row per layer (``"index:Name"``, the
@@ -367,19 +372,20 @@ def check_gradients(
         precision)
     m = resolve_model(model if model is not None else activation)
     run = Context(True, jax.random.key(0) if key is None else key) if train else Context()
+    x, y = check_batch(params, x, y, loss, model=m)
+    w = check_weights(params, x, y, loss, m, sample_weight, class_weight)
     with ctx:
         return _check_gradients(m, params, x, y, loss, finite_diff, rtol, fd_rtol,
-                                fd_eps, max_evals, run)
+                                fd_eps, max_evals, run, w)
 
 
 def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_eps,
-                     max_evals, ctx) -> GradCheckResult:
-    x, y = check_batch(params, x, y, loss, model=model)
-    value, g_manual, out = _core.manual_value_and_grad(model, params, x, y, loss, ctx)
-    g_auto = jax.grad(_core.mean_loss, argnums=1)(model, params, x, y, loss, ctx)
+                     max_evals, ctx, w=None) -> GradCheckResult:
+    value, g_manual, out = _core.manual_value_and_grad(model, params, x, y, loss, ctx, w=w)
+    g_auto = jax.grad(_core.mean_loss, argnums=1)(model, params, x, y, loss, ctx, w=w)
     dtype = jax.tree.leaves(params)[0].dtype
     m_vs_a = compare_grads(g_manual, g_auto, rtol, "manual vs autodiff")
-    delta = get_loss(loss).deriv(out, y) / x.shape[0]  # [B, C]
+    delta = _core.loss_delta(get_loss(loss), out, y, w)  # [B, C]
     layers = layer_report(model, params, x, delta, ctx, rtol)
     fd1 = fd2 = None
     if finite_diff:
@@ -388,8 +394,9 @@ def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_e
             x64 = jnp.asarray(np.asarray(x, np.float64))
             y64 = jnp.asarray(np.asarray(y)) if y.dtype.kind in "iu" else jnp.asarray(
                 np.asarray(y, np.float64))
+            w64 = None if w is None else jnp.asarray(np.asarray(w, np.float64))
             g_fd, mask = finite_difference_grad(
-                lambda p: _core.mean_loss(model, p, x64, y64, loss, ctx), p64, fd_eps,
+                lambda p: _core.mean_loss(model, p, x64, y64, loss, ctx, w=w64), p64, fd_eps,
                 max_evals)
             g_fd = jax.tree.map(np.asarray, g_fd)
         tol = fd_rtol if fd_rtol is not None else default_tolerance(dtype, finite_diff=True)

@@ -36,11 +36,13 @@ from fnmlp import _core
 from fnmlp import _validate as checks
 from fnmlp.layers import EVAL, MLP, Layer, as_model, mlp
 from fnmlp.losses import get_loss
+from fnmlp.weights import compute_sample_weight
 
 Array = jax.Array
 Params = Any  # list[dict[str, Array]] for the plain MLP
 __all__ = ["Params", "batched_forward", "check_batch", "check_model_params", "check_sizes",
-           "forward", "forward_with_cache", "init_mlp", "loss", "resolve_model"]
+           "check_weights", "forward", "forward_with_cache", "init_mlp", "loss",
+           "resolve_model"]
 
 
 def init_mlp(
@@ -180,6 +182,20 @@ def check_batch(params: Params, x: Any, y: Any, loss: str, names=("x", "y"),
     return _cast(x, params), jnp.asarray(y)
 
 
+def check_weights(params: Params, x: Array, y: Array, loss: str, model: Any = "relu",
+                  sample_weight: Any = None, class_weight: Any = None,
+                  names=("sample_weight", "class_weight", "y")) -> Array | None:
+    """Per-example weights ``[B]`` for a batch already checked by :func:`check_batch`
+    (see :func:`fnmlp.weights.compute_sample_weight`), in the params' float dtype; None
+    when neither weight is given. On the host: nothing compiles."""
+    if sample_weight is None and class_weight is None:
+        return None
+    _, n_out = check_model_params(as_model(model), params, x.shape[-1])
+    w = compute_sample_weight(y, loss, n_out, sample_weight, class_weight, x.shape[0],
+                              names[:2], names[2])
+    return jnp.asarray(w, dtype=_dtype_of(params))
+
+
 def check_x(params: Params, x: Any, model: Layer, batched: bool = True) -> Array:
     """Validates inputs ``x`` (``[B, D]``, or ``[D]`` when not batched) for the model."""
     x = checks.as_numeric_array(x, "x")
@@ -228,8 +244,15 @@ def loss(
     loss: str = "softmax_cross_entropy",
     *,
     model: Any = None,
+    sample_weight: Any = None,
+    class_weight: Any = None,
 ) -> Array:
     """The mean loss over the batch, a scalar: ``jax.grad(fnmlp.loss)`` is autodiff.
+
+    With weights it is the weighted mean ``sum_i w_i loss_i / sum_i w_i``, ``w_i =
+    sample_weight_i * class_weight[y_i]``: for ``softmax_cross_entropy`` and class
+    weights, PyTorch's ``CrossEntropyLoss(weight=...)`` (``sum_n w_{y_n} l_n /
+    sum_n w_{y_n}``); see :mod:`fnmlp.weights`.
 
     Args:
       params: the model's params.
@@ -239,10 +262,16 @@ def loss(
       activation: hidden activation name for the plain MLP.
       loss: loss name (see :mod:`fnmlp.losses`).
       model: a :class:`~fnmlp.layers.Layer` instead of the plain MLP (evaluation mode).
+      sample_weight: optional ``[B]`` weights, finite and >= 0.
+      class_weight: optional ``"balanced"`` (scikit-learn's ``n_samples / (n_classes *
+        count)``) or ``{label: weight}`` (classification losses only); both given, the
+        weight of an example is their product (as Keras).
 
     Raises:
-      ValueError: params that do not fit the model, or bad x / y (names the argument).
+      ValueError: params that do not fit the model, bad x / y, or bad weights (names the
+        argument).
     """
     m = resolve_model(activation, model)
     x, y = check_batch(params, x, y, loss, model=m)
-    return _core.mean_loss(m, params, x, y, loss)
+    w = check_weights(params, x, y, loss, m, sample_weight, class_weight)
+    return _core.mean_loss(m, params, x, y, loss, w=w)

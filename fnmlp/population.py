@@ -51,7 +51,7 @@ from fnmlp import _validate as checks
 from fnmlp.inference import probabilities
 from fnmlp.layers import Layer, mlp
 from fnmlp.losses import get_loss
-from fnmlp.mlp import check_batch, check_sizes, check_x, resolve_model
+from fnmlp.mlp import check_batch, check_sizes, check_weights, check_x, resolve_model
 from fnmlp.optim import (
     GradientTransformation,
     check_optimizer,
@@ -214,6 +214,8 @@ def fit_population(
     log: Any = None,
     dtype: Any = None,
     model: Any = None,
+    sample_weight: Any = None,
+    class_weight: Any = None,
 ) -> PopulationResult:
     """Trains ``len(members)`` models of the same architecture in one compiled program.
 
@@ -236,6 +238,8 @@ def fit_population(
         data's float dtype, at least float32 (float64 data trains in float64 when
         ``jax_enable_x64`` is on, as ``fit`` follows its params): see
         :func:`population_dtype`.
+      sample_weight, class_weight: as :func:`fnmlp.fit`, shared by every member (the
+        weighted mean loss per minibatch; validation unweighted).
 
     Returns:
       :class:`PopulationResult`; :func:`member_hyperparameters` reads what each member
@@ -260,6 +264,7 @@ def fit_population(
     dtype = population_dtype(dtype, x)
     template = jax.eval_shape(lambda: net.init(jax.random.key(0), d_in, dtype)[1])  # shapes
     x, y = check_batch(template, x, y, loss, model=net)
+    w = check_weights(template, x, y, loss, net, sample_weight, class_weight)  # [N] or None
     if batch_size > len(x):
         raise ValueError(f"batch_size must be at most the number of training examples"
                          f" ({len(x)}); got {batch_size}")
@@ -283,7 +288,7 @@ def fit_population(
     state, seeds, base_lr, epoch, evaluate = (pop.state, pop.seeds, pop.base_lr, pop.epoch,
                                               pop.evaluate)
     if mesh is not None:
-        x, y, validation_data = put((x, y, validation_data), replicated(mesh))
+        x, y, w, validation_data = put((x, y, w, validation_data), replicated(mesh))
 
     history: list[list[dict]] = [[] for _ in members]
     alive = np.ones(k, bool)
@@ -291,7 +296,7 @@ def fit_population(
     examples = k * (len(x) // batch_size) * batch_size  # trained per epoch, all members
     for e in range(epochs):
         t0 = time.perf_counter()
-        state, m = epoch(state, x, y, seeds, base_lr)
+        state, m = epoch(state, x, y, seeds, base_lr, w)
         m = jax.device_get(m)
         seconds = time.perf_counter() - t0
         v = jax.device_get(evaluate(state.params, *validation_data)) if (
@@ -321,7 +326,7 @@ def fit_population(
 class Population(NamedTuple):
     """A population's compiled program and its starting point (:func:`make_population`)."""
 
-    epoch: Callable  # (state, x, y, seeds, base_lr) -> (state, metrics [K]); state donated
+    epoch: Callable  # (state, x, y, seeds, base_lr, w=None) -> (state, metrics [K]); donated
     evaluate: Callable  # (params [K, ...], x, y) -> {"loss": [K], ...}
     state: TrainState  # every leaf [K, ...]
     seeds: Array  # [K] uint32: member k shuffles with fold_in(key(seeds[k]), epoch)
@@ -352,9 +357,10 @@ def make_population(sizes: Any, members: Sequence[Member], *, batch_size: int,
     member_epoch = _epoch_with_factor(make_train_step(opt, loss=loss, grad=grad, model=net),
                                       batch_size, lr_factor)
 
-    def population_epoch(state, x, y, seeds, base_lr):  # every leaf of state is [K, ...]
+    def population_epoch(state, x, y, seeds, base_lr, w=None):  # state's leaves [K, ...]
         keys = jax.vmap(jax.random.key)(seeds)  # as fit's key(seed)
-        return jax.vmap(member_epoch, in_axes=(0, None, None, 0, 0))(state, x, y, keys, base_lr)
+        return jax.vmap(member_epoch, in_axes=(0, None, None, 0, 0, None))(
+            state, x, y, keys, base_lr, w)  # w [N] shared by the members
 
     evaluate = jax.vmap(eval_fn(net, loss, 1024), in_axes=(0, None, None))
     if mesh is None:
@@ -450,19 +456,19 @@ def population_dtype(dtype: Any, x: Any) -> np.dtype:
 
 
 def _epoch_with_factor(step, batch_size, lr_factor):
-    """The member's epoch ``(state, x, y, key, base_lr)``; with ``lr_factor`` the rate is
-    set to ``base_lr * lr_factor(count)`` before every step."""
+    """The member's epoch ``(state, x, y, key, base_lr, w=None)``; with ``lr_factor`` the
+    rate is set to ``base_lr * lr_factor(count)`` before every step."""
     if lr_factor is None:
         run = epoch_fn(step, batch_size)
-        return lambda state, x, y, key, base_lr: run(state, x, y, key)
+        return lambda state, x, y, key, base_lr, w=None: run(state, x, y, key, w)
 
-    def epoch(state, x, y, key, base_lr):
+    def epoch(state, x, y, key, base_lr, w=None):
         def scheduled(s, batch, key=None):
             o = s.opt_state
             rate = (base_lr * lr_factor(o.count)).astype(o.learning_rate.dtype)
             return step(s._replace(opt_state=o._replace(learning_rate=rate)), batch, key)
 
-        return epoch_fn(scheduled, batch_size)(state, x, y, key)
+        return epoch_fn(scheduled, batch_size)(state, x, y, key, w)
 
     return epoch
 

@@ -12,6 +12,11 @@ Shapes: ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs, ``S = N // B
   set each epoch since the shuffle changes). Evaluation uses every example (padded and
   masked chunks).
 * :func:`fit` adds validation, early stopping, history and progress.
+* Sample and class weights (``fit(..., sample_weight=, class_weight=)``) become one weight
+  per example that travels with the data: the epoch gathers ``w[idx]`` with ``x[idx]`` and
+  ``y[idx]``, and the step's ``Batch(x, y, w)`` takes the weighted mean loss
+  ``sum w_i loss_i / sum w_i`` per minibatch (:mod:`fnmlp.weights`); ``w=None`` is the
+  unweighted program, unchanged.
 * The model is any :class:`~fnmlp.layers.Layer` (``model=``), or the plain MLP named by
   ``activation``. Dropout draws its mask at update ``t`` from
   ``fold_in(fold_in(key(seed), DROPOUT_STREAM), t)``: the same mask on both gradient paths,
@@ -37,7 +42,7 @@ from fnmlp.data import train_test_split
 from fnmlp.data.scaling import warn_input_range
 from fnmlp.layers import EVAL, Context, Layer
 from fnmlp.losses import correct, get_loss
-from fnmlp.mlp import Params, check_batch, resolve_model
+from fnmlp.mlp import Params, check_batch, check_weights, resolve_model
 from fnmlp.optim import (
     GradientTransformation,
     apply_updates,
@@ -64,6 +69,7 @@ class TrainState(NamedTuple):
 class Batch(NamedTuple):
     x: Array  # [B, D]
     y: Array  # [B] int labels, or [B, C] targets
+    w: Array | None = None  # [B] per-example weights; None: all ones (the unweighted program)
 
 
 def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
@@ -83,16 +89,18 @@ def fresh_state(params: Params, optimizer: GradientTransformation) -> TrainState
 
 def value_and_grad_fn(grad: str, model: Any = "relu", loss: str = "softmax_cross_entropy",
                       loss_dtype=None) -> Callable:
-    """``(params, x, y, ctx=EVAL) -> (loss, grads, out)`` by the chosen gradient path:
-    the model's hand-written backwards, or ``jax.value_and_grad`` of its forward."""
+    """``(params, x, y, ctx=EVAL, w=None) -> (loss, grads, out)`` by the chosen gradient
+    path: the model's hand-written backwards, or ``jax.value_and_grad`` of its forward;
+    ``w: [B]`` weights give the weighted mean loss."""
     model = resolve_model(model)
     if grad == "manual":
-        return lambda p, x, y, ctx=EVAL: _core.manual_value_and_grad(model, p, x, y, loss, ctx,
-                                                                     loss_dtype)
+        return lambda p, x, y, ctx=EVAL, w=None: _core.manual_value_and_grad(
+            model, p, x, y, loss, ctx, loss_dtype, w)
 
-    def autodiff(p, x, y, ctx=EVAL):
+    def autodiff(p, x, y, ctx=EVAL, w=None):
         (value, out), grads = jax.value_and_grad(
-            lambda q: _core.value_and_output(model, q, x, y, loss, ctx, loss_dtype, aux=True),
+            lambda q: _core.value_and_output(model, q, x, y, loss, ctx, loss_dtype, aux=True,
+                                             w=w),
             has_aux=True)(p)
         return value, grads, out
 
@@ -121,7 +129,8 @@ def make_train_step(optimizer: GradientTransformation, activation: Any = "relu",
                     compute_dtype: Any = None, *, model: Any = None) -> Callable:
     """The pure (un-jitted) step ``(state, batch, key=None) -> (state, metrics)``.
 
-    ``metrics`` holds ``loss`` and, for classification, ``accuracy`` (float32 scalars).
+    ``metrics`` holds ``loss`` (the weighted mean when ``batch.w`` is given) and, for
+    classification, ``accuracy`` (unweighted; float32 scalars).
     The model runs in training mode; dropout's mask comes from :func:`dropout_key` of
     ``key`` (the run's seed key) and ``state.step``. With ``compute_dtype`` (e.g.
     ``jnp.bfloat16``) every dense product takes its operands in that dtype and accumulates
@@ -135,7 +144,7 @@ def make_train_step(optimizer: GradientTransformation, activation: Any = "relu",
 
     def step(state: TrainState, batch: Batch, key: Array | None = None):
         ctx = Context(True, dropout_key(key, state.step), compute_dtype)
-        value, grads, out = value_and_grad(state.params, batch.x, batch.y, ctx)
+        value, grads, out = value_and_grad(state.params, batch.x, batch.y, ctx, batch.w)
         grads = jax.tree.map(lambda g, m: g.astype(m.dtype), grads, state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = apply_updates(state.params, updates)
@@ -148,17 +157,18 @@ def make_train_step(optimizer: GradientTransformation, activation: Any = "relu",
 
 
 def epoch_fn(step: Callable, batch_size: int) -> Callable:
-    """The pure epoch ``(state, x [N, D], y, key) -> (state, metrics)``: shuffle with
-    ``fold_in(key, state.epoch)``, then ``lax.scan`` of ``step`` over the minibatches."""
+    """The pure epoch ``(state, x [N, D], y, key, w=None) -> (state, metrics)``: shuffle
+    with ``fold_in(key, state.epoch)``, then ``lax.scan`` of ``step`` over the minibatches;
+    the weights ``w [N]``, when given, are gathered with the same indices as x and y."""
 
-    def epoch(state: TrainState, x: Array, y: Array, key: Array):
+    def epoch(state: TrainState, x: Array, y: Array, key: Array, w: Array | None = None):
         n = x.shape[0]
         steps = n // batch_size
         perm = jax.random.permutation(jax.random.fold_in(key, state.epoch), n)
         idx = perm[: steps * batch_size].reshape(steps, batch_size)  # [S, B]
 
-        def body(s, i):
-            return step(s, Batch(x[i], y[i]), key)  # gather the minibatch inside the program
+        def body(s, i):  # gather the minibatch inside the program
+            return step(s, Batch(x[i], y[i], None if w is None else w[i]), key)
 
         state, metrics = jax.lax.scan(body, state, idx)
         state = state._replace(epoch=state.epoch + 1)
@@ -173,13 +183,15 @@ def epoch_fn(step: Callable, batch_size: int) -> Callable:
 
 
 def eval_fn(model: Any, loss: str, chunk: int) -> Callable:
-    """The pure ``(params, x, y) -> {loss, accuracy | mse, mae}`` over padded chunks."""
+    """The pure ``(params, x, y, w=None) -> {loss, accuracy | mse, mae}`` over padded
+    chunks. With weights ``w [N]`` the loss is the weighted mean ``sum w_i l_i / sum w_i``;
+    accuracy, MSE and MAE count every example once."""
 
     model = resolve_model(model)
     lossdef = get_loss(loss)
     classify = lossdef.kind != "regression"
 
-    def evaluate(params: Params, x: Array, y: Array):
+    def evaluate(params: Params, x: Array, y: Array, w: Array | None = None):
         n = x.shape[0]
         pad = (-n) % chunk
         xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
@@ -189,11 +201,14 @@ def eval_fn(model: Any, loss: str, chunk: int) -> Callable:
         xs = xs.reshape(k, chunk, *x.shape[1:])
         ys = ys.reshape(k, chunk, *y.shape[1:])
         mask = mask.reshape(k, chunk)
+        # the loss's weight per example: the mask, times w when given
+        lw = mask if w is None else mask * jnp.pad(w.astype(jnp.float32), (0, pad)).reshape(
+            k, chunk)
 
         def body(acc, c):
-            xc, yc, mc = c
+            xc, yc, mc, wc = c
             out = model.apply(params, xc).astype(jnp.float32)  # [chunk, C], evaluation mode
-            sums = {"loss": jnp.sum(lossdef.fn(out, yc) * mc)}
+            sums = {"loss": jnp.sum(lossdef.fn(out, yc) * wc)}
             if classify:
                 sums["accuracy"] = jnp.sum(correct(out, yc, loss) * mc)
             else:
@@ -204,8 +219,11 @@ def eval_fn(model: Any, loss: str, chunk: int) -> Callable:
 
         zero = {k: jnp.zeros((), jnp.float32) for k in
                 (["loss", "accuracy"] if classify else ["loss", "mse", "mae"])}
-        sums, _ = jax.lax.scan(body, zero, (xs, ys, mask))
-        return {k: v / n for k, v in sums.items()}
+        sums, _ = jax.lax.scan(body, zero, (xs, ys, mask, lw))
+        out = {k: v / n for k, v in sums.items()}
+        if w is not None:
+            out["loss"] = sums["loss"] / _core.weight_total(jnp.sum(lw))
+        return out
 
     return evaluate
 
@@ -214,8 +232,8 @@ class Trainer(NamedTuple):
     """Jitted functions for one configuration (see :func:`make_trainer`)."""
 
     step: Callable  # (state, batch, key=None) -> (state, metrics); state donated
-    epoch: Callable  # (state, x [N, D], y, key) -> (state, metrics); state donated
-    evaluate: Callable  # (params, x, y) -> {"loss", "accuracy" | "mse", "mae"}
+    epoch: Callable  # (state, x [N, D], y, key, w=None) -> (state, metrics); state donated
+    evaluate: Callable  # (params, x, y, w=None) -> {"loss", "accuracy" | "mse", "mae"}
     batch_size: int
 
 
@@ -325,6 +343,8 @@ def fit(
     compute_dtype: Any = None,
     mesh: Any = None,
     log: Any = None,
+    sample_weight: Any = None,
+    class_weight: Any = None,
 ) -> FitResult:
     """Trains a model with minibatch gradient descent; every input is checked first.
 
@@ -354,28 +374,43 @@ def fit(
         may add entries to ``record``, which is the history's dict).
       compute_dtype: mixed precision compute dtype (e.g. ``jnp.bfloat16``).
       mesh: a 1-D ``jax.sharding.Mesh`` for data-parallel training (``fnmlp.parallel``).
+      sample_weight: ``[N]`` weights of the training examples, finite and >= 0 (Keras's
+        and scikit-learn's name).
+      class_weight: ``"balanced"`` (scikit-learn's ``n_samples / (n_classes * count)``,
+        counted on the training part) or ``{label: weight}`` (unlisted classes weigh 1);
+        classification losses only. Both given: an example weighs
+        ``sample_weight_i * class_weight[y_i]``, as Keras. Each minibatch's loss is then
+        the weighted mean ``sum w_i loss_i / sum w_i`` (PyTorch's weighted
+        ``CrossEntropyLoss``), on both gradient paths, and with ``mesh``. The validation
+        loss stays unweighted (as Keras's ``class_weight``, "during training only");
+        with ``validation_split`` the held-out examples' weights are dropped.
 
     Returns:
       :class:`FitResult`. A non-finite loss or params raises :class:`TrainingDiverged`
       carrying the last finite state.
+
+    Raises:
+      ValueError: a bad argument, weights included (negative, non-finite, the wrong
+        length, an unknown class, all zero), before anything compiles.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     model = check_names(model if model is not None else activation, loss, grad)
-    optimizer, x, y, validation_data = _check_fit_args(
+    optimizer, x, y, validation_data, w = _check_fit_args(
         params, x, y, epochs, batch_size, optimizer, learning_rate, model, loss,
-        seed, validation_split, validation_data, patience)
+        seed, validation_split, validation_data, patience, sample_weight, class_weight)
     warn_input_range(x)  # uint8 or 0..255 inputs: once, pointing at the caller
     state = fresh_state(params, optimizer) if state is None else state  # optimizer checked
     trainer = make_trainer(optimizer, batch_size, model, loss, grad,
                            compute_dtype=compute_dtype, mesh=mesh)
     if mesh is not None:
-        x, y, state, validation_data = place_on_mesh((x, y, state, validation_data), mesh)
+        x, y, w, state, validation_data = place_on_mesh((x, y, w, state, validation_data),
+                                                        mesh)
     key, history = jax.random.key(seed), []
     monitor = "val_loss" if validation_data is not None else "train_loss"
     best = _Best(math.inf, int(state.epoch), None, 0)
     for e in range(int(state.epoch), epochs):
         backup, t0 = _copy_tree(state), time.perf_counter()
-        state, m = trainer.epoch(state, x, y, key)
+        state, m = trainer.epoch(state, x, y, key, w)
         m, seconds = jax.device_get(m), time.perf_counter() - t0
         record = epoch_record(e + 1, m, seconds, (len(x) // batch_size) * batch_size)
         if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
@@ -403,9 +438,11 @@ def fit(
 
 
 def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, model,
-                    loss, seed, validation_split, validation_data, patience):
+                    loss, seed, validation_split, validation_data, patience,
+                    sample_weight=None, class_weight=None):
     """Every check of :func:`fit`, on the host, before anything compiles. Returns the
-    optimizer and the data as checked arrays (the validation split taken off)."""
+    optimizer, the data as checked arrays (the validation split taken off) and the
+    training examples' weights ``[N]`` (None when unweighted)."""
     checks.check_positive_int(epochs, "epochs")
     if isinstance(optimizer, str):
         optimizer = get_optimizer(optimizer, learning_rate)
@@ -414,15 +451,22 @@ def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, 
     if x.ndim >= 1 and y.ndim >= 1 and len(x) != len(y):
         raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
     x, y = check_batch(params, x, y, loss, model=model)
+    w = check_weights(params, x, y, loss, model, sample_weight, class_weight)  # all of them
     if validation_data is not None and validation_split is not None:
         raise ValueError("give validation_split or validation_data, not both")
     if validation_split is not None:
         if not (isinstance(validation_split, float) and 0 < validation_split < 1):
             raise ValueError(
                 f"validation_split must be a float in (0, 1); got {validation_split!r}")
-        train, val = train_test_split(np.asarray(x), np.asarray(y), validation_split, seed,
-                                      name="validation_split")
-        (x, y), validation_data = map(jnp.asarray, train), tuple(map(jnp.asarray, val))
+        idx = np.arange(len(x))
+        tr, va = (part.x for part in train_test_split(idx, idx, validation_split, seed,
+                                                      name="validation_split"))
+        xn, yn = np.asarray(x), np.asarray(y)
+        x, y, validation_data = jnp.asarray(xn[tr]), jnp.asarray(yn[tr]), (
+            jnp.asarray(xn[va]), jnp.asarray(yn[va]))
+        if w is not None:  # weights of the training part ("balanced" counts it alone)
+            sw = None if sample_weight is None else np.asarray(sample_weight)[tr]
+            w = check_weights(params, x, y, loss, model, sw, class_weight)
     elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
@@ -434,7 +478,7 @@ def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, 
                          f" ({len(x)}); got {batch_size}")
     if patience is not None:
         checks.check_positive_int(patience, "patience")
-    return optimizer, x, y, validation_data
+    return optimizer, x, y, validation_data, w
 
 
 class _Best(NamedTuple):
@@ -478,13 +522,20 @@ def format_record(r: dict, epochs: int | None = None) -> str:
 
 def evaluate(params: Params, x: Any, y: Any, activation: Any = "relu",
              loss: str = "softmax_cross_entropy", batch_size: int = 1024, *,
-             model: Any = None) -> dict:
+             model: Any = None, sample_weight: Any = None, class_weight: Any = None) -> dict:
     """Mean loss and accuracy (classification) or MSE/MAE (regression) over all of x,
-    in evaluation mode (no dropout); ``model`` as for :func:`fit`."""
+    in evaluation mode (no dropout); ``model`` as for :func:`fit`.
+
+    With ``sample_weight`` / ``class_weight`` (as :func:`fit`) the loss is the weighted
+    mean ``sum w_i loss_i / sum w_i``; accuracy, MSE and MAE stay unweighted. For
+    per-class precision, recall and balanced accuracy see
+    :func:`fnmlp.classification_report`.
+    """
     model = check_names(model if model is not None else activation, loss, "manual")
     x, y = check_batch(params, x, y, loss, model=model)
+    w = check_weights(params, x, y, loss, model, sample_weight, class_weight)
     batch_size = checks.check_positive_int(batch_size, "batch_size")
-    out = jitted_eval(model, loss, batch_size)(params, x, y)
+    out = jitted_eval(model, loss, batch_size)(params, x, y, w)
     return {k: float(v) for k, v in out.items()}
 
 

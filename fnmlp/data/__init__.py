@@ -35,6 +35,7 @@ from fnmlp.data.toy import (
     make_blobs,
     make_circles,
     make_classification,
+    make_imbalanced,
     make_linear,
     make_moons,
     make_spirals,
@@ -45,7 +46,7 @@ __all__ = [
     "IDX_FILES", "MIRROR_ENV", "REGRESSION_SETS", "TOY_SETS", "Dataset", "FileInfo",
     "MnistChecksumError", "MnistUnavailableError", "download_mnist", "load_mnist",
     "load_mnist_idx", "load_mnist_tfds", "make_blobs", "make_circles", "make_classification",
-    "make_linear", "make_moons", "make_multi_output", "make_sine", "make_spirals",
-    "make_surface", "make_xor", "read_idx", "registered_files", "train_test_split",
+    "make_imbalanced", "make_linear", "make_moons", "make_multi_output", "make_sine",
+    "make_spirals", "make_surface", "make_xor", "read_idx", "registered_files", "train_test_split",
     "write_idx",
 ]

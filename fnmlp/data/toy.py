@@ -102,6 +102,22 @@ def make_linear(n: int = 400, seed: int = 0, margin: float = 0.2) -> Dataset:
     return Dataset(x.astype(np.float32), (s > 0).astype(np.int32))
 
 
+def make_imbalanced(n: int = 600, seed: int = 0, minority: float = 0.05,
+                    distance: float = 2.5) -> Dataset:
+    """Two overlapping Gaussian blobs (std 1), 95:5 by default: exactly
+    ``round(n * minority)`` examples of class 1 (centre ``(distance, 0)``), the rest class 0
+    (centre ``(0, 0)``), in shuffled order. Accuracy hides a model that ignores class 1:
+    see ``class_weight="balanced"`` and :func:`fnmlp.classification_report`."""
+    n = check_n(n, minimum=2)
+    if not (isinstance(minority, float) and 0 < minority < 1):
+        raise ValueError(f"minority must be a float in (0, 1); got {minority!r}")
+    gen = rng(seed)
+    n1 = min(max(int(round(n * minority)), 1), n - 1)
+    y = gen.permutation(np.r_[np.zeros(n - n1, np.int32), np.ones(n1, np.int32)])
+    x = gen.standard_normal((n, 2)) + np.array([distance, 0.0]) * y[:, None]
+    return Dataset(x.astype(np.float32), y.astype(np.int32))
+
+
 TOY_SETS = {
     "classification": make_classification,
     "blobs": make_blobs,
@@ -110,5 +126,6 @@ TOY_SETS = {
     "spirals": make_spirals,
     "xor": make_xor,
     "linear": make_linear,
+    "imbalanced": make_imbalanced,
 }
 
