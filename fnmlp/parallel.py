@@ -54,14 +54,14 @@ def check_divisible(batch_size: int, mesh: Mesh) -> None:
 
 
 def shard_step(step, mesh: Mesh):
-    """Wraps a pure ``(state, batch) -> (state, metrics)`` step: batch sharded along the
-    batch axis, state replicated. Still pure; jit it (or scan it) as usual."""
+    """Wraps a pure ``(state, batch, key=None) -> (state, metrics)`` step: batch sharded
+    along the batch axis, state replicated. Still pure; jit it (or scan it) as usual."""
     data, rep = batch_sharded(mesh), replicated(mesh)
 
-    def sharded(state, batch):
+    def sharded(state, batch, key=None):
         batch = jax.lax.with_sharding_constraint(batch, data)
         state = jax.lax.with_sharding_constraint(state, rep)
-        state, metrics = step(state, batch)
+        state, metrics = step(state, batch, key)
         return jax.lax.with_sharding_constraint(state, rep), metrics
 
     return sharded
