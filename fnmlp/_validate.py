@@ -148,7 +148,7 @@ def check_targets(y: Any, n: int, loss: str, n_out: int, name: str = "y") -> Any
                 raise ValueError(
                     f"{name} labels must be in [0, {n_out}); got {a[i]} at index {i}"
                 )
-            return jnp.asarray(a.astype(np.int32))
+            return jax.device_put(a.astype(np.int32))  # no conversion program compiled
         return y.astype(jnp.int32)
     if y.ndim == 1 and n_out == 1:
         y = y.reshape(-1, 1)

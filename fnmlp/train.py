@@ -44,6 +44,7 @@ from fnmlp.optim import (
     check_optimizer,
     get_learning_rate,
     get_optimizer,
+    host_scalar,
 )
 from fnmlp.parallel import check_divisible, place_on_mesh, replicated, shard_step
 
@@ -75,10 +76,13 @@ def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
 
 
 def fresh_state(params: Params, optimizer: GradientTransformation) -> TrainState:
-    """:func:`init_state` without the optimizer check, for callers that made it once."""
-    params = _copy_tree(params)
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
-                      jnp.zeros((), jnp.int32))
+    """:func:`init_state` without the optimizer check, for callers that made it once.
+
+    Compiles at most two small programs per params structure, shared by every later call:
+    the optimizer's zero buffers and :func:`copy_tree` (the same copy that ``fit`` takes
+    of the state before each epoch)."""
+    zero = host_scalar(0, np.int32)
+    return copy_tree(TrainState(params, optimizer.init(params), zero, zero))
 
 
 def value_and_grad_fn(grad: str, model: Any = "relu", loss: str = "softmax_cross_entropy",
@@ -256,9 +260,42 @@ def make_trainer(
     return Trainer(
         step=jax.jit(step, donate_argnums=0, **placement),
         epoch=jax.jit(epoch_fn(step, batch_size), donate_argnums=0, **placement),
-        evaluate=jax.jit(eval_fn(model, loss, eval_batch_size)),
+        evaluate=jitted_eval(model, loss, eval_batch_size),
         batch_size=batch_size,
     )
+
+
+def cached_trainer(optimizer: GradientTransformation, batch_size: int, model: Layer,
+                   loss: str, grad: str, eval_batch_size: int = 1024,
+                   compute_dtype: Any = None, mesh: Any = None) -> Trainer:
+    """:func:`make_trainer`, one per configuration for the life of the process.
+
+    The key is what the compiled program depends on: ``optimizer.update`` (fnmlp's
+    builders share one per static configuration, see :mod:`fnmlp.optim`; a user's
+    GradientTransformation is keyed by the identity of its ``update``), batch size, model,
+    loss, gradient path, evaluation chunk, compute dtype and mesh. Learning rate, weight
+    decay and seed are arrays, not part of the key: a learning-rate sweep or a resume loop
+    of :func:`fit` compiles nothing after its first call. Unhashable parts (a mesh or an
+    ``update`` that cannot be hashed) get a fresh, uncached trainer.
+    """
+    dtype = None if compute_dtype is None else jnp.dtype(compute_dtype).name
+    key = (optimizer.update, batch_size, model, loss, grad, eval_batch_size, dtype, mesh)
+    try:
+        trainer = _TRAINERS.get(key)
+    except TypeError:
+        return make_trainer(optimizer, batch_size, model, loss, grad, eval_batch_size,
+                            compute_dtype, mesh)
+    if trainer is None:
+        trainer = make_trainer(optimizer, batch_size, model, loss, grad, eval_batch_size,
+                               compute_dtype, mesh)
+        if len(_TRAINERS) >= MAX_CACHED_TRAINERS:
+            _TRAINERS.pop(next(iter(_TRAINERS)))  # the oldest
+    _TRAINERS[key] = _TRAINERS.pop(key, trainer)  # most recently used last
+    return trainer
+
+
+MAX_CACHED_TRAINERS = 32
+_TRAINERS: dict[tuple, Trainer] = {}  # cached_trainer's cache (least recently used first)
 
 
 def per_example_grads(params: Params, x: Array, y: Array, activation: Any = "relu",
@@ -298,8 +335,13 @@ class FitResult(NamedTuple):
     best_epoch: int  # 1-based epoch whose params were returned
 
 
-def _copy_tree(tree):
-    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+@jax.jit
+def copy_tree(tree: Any) -> Any:
+    """A copy of every array leaf of ``tree`` (new buffers), in one compiled program per
+    tree structure; eager per-leaf copies would compile one program per leaf shape."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 
 
 def fit(
@@ -348,7 +390,10 @@ def fit(
       patience: early stopping: stop after this many epochs without improvement of the
         validation loss (training loss when there is no validation) and return the best
         params.
-      state: a :class:`TrainState` to resume from (e.g. from a checkpoint).
+      state: a :class:`TrainState` to resume from (e.g. from a checkpoint, or the
+        ``.state`` of an earlier FitResult); it is left intact (the compiled epoch donates
+        a copy), so a resume loop ``r = fit(..., state=r.state)`` compiles and deletes
+        nothing.
       verbose: print one line per epoch (through ``log``, default stderr).
       on_epoch_end: ``callback(state, record)`` after each epoch (e.g. to checkpoint; it
         may add entries to ``record``, which is the history's dict).
@@ -366,16 +411,18 @@ def fit(
         seed, validation_split, validation_data, patience)
     warn_input_range(x)  # uint8 or 0..255 inputs: once, pointing at the caller
     state = fresh_state(params, optimizer) if state is None else state  # optimizer checked
-    trainer = make_trainer(optimizer, batch_size, model, loss, grad,
-                           compute_dtype=compute_dtype, mesh=mesh)
+    trainer = cached_trainer(optimizer, batch_size, model, loss, grad,
+                             compute_dtype=compute_dtype, mesh=mesh)
     if mesh is not None:
         x, y, state, validation_data = place_on_mesh((x, y, state, validation_data), mesh)
     key, history = jax.random.key(seed), []
     monitor = "val_loss" if validation_data is not None else "train_loss"
     best = _Best(math.inf, int(state.epoch), None, 0)
     for e in range(int(state.epoch), epochs):
-        backup, t0 = _copy_tree(state), time.perf_counter()
-        state, m = trainer.epoch(state, x, y, key)
+        # the epoch donates a copy: the last state (kept for TrainingDiverged) and a
+        # caller's resumed state (and the params of the FitResult it came from) stay valid
+        backup, t0 = state, time.perf_counter()
+        state, m = trainer.epoch(copy_tree(state), x, y, key)
         m, seconds = jax.device_get(m), time.perf_counter() - t0
         record = epoch_record(e + 1, m, seconds, (len(x) // batch_size) * batch_size)
         if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
@@ -422,7 +469,7 @@ def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, 
                 f"validation_split must be a float in (0, 1); got {validation_split!r}")
         train, val = train_test_split(np.asarray(x), np.asarray(y), validation_split, seed,
                                       name="validation_split")
-        (x, y), validation_data = map(jnp.asarray, train), tuple(map(jnp.asarray, val))
+        (x, y), validation_data = map(jax.device_put, train), tuple(map(jax.device_put, val))
     elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
@@ -447,7 +494,7 @@ class _Best(NamedTuple):
 def _track_best(best: _Best, value: float, epoch: int, params, patience) -> _Best:
     """Early stopping's bookkeeping: a new best resets the wait."""
     if value < best.value:
-        return _Best(value, epoch, _copy_tree(params) if patience else None, 0)
+        return _Best(value, epoch, copy_tree(params) if patience else None, 0)
     return best._replace(waited=best.waited + 1)
 
 
