@@ -14,7 +14,7 @@ import json
 import sys
 
 from fnmlp.activations import ACTIVATIONS
-from fnmlp.cli import Parser, description
+from fnmlp.cli import Parser, description, enable_compile_cache
 from fnmlp.losses import LOSSES
 
 
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compile_cache()
     import jax
 
     from fnmlp.gradcheck import check_gradients, random_batch
