@@ -183,6 +183,17 @@ def available_memory() -> int:
     return int(np.iinfo(np.int64).max)
 
 
+def device_memory_available(device: Any = None) -> int:
+    """Bytes free on ``device`` (default: the first device): ``bytes_limit - bytes_in_use``
+    from ``device.memory_stats()`` on an accelerator, :func:`available_memory` on a CPU
+    (whose ``memory_stats`` says nothing)."""
+    device = device if device is not None else jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return available_memory()
+
+
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")

@@ -310,8 +310,8 @@ def per_example_grads(params: Params, x: Array, y: Array, activation: Any = "rel
       activation, loss, model: as for :func:`fnmlp.loss`.
       grad: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (the hand-derived backward).
       chunk_size: compute this many examples at a time (``jax.lax.map`` over chunks of a
-        ``vmap``; the last chunk may be smaller). Same result, bit for bit up to the
-        order of float sums, with the working memory of one chunk; default: all at once.
+        ``vmap``; the last chunk may be smaller): the same result (to float round-off)
+        with the working memory of one chunk; default: all at once.
 
     Returns:
       A pytree like ``params`` whose leaves have a leading batch axis ``[B, ...]``; their
@@ -319,7 +319,8 @@ def per_example_grads(params: Params, x: Array, y: Array, activation: Any = "rel
 
     Raises:
       ValueError: bad inputs; or, before anything compiles, when the result and working
-        memory (:func:`per_example_memory`) exceed 80% of the available memory: the
+        memory (:func:`per_example_memory`) exceed 80% of the memory available on the
+        device (``fnmlp._validate.device_memory_available``): the
         message gives a ``chunk_size`` that fits, or, when the ``B * P`` numbers of the
         result alone do not fit, the largest ``B`` that does.
     """
@@ -355,7 +356,7 @@ def per_example_memory(params: Params, x: Array, grad: str = "autodiff",
 def check_per_example_memory(params: Params, x: Array, grad: str, chunk: int) -> None:
     """Raises the ``ValueError`` of :func:`per_example_grads` when it would not fit."""
     result, work = per_example_memory(params, x, grad, chunk)
-    have = 0.8 * checks.available_memory()
+    have = 0.8 * checks.device_memory_available()
     if result + work <= have:
         return
     b, gib = int(x.shape[0]), 2**30
@@ -368,13 +369,13 @@ def check_per_example_memory(params: Params, x: Array, grad: str, chunk: int) ->
             f" result alone ({b} copies of the params, {result / b / 2**20:.1f} MiB each);"
             f" {have / gib:.1f} GiB (80% of the available memory) can be used: pass at most"
             f" about {most} examples per call")
-    fit = max(min(int((have - fixed) / per), b - 1), 1)
+    fits = max(min(int((have - fixed) / per), b - 1), 1)
     given = "None (all at once)" if chunk >= b else str(chunk)
     raise ValueError(
         f"per_example_grads of {b} examples with chunk_size={given} needs about"
         f" {(result + work) / gib:.1f} GiB ({result / gib:.1f} GiB result,"
         f" {work / gib:.1f} GiB working memory); {have / gib:.1f} GiB (80% of the available"
-        f" memory) can be used: pass chunk_size={fit} or less")
+        f" memory) can be used: pass chunk_size={fits} or less")
 
 
 @functools.lru_cache(maxsize=32)

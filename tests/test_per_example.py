@@ -47,7 +47,7 @@ def _setup(b):
 
 def test_impossible_size_is_refused_before_compiling(monkeypatch):
     params, x, y = _setup(3000)  # result: 3000 * 32,840 B = 94 MiB
-    monkeypatch.setattr(_validate, "available_memory", lambda: 64 * 2**20)
+    monkeypatch.setattr(_validate, "device_memory_available", lambda: 64 * 2**20)
     with compiled_programs() as names, pytest.raises(ValueError) as err:
         fnmlp.per_example_grads(params, x, y, chunk_size=10)
     assert names == []
@@ -59,7 +59,7 @@ def test_impossible_size_is_refused_before_compiling(monkeypatch):
 
 def test_too_big_at_once_suggests_a_chunk_size_that_fits(monkeypatch):
     params, x, y = _setup(3000)  # result 94 MiB; all at once ~56 MiB more working memory
-    monkeypatch.setattr(_validate, "available_memory", lambda: int(150 * 2**20 / 0.8))
+    monkeypatch.setattr(_validate, "device_memory_available", lambda: int(150 * 2**20 / 0.8))
     with compiled_programs() as names, pytest.raises(ValueError, match="chunk_size=") as err:
         fnmlp.per_example_grads(params, x, y)
     assert names == []
