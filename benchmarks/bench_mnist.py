@@ -34,7 +34,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 on JAX, never TensorFlo
 
 EPOCHS, BATCH, LR = 10, 128, 1e-3
 IMPLS = ["fnmlp", "fnmlp_cold", "fnmlp_warm", "flax_nnx", "keras_jax", "torch_eager",
-         "torch_compile", "numpy", "sklearn"]
+         "torch_compile", "numpy", "numpy_plain", "sklearn"]
 NEEDS = {"flax_nnx": ["flax", "optax"], "keras_jax": ["keras"], "torch_eager": ["torch"],
          "torch_compile": ["torch"], "sklearn": ["sklearn"]}
 
@@ -47,7 +47,8 @@ def load(mnist_dir, n_synthetic, mnist_csv=None, tile=None):
     if mnist_csv:
         with gzip.open(mnist_csv, "rt") if mnist_csv.endswith(".gz") else open(mnist_csv) as f:
             raw = np.loadtxt(f, delimiter=",", dtype=np.float32)  # [5000, 784 pixels + label]
-        x, y = raw[:, :784] / 255, raw[:, 784].astype(np.int64)
+        order = np.random.default_rng(0).permutation(len(raw))  # the file is sorted by label
+        x, y = raw[order, :784] / 255, raw[order, 784].astype(np.int64)
         x, y, xt, yt = x[:4000], y[:4000], x[4000:], y[4000:]
         if tile:
             reps = -(-tile // len(x))
@@ -274,6 +275,45 @@ def run_numpy(x, y, xt, yt, epoch_times):
                 tj *= step
                 p -= tj  # p -= lr / c1 * m / (sqrt(v) / sqrt(c2) + eps)
         epoch_times.append(time.perf_counter() - t)
+    return float(((np.maximum(xt @ w1 + b1, 0) @ w2 + b2).argmax(1) == yt).mean())
+
+
+def run_numpy_plain(x, y, xt, yt, epoch_times):
+    """The previous NumPy peer, kept to compare: the minibatch gathered twice (forward and
+    weight gradient), every intermediate and Adam's terms allocated anew each step."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    params = [(rng.standard_normal((784, 128)) * np.sqrt(2 / 784)).astype(np.float32),
+              np.zeros(128, np.float32),
+              (rng.standard_normal((128, 10)) * np.sqrt(2 / 128)).astype(np.float32),
+              np.zeros(10, np.float32)]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    t_step, steps = 0, len(x) // BATCH
+    for _ in range(EPOCHS):
+        t = time.perf_counter()
+        perm = rng.permutation(len(x))
+        for i in range(steps):
+            idx = perm[i * BATCH:(i + 1) * BATCH]
+            w1, b1, w2, b2 = params
+            h = np.maximum(x[idx] @ w1 + b1, 0)
+            z = h @ w2 + b2
+            z -= z.max(1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(1, keepdims=True)
+            p[np.arange(BATCH), y[idx]] -= 1
+            d2 = p / BATCH
+            d1 = (d2 @ w2.T) * (h > 0)
+            grads = [x[idx].T @ d1, d1.sum(0), h.T @ d2, d2.sum(0)]
+            t_step += 1
+            c1, c2 = 1 - 0.9 ** t_step, 1 - 0.999 ** t_step
+            for j, g in enumerate(grads):
+                m[j] = 0.9 * m[j] + 0.1 * g
+                v[j] = 0.999 * v[j] + 0.001 * g * g
+                params[j] -= (LR / c1) * m[j] / (np.sqrt(v[j]) / np.sqrt(c2) + 1e-8)
+        epoch_times.append(time.perf_counter() - t)
+    w1, b1, w2, b2 = params
     return float(((np.maximum(xt @ w1 + b1, 0) @ w2 + b2).argmax(1) == yt).mean())
 
 
