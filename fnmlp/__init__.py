@@ -29,6 +29,7 @@ from fnmlp._version import __version__  # noqa: E402
 from fnmlp.activations import ACTIVATIONS, get_activation  # noqa: E402
 from fnmlp.backprop import backward, manual_grad, manual_value_and_grad  # noqa: E402
 from fnmlp.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from fnmlp.compile_cache import enable_compile_cache  # noqa: E402
 from fnmlp.data import load_mnist, load_mnist_idx, load_mnist_tfds  # noqa: E402
 from fnmlp.gradcheck import (  # noqa: E402
     GradReport,
@@ -106,7 +107,8 @@ __all__ = [
     "INITIALIZERS", "LOSSES", "Model", "OPTIMIZERS", "TrainState", "Trainer",
     "TrainingDiverged", "accuracy", "activations", "adam", "adamw", "apply_updates",
     "backward", "batched_forward", "check_gradients", "check_optimizer",
-    "clip_grads_by_global_norm", "compare_grads", "data", "ensemble_predict_proba", "evaluate",
+    "clip_grads_by_global_norm", "compare_grads", "data", "enable_compile_cache",
+    "ensemble_predict_proba", "evaluate",
     "finite_difference_grad", "fit", "fit_population", "forward", "forward_with_cache",
     "get_activation", "get_learning_rate", "get_loss", "get_optimizer", "gradcheck",
     "inference", "init_mlp", "init_state", "load_checkpoint", "load_mnist", "load_mnist_idx",

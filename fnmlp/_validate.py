@@ -148,7 +148,7 @@ def check_targets(y: Any, n: int, loss: str, n_out: int, name: str = "y") -> Any
                 raise ValueError(
                     f"{name} labels must be in [0, {n_out}); got {a[i]} at index {i}"
                 )
-            return jnp.asarray(a.astype(np.int32))
+            return jax.device_put(a.astype(np.int32))  # no conversion program compiled
         return y.astype(jnp.int32)
     if y.ndim == 1 and n_out == 1:
         y = y.reshape(-1, 1)
@@ -168,6 +168,30 @@ def check_targets(y: Any, n: int, loss: str, n_out: int, name: str = "y") -> Any
                 f" {tuple(int(i) for i in idx)}"
             )
     return y
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (``MemAvailable`` of ``/proc/meminfo``; the int64
+    maximum where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(np.iinfo(np.int64).max)
+
+
+def device_memory_available(device: Any = None) -> int:
+    """Bytes free on ``device`` (default: the first device): ``bytes_limit - bytes_in_use``
+    from ``device.memory_stats()`` on an accelerator, :func:`available_memory` on a CPU
+    (whose ``memory_stats`` says nothing)."""
+    device = device if device is not None else jax.devices()[0]
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return available_memory()
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:

@@ -334,6 +334,15 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
     return p
 
 
+def enable_compile_cache() -> None:
+    """Turns on JAX's persistent compilation cache for a script run (a later run of the
+    same configuration loads its compiled programs instead of compiling them again);
+    ``FNMLP_COMPILE_CACHE=0`` turns it off. See :mod:`fnmlp.compile_cache`."""
+    from fnmlp.compile_cache import enable_compile_cache as enable
+
+    enable()
+
+
 def main_guard(main: Callable[[], int]) -> None:
     """Runs ``main``; turns expected errors into exit 2 and a one-line message."""
     prog = os.path.basename(sys.argv[0])

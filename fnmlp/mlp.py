@@ -167,7 +167,12 @@ def check_model_params(model: Layer, params: Any, d_in: int | None = None) -> tu
 
 
 def _cast(x: Array, params: Params) -> Array:
-    return jnp.asarray(x, dtype=_dtype_of(params))
+    """``x`` in the params' dtype; a host array is converted on the host and transferred
+    (``jnp.asarray`` of a NumPy array compiles a small program per shape)."""
+    dtype = _dtype_of(params)
+    if isinstance(x, np.ndarray):
+        return jax.device_put(np.asarray(x, dtype=np.dtype(dtype)))
+    return jnp.asarray(x, dtype=dtype)
 
 
 def check_batch(params: Params, x: Any, y: Any, loss: str, names=("x", "y"),
@@ -179,7 +184,7 @@ def check_batch(params: Params, x: Any, y: Any, loss: str, names=("x", "y"),
     d_in, n_out = check_model_params(model, params, x.shape[-1] if x.ndim else None)
     x = checks.check_inputs(x, d_in, names[0])
     y = checks.check_targets(y, x.shape[0], loss, n_out, names[1])
-    return _cast(x, params), jnp.asarray(y)
+    return _cast(x, params), (jax.device_put(y) if isinstance(y, np.ndarray) else jnp.asarray(y))
 
 
 def check_weights(params: Params, x: Array, y: Array, loss: str, model: Any = "relu",

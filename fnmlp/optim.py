@@ -17,6 +17,13 @@ it is refused by :func:`check_optimizer` before anything compiles. fnmlp's own s
 also hold ``count`` (updates applied, int32 ``[]``) and ``weight_decay`` (a scalar
 array, so a population can give each member its own; see :func:`set_weight_decay`).
 
+**Compiled once.** An optimizer's ``update`` depends only on its static options (momentum,
+betas, eps, clipping, whether there is a decay term, the schedule object): the builders hand
+out one shared ``update`` function per such configuration, so ``adam(0.1)`` and
+``adam(0.01)`` have the same ``update`` and fnmlp's compiled trainers (cached by it) serve
+both. ``init`` makes its zero buffers in one cached program per params structure and its
+scalars on the host, so it compiles nothing new per call.
+
 **Precision.** Every scalar of an update (learning rate, weight decay, bias corrections)
 is held and computed in the params' float dtype: float64 params get float64 optimizer
 arithmetic (PyTorch's optimizers compute these scalars in Python float64, too).
@@ -30,12 +37,14 @@ names differ: ``decay`` here is PyTorch's ``alpha`` (RMSprop), ``b1, b2`` are ``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnmlp._validate import check_positive_float
 from fnmlp.schedules import Schedule
@@ -111,7 +120,7 @@ def set_learning_rate(opt_state: OptState, learning_rate: float) -> OptState:
     does not recompile. (With a schedule, the schedule decides and this is overwritten.)
     """
     lr = check_positive_float(learning_rate, "learning_rate")
-    return opt_state._replace(learning_rate=jnp.asarray(lr, opt_state.learning_rate.dtype))
+    return opt_state._replace(learning_rate=host_scalar(lr, opt_state.learning_rate.dtype))
 
 
 def set_weight_decay(opt_state: OptState, weight_decay: float) -> OptState:
@@ -120,7 +129,7 @@ def set_weight_decay(opt_state: OptState, weight_decay: float) -> OptState:
     Only takes effect in an optimizer built with ``weight_decay > 0`` (which decides at
     build time whether the decay term is computed at all)."""
     wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
-    return opt_state._replace(weight_decay=jnp.asarray(wd, opt_state.weight_decay.dtype))
+    return opt_state._replace(weight_decay=host_scalar(wd, opt_state.weight_decay.dtype))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -158,9 +167,36 @@ def _lr_parts(learning_rate: float | Schedule) -> tuple[Schedule | None, float]:
     return None, check_positive_float(learning_rate, "learning_rate")
 
 
+def host_scalar(value: float, dtype: Any) -> Array:
+    """A scalar array made on the host and transferred (``jax.device_put``): unlike
+    ``jnp.asarray(value, dtype)`` it compiles no conversion program."""
+    return jax.device_put(np.asarray(value, dtype=np.dtype(dtype)))
+
+
+@jax.jit
+def zeros_like_tree(tree: Any) -> Any:
+    """Zeros like every leaf of ``tree``: one compiled program per tree structure (eager
+    ``jnp.zeros_like`` compiles one per leaf shape); inlined under a trace."""
+    return jax.tree.map(jnp.zeros_like, tree)
+
+
 def _scalars(params, lr0: float, weight_decay: float) -> tuple[Array, Array, Array]:
     dtype = _float_dtype(params)
-    return (jnp.zeros((), jnp.int32), jnp.asarray(lr0, dtype), jnp.asarray(weight_decay, dtype))
+    return (host_scalar(0, np.int32), host_scalar(lr0, dtype), host_scalar(weight_decay, dtype))
+
+
+def _shared(factory: Callable, *static) -> Callable:
+    """``factory(*static)``, one object per distinct (hashable) ``static`` tuple; a fresh
+    one when some option is unhashable (e.g. a schedule object without ``__hash__``)."""
+    try:
+        return _shared_cache(factory, *static)
+    except TypeError:
+        return factory(*static)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_cache(factory: Callable, *static) -> Callable:
+    return factory(*static)
 
 
 def _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled):
@@ -228,9 +264,14 @@ def sgd(
     use_wd = weight_decay > 0
 
     def init(params):
-        v = jax.tree.map(jnp.zeros_like, params) if momentum else ()
+        v = zeros_like_tree(params) if momentum else ()
         return SGDState(*_scalars(params, lr0, weight_decay), v)
 
+    return GradientTransformation(
+        init, _shared(_sgd_update, schedule, momentum, nesterov, use_wd, clip_norm))
+
+
+def _sgd_update(schedule, momentum, nesterov, use_wd, clip_norm):
     def update(grads, state, params):
         g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False)
         if momentum:
@@ -241,7 +282,7 @@ def sgd(
         updates = jax.tree.map(lambda s: -lr.astype(s.dtype) * s, step)
         return updates, state._replace(count=state.count + 1, learning_rate=lr, velocity=v)
 
-    return GradientTransformation(init, update)
+    return update
 
 
 def momentum(learning_rate, momentum: float = 0.9, **kw) -> GradientTransformation:
@@ -305,10 +346,14 @@ def adam(
     use_wd = weight_decay > 0
 
     def init(params):
-        return AdamState(*_scalars(params, lr0, weight_decay),
-                         jax.tree.map(jnp.zeros_like, params),
-                         jax.tree.map(jnp.zeros_like, params))  # two buffers (donation)
+        return AdamState(*_scalars(params, lr0, weight_decay), zeros_like_tree(params),
+                         zeros_like_tree(params))  # two buffers (donation)
 
+    return GradientTransformation(
+        init, _shared(_adam_update, schedule, b1, b2, eps, use_wd, clip_norm, decoupled))
+
+
+def _adam_update(schedule, b1, b2, eps, use_wd, clip_norm, decoupled):
     def update(grads, state, params):
         g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled)
         t = (state.count + 1).astype(lr.dtype)
@@ -327,7 +372,7 @@ def adam(
         updates = jax.tree.map(step, mu, nu, params)
         return updates, state._replace(count=state.count + 1, learning_rate=lr, mu=mu, nu=nu)
 
-    return GradientTransformation(init, update)
+    return update
 
 
 def adamw(learning_rate: float | Schedule = 1e-3, weight_decay: float = 1e-2,
@@ -370,9 +415,13 @@ def rmsprop(
     use_wd = weight_decay > 0
 
     def init(params):
-        return RMSPropState(*_scalars(params, lr0, weight_decay),
-                            jax.tree.map(jnp.zeros_like, params))
+        return RMSPropState(*_scalars(params, lr0, weight_decay), zeros_like_tree(params))
 
+    return GradientTransformation(
+        init, _shared(_rmsprop_update, schedule, decay, eps, use_wd, clip_norm))
+
+
+def _rmsprop_update(schedule, decay, eps, use_wd, clip_norm):
     def update(grads, state, params):
         g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False)
         nu = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.nu, g)
@@ -380,7 +429,7 @@ def rmsprop(
             lambda g, v: (-lr.astype(g.dtype) * g / (jnp.sqrt(v) + eps)).astype(g.dtype), g, nu)
         return updates, state._replace(count=state.count + 1, learning_rate=lr, nu=nu)
 
-    return GradientTransformation(init, update)
+    return update
 
 
 OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = {

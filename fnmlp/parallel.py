@@ -54,8 +54,8 @@ def check_divisible(batch_size: int, mesh: Mesh) -> None:
 
 
 def shard_step(step, mesh: Mesh):
-    """Wraps a pure ``(state, batch, key=None) -> (state, metrics)`` step: batch sharded along the
-    batch axis, state replicated. Still pure; jit it (or scan it) as usual."""
+    """Wraps a pure ``(state, batch, key=None) -> (state, metrics)`` step: batch sharded
+    along the batch axis, state replicated. Still pure; jit it (or scan it) as usual."""
     data, rep = batch_sharded(mesh), replicated(mesh)
 
     def sharded(state, batch, key=None):

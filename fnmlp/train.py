@@ -49,6 +49,7 @@ from fnmlp.optim import (
     check_optimizer,
     get_learning_rate,
     get_optimizer,
+    host_scalar,
 )
 from fnmlp.parallel import check_divisible, place_on_mesh, replicated, shard_step
 
@@ -81,10 +82,13 @@ def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
 
 
 def fresh_state(params: Params, optimizer: GradientTransformation) -> TrainState:
-    """:func:`init_state` without the optimizer check, for callers that made it once."""
-    params = _copy_tree(params)
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32),
-                      jnp.zeros((), jnp.int32))
+    """:func:`init_state` without the optimizer check, for callers that made it once.
+
+    Compiles at most two small programs per params structure, shared by every later call:
+    the optimizer's zero buffers and :func:`copy_tree` (the same copy that ``fit`` takes
+    of the state before each epoch)."""
+    zero = host_scalar(0, np.int32)
+    return copy_tree(TrainState(params, optimizer.init(params), zero, zero))
 
 
 def value_and_grad_fn(grad: str, model: Any = "relu", loss: str = "softmax_cross_entropy",
@@ -274,25 +278,138 @@ def make_trainer(
     return Trainer(
         step=jax.jit(step, donate_argnums=0, **placement),
         epoch=jax.jit(epoch_fn(step, batch_size), donate_argnums=0, **placement),
-        evaluate=jax.jit(eval_fn(model, loss, eval_batch_size)),
+        evaluate=jitted_eval(model, loss, eval_batch_size),
         batch_size=batch_size,
     )
 
 
+def cached_trainer(optimizer: GradientTransformation, batch_size: int, model: Layer,
+                   loss: str, grad: str, eval_batch_size: int = 1024,
+                   compute_dtype: Any = None, mesh: Any = None) -> Trainer:
+    """:func:`make_trainer`, one per configuration for the life of the process.
+
+    The key is what the compiled program depends on: ``optimizer.update`` (fnmlp's
+    builders share one per static configuration, see :mod:`fnmlp.optim`; a user's
+    GradientTransformation is keyed by the identity of its ``update``), batch size, model,
+    loss, gradient path, evaluation chunk, compute dtype and mesh. Learning rate, weight
+    decay and seed are arrays, not part of the key: a learning-rate sweep or a resume loop
+    of :func:`fit` compiles nothing after its first call. Unhashable parts (a mesh or an
+    ``update`` that cannot be hashed) get a fresh, uncached trainer.
+    """
+    dtype = None if compute_dtype is None else jnp.dtype(compute_dtype).name
+    key = (optimizer.update, batch_size, model, loss, grad, eval_batch_size, dtype, mesh)
+    try:
+        trainer = _TRAINERS.get(key)
+    except TypeError:
+        return make_trainer(optimizer, batch_size, model, loss, grad, eval_batch_size,
+                            compute_dtype, mesh)
+    if trainer is None:
+        trainer = make_trainer(optimizer, batch_size, model, loss, grad, eval_batch_size,
+                               compute_dtype, mesh)
+        if len(_TRAINERS) >= MAX_CACHED_TRAINERS:
+            _TRAINERS.pop(next(iter(_TRAINERS)))  # the oldest
+    _TRAINERS[key] = _TRAINERS.pop(key, trainer)  # most recently used last
+    return trainer
+
+
+MAX_CACHED_TRAINERS = 32
+_TRAINERS: dict[tuple, Trainer] = {}  # cached_trainer's cache (least recently used first)
+
+
 def per_example_grads(params: Params, x: Array, y: Array, activation: Any = "relu",
                       loss: str = "softmax_cross_entropy", grad: str = "autodiff", *,
-                      model: Any = None) -> Params:
+                      model: Any = None, chunk_size: int | None = None) -> Params:
     """Per-example gradients: ``jax.vmap`` of the gradient of one example's loss
-    (evaluation mode: no dropout).
+    (evaluation mode: no dropout), in one compiled program per configuration.
 
-    Returns a pytree like ``params`` whose leaves have a leading batch axis ``[B, ...]``;
-    their mean over that axis is the batch gradient. ``grad="manual"`` vmaps the
-    hand-derived backward instead of ``jax.grad``.
+    Args:
+      params: the model's params (``P`` numbers in all).
+      x: inputs ``[B, D]``; y: labels ``[B]`` or targets ``[B, C]``.
+      activation, loss, model: as for :func:`fnmlp.loss`.
+      grad: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (the hand-derived backward).
+      chunk_size: compute this many examples at a time (``jax.lax.map`` over chunks of a
+        ``vmap``; the last chunk may be smaller): the same result (to float round-off)
+        with the working memory of one chunk; default: all at once.
+
+    Returns:
+      A pytree like ``params`` whose leaves have a leading batch axis ``[B, ...]``; their
+      mean over that axis is the batch gradient.
+
+    Raises:
+      ValueError: bad inputs; or, before anything compiles, when the result and working
+        memory (:func:`per_example_memory`) exceed 80% of the memory available on the
+        device (``fnmlp._validate.device_memory_available``): the
+        message gives a ``chunk_size`` that fits, or, when the ``B * P`` numbers of the
+        result alone do not fit, the largest ``B`` that does.
     """
     model = check_names(model if model is not None else activation, loss, grad)
     x, y = check_batch(params, x, y, loss, model=model)
+    if chunk_size is not None:
+        chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
+    b = int(x.shape[0])
+    chunk = b if chunk_size is None else min(chunk_size, b)
+    check_per_example_memory(params, x, grad, chunk)
+    return _per_example_program(model, loss, grad, None if chunk == b else chunk)(params, x, y)
+
+
+# working memory of the vmapped gradient, per example, in units of the params' size, from
+# XLA's memory_analysis of 784-1024-1024-10 at B = 256 and 512 (CPU, jax 0.10.2): the
+# autodiff path 0.56, the manual one 0.001 (rounded up here)
+PER_EXAMPLE_WORK = {"autodiff": 0.6, "manual": 0.1}
+
+
+def per_example_memory(params: Params, x: Array, grad: str = "autodiff",
+                       chunk_size: int | None = None) -> tuple[int, int]:
+    """``(result_bytes, working_bytes)`` of :func:`per_example_grads`: the result is ``B``
+    copies of the params; the working memory is the inputs plus, per example of a chunk,
+    :data:`PER_EXAMPLE_WORK` times the params' bytes. Shapes only: nothing is computed."""
+    leaves = jax.tree.leaves(params)
+    param_bytes = sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in leaves)
+    b = int(x.shape[0])
+    chunk = b if chunk_size is None else min(int(chunk_size), b)
+    x_bytes = int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+    return b * param_bytes, x_bytes + int(math.ceil(chunk * param_bytes * PER_EXAMPLE_WORK[grad]))
+
+
+def check_per_example_memory(params: Params, x: Array, grad: str, chunk: int) -> None:
+    """Raises the ``ValueError`` of :func:`per_example_grads` when it would not fit."""
+    result, work = per_example_memory(params, x, grad, chunk)
+    have = 0.8 * checks.device_memory_available()
+    if result + work <= have:
+        return
+    b, gib = int(x.shape[0]), 2**30
+    per = result / b * PER_EXAMPLE_WORK[grad]  # working bytes per example of a chunk
+    fixed = result + work - chunk * per  # the result and the inputs: any chunk needs them
+    if fixed + per > have:
+        most = int(have / (result / b + per))
+        raise ValueError(
+            f"per_example_grads of {b} examples needs about {result / gib:.1f} GiB for the"
+            f" result alone ({b} copies of the params, {result / b / 2**20:.1f} MiB each);"
+            f" {have / gib:.1f} GiB (80% of the available memory) can be used: pass at most"
+            f" about {most} examples per call")
+    fits = max(min(int((have - fixed) / per), b - 1), 1)
+    given = "None (all at once)" if chunk >= b else str(chunk)
+    raise ValueError(
+        f"per_example_grads of {b} examples with chunk_size={given} needs about"
+        f" {(result + work) / gib:.1f} GiB ({result / gib:.1f} GiB result,"
+        f" {work / gib:.1f} GiB working memory); {have / gib:.1f} GiB (80% of the available"
+        f" memory) can be used: pass chunk_size={fits} or less")
+
+
+@functools.lru_cache(maxsize=32)
+def _per_example_program(model: Layer, loss: str, grad: str, chunk: int | None) -> Callable:
     vg = value_and_grad_fn(grad, model, loss)
-    return jax.vmap(lambda xi, yi: vg(params, xi[None], yi[None])[1])(x, y)
+
+    def per_example(params, x, y):
+        def one(xy):  # one example: [D], [] or [C] -> grads like params
+            xi, yi = xy
+            return vg(params, xi[None], yi[None])[1]
+
+        if chunk is None:
+            return jax.vmap(one)((x, y))
+        return jax.lax.map(one, (x, y), batch_size=chunk)  # vmap within chunks of `chunk`
+
+    return jax.jit(per_example)
 
 
 # ----------------------------------------------------------------------------- fit
@@ -316,8 +433,13 @@ class FitResult(NamedTuple):
     best_epoch: int  # 1-based epoch whose params were returned
 
 
-def _copy_tree(tree):
-    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+@jax.jit
+def copy_tree(tree: Any) -> Any:
+    """A copy of every array leaf of ``tree`` (new buffers), in one compiled program per
+    tree structure; eager per-leaf copies would compile one program per leaf shape."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 
 
 def fit(
@@ -368,7 +490,10 @@ def fit(
       patience: early stopping: stop after this many epochs without improvement of the
         validation loss (training loss when there is no validation) and return the best
         params.
-      state: a :class:`TrainState` to resume from (e.g. from a checkpoint).
+      state: a :class:`TrainState` to resume from (e.g. from a checkpoint, or the
+        ``.state`` of an earlier FitResult); it is left intact (the compiled epoch donates
+        a copy), so a resume loop ``r = fit(..., state=r.state)`` compiles and deletes
+        nothing.
       verbose: print one line per epoch (through ``log``, default stderr).
       on_epoch_end: ``callback(state, record)`` after each epoch (e.g. to checkpoint; it
         may add entries to ``record``, which is the history's dict).
@@ -400,8 +525,8 @@ def fit(
         seed, validation_split, validation_data, patience, sample_weight, class_weight)
     warn_input_range(x)  # uint8 or 0..255 inputs: once, pointing at the caller
     state = fresh_state(params, optimizer) if state is None else state  # optimizer checked
-    trainer = make_trainer(optimizer, batch_size, model, loss, grad,
-                           compute_dtype=compute_dtype, mesh=mesh)
+    trainer = cached_trainer(optimizer, batch_size, model, loss, grad,
+                             compute_dtype=compute_dtype, mesh=mesh)
     if mesh is not None:
         x, y, w, state, validation_data = place_on_mesh((x, y, w, state, validation_data),
                                                         mesh)
@@ -409,8 +534,10 @@ def fit(
     monitor = "val_loss" if validation_data is not None else "train_loss"
     best = _Best(math.inf, int(state.epoch), None, 0)
     for e in range(int(state.epoch), epochs):
-        backup, t0 = _copy_tree(state), time.perf_counter()
-        state, m = trainer.epoch(state, x, y, key, w)
+        # the epoch donates a copy: the last state (kept for TrainingDiverged) and a
+        # caller's resumed state (and the params of the FitResult it came from) stay valid
+        backup, t0 = state, time.perf_counter()
+        state, m = trainer.epoch(copy_tree(state), x, y, key, w)
         m, seconds = jax.device_get(m), time.perf_counter() - t0
         record = epoch_record(e + 1, m, seconds, (len(x) // batch_size) * batch_size)
         if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
@@ -462,8 +589,8 @@ def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, 
         tr, va = (part.x for part in train_test_split(idx, idx, validation_split, seed,
                                                       name="validation_split"))
         xn, yn = np.asarray(x), np.asarray(y)
-        x, y, validation_data = jnp.asarray(xn[tr]), jnp.asarray(yn[tr]), (
-            jnp.asarray(xn[va]), jnp.asarray(yn[va]))
+        x, y, validation_data = jax.device_put(xn[tr]), jax.device_put(yn[tr]), (
+            jax.device_put(xn[va]), jax.device_put(yn[va]))
         if w is not None:  # weights of the training part ("balanced" counts it alone)
             sw = None if sample_weight is None else np.asarray(sample_weight)[tr]
             w = check_weights(params, x, y, loss, model, sw, class_weight)
@@ -491,7 +618,7 @@ class _Best(NamedTuple):
 def _track_best(best: _Best, value: float, epoch: int, params, patience) -> _Best:
     """Early stopping's bookkeeping: a new best resets the wait."""
     if value < best.value:
-        return _Best(value, epoch, _copy_tree(params) if patience else None, 0)
+        return _Best(value, epoch, copy_tree(params) if patience else None, 0)
     return best._replace(waited=best.waited + 1)
 
 

@@ -18,7 +18,15 @@ import argparse
 import json
 import sys
 
-from fnmlp.cli import LAYER_SPEC_HELP, Parser, description, parse_layers, parse_names, parse_rates
+from fnmlp.cli import (
+    LAYER_SPEC_HELP,
+    Parser,
+    description,
+    enable_compile_cache,
+    parse_layers,
+    parse_names,
+    parse_rates,
+)
 from fnmlp.losses import LOSSES
 
 
@@ -71,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    enable_compile_cache()
     import jax
 
     from fnmlp.cli import UsageError, build_model

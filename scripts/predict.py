@@ -22,7 +22,14 @@ import json
 import sys
 from pathlib import Path
 
-from fnmlp.cli import Parser, UsageError, description, main_guard, positive_int
+from fnmlp.cli import (
+    Parser,
+    UsageError,
+    description,
+    enable_compile_cache,
+    main_guard,
+    positive_int,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -87,6 +94,7 @@ def _save_input(folder: Path, name: str, x) -> None:
 
 
 def main() -> int:
+    enable_compile_cache()
     p = Parser(description=description(__doc__))
     p.add_argument("--checkpoint", default="runs/mnist/checkpoint.npz",
                    help="a checkpoint written by a training script")

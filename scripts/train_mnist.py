@@ -17,6 +17,7 @@ from pathlib import Path
 from fnmlp.cli import (
     base_parser,
     description,
+    enable_compile_cache,
     main_guard,
     members_from_args,
     positive_int,
@@ -33,6 +34,7 @@ MNIST_INPUT = {
 
 
 def main() -> int:
+    enable_compile_cache()
     p = base_parser(description(__doc__), hidden="256", activation="relu",
                     optimizer="adam", lr=2e-3, batch_size=128, epochs=10, out="runs/mnist",
                     schedule="cosine")

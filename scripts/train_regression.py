@@ -9,6 +9,7 @@ from __future__ import annotations
 from fnmlp.cli import (
     base_parser,
     description,
+    enable_compile_cache,
     main_guard,
     members_from_args,
     positive_int,
@@ -17,6 +18,7 @@ from fnmlp.cli import (
 
 
 def main() -> int:
+    enable_compile_cache()
     from fnmlp import data
 
     p = base_parser(description(__doc__), hidden="64,64", activation="tanh",

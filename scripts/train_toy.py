@@ -13,6 +13,7 @@ from fnmlp.cli import (
     UsageError,
     base_parser,
     description,
+    enable_compile_cache,
     main_guard,
     members_from_args,
     positive_int,
@@ -21,6 +22,7 @@ from fnmlp.cli import (
 
 
 def main() -> int:
+    enable_compile_cache()
     from fnmlp import data
 
     p = base_parser(description(__doc__), hidden="32", activation="tanh",
