@@ -662,7 +662,9 @@ def evaluate(params: Params, x: Any, y: Any, activation: Any = "relu",
     x, y = check_batch(params, x, y, loss, model=model)
     w = check_weights(params, x, y, loss, model, sample_weight, class_weight)
     batch_size = checks.check_positive_int(batch_size, "batch_size")
-    out = jitted_eval(model, loss, batch_size)(params, x, y, w)
+    run = jitted_eval(model, loss, batch_size)
+    # unweighted: the same call (and compiled program) as fit's validation
+    out = run(params, x, y) if w is None else run(params, x, y, w)
     return {k: float(v) for k, v in out.items()}
 
 
