@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Train an MLP on a 2D toy problem and draw its decision boundary.
 
-Writes OUT/decision_boundary.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/metrics.json.
+Writes OUT/decision_boundary.png, OUT/loss_curve.png, OUT/weight_norms.png,
+OUT/checkpoint.npz, OUT/metrics.json. Prints epoch 1, every 10th and the last
+(--log-every); --val-split F adds a validation set, which --patience watches.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def main() -> int:
     from fnmlp import data
 
     p = base_parser(description(__doc__), hidden="32", activation="tanh",
-                    optimizer="adam", lr=0.01, batch_size=32, epochs=200, out="runs/toy")
+                    optimizer="adam", lr=0.01, batch_size=32, epochs=200, out="runs/toy",
+                    log_every=10)
     p.add_argument("--dataset", choices=sorted(data.TOY_SETS), default="classification",
                    help="2D set (fnmlp.data.toy); 'classification' is the lesson's")
     p.add_argument("--n", type=positive_int, default=600, help="number of examples")
@@ -45,6 +48,9 @@ def main() -> int:
         plot.decision_boundary(lambda g: predict(params, g, model=model), ds.x, ds.y,
                                f"{args.out}/decision_boundary.png", title)
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
+        plot.weight_norms(metrics["history"], f"{args.out}/weight_norms.png",
+                          f"{args.dataset}: {architecture_name(metrics['config'])}, weight"
+                          " magnitudes per layer", metrics["weights_at_init"])
 
     run(args, members=members, train=train, test=test, loss="softmax_cross_entropy",
         dataset=args.dataset, after=plots)
