@@ -361,3 +361,69 @@ def test_ensemble_bars_show_every_member_and_the_ensemble(tmp_path, figures):
     assert heights == pytest.approx([0.90, 0.91, 0.92, 0.95])
     assert [t.get_text() for t in ax.get_xticklabels()][-1].startswith("ensemble")
     assert ax.get_ylabel() == "test accuracy"
+
+
+# ----------------------------------------------------------------------------- 4. compare
+
+
+def test_parse_arch():
+    from fnmlp.lab import parse_arch
+
+    assert parse_arch("0") == ((), ("relu",), (0.0,))
+    assert parse_arch("256,128:tanh,relu") == ((256, 128), ("tanh", "relu"), (0.0,))
+    assert parse_arch("64:sigmoid:0.2", "tanh").name == "64 sigmoid drop 0.2"
+    for bad, needle in (("256,x", "widths must be positive"), ("64:swish", "not an activation"),
+                        ("64,64:tanh,relu,relu", "3 activations for 2 hidden"),
+                        ("64:relu:1.5", "drop probabilities")):
+        with pytest.raises(ValueError, match=needle):
+            parse_arch(bad)
+
+
+def test_compare_py_trains_each_architecture_and_draws_one_chart(tmp_path):
+    r = _run("compare.py", "--dataset", "moons", "--n", "200", "--arch", "0", "--arch",
+             "16,16:tanh,relu", "--epochs", "3", "--batch-size", "16", "--lr", "0.01",
+             "--val-split", "0.2", "--out", str(tmp_path))
+    m = json.loads((tmp_path / "compare.json").read_text())
+    names = [run["name"] for run in m["runs"]]
+    assert names == ["no hidden layer", "16-16 tanh,relu"]
+    for run in m["runs"]:
+        assert [h["epoch"] for h in run["history"]] == [1, 2, 3]
+        assert all("val_accuracy" in h and "test_accuracy" not in h for h in run["history"])
+        assert 0 <= run["test_accuracy"] <= 1
+    # the perceptron has one weight matrix, the other three
+    assert [len(run["history"][0]["weight_norm"]) for run in m["runs"]] == [1, 3]
+    assert "no hidden layer" in r.stdout and (tmp_path / "compare.png").stat().st_size > 20_000
+    bad = _run("compare.py", "--dataset", "moons", "--arch", "16:swish", "--out", str(tmp_path),
+               check=False)
+    _one_line_exit_2(bad, "'swish' is not an activation")
+
+
+def test_compare_chart_legend_beside_the_curves(tmp_path, figures):
+    hist = [{"epoch": e, "train_accuracy": 0.5 + e / 20, "val_accuracy": 0.5 + e / 25}
+            for e in range(1, 13)]
+    plot.compare_curves([("a", hist), ("b", hist[::-1])], str(tmp_path / "c.png"), "t")
+    fig = figures[-1]
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "accuracy"
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert ax.get_legend_handles_labels()[1] == ["a: validation", "a: train", "b: validation",
+                                                 "b: train"]
+    assert not _overlaps_a_curve(fig, ax.get_legend())
+
+
+def test_sweep_with_val_split_ranks_on_validation_and_reports_test(tmp_path):
+    from test_data import _write_mnist
+
+    (tmp_path / "idx").mkdir()
+    _write_mnist(tmp_path / "idx", n_train=160, n_test=64)
+    out = tmp_path / "sweep"
+    r = _run("train_mnist.py", "--mnist-dir", str(tmp_path / "idx"), "--epochs", "2",
+             "--hidden", "8", "--batch-size", "32", "--sweep", "lr=1e-3,3e-2", "--val-split",
+             "0.25", "--quiet", "--out", str(out))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["ranked_by"] == "val_loss" and "(by val_loss)" in r.stdout
+    rows = {row["member"]: row for row in m["members"]}
+    assert m["best"] == min(rows, key=lambda k: rows[k]["val_loss"])
+    assert all(0 <= row["test_accuracy"] <= 1 for row in rows.values())
+    member = json.loads((out / "members" / "0" / "metrics.json").read_text())
+    assert "val_loss" in member["history"][0] and "test_loss" not in member["history"][0]
