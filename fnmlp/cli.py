@@ -62,6 +62,9 @@ class Parser(argparse.ArgumentParser):
         """Parses, then checks that the architecture flags fit together (exit 2, one line
         naming the bad item) and sets ``args.hidden_layers``."""
         ns = super().parse_args(*args, **kwargs)
+        if getattr(ns, "patience", None) and not getattr(ns, "val_split", None):
+            self.error("--patience monitors the validation set and needs --val-split F"
+                       " (e.g. 0.1); early stopping never looks at the test set")
         if hasattr(ns, "hidden") and hasattr(ns, "activation"):
             try:
                 ns.hidden_layers = hidden_layers(ns)
@@ -233,6 +236,27 @@ def positive_int(text: str) -> int:
     return v
 
 
+def fraction(text: str) -> float:
+    """``--val-split``: a float strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), e.g. 0.1; got {text!r}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text!r}")
+    return v
+
+
 def positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -290,7 +314,7 @@ def per_class_scores(params, x, y, loss: str, model) -> dict:
 
 def base_parser(description: str, *, hidden: str, activation: str, optimizer: str,
                 lr: float, batch_size: int, epochs: int, out: str,
-                schedule: str = "constant") -> Parser:
+                schedule: str = "constant", log_every: int = 1) -> Parser:
     p = Parser(description=description)
     p.add_argument("--hidden", type=parse_hidden, default=parse_hidden(hidden),
                    help=f"hidden layer widths, comma-separated, e.g. 256,128; 0 for none (one"
@@ -307,6 +331,11 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=optimizer,
                    help="optimizer (fnmlp.optim)")
     p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
+    p.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="WD",
+                   help="PyTorch's weight_decay: an L2 penalty added to the gradient"
+                        " (g += WD * w) for sgd, momentum, nesterov, adam and rmsprop; decoupled"
+                        " for adamw (w -= lr * WD * w, AdamW) (default: 0, and 0.01 for adamw,"
+                        " as in torch.optim)")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="minibatch size")
     p.add_argument("--epochs", type=positive_int, default=epochs,
                    help="epochs to train (with --resume: the epoch to train up to)")
@@ -315,14 +344,22 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
     p.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and data")
     p.add_argument("--schedule", choices=["constant", "cosine"], default=schedule,
                    help="learning rate: constant, or cosine decay from --lr to 0 over the run")
+    p.add_argument("--val-split", type=fraction, default=None, metavar="F",
+                   help="hold out this fraction of the training set (shuffled with --seed)"
+                        " as a validation set, evaluated every epoch; the test set is never"
+                        " used to choose anything (default: none)")
     p.add_argument("--patience", type=positive_int, default=None,
-                   help="early stopping patience in epochs (default: off)")
+                   help="early stopping: stop when the validation loss has not improved for"
+                        " this many epochs and keep the best epoch (checkpoint, metrics and"
+                        " pictures describe it); needs --val-split (default: off)")
     p.add_argument("--devices", type=positive_int, default=1,
                    help="train data-parallel over the first N devices")
     p.add_argument("--out", default=out, help="folder for checkpoint.npz and metrics.json")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz (same config) up to --epochs")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--log-every", type=positive_int, default=log_every, metavar="N",
+                   help="print epoch 1, every N-th epoch and the last")
     p.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", default=None,
                    help="train a population in one program: lr=, wd=, seed= comma lists; a"
                         " grid when several keys are given (default: one model)")
@@ -412,6 +449,20 @@ def model_config(args: argparse.Namespace, x, y, loss: str, dataset: str,
     return sizes, config
 
 
+def weight_decay(args: argparse.Namespace) -> float:
+    """``--weight-decay``, or the optimizer's PyTorch default (0.01 for adamw, else 0)."""
+    wd = getattr(args, "weight_decay", None)
+    if wd is None:
+        return 0.01 if args.optimizer == "adamw" else 0.0
+    return wd
+
+
+def n_fit(args: argparse.Namespace, n: int) -> int:
+    """Training examples left after ``--val-split`` (as ``data.train_test_split`` rounds)."""
+    split = getattr(args, "val_split", None)
+    return n - int(round(n * split)) if split else n
+
+
 def total_steps(args: argparse.Namespace, n_train: int) -> int:
     """The updates of the whole run: ``epochs * (n_train // batch_size)``."""
     return max(1, args.epochs * (n_train // args.batch_size))
@@ -436,7 +487,7 @@ def make_optimizer(args: argparse.Namespace, n_train: int):
     rate = args.lr
     if getattr(args, "schedule", "constant") == "cosine":
         rate = cosine_warmup(args.lr, 0, total_steps(args, n_train))
-    return get_optimizer(args.optimizer, rate)
+    return get_optimizer(args.optimizer, rate, weight_decay=weight_decay(args))
 
 
 def make_mesh_for(args: argparse.Namespace):
@@ -453,10 +504,18 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         after: Callable[[Any, dict], None] | None = None, members: list | None = None) -> dict:
     """Trains per ``args`` on ``train = (x, y)``; evaluates on ``test``; writes OUT.
 
+    ``--val-split F`` holds out ``F`` of ``train`` (shuffled with ``--seed``) as the
+    validation set that ``--patience`` monitors; the test set is evaluated every epoch
+    for the history and the pictures, never to choose anything.
     Writes ``OUT/checkpoint.npz`` after every epoch (atomically; its config holds what
     :func:`fnmlp.load_model` needs) and ``OUT/metrics.json`` at the end, whose history
-    holds the test loss (and accuracy) of every epoch. With ``args.resume`` it continues
-    from the checkpoint, refusing one made with another configuration.
+    holds the test loss (and accuracy) of every epoch. When early stopping restores an
+    earlier epoch, checkpoint.npz is rewritten with that epoch's state, and metrics.json's
+    final numbers (``best_epoch``, ``test_*``) are that epoch's; its history record has
+    ``"restored": true``. With ``args.resume`` it continues from the checkpoint, refusing
+    one made with another configuration, and a changed ``--epochs`` under a decaying
+    schedule (the schedule's horizon is the run's epochs: continuing past it would
+    restart the decay).
     ``after(params, metrics)`` may add plots. With ``members`` (see
     :func:`members_from_args`) it trains them as a population instead
     (:func:`run_population`). Returns metrics.
@@ -471,28 +530,46 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
     from fnmlp.layers import from_config
     from fnmlp.mlp import check_batch
-    from fnmlp.train import TrainingDiverged, evaluate, fit, format_record, init_state, jitted_eval
+    from fnmlp.train import (
+        TrainingDiverged,
+        evaluate,
+        fit,
+        format_record,
+        init_state,
+        jitted_eval,
+        weight_stats,
+    )
 
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
     sizes, config = model_config(args, x, y, loss, dataset, extra_config)
     config.update(lr=args.lr, seed=args.seed, patience=args.patience,
-                  class_weight=getattr(args, "class_weight", None))
+                  class_weight=getattr(args, "class_weight", None),
+                  val_split=getattr(args, "val_split", None), weight_decay=weight_decay(args))
     out = check_out_dir(args.out)
     ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
 
-    optimizer = make_optimizer(args, len(x))
+    optimizer = make_optimizer(args, n_fit(args, len(x)))
     model = from_config(config["model"])
     params = model.init_params(jax.random.key(args.seed), sizes[0])
     state, history = None, []
     if args.resume and ckpt.exists():
         old = read_checkpoint_meta(ckpt)["config"]
         same = ("sizes", "model" if "model" in old else "activation", "loss", "optimizer", "lr",
-                "batch_size", "grad", "seed", "schedule", "class_weight")
-        diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]}
+                "batch_size", "grad", "seed", "schedule", "class_weight", "val_split",
+                "weight_decay")
+        optional = ("class_weight", "val_split", "weight_decay")  # absent from older ones
+        diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]
+                and not (k in optional and k not in old)}
         if diff:
             raise UsageError(f"--resume: {ckpt} was made with another config: "
                              + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items()))
+        if config["schedule"] != "constant" and old.get("epochs") != args.epochs:
+            raise UsageError(
+                f"--resume: {ckpt} was made with --epochs {old.get('epochs')} and --schedule"
+                f" {config['schedule']}, which decays over those epochs; --epochs"
+                f" {args.epochs} would restart the decay: resume with --epochs"
+                f" {old.get('epochs')}, or train with --schedule constant to extend a run")
         state, _ = load_checkpoint(ckpt, init_state(params, optimizer))
         if int(state.epoch) > args.epochs:
             raise UsageError(
@@ -514,25 +591,23 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
                                  model=model)  # checked once, on the host
     test_eval = jitted_eval(model, loss, 1024)
 
-    def on_epoch_end(s, record):
-        if args.patience:  # fit evaluated the test set as its validation data already
-            scores = {k[4:]: v for k, v in record.items() if k.startswith("val_")}
-        else:
-            scores = {k: float(v) for k, v in
-                      jax.device_get(test_eval(s.params, test_x, test_y)).items()}
-        record.update({f"test_{k}": v for k, v in scores.items()})
+    def on_epoch_end(s, record):  # the test set: reported, never used to choose
+        scores = jax.device_get(test_eval(s.params, test_x, test_y))
+        record.update({f"test_{k}": float(v) for k, v in scores.items()})
         save_checkpoint(ckpt, s, config)
 
+    best_epoch = None
     if state is None or int(state.epoch) < args.epochs:
         try:
             result = fit(params, x, y, epochs=args.epochs, batch_size=args.batch_size,
                          optimizer=optimizer, model=model, loss=loss,
                          grad=args.grad, seed=args.seed, state=state,
-                         validation_data=test if args.patience else None,
+                         validation_split=getattr(args, "val_split", None),
                          patience=args.patience, verbose=not args.quiet,
                          on_epoch_end=on_epoch_end, mesh=mesh,
                          log=None if not args.quiet else (lambda s: None),
-                         class_weight=getattr(args, "class_weight", None))
+                         class_weight=getattr(args, "class_weight", None),
+                         log_every=getattr(args, "log_every", 1))
         except TrainingDiverged as e:
             kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
                     else "no checkpoint exists")
@@ -540,11 +615,26 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
                 f"training diverged in epoch {e.epoch}; no checkpoint of it was written"
                 f" ({kept}); try a smaller --lr", e.epoch, e.state, e.history) from None
         final_params, history = result.params, history + result.history
+        if result.best_state is not None:  # early stopping: keep what is reported
+            best_epoch = result.best_epoch
+            if best_epoch != int(result.state.epoch):
+                save_checkpoint(ckpt, result.best_state, config)
+                print(f"early stopping restored epoch {best_epoch}: {ckpt}, metrics.json and"
+                      " the pictures describe it", file=sys.stderr)
     else:
         final_params = state.params
     scores = evaluate(final_params, test[0], test[1], loss=loss, model=model)
     metrics = {"config": config, "history": history, "device": device_description(),
-               "wall_seconds": time.perf_counter() - t_start}
+               "wall_seconds": time.perf_counter() - t_start,
+               "weights_at_init": {k: [float(v) for v in np.asarray(a)] for k, a in
+                                   jax.device_get(weight_stats(params)).items()}}
+    if best_epoch is not None:
+        metrics["best_epoch"] = best_epoch
+    if history and "val_loss" in history[-1]:
+        kept = next((r for r in history if r["epoch"] == (best_epoch or history[-1]["epoch"])),
+                    history[-1])
+        metrics.update({k: kept[k] for k in ("val_loss", "val_accuracy", "val_mse")
+                        if k in kept})
     if loss == "softmax_cross_entropy" or loss == "sigmoid_cross_entropy":
         metrics["test_accuracy"] = scores["accuracy"]
         metrics["test_loss"] = scores["loss"]
@@ -559,9 +649,12 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         except ImportError as e:  # matplotlib is the 'plot' extra: train, just no pictures
             print(f"no pictures: {e}", file=sys.stderr)
     _write_json(metrics_path, metrics)
-    last = format_record(history[-1]) if history else "no epochs run"
+    shown = next((r for r in history if r.get("restored")), history[-1]) if history else None
+    last = format_record(shown) if shown else "no epochs run"
     summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_mse")
                         if k in metrics)
+    if best_epoch is not None:
+        summary += f" (epoch {best_epoch}, kept by early stopping)"
     print(f"done: {len(history)} epochs, {summary}, {metrics['wall_seconds']:.1f} s"
           f" [{last}] -> {out}")
     return metrics
@@ -584,9 +677,10 @@ def members_from_args(args: argparse.Namespace) -> list | None:
             raise UsageError(f"{flag} is not available with --sweep/--ensemble (a population"
                              " trains from scratch for --epochs)")
     if ensemble:
-        return grid([args.lr], [0.0], list(range(args.seed, args.seed + ensemble)))
+        return grid([args.lr], [weight_decay(args)],
+                    list(range(args.seed, args.seed + ensemble)))
     try:
-        return parse_sweep(args.sweep, Member(args.lr, 0.0, args.seed))
+        return parse_sweep(args.sweep, Member(args.lr, weight_decay(args), args.seed))
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -594,7 +688,9 @@ def members_from_args(args: argparse.Namespace) -> list | None:
 def run_population(args: argparse.Namespace, members: list, *, train: tuple, test: tuple,
                    loss: str, dataset: str, extra_config: dict | None = None) -> dict:
     """Trains ``members`` as one population on ``train``, each evaluated on ``test``
-    every epoch; writes ``OUT/members/K/metrics.json`` per member, ``OUT/metrics.json``
+    every epoch (with ``--val-split``: on the validation set every epoch, ranked by it,
+    and on ``test`` once at the end); writes ``OUT/members/K/metrics.json`` per member,
+    ``OUT/metrics.json``
     (the ranking, the best member, the ensemble's test accuracy for classification),
     ``OUT/checkpoint.npz`` (the best member, loadable by ``fnmlp.load_model``) and
     ``OUT/sweep.png``. Prints the ranking."""
@@ -602,36 +698,49 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     import numpy as np
 
     from fnmlp.checkpoint import save_checkpoint
+    from fnmlp.data import train_test_split
+    from fnmlp.layers import from_config
     from fnmlp.population import (
         ensemble_predict_proba,
         fit_population,
         member_hyperparameters,
         take,
     )
+    from fnmlp.train import evaluate
 
     check_class_weight(args, loss)
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
     sizes, base = model_config(args, x, y, loss, dataset, extra_config)
     base["class_weight"] = getattr(args, "class_weight", None)
+    val_split = getattr(args, "val_split", None)
+    base["val_split"] = val_split
+    held = test
+    if val_split:  # the members are ranked on validation; the test set only reported
+        (x, y), held = train_test_split(x, y, val_split, args.seed, name="--val-split")
     out = check_out_dir(args.out)
-    from fnmlp.layers import from_config
 
     model = from_config(base["model"])
     result = fit_population(
         sizes[0], x, y, members, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, model=model, loss=loss, grad=args.grad,
-        validation_data=test, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
+        validation_data=held, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
         verbose=not args.quiet, class_weight=base["class_weight"])
     classify = loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")
     rows, trained = [], member_hyperparameters(result)  # read from the state that trained
     for k, (m, hist) in enumerate(zip(members, result.history)):
-        hist = [{("test" + key[3:] if key.startswith("val_") else key): v
-                 for key, v in r.items()} for r in hist]
+        if not val_split:  # the held-out set was the test set
+            hist = [{("test" + key[3:] if key.startswith("val_") else key): v
+                     for key, v in r.items()} for r in hist]
         config = {**base, **trained[k], "seed": m.seed, "member": k}
-        final = hist[-1]
+        final = dict(hist[-1])
+        if val_split:
+            final.update({f"test_{key}": v for key, v in evaluate(
+                result.member_params(k), test[0], test[1], loss=loss, model=model).items()})
         metrics = {"config": config, "history": hist, "test_loss": final["test_loss"],
                    "diverged": final["diverged"], "device": device_description()}
+        if val_split:
+            metrics["val_loss"] = final["val_loss"]
         if classify:
             metrics["test_accuracy"] = final["test_accuracy"]
             metrics.update(per_class_scores(result.member_params(k), test[0], test[1], loss,
@@ -642,15 +751,17 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         _write_json(out / "members" / str(k) / "metrics.json", metrics)
         rows.append({"member": k, "lr": config["lr"], "wd": config["weight_decay"], "seed": m.seed,
                      "test_loss": final["test_loss"], "diverged": final["diverged"],
+                     **({"val_loss": final["val_loss"]} if val_split else {}),
                      **({"test_accuracy": final["test_accuracy"]} if classify else
                         {"test_mse": final["test_mse"]}),
                      **({"test_balanced_accuracy": metrics["test_balanced_accuracy"]}
                         if "test_balanced_accuracy" in metrics else {})})
-    ranking = sorted(rows, key=lambda r: (r["diverged"], r["test_loss"]
-                                          if np.isfinite(r["test_loss"]) else np.inf))
+    rank_by = "val_loss" if val_split else "test_loss"
+    ranking = sorted(rows, key=lambda r: (r["diverged"], r[rank_by]
+                                          if np.isfinite(r[rank_by]) else np.inf))
     best = ranking[0]["member"]
     summary = {"config": base, "members": rows, "ranking": [r["member"] for r in ranking],
-               "best": best, "device": device_description(),
+               "ranked_by": rank_by, "best": best, "device": device_description(),
                "wall_seconds": time.perf_counter() - t_start}
     if classify and loss == "softmax_cross_entropy":
         finite = [r["member"] for r in rows if not r["diverged"]]
@@ -670,20 +781,27 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         plot.population_curves(result.history, labels, str(out / "sweep.png"),
                                f"{dataset}: {len(members)} members of"
                                f" {architecture_name(base)} trained in one program",
-                               best=best)
+                               best=best, held="validation" if val_split else "test")
+        if "ensemble_test_accuracy" in summary:
+            plot.ensemble_bars([r["test_accuracy"] for r in rows],
+                               summary["ensemble_test_accuracy"], str(out / "ensemble.png"),
+                               f"{dataset}: {architecture_name(base)}, {len(members)} seeds",
+                               [f"seed {r['seed']}" for r in rows])
     except ImportError as e:
         print(f"no pictures: {e}", file=sys.stderr)
     _write_json(out / "metrics.json", summary)
     key = "test_accuracy" if classify else "test_mse"
-    print(f"{'rank':>4}  {'member':>6}  {'lr':>8}  {'wd':>8}  {'seed':>4}  {'test_loss':>9}"
+    vcol = f"  {'val_loss':>9}" if val_split else ""
+    print(f"{'rank':>4}  {'member':>6}  {'lr':>8}  {'wd':>8}  {'seed':>4}{vcol}  {'test_loss':>9}"
           f"  {key:>13}")
     for i, r in enumerate(ranking):
         flag = "  diverged" if r["diverged"] else ""
-        print(f"{i + 1:>4}  {r['member']:>6}  {r['lr']:>8g}  {r['wd']:>8g}  {r['seed']:>4}"
+        v = f"  {r['val_loss']:>9.4f}" if val_split else ""
+        print(f"{i + 1:>4}  {r['member']:>6}  {r['lr']:>8g}  {r['wd']:>8g}  {r['seed']:>4}{v}"
               f"  {r['test_loss']:>9.4f}  {r[key]:>13.4f}{flag}")
     if "ensemble_test_accuracy" in summary:
         print(f"ensemble of {len(summary['ensemble_members'])} members (mean probability):"
               f" test_accuracy {summary['ensemble_test_accuracy']:.4f}")
-    print(f"done: {len(members)} members, best #{best}, {summary['wall_seconds']:.1f} s"
-          f" -> {out}")
+    print(f"done: {len(members)} members, best #{best} (by {rank_by}),"
+          f" {summary['wall_seconds']:.1f} s -> {out}")
     return summary

@@ -23,6 +23,25 @@ def _plt():
     return plt
 
 
+def _epoch_axis(ax) -> None:
+    """Epochs are whole numbers: integer ticks on the x axis, labelled."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def _mark_restored(ax, history: list[dict]) -> None:
+    """A dashed vertical line at the epoch early stopping restored, if any."""
+    kept = [r["epoch"] for r in history if r.get("restored")]
+    if kept:
+        ax.axvline(kept[0], color="0.3", ls="--", lw=1,
+                   label=f"epoch {kept[0]}: kept by early stopping")
+
+
+HELD = (("val", "validation"), ("test", "test"))
+
+
 def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
                       y: np.ndarray, path: str, title: str = "", resolution: int = 300) -> None:
     """Colours the plane by ``argmax(predict(grid))`` and scatters ``x`` by label ``y``.
@@ -72,7 +91,8 @@ def scatter_classes(x: np.ndarray, y: np.ndarray, path: str, title: str = "") ->
 
 
 def loss_curve(history: list[dict], path: str, title: str = "") -> None:
-    """Training (and validation) loss per epoch, log scale."""
+    """Training, validation and test loss per epoch (those present), log scale; the
+    epoch early stopping kept is marked."""
     plt = _plt()
     epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -80,8 +100,9 @@ def loss_curve(history: list[dict], path: str, title: str = "") -> None:
     for key, label in (("val_loss", "validation loss"), ("test_loss", "test loss")):
         if history and key in history[0]:
             ax.plot(epochs, [r[key] for r in history], label=label)
+    _mark_restored(ax, history)
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("loss (log scale)")
     ax.set_title(f"{title}: loss per epoch" if title else "loss per epoch")
     ax.grid(alpha=0.3)
@@ -97,48 +118,55 @@ def regression_fit(x: np.ndarray, y: np.ndarray, predict: Callable[[Any], Any], 
     plt = _plt()
     x, y = np.asarray(x), np.asarray(y).reshape(len(x), -1)
     fig, ax = plt.subplots(figsize=(6, 4))
+    one = y.shape[1] == 1
     if x.shape[1] == 1:
         grid = np.linspace(x.min(), x.max(), 400, dtype=np.float32)[:, None]
         pred = np.asarray(predict(grid))
         for c in range(y.shape[1]):
-            ax.scatter(x[:, 0], y[:, c], s=8, alpha=0.5, label=f"data {c}")
-            ax.plot(grid[:, 0], pred[:, c], "k-", lw=2, label=f"prediction {c}")
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
+            color = "C0" if one else f"C{c}"
+            name = "" if one else f"output {c}: "
+            ax.scatter(x[:, 0], y[:, c], s=8, alpha=0.5, color=color,
+                       label=f"{name}data (noisy samples)")
+            ax.plot(grid[:, 0], pred[:, c], "-", color="k" if one else color, lw=2,
+                    label=f"{name}the network's prediction")
+        ax.set_xlabel("input x")
+        ax.set_ylabel("target y")
     else:
         pred = np.asarray(predict(x.astype(np.float32)))
         for c in range(y.shape[1]):
-            ax.scatter(y[:, c], pred[:, c], s=8, alpha=0.5, label=f"output {c}")
+            ax.scatter(y[:, c], pred[:, c], s=8, alpha=0.5,
+                       label="examples" if one else f"output {c}")
         lim = [min(y.min(), pred.min()), max(y.max(), pred.max())]
-        ax.plot(lim, lim, "k--", lw=1)
-        ax.set_xlabel("true")
-        ax.set_ylabel("predicted")
+        ax.plot(lim, lim, "k--", lw=1, label="perfect: predicted = true")
+        ax.set_xlabel("true value")
+        ax.set_ylabel("predicted value")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def learning_curves(history: list[dict], path: str, title: str = "") -> None:
-    """Loss (log scale) and accuracy per epoch, train and test side by side.
+    """Loss (log scale) and accuracy per epoch: train, validation and test (those
+    present) side by side; the epoch early stopping kept is marked.
 
-    Reads ``train_loss``/``train_accuracy`` and, when present, ``test_*`` (or ``val_*``)
-    from each record of a ``fit`` history.
+    Reads ``train_*``, ``val_*`` and ``test_*`` from each record of a ``fit`` history.
     """
     plt = _plt()
     epochs = [r["epoch"] for r in history]
-    held = "test" if history and "test_loss" in history[0] else "val"
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4))
+    marker = "o-" if len(history) <= 30 else "-"
     for ax, key, label in ((ax_l, "loss", "loss (cross-entropy)"), (ax_a, "accuracy", "accuracy")):
-        if history and f"train_{key}" in history[0]:
-            ax.plot(epochs, [r[f"train_{key}"] for r in history], "o-", label=f"train {key}")
-        if history and f"{held}_{key}" in history[0]:
-            ax.plot(epochs, [r[f"{held}_{key}"] for r in history], "s-", label=f"{held} {key}")
-        ax.set_xlabel("epoch")
+        for part, name in (("train", "train"), *HELD):
+            if history and f"{part}_{key}" in history[0]:
+                ax.plot(epochs, [r[f"{part}_{key}"] for r in history], marker, ms=3,
+                        label=f"{name} {key}")
+        _mark_restored(ax, history)
+        _epoch_axis(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     ax_l.set_yscale("log")
     ax_l.set_title("loss per epoch")
     ax_a.set_title("accuracy per epoch")
@@ -246,16 +274,19 @@ def weight_images(w: np.ndarray, path: str, title: str = "", n: int = 32,
 
 
 def population_curves(histories: list[list[dict]], labels: list[str], path: str,
-                      title: str = "", best: int | None = None) -> None:
+                      title: str = "", best: int | None = None, held: str = "test") -> None:
     """Every member's curves: training loss and held-out loss (log scale), and held-out
-    accuracy when there is one; the best member drawn thick."""
+    accuracy when there is one; the best member drawn thick. ``held`` names the held-out
+    set the histories' ``val_*`` entries were measured on (``"test"`` or
+    ``"validation"``). The legend sits below the panels, clear of the curves."""
     plt = _plt()
-    held = "val" if histories and histories[0] and "val_loss" in histories[0][0] else "test"
-    has_acc = bool(histories and histories[0] and f"{held}_accuracy" in histories[0][0])
-    panels = [("train_loss", "training loss"), (f"{held}_loss", "test loss")]
+    key = "val" if histories and histories[0] and "val_loss" in histories[0][0] else "test"
+    has_acc = bool(histories and histories[0] and f"{key}_accuracy" in histories[0][0])
+    panels = [("train_loss", "training loss"), (f"{key}_loss", f"{held} loss")]
     if has_acc:
-        panels.append((f"{held}_accuracy", "test accuracy"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6))
+        panels.append((f"{key}_accuracy", f"{held} accuracy"))
+    rows = -(-len(labels) // 4)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2 + 0.3 * rows))
     cmap = plt.get_cmap("viridis")
     for k, (hist, label) in enumerate(zip(histories, labels)):
         color = cmap(k / max(1, len(histories) - 1))
@@ -264,14 +295,110 @@ def population_curves(histories: list[list[dict]], labels: list[str], path: str,
             ax.plot(epochs, [r.get(key, float("nan")) for r in hist], color=color,
                     lw=3 if k == best else 1.2, label=label + (" (best)" if k == best else ""))
     for ax, (key, name) in zip(axes, panels):
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(name + (" (log scale)" if "loss" in key else ""))
         if "loss" in key:
             ax.set_yscale("log")
         ax.set_title(name + " per epoch")
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="best")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8,
+               frameon=False)
     fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06 * rows + 0.02, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def ensemble_bars(member_accuracy: list[float], ensemble_accuracy: float, path: str,
+                  title: str = "", labels: list[str] | None = None) -> None:
+    """Each member's test accuracy as a bar, the ensemble's beside them (and as a line
+    across), the y axis zoomed on the range where they differ."""
+    plt = _plt()
+    accs = [float(a) for a in member_accuracy]
+    labels = labels or [f"#{k}" for k in range(len(accs))]
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(accs) + 3), 4.2))
+    xs = np.arange(len(accs) + 1)
+    bars = ax.bar(xs, accs + [ensemble_accuracy], color=["C0"] * len(accs) + ["C3"])
+    for b, a in zip(bars, accs + [ensemble_accuracy]):
+        ax.text(b.get_x() + b.get_width() / 2, a, f"{a:.4f}", ha="center", va="bottom",
+                fontsize=8)
+    ax.axhline(ensemble_accuracy, color="C3", ls="--", lw=1)
+    ax.axhline(float(np.mean(accs)), color="C0", ls=":", lw=1)
+    lo = min(accs + [ensemble_accuracy])
+    hi = max(accs + [ensemble_accuracy])
+    pad = max(0.01, (hi - lo) * 0.6)
+    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    ax.set_xticks(xs, labels + ["ensemble\n(mean prob.)"], fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_xlabel("model")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    ax.legend([Patch(color="C0"), Patch(color="C3"), Line2D([], [], color="C0", ls=":")],
+              ["one member", "the ensemble", f"members' mean {np.mean(accs):.4f}"],
+              fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    ax.set_title(title + ("\n" if title else "") + "each member's test accuracy and the"
+                 " ensemble's (y axis zoomed)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def weight_norms(history: list[dict], path: str, title: str = "",
+                 at_init: dict | None = None) -> None:
+    """Each Dense layer's largest absolute weight (left) and Frobenius norm (right) per
+    epoch, from the history's ``weight_max_abs`` / ``weight_norm`` lists; ``at_init``
+    (the same keys) is drawn at epoch 0."""
+    plt = _plt()
+    rows = [r for r in history if "weight_max_abs" in r]
+    if not rows:
+        raise ValueError("the history has no weight_max_abs entries to draw")
+    n_layers = len(rows[0]["weight_max_abs"])
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    for ax, key, name in ((axes[0], "weight_max_abs", "max |w| in the layer"),
+                          (axes[1], "weight_norm", "||w|| (Frobenius norm)")):
+        for i in range(n_layers):
+            epochs = [r["epoch"] for r in rows]
+            vals = [r[key][i] for r in rows]
+            if at_init and key in at_init:
+                epochs, vals = [0] + epochs, [at_init[key][i]] + vals
+            ax.plot(epochs, vals, "o-" if len(epochs) <= 30 else "-", ms=3,
+                    label=f"Dense {i + 1}" + (" (output)" if i == n_layers - 1 else ""))
+        _mark_restored(ax, rows)
+        _epoch_axis(ax)
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} per epoch" + (" (0 = at init)" if at_init else ""))
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    fig.suptitle(title or "weight magnitudes per layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def compare_curves(runs: list[tuple[str, list[dict]]], path: str, title: str = "") -> None:
+    """Several runs on one chart: validation accuracy (solid) and training accuracy
+    (dashed, same colour) per epoch, one colour per run; the legend beside the axes.
+    Falls back to the losses when there is no accuracy (regression)."""
+    plt = _plt()
+    acc = bool(runs and runs[0][1] and "train_accuracy" in runs[0][1][0])
+    what = "accuracy" if acc else "loss"
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for k, (name, hist) in enumerate(runs):
+        epochs = [r["epoch"] for r in hist]
+        c = f"C{k % 10}"
+        ax.plot(epochs, [r.get(f"val_{what}", float("nan")) for r in hist], "-", color=c,
+                lw=2, label=f"{name}: validation")
+        ax.plot(epochs, [r[f"train_{what}"] for r in hist], "--", color=c, lw=1,
+                label=f"{name}: train")
+    _epoch_axis(ax)
+    ax.set_ylabel(what + ("" if acc else " (log scale)"))
+    if not acc:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    ax.set_title(title or f"{what} per epoch: solid validation, dashed train")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -181,9 +181,28 @@ def epoch_fn(step: Callable, batch_size: int) -> Callable:
         summary = {k: jnp.mean(v) for k, v in metrics.items()}
         summary["params_finite"] = finite
         summary["learning_rate"] = get_learning_rate(state.opt_state)
+        summary.update(weight_stats(state.params))  # once per epoch, fetched with the rest
         return state, summary
 
     return epoch
+
+
+def dense_weights(params: Params) -> list[Array]:
+    """Every weight matrix of ``params`` (the leaves named ``w``: one per Dense layer),
+    in the order of the layers."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return [leaf for path, leaf in leaves
+            if path and getattr(path[-1], "key", None) == "w"]
+
+
+def weight_stats(params: Params) -> dict[str, Array]:
+    """``weight_max_abs`` and ``weight_norm`` (Frobenius): ``[L]`` float32 arrays, one
+    entry per Dense weight (:func:`dense_weights`); empty when there is none."""
+    ws = dense_weights(params)
+    if not ws:
+        return {}
+    return {"weight_max_abs": jnp.stack([jnp.max(jnp.abs(w)).astype(jnp.float32) for w in ws]),
+            "weight_norm": jnp.stack([jnp.linalg.norm(w.astype(jnp.float32)) for w in ws])}
 
 
 def eval_fn(model: Any, loss: str, chunk: int) -> Callable:
@@ -429,8 +448,9 @@ class TrainingDiverged(FloatingPointError):
 class FitResult(NamedTuple):
     params: Params  # the best params when early stopping restored them, else the last
     state: TrainState  # the final training state (resume from it)
-    history: list  # one dict per epoch
+    history: list  # one dict per epoch; early stopping marks the restored one "restored"
     best_epoch: int  # 1-based epoch whose params were returned
+    best_state: TrainState | None = None  # with early stopping: the state of best_epoch
 
 
 @jax.jit
@@ -467,6 +487,7 @@ def fit(
     log: Any = None,
     sample_weight: Any = None,
     class_weight: Any = None,
+    log_every: int = 1,
 ) -> FitResult:
     """Trains a model with minibatch gradient descent; every input is checked first.
 
@@ -489,12 +510,16 @@ def fit(
       validation_data: or an explicit ``(x_val, y_val)``.
       patience: early stopping: stop after this many epochs without improvement of the
         validation loss (training loss when there is no validation) and return the best
-        params.
+        params (``best_state`` holds that epoch's whole state; its history record gets
+        ``"restored": True``).
       state: a :class:`TrainState` to resume from (e.g. from a checkpoint, or the
         ``.state`` of an earlier FitResult); it is left intact (the compiled epoch donates
         a copy), so a resume loop ``r = fit(..., state=r.state)`` compiles and deletes
         nothing.
-      verbose: print one line per epoch (through ``log``, default stderr).
+      verbose: print one line per epoch (through ``log``, default stderr), after
+        ``on_epoch_end``, so entries it adds are printed too.
+      log_every: with ``verbose``, print only epochs 1, every ``log_every``-th and the
+        last (the early-stopping message always).
       on_epoch_end: ``callback(state, record)`` after each epoch (e.g. to checkpoint; it
         may add entries to ``record``, which is the history's dict).
       compute_dtype: mixed precision compute dtype (e.g. ``jnp.bfloat16``).
@@ -522,7 +547,8 @@ def fit(
     model = check_names(model if model is not None else activation, loss, grad)
     optimizer, x, y, validation_data, w = _check_fit_args(
         params, x, y, epochs, batch_size, optimizer, learning_rate, model, loss,
-        seed, validation_split, validation_data, patience, sample_weight, class_weight)
+        seed, validation_split, validation_data, patience, sample_weight, class_weight,
+        log_every)
     warn_input_range(x)  # uint8 or 0..255 inputs: once, pointing at the caller
     state = fresh_state(params, optimizer) if state is None else state  # optimizer checked
     trainer = cached_trainer(optimizer, batch_size, model, loss, grad,
@@ -549,24 +575,27 @@ def fit(
             vm = jax.device_get(trainer.evaluate(state.params, *validation_data))
             record.update({f"val_{k}": float(v) for k, v in vm.items()})
         history.append(record)
-        if verbose:
-            log(format_record(record, epochs))
         if on_epoch_end is not None:
             on_epoch_end(state, record)
-        best = _track_best(best, record[monitor], e + 1, state.params, patience)
+        if verbose and (e == 0 or (e + 1) % log_every == 0 or e + 1 == epochs):
+            log(format_record(record, epochs))
+        best = _track_best(best, record[monitor], e + 1, state, patience)
         if patience is not None and best.waited >= patience:
             if verbose:
                 log(f"early stopping after epoch {e + 1}: {monitor} has not improved for"
                     f" {patience} epochs; restoring epoch {best.epoch}")
             break
-    if patience is not None and best.params is not None:
-        return FitResult(best.params, state, history, best.epoch)
+    if patience is not None and best.state is not None:
+        for r in history:
+            if r["epoch"] == best.epoch:
+                r["restored"] = True
+        return FitResult(best.state.params, state, history, best.epoch, best.state)
     return FitResult(state.params, state, history, int(state.epoch))
 
 
 def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, model,
                     loss, seed, validation_split, validation_data, patience,
-                    sample_weight=None, class_weight=None):
+                    sample_weight=None, class_weight=None, log_every=1):
     """Every check of :func:`fit`, on the host, before anything compiles. Returns the
     optimizer, the data as checked arrays (the validation split taken off) and the
     training examples' weights ``[N]`` (None when unweighted)."""
@@ -605,20 +634,21 @@ def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, 
                          f" ({len(x)}); got {batch_size}")
     if patience is not None:
         checks.check_positive_int(patience, "patience")
+    checks.check_positive_int(log_every, "log_every")
     return optimizer, x, y, validation_data, w
 
 
 class _Best(NamedTuple):
     value: float  # the best monitored loss so far
     epoch: int  # its 1-based epoch
-    params: Any  # a copy of its params (kept only with early stopping)
+    state: Any  # a copy of its TrainState (kept only with early stopping)
     waited: int  # epochs since it
 
 
-def _track_best(best: _Best, value: float, epoch: int, params, patience) -> _Best:
+def _track_best(best: _Best, value: float, epoch: int, state: TrainState, patience) -> _Best:
     """Early stopping's bookkeeping: a new best resets the wait."""
     if value < best.value:
-        return _Best(value, epoch, copy_tree(params) if patience else None, 0)
+        return _Best(value, epoch, copy_tree(state) if patience else None, 0)
     return best._replace(waited=best.waited + 1)
 
 
@@ -630,14 +660,17 @@ def epoch_record(epoch: int, m: dict, seconds: float, examples: int) -> dict:
         record["train_accuracy"] = float(m["accuracy"])
     record.update(epoch_seconds=seconds, examples_per_second=examples / seconds,
                   learning_rate=float(m["learning_rate"]))
+    for key in ("weight_max_abs", "weight_norm"):  # one per Dense weight, in layer order
+        if key in m:
+            record[key] = [float(v) for v in np.asarray(m[key]).reshape(-1)]
     return record
 
 
 def format_record(r: dict, epochs: int | None = None) -> str:
     parts = [f"epoch {r['epoch']}" + (f"/{epochs}" if epochs else ""),
-             f"loss {r['train_loss']:.4f}"]
+             f"train_loss {r['train_loss']:.4f}"]
     if "train_accuracy" in r:
-        parts.append(f"acc {r['train_accuracy']:.4f}")
+        parts.append(f"train_acc {r['train_accuracy']:.4f}")
     for key, name, fmt in (("val_loss", "val_loss", ".4f"), ("val_accuracy", "val_acc", ".4f"),
                            ("val_mse", "val_mse", ".4g"), ("test_loss", "test_loss", ".4f"),
                            ("test_accuracy", "test_acc", ".4f")):

@@ -23,7 +23,7 @@ def main() -> int:
 
     p = base_parser(description(__doc__), hidden="64,64", activation="tanh",
                     optimizer="adam", lr=0.01, batch_size=32, epochs=200,
-                    out="runs/regression")
+                    out="runs/regression", log_every=10)
     p.add_argument("--dataset", choices=sorted(data.REGRESSION_SETS), default="sine",
                    help="regression set (fnmlp.data.regression)")
     p.add_argument("--loss", choices=["mse", "mae", "huber"], default="mse", help="loss")

@@ -4,7 +4,9 @@
 ``--dataset imbalanced`` is two blobs 95:5; compare the boundary with and without
 ``--class-weight balanced`` (metrics.json holds per-class precision and recall).
 
-Writes OUT/decision_boundary.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/metrics.json.
+Writes OUT/decision_boundary.png, OUT/loss_curve.png, OUT/weight_norms.png,
+OUT/checkpoint.npz, OUT/metrics.json. Prints epoch 1, every 10th and the last
+(--log-every); --val-split F adds a validation set, which --patience watches.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def main() -> int:
     from fnmlp import data
 
     p = base_parser(description(__doc__), hidden="32", activation="tanh",
-                    optimizer="adam", lr=0.01, batch_size=32, epochs=200, out="runs/toy")
+                    optimizer="adam", lr=0.01, batch_size=32, epochs=200, out="runs/toy",
+                    log_every=10)
     p.add_argument("--dataset", choices=sorted(data.TOY_SETS), default="classification",
                    help="2D set (fnmlp.data.toy); 'classification' is the lesson's")
     p.add_argument("--n", type=positive_int, default=600, help="number of examples")
@@ -54,6 +57,9 @@ def main() -> int:
         plot.decision_boundary(lambda g: predict(params, g, model=model), ds.x, ds.y,
                                f"{args.out}/decision_boundary.png", title)
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
+        plot.weight_norms(metrics["history"], f"{args.out}/weight_norms.png",
+                          f"{args.dataset}: {architecture_name(metrics['config'])}, weight"
+                          " magnitudes per layer", metrics["weights_at_init"])
 
     run(args, members=members, train=train, test=test, loss="softmax_cross_entropy",
         dataset=args.dataset, after=plots)

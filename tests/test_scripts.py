@@ -112,7 +112,7 @@ def test_resume_continues_to_the_same_params(tmp_path):
 
 
 @pytest.mark.parametrize("script, args, needle", [
-    ("train_toy.py", ["--hidden", "0"], "--hidden: must be positive"),
+    ("train_toy.py", ["--hidden", "-3"], "--hidden: must be positive"),
     ("train_toy.py", ["--lr", "nan"], "--lr: must be a finite number > 0"),
     ("train_toy.py", ["--dataset", "mnist"], "invalid choice: 'mnist'"),
     ("train_toy.py", ["--batch-size", "5000"], "batch_size must be at most"),
