@@ -48,7 +48,7 @@ run train-L-f32-highest 90 $PY $B/bench_train.py --no-cpu-peers --no-peers --rep
   --models L --batches 128,1024 --examples-l 61440 --precision highest \
   --json "$R/train-L-f32-highest.json" --markdown "$R/train-L-f32-highest.md"
 # a population filling the device: K members of 784-128-10 in one program
-run population 100 $PY $B/bench_population.py --members 1,64,512 --reps 3 \
+run population 100 $PY $B/bench_population.py --members 1,64,256 --reps 2 \
   --examples 12800 --json "$R/population.json" --markdown "$R/population.md"
 if [[ "${FULL:-0}" == "1" ]]; then
   run gradcheck-f32-default 120 $PY scripts/gradcheck.py --sizes 784,256,10 --activation relu \
