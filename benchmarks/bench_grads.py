@@ -15,6 +15,9 @@ def main(argv=None):
 
     import fnmlp
     from fnmlp._core import manual_value_and_grad, mean_loss
+    from fnmlp.layers import MLP
+
+    net = MLP("relu")  # the plain MLP of any depth (read from the params)
 
     configs = [(w, d) for w in (64, 256, 1024) for d in (1, 2, 4)]  # 784-(w x d)-10
     batch = args.batch
@@ -27,9 +30,9 @@ def main(argv=None):
         params = fnmlp.init_mlp(jax.random.key(0), sizes)
         x = jax.random.uniform(jax.random.key(1), (batch, 784))
         y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
-        manual = jax.jit(lambda p, x, y: manual_value_and_grad(p, x, y, "relu",
+        manual = jax.jit(lambda p, x, y: manual_value_and_grad(net, p, x, y,
                                                                 "softmax_cross_entropy")[1])
-        auto = jax.jit(jax.grad(lambda p, x, y: mean_loss(p, x, y, "relu",
+        auto = jax.jit(jax.grad(lambda p, x, y: mean_loss(net, p, x, y,
                                                           "softmax_cross_entropy")))
         per_ex = jax.jit(lambda p, x, y: fnmlp.per_example_grads(p, x, y))
 

@@ -364,7 +364,7 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
                    help="train a population in one program: lr=, wd=, seed= comma lists; a"
                         " grid when several keys are given (default: one model)")
     p.add_argument("--class-weight", type=parse_class_weight, default=None,
-                   metavar="balanced|0=1,1=19",
+                   metavar="WEIGHTS",
                    help="weigh the loss by class (classification only): 'balanced' is"
                         " scikit-learn's n_samples / (n_classes * count), or LABEL=WEIGHT"
                         " pairs (unlisted classes weigh 1) (default: none)")

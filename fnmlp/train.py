@@ -560,20 +560,8 @@ def fit(
     monitor = "val_loss" if validation_data is not None else "train_loss"
     best = _Best(math.inf, int(state.epoch), None, 0)
     for e in range(int(state.epoch), epochs):
-        # the epoch donates a copy: the last state (kept for TrainingDiverged) and a
-        # caller's resumed state (and the params of the FitResult it came from) stay valid
-        backup, t0 = state, time.perf_counter()
-        state, m = trainer.epoch(copy_tree(state), x, y, key, w)
-        m, seconds = jax.device_get(m), time.perf_counter() - t0
-        record = epoch_record(e + 1, m, seconds, (len(x) // batch_size) * batch_size)
-        if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
-            raise TrainingDiverged(
-                f"training diverged in epoch {e + 1}: train loss {record['train_loss']}"
-                f" (learning rate {record['learning_rate']:g}); the last finite params"
-                f" (end of epoch {e}) are kept in .state", e + 1, backup, history)
-        if validation_data is not None:
-            vm = jax.device_get(trainer.evaluate(state.params, *validation_data))
-            record.update({f"val_{k}": float(v) for k, v in vm.items()})
+        state, record = _one_epoch(trainer, state, (x, y, key, w), e + 1, history,
+                                   validation_data)
         history.append(record)
         if on_epoch_end is not None:
             on_epoch_end(state, record)
@@ -591,6 +579,27 @@ def fit(
                 r["restored"] = True
         return FitResult(best.state.params, state, history, best.epoch, best.state)
     return FitResult(state.params, state, history, int(state.epoch))
+
+
+def _one_epoch(trainer: Trainer, state: TrainState, data: tuple, epoch: int, history: list,
+               validation_data) -> tuple[TrainState, dict]:
+    """Trains epoch ``epoch`` (1-based) and returns the new state and its history record
+    (validation scores added). The compiled epoch donates a copy, so the state it started
+    from (kept for :class:`TrainingDiverged`, or a caller's resumed state) stays valid."""
+    x, y, key, w = data
+    t0 = time.perf_counter()
+    new, m = trainer.epoch(copy_tree(state), x, y, key, w)
+    m, seconds = jax.device_get(m), time.perf_counter() - t0
+    record = epoch_record(epoch, m, seconds, (len(x) // trainer.batch_size) * trainer.batch_size)
+    if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch}: train loss {record['train_loss']}"
+            f" (learning rate {record['learning_rate']:g}); the last finite params"
+            f" (end of epoch {epoch - 1}) are kept in .state", epoch, state, history)
+    if validation_data is not None:
+        vm = jax.device_get(trainer.evaluate(new.params, *validation_data))
+        record.update({f"val_{k}": float(v) for k, v in vm.items()})
+    return new, record
 
 
 def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, model,

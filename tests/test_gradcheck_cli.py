@@ -40,7 +40,7 @@ def test_float32_json():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--activation", "foo"], "invalid choice: 'foo' (choose from 'elu'"),
+    (["--activation", "foo"], "'foo' is not an activation; choose from elu"),
     (["--loss", "bar"], "invalid choice: 'bar'"),
     (["--sizes", "3"], "at least two positive layer sizes"),
     (["--sizes", "3,0,2"], "at least two positive layer sizes"),
