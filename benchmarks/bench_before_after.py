@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """fnmlp's epoch before and after a change: bench_train.py run on two source trees in
-alternating fresh processes (old, new, old, new, ...), the ratio of their medians.
+alternating fresh processes (old, new, new, old, ...), the ratio of their medians.
 
     git archive 51ece88 fnmlp | tar -x -C /tmp/old      # the tree before
     python benchmarks/bench_before_after.py --old /tmp/old --new . --rounds 3
@@ -57,8 +57,9 @@ def main() -> int:
     p.add_argument("--markdown", default=None, help="write the table here (default: none)")
     args = p.parse_args()
     runs: dict[tuple, dict[str, list[float]]] = {}
-    for _ in range(args.rounds):
-        for label, tree in (("old", args.old), ("new", args.new)):
+    pair = [("old", args.old), ("new", args.new)]
+    for r in range(args.rounds):
+        for label, tree in (pair if r % 2 == 0 else pair[::-1]):  # ABBA: no order bias
             for row in one_run(tree, args):
                 key = (row["model"], row["batch"], row["impl"])
                 runs.setdefault(key, {"old": [], "new": []})[label].append(
@@ -70,7 +71,8 @@ def main() -> int:
                      "new_examples_per_s": new, "new_over_old": new / old,
                      "old_all": v["old"], "new_all": v["new"]})
     info = C.machine()
-    lines = [f"# fnmlp epoch before and after ({args.rounds} alternating rounds)", "",
+    lines = [f"# fnmlp epoch before and after ({args.rounds} rounds, order old-new then"
+             " new-old)", "",
              C.machine_line(info), "",
              "| model | batch | path | old ex/s | new ex/s | new / old | old range | new range |",
              "|---|---|---|---|---|---|---|---|"]
