@@ -127,8 +127,13 @@ def _meta(z, path) -> dict:
                          f" {head.size} bytes")
     try:
         meta = json.loads(bytes(z["__meta__"]).decode())
-    except DAMAGED as e:
-        raise ValueError(f"{path}: not a readable fnmlp checkpoint (damaged: {e})") from None
+    except (*DAMAGED, RecursionError) as e:
+        raise ValueError(f"{path}: not a readable fnmlp checkpoint (damaged: {e})"[:300]
+                         ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("paths", []), list) or not (
+            isinstance(meta.get("config", {}), dict)):
+        raise ValueError(f"{path}: not an fnmlp checkpoint (its __meta__ must be an object"
+                         " with a list of paths and a config object)")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
     return meta

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fnmlp.activations import ACTIVATIONS
 from fnmlp.optim import OPTIMIZERS
 
@@ -160,10 +162,10 @@ def hidden_layers(args: argparse.Namespace) -> list:
     acts = args.activation if isinstance(args.activation, list) else [args.activation]
     rates = getattr(args, "dropout", None) or [0.0]
     for flag, values in (("--activation", acts), ("--dropout", rates)):
-        if len(values) not in (1, len(hidden)) and hidden:
+        if len(values) not in (1, len(hidden)):
             raise UsageError(f"{flag} gives {len(values)} values for {len(hidden)} hidden"
-                             f" layers ({','.join(map(str, hidden))}); give one, or one per"
-                             " hidden layer")
+                             f" layers ({','.join(map(str, hidden)) or 'none'}); give one, or"
+                             " one per hidden layer")
     init = DEFAULT_INIT[acts[0]]  # every Dense, as init_mlp has always done
     acts = acts * len(hidden) if len(acts) == 1 else acts
     rates = rates * len(hidden) if len(rates) == 1 else rates
@@ -224,6 +226,32 @@ def parse_int_list(text: str) -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"must be positive integers; got {text!r}")
     return values
+
+
+def seed_int(text: str) -> int:
+    """A seed in ``[0, 2**32)`` (what ``jax.random.key`` and NumPy take)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32); got {text!r}")
+    return v
+
+
+def check_model_size(model, d_in: int) -> None:
+    """Refuses, before anything is allocated, a network whose params would not fit in half
+    of this machine's memory (a typo like ``--hidden 100000000``)."""
+    import jax
+
+    from fnmlp.inference import physical_memory
+
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), d_in)[1])
+    need = sum(int(np.prod(a.shape)) * 4 for a in jax.tree.leaves(shapes))
+    if need > physical_memory() // 2:
+        raise UsageError(f"the network's params would take {need / 2**30:.1f} GiB, more than"
+                         f" half of this machine's {physical_memory() / 2**30:.1f} GiB; give"
+                         " smaller widths")
 
 
 def positive_int(text: str) -> int:
@@ -341,7 +369,8 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
                    help="epochs to train (with --resume: the epoch to train up to)")
     p.add_argument("--grad", choices=["manual", "autodiff"], default="manual",
                    help="hand-derived backward or jax.grad")
-    p.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and data")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed for init, shuffling and data, in [0, 2**32)")
     p.add_argument("--schedule", choices=["constant", "cosine"], default=schedule,
                    help="learning rate: constant, or cosine decay from --lr to 0 over the run")
     p.add_argument("--val-split", type=fraction, default=None, metavar="F",
@@ -435,6 +464,7 @@ def model_config(args: argparse.Namespace, x, y, loss: str, dataset: str,
     n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
         1 if y.ndim == 1 else y.shape[1])
     model = build_model(args, n_out)
+    check_model_size(model, int(x.shape[1]))
     dense = [c["features"] for c in model.to_config()["layers"] if c["type"] == "Dense"]
     sizes = [x.shape[1], *dense]
     acts = args.activation if isinstance(args.activation, list) else [args.activation]

@@ -46,7 +46,7 @@ from fnmlp import _core
 from fnmlp import _validate as checks
 from fnmlp.layers import EVAL, Context, Layer, Serial
 from fnmlp.losses import get_loss
-from fnmlp.mlp import Params, check_batch, check_weights, resolve_model
+from fnmlp.mlp import Params, check_batch, check_weights, dtype_of, resolve_model
 
 Array = jax.Array
 
@@ -217,6 +217,8 @@ def finite_difference_grad(
     """
     flat, unravel = ravel_pytree(params)
     n = flat.shape[0]
+    if n == 0:  # nothing to differentiate (a model without parameters)
+        return params, jax.tree.map(lambda a: np.zeros(np.shape(a), bool), params)
     if eps is None:
         eps = 1e-6 if flat.dtype == jnp.float64 else 1e-3
     if max_evals is None or n <= max_evals:
@@ -381,10 +383,19 @@ def check_gradients(
 
 def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_eps,
                      max_evals, ctx, w=None) -> GradCheckResult:
-    value, g_manual, out = _core.manual_value_and_grad(model, params, x, y, loss, ctx, w=w)
+    dtype = dtype_of(params)  # bfloat16 params get bfloat16's tolerance, though their
+    rtol = rtol if rtol is not None else default_tolerance(dtype)  # gradients are float32
     g_auto = jax.grad(_core.mean_loss, argnums=1)(model, params, x, y, loss, ctx, w=w)
-    dtype = jax.tree.leaves(params)[0].dtype
-    m_vs_a = compare_grads(g_manual, g_auto, rtol, "manual vs autodiff")
+    try:
+        value, g_manual, out = _core.manual_value_and_grad(model, params, x, y, loss, ctx,
+                                                           w=w)
+        m_vs_a = compare_grads(g_manual, g_auto, rtol, "manual vs autodiff")
+    except (TypeError, ValueError):  # a gradient of the wrong structure or shape
+        out = model.forward(params, x, ctx)[0]
+        delta = _core.loss_delta(get_loss(loss), out, y, w)
+        raise ValueError("the hand-derived backward gives gradients of the wrong structure"
+                         " or shape; each layer's backward:\n"
+                         + str(layer_report(model, params, x, delta, ctx, rtol))) from None
     delta = _core.loss_delta(get_loss(loss), out, y, w)  # [B, C]
     layers = layer_report(model, params, x, delta, ctx, rtol)
     fd1 = fd2 = None
@@ -442,18 +453,26 @@ def layer_report(model: Layer, params: Params, x: Array, delta: Array, ctx: Cont
         ctxs.append(c)
         h, r = layer.forward(p, h, c)
         residuals.append(r)
-    rows, dy = [], delta.astype(h.dtype)
+    rows, dy, raised = [], delta.astype(h.dtype), []
     for i in reversed(range(len(layers))):
         layer, p, c = layers[i], per[i], ctxs[i]
-        dp, dx = layer.backward(p, residuals[i], dy)
         out, vjp = jax.vjp(lambda q, z, layer=layer, c=c: layer.forward(q, z, c)[0], p,
                            inputs[i])
         dp_ref, dx_ref = vjp(dy.astype(out.dtype))  # the cotangent this backward received
         name = f"{i}:{layer.name}"
-        rep = compare_grads(_flat(dp, dx), _flat(dp_ref, dx_ref), rtol, name)
+        try:
+            dp, dx = layer.backward(p, residuals[i], dy)
+            rep = compare_grads(_flat(dp, dx), _flat(dp_ref, dx_ref), rtol, name)
+        except (TypeError, ValueError) as e:  # a gradient of the wrong structure or shape
+            rows = [LeafReport(name, "(backward)", (), math.inf, math.inf, rtol or 0.0, False,
+                               0, 0)] + rows
+            raised.append(f"{name}: {' '.join(str(e).split())}"[:300])
+            dy = dx_ref  # go on with the right cotangent: the layers below are checked too
+            continue
         rows = _layer_rows(rep, name) + rows
         dy = dx
-    return GradReport("each layer's backward vs jax.vjp of its forward", rows)
+    title = "each layer's backward vs jax.vjp of its forward"
+    return GradReport(title + "".join(f"\n  {r}" for r in raised), rows)
 
 
 def check_layer(

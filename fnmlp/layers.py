@@ -44,11 +44,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnmlp.activations import ACTIVATIONS, get_activation
 from fnmlp.initializers import DEFAULT_INIT, get_initializer
@@ -121,6 +123,11 @@ class Layer:
     def init_params(self, key: Array, in_features: int, dtype: Any = jnp.float32) -> Params:
         """The params alone, drawn in one compiled program (cached per layer, width and
         dtype, so repeated inits compile nothing)."""
+        try:
+            hash(self)
+        except TypeError:
+            raise ValueError(f"{self.name} must be hashable: declare your layer with"
+                             " @dataclass(frozen=True)") from None
         return _jitted_init(self, int(in_features), jnp.dtype(dtype).name)(key)
 
     def expand(self, params: Params) -> Layer:
@@ -168,8 +175,9 @@ class Dense(Layer):
 
     def __post_init__(self):
         f = self.features
-        if isinstance(f, bool) or not isinstance(f, int) or f <= 0:
+        if isinstance(f, (bool, np.bool_)) or not isinstance(f, (int, np.integer)) or f <= 0:
             raise ValueError(f"Dense features must be a positive integer; got {f!r}")
+        object.__setattr__(self, "features", int(f))  # np.int64(3) -> 3: one hash, JSON
         if self.kernel_init is not None:
             get_initializer(self.kernel_init)
 
@@ -310,7 +318,8 @@ class Dropout(Layer):
 
     def __post_init__(self):
         r = self.rate
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, float, np.integer,
+                                                                 np.floating)) or not 0 <= r < 1:
             raise ValueError(f"Dropout rate (the drop probability) must be a number in"
                              f" [0, 1); got {r!r}")
 
@@ -352,8 +361,10 @@ class LayerNorm(Layer):
     eps: float = 1e-5
 
     def __post_init__(self):
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or self.eps <= 0:
-            raise ValueError(f"LayerNorm eps must be a number > 0; got {self.eps!r}")
+        e = self.eps
+        if (isinstance(e, bool) or not isinstance(e, (int, float, np.integer, np.floating))
+                or not math.isfinite(e) or e <= 0):
+            raise ValueError(f"LayerNorm eps must be a finite number > 0; got {e!r}")
 
     def init(self, key, in_features, dtype=jnp.float32):
         return in_features, {"scale": jnp.ones((in_features,), dtype),
@@ -566,8 +577,9 @@ def from_config(config: dict, custom: dict | None = None) -> Layer:
     """Rebuilds a layer from :meth:`Layer.to_config` output. ``custom`` maps the type
     names of your own layers to their classes. An unknown type raises ``ValueError``."""
     registry = {**BUILTIN, **(custom or {})}
-    if not isinstance(config, dict) or "type" not in config:
-        raise ValueError(f"a layer config must be a dict with a 'type'; got {config!r}"[:200])
+    if not isinstance(config, dict) or not isinstance(config.get("type"), str):
+        raise ValueError(f"a layer config must be a dict with a 'type' name; got {config!r}"
+                         [:200])
     kind = config["type"]
     if kind not in registry:
         raise ValueError(f"unknown layer type {kind!r}: not a built-in layer"
@@ -575,7 +587,11 @@ def from_config(config: dict, custom: dict | None = None) -> Layer:
                          f" custom_layers={{'{kind}': {kind}}}")
     fields = {k: v for k, v in config.items() if k != "type"}
     if kind == "Serial":
-        return Serial(tuple(from_config(c, custom) for c in fields.get("layers", [])))
+        layers = fields.get("layers", [])
+        if not isinstance(layers, list):
+            raise ValueError(f"a Serial config's 'layers' must be a list of layer configs;"
+                             f" got {layers!r}"[:200])
+        return Serial(tuple(from_config(c, custom) for c in layers))
     cls = registry[kind]
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:

@@ -125,6 +125,11 @@ def _dtype_of(params) -> Any:
     return leaves[0].dtype if leaves else jnp.float32
 
 
+def dtype_of(params) -> Any:
+    """The params' float dtype (float32 for a model without params)."""
+    return _dtype_of(params)
+
+
 @functools.lru_cache(maxsize=256)
 def _expected(model: Layer, d_in: int, dtype: str):
     shapes = jax.eval_shape(lambda k: model.init(k, d_in, jnp.dtype(dtype))[1],
@@ -198,6 +203,11 @@ def check_weights(params: Params, x: Array, y: Array, loss: str, model: Any = "r
     _, n_out = check_model_params(as_model(model), params, x.shape[-1])
     w = compute_sample_weight(y, loss, n_out, sample_weight, class_weight, x.shape[0],
                               names[:2], names[2])
+    # the weighted mean sum(w l) / sum(w) does not change when w is scaled: scale the
+    # largest to 1 on the host (float64), so 1e-46 or 1e39 neither underflow nor overflow
+    # in the params' dtype
+    w = np.asarray(w, np.float64)
+    w = w / np.max(w)
     return jnp.asarray(w, dtype=_dtype_of(params))
 
 

@@ -142,6 +142,9 @@ def make_train_step(optimizer: GradientTransformation, activation: Any = "relu",
     and the update stay float32 (mixed precision).
     """
     model = check_names(model if model is not None else activation, loss, grad)
+    if compute_dtype is not None and not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
+        raise ValueError(f"compute_dtype must be a float dtype such as jnp.bfloat16; got"
+                         f" {compute_dtype!r}")
     value_and_grad = value_and_grad_fn(grad, model, loss,
                                        None if compute_dtype is None else jnp.float32)
     classify = get_loss(loss).kind != "regression"
@@ -550,6 +553,8 @@ def fit(
         seed, validation_split, validation_data, patience, sample_weight, class_weight,
         log_every)
     warn_input_range(x)  # uint8 or 0..255 inputs: once, pointing at the caller
+    if state is not None:
+        check_resumed_state(state, params, optimizer)
     state = fresh_state(params, optimizer) if state is None else state  # optimizer checked
     trainer = cached_trainer(optimizer, batch_size, model, loss, grad,
                              compute_dtype=compute_dtype, mesh=mesh)
@@ -600,6 +605,29 @@ def _one_epoch(trainer: Trainer, state: TrainState, data: tuple, epoch: int, his
         vm = jax.device_get(trainer.evaluate(new.params, *validation_data))
         record.update({f"val_{k}": float(v) for k, v in vm.items()})
     return new, record
+
+
+def check_resumed_state(state: Any, params: Params, optimizer: GradientTransformation) -> None:
+    """A state to resume from must be a :class:`TrainState` whose params have the
+    structure and shapes of ``params`` and whose optimizer state is the one ``optimizer``
+    makes; ``ValueError`` naming the first difference, before anything compiles."""
+    if not isinstance(state, TrainState):
+        raise ValueError(f"state must be a TrainState (e.g. a FitResult's .state or a loaded"
+                         f" checkpoint); got {type(state).__name__}")
+    for what, have, want in (("state.params", state.params, params),
+                             ("state.opt_state", state.opt_state,
+                              jax.eval_shape(optimizer.init, params))):
+        if jax.tree.structure(have) != jax.tree.structure(want):
+            raise ValueError(f"{what} does not fit the model and optimizer of this fit (it was"
+                             " made for another architecture or optimizer): expected"
+                             f" {jax.tree.structure(want)}; got {jax.tree.structure(have)}"
+                             [:500])
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(have),
+                                jax.tree.leaves(want)):
+            if tuple(np.shape(a)) != tuple(np.shape(b)):
+                raise ValueError(f"{what}{jax.tree_util.keystr(path)} has shape"
+                                 f" {tuple(np.shape(a))}; this fit's model needs"
+                                 f" {tuple(np.shape(b))}")
 
 
 def _check_fit_args(params, x, y, epochs, batch_size, optimizer, learning_rate, model,

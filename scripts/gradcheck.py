@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from fnmlp.cli import (
     LAYER_SPEC_HELP,
     Parser,
     description,
     enable_compile_cache,
+    main_guard,
     parse_layers,
     parse_names,
     parse_rates,
+    seed_int,
 )
 from fnmlp.losses import LOSSES
 
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="dtype of params and data (finite differences always use float64)")
     p.add_argument("--batch-size", type=parse_positive, default=8, help="examples in the batch")
-    p.add_argument("--seed", type=int, default=0, help="seed for params and data")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed for params and data, in [0, 2**32)")
     p.add_argument("--max-evals", type=parse_positive, default=4096,
                    help="about this many coordinates get a finite difference, at least 32 (or"
                         " all) in every leaf")
@@ -113,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_guard(main)

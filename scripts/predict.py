@@ -125,6 +125,8 @@ def main() -> int:
             items += _inputs(Path(path), width, input_config)
         except UsageError as e:
             failed.append({"input": path, "error": str(e)})
+    if not items and not failed:
+        raise UsageError("the inputs hold no examples (an empty array?)")
     if not items:
         raise UsageError(failed[0]["error"] if len(failed) == 1 else
                          f"none of the {len(failed)} inputs could be read; the first:"
