@@ -67,7 +67,7 @@ class Parser(argparse.ArgumentParser):
         if getattr(ns, "patience", None) and not getattr(ns, "val_split", None):
             self.error("--patience monitors the validation set and needs --val-split F"
                        " (e.g. 0.1); early stopping never looks at the test set")
-        if hasattr(ns, "hidden") and hasattr(ns, "activation"):
+        if getattr(ns, "hidden", None) is not None and hasattr(ns, "activation"):
             try:
                 ns.hidden_layers = hidden_layers(ns)
             except (UsageError, ValueError) as e:

@@ -293,8 +293,12 @@ class GradCheckResult(NamedTuple):
         return all(r.passed for r in self._reports())
 
     def failing_layers(self) -> list[str]:
-        """The layers (``"2:Tanh"``) whose own backward disagrees with ``jax.vjp``."""
-        rows = self.layers.failing() if self.layers is not None else []
+        """The layers (``"2:Tanh"``) whose own backward disagrees with ``jax.vjp`` (for
+        :func:`check_layer`: the layer checked, when it fails)."""
+        report = self.layers if self.layers is not None else self.manual_vs_autodiff
+        rows = report.failing()
+        if self.layers is None and not self.passed:  # check_layer: one layer, any report
+            rows = [r for rep in self._reports() for r in rep.failing()]
         return list(dict.fromkeys(r.layer for r in rows))
 
     def to_dict(self) -> dict:

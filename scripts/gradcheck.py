@@ -20,9 +20,11 @@ import json
 from fnmlp.cli import (
     LAYER_SPEC_HELP,
     Parser,
+    architecture_name,
     description,
     enable_compile_cache,
     main_guard,
+    parse_hidden,
     parse_layers,
     parse_names,
     parse_rates,
@@ -56,7 +58,11 @@ def parse_positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(description=description(__doc__))
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("4,8,3"),
-                   help="layer sizes, input first, e.g. 5,16,16,3")
+                   help="layer sizes, input first, e.g. 5,16,16,3 (with --hidden or --layers"
+                        " only the first and last count)")
+    p.add_argument("--hidden", type=parse_hidden, default=None,
+                   help="hidden widths as in the training scripts, e.g. 16,8 or 0 (default:"
+                        " the middle of --sizes)")
     p.add_argument("--activation", type=parse_names, default=["tanh"],
                    help="hidden activation: one for all, or one per hidden layer (default: tanh)")
     p.add_argument("--dropout", type=parse_rates, default=[0.0],
@@ -87,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     from fnmlp.cli import UsageError, build_model
     from fnmlp.gradcheck import check_gradients, random_batch
 
-    if args.layers is None:
+    if args.layers is not None and args.hidden is not None:
+        parser.error("give --hidden or --layers, not both")
+    if args.hidden is not None:
+        args.sizes = [args.sizes[0], *args.hidden, args.sizes[-1]]
+    elif args.layers is None:
         args.hidden = args.sizes[1:-1]
     try:
         model = build_model(args, args.sizes[-1])
@@ -108,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         d["config"]["model"] = model.to_config()
         print(json.dumps(d, indent=2))
     else:
-        print(f"sizes={args.sizes} activation={args.activation} loss={args.loss} "
-              f"dtype={args.dtype} batch={args.batch_size} seed={args.seed}\n")
+        print(f"model={architecture_name({'sizes': args.sizes, 'model': model.to_config()})}"
+              f" loss={args.loss} dtype={args.dtype} batch={args.batch_size}"
+              f" seed={args.seed}\n")
         print(result)
     return 0 if result.passed else 1
 
