@@ -155,18 +155,6 @@ def memory_estimate(sizes: Sequence[int], members: int, batch_size: int, n: int,
     return members * per_member + itemsize * n * (sizes[0] + 1)
 
 
-def available_memory() -> int:
-    """Bytes of memory available now (``MemAvailable``; the total where unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(np.iinfo(np.int64).max)
-
-
 def network(sizes: Any, activation: Any = "relu", model: Any = None, x: Any = None
             ) -> tuple[Layer, int]:
     """``(model, D)``: the plain MLP of ``sizes`` ``[D, ..., C]`` and ``activation``, or
@@ -273,7 +261,7 @@ def fit_population(
                                       net)
     widths = _widths(template, d_in)
     need = memory_estimate(widths, k, batch_size, len(x), optimizer, dtype.itemsize)
-    have = available_memory()
+    have = checks.available_memory()
     if need > 0.8 * have:
         raise ValueError(f"a population of {k} members of {widths} needs about"
                          f" {need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB are available:"

@@ -5,28 +5,18 @@ reads at a glance."""
 
 import argparse
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO
+from test_scripts import _run
 
 import fnmlp
 from fnmlp import cli, plot
 from fnmlp.layers import Dense, Dropout, Relu, Tanh, serial
 
 TOY = ["--dataset", "moons", "--n", "240", "--batch-size", "16", "--seed", "1"]
-
-
-def _run(script, *args, check=True):
-    r = subprocess.run([sys.executable, f"{REPO}/scripts/{script}", *args],
-                       capture_output=True, text=True, timeout=300)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
 
 
 def _one_line_exit_2(r, needle):
