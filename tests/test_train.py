@@ -167,7 +167,8 @@ def test_validation_split_and_history_fields():
 def test_divergence_stops_with_last_finite_params():
     ds = data.make_blobs(400, seed=0)
     params = fnmlp.init_mlp(jax.random.key(0), [2, 16, 3])
-    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 1") as info:
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 1") as info, \
+            pytest.warns(UserWarning, match="far outside the usual range"):  # x100 inputs
         fnmlp.fit(params, ds.x * 100, ds.y, epochs=5, batch_size=20, optimizer="sgd",
                   learning_rate=1e6, verbose=False)
     err = info.value
