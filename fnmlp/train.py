@@ -29,6 +29,7 @@ import functools
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,7 +41,7 @@ from fnmlp import _core
 from fnmlp import _validate as checks
 from fnmlp.data import train_test_split
 from fnmlp.data.scaling import warn_input_range
-from fnmlp.layers import EVAL, Context, Layer
+from fnmlp.layers import EVAL, Context, Layer, Serial, Softmax
 from fnmlp.losses import correct, get_loss
 from fnmlp.mlp import Params, check_batch, check_weights, resolve_model
 from fnmlp.optim import (
@@ -548,6 +549,7 @@ def fit(
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     model = check_names(model if model is not None else activation, loss, grad)
+    warn_softmax_twice(model, loss)
     optimizer, x, y, validation_data, w = _check_fit_args(
         params, x, y, epochs, batch_size, optimizer, learning_rate, model, loss,
         seed, validation_split, validation_data, patience, sample_weight, class_weight,
@@ -605,6 +607,17 @@ def _one_epoch(trainer: Trainer, state: TrainState, data: tuple, epoch: int, his
         vm = jax.device_get(trainer.evaluate(new.params, *validation_data))
         record.update({f"val_{k}": float(v) for k, v in vm.items()})
     return new, record
+
+
+def warn_softmax_twice(model: Layer, loss: str) -> None:
+    """A model that ends in ``Softmax`` outputs probabilities; a loss on logits
+    (``softmax_cross_entropy``, ``sigmoid_cross_entropy``) would squash them again."""
+    if (isinstance(model, Serial) and isinstance(model.layers[-1], Softmax)
+            and loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")):
+        warnings.warn(f"the model ends in a Softmax layer, and loss {loss!r} takes logits, so"
+                      " softmax is applied twice: use loss='categorical_cross_entropy' (which"
+                      " takes probabilities) or drop the Softmax layer", UserWarning,
+                      stacklevel=3)
 
 
 def check_resumed_state(state: Any, params: Params, optimizer: GradientTransformation) -> None:

@@ -130,3 +130,10 @@ def test_scripts_refuse_impossible_sizes_and_seeds_in_one_line(args, needle):
     r = _run("train_toy.py", *args, "--epochs", "1", check=False)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+
+
+def test_softmax_then_a_loss_on_logits_is_warned_about():
+    model = serial(Dense(3), fnmlp.Softmax())
+    with pytest.warns(UserWarning, match="softmax is applied twice"):
+        fnmlp.fit(model.init_params(K, 3), X, Y, model=model, epochs=1, batch_size=4,
+                  verbose=False)
