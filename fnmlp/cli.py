@@ -152,45 +152,47 @@ def parse_layers(text: str) -> list:
 
 def hidden_layers(args: argparse.Namespace) -> list:
     """The hidden layers the flags ask for: ``--layers``, or ``--hidden`` with one
-    ``--activation`` (and optional ``--dropout``) per hidden layer, or one for all."""
-    from fnmlp.initializers import DEFAULT_INIT
-    from fnmlp.layers import Dense, Dropout, activation_layer
-
+    ``--activation`` (and optional ``--dropout``) per hidden layer, or one for all. A count
+    that fits neither is a :class:`UsageError` naming the flag."""
     if getattr(args, "layers", None):
         return list(args.layers)
     hidden = args.hidden
-    acts = args.activation if isinstance(args.activation, list) else [args.activation]
-    rates = getattr(args, "dropout", None) or [0.0]
-    for flag, values in (("--activation", acts), ("--dropout", rates)):
+    for flag, values in (("--activation", _activations(args)), ("--dropout", _rates(args))):
         if len(values) not in (1, len(hidden)):
             raise UsageError(f"{flag} gives {len(values)} values for {len(hidden)} hidden"
                              f" layers ({','.join(map(str, hidden)) or 'none'}); give one, or"
                              " one per hidden layer")
-    init = DEFAULT_INIT[acts[0]]  # every Dense, as init_mlp has always done
-    acts = acts * len(hidden) if len(acts) == 1 else acts
-    rates = rates * len(hidden) if len(rates) == 1 else rates
-    layers = []
-    for width, act, rate in zip(hidden, acts, rates):
-        layers += [Dense(width, init), activation_layer(act)]
-        if rate:
-            layers.append(Dropout(rate))
-    return layers
+    return list(_mlp_from_flags(args, 1).layers[:-1])
+
+
+def _activations(args: argparse.Namespace) -> list[str]:
+    return args.activation if isinstance(args.activation, list) else [args.activation]
+
+
+def _rates(args: argparse.Namespace) -> list[float]:
+    return getattr(args, "dropout", None) or [0.0]
+
+
+def _mlp_from_flags(args: argparse.Namespace, n_out: int):
+    """``layers.mlp`` of ``--hidden``, ``--activation`` and ``--dropout``, every Dense with
+    the first activation's initialiser, as ``init_mlp`` has always done."""
+    from fnmlp.initializers import DEFAULT_INIT
+    from fnmlp.layers import mlp
+
+    acts = _activations(args)
+    return mlp((*args.hidden, int(n_out)), tuple(acts), DEFAULT_INIT[acts[0]],
+               tuple(_rates(args)))
 
 
 def build_model(args: argparse.Namespace, n_out: int):
     """The network the flags describe: the hidden layers, then ``Dense(n_out)`` (with the
     same initialiser as the hidden Dense layers of ``--hidden``)."""
-    from fnmlp.initializers import DEFAULT_INIT
     from fnmlp.layers import Dense, Serial
 
-    layers = getattr(args, "hidden_layers", None)
-    if layers is None:
-        layers = hidden_layers(args)
-    init = None
-    if not getattr(args, "layers", None):
-        acts = args.activation if isinstance(args.activation, list) else [args.activation]
-        init = DEFAULT_INIT[acts[0]]
-    return Serial(tuple(layers) + (Dense(int(n_out), init),))
+    if getattr(args, "layers", None):
+        return Serial(tuple(args.layers) + (Dense(int(n_out)),))
+    hidden_layers(args)  # the counts, checked with the flags' names
+    return _mlp_from_flags(args, n_out)
 
 
 def network(metrics: dict):

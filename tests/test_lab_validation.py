@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_cli_surprises import _one_line_exit_2
 from test_scripts import _run
 
 import fnmlp
@@ -17,14 +18,6 @@ from fnmlp import cli, plot
 from fnmlp.layers import Dense, Dropout, Relu, Tanh, serial
 
 TOY = ["--dataset", "moons", "--n", "240", "--batch-size", "16", "--seed", "1"]
-
-
-def _one_line_exit_2(r, needle):
-    assert r.returncode == 2, r.stdout + r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert needle in lines[0], lines[0]
-    assert "epoch 1" not in r.stderr + r.stdout  # refused before any training
 
 
 # ----------------------------------------------------------------------------- 1. validation
