@@ -134,23 +134,6 @@ def test_converges_on_rosenbrock_from_standard_start(name):
     np.testing.assert_allclose(np.asarray(x["x"]), [1.0, 1.0], atol=0.05)
 
 
-def test_schedules_by_hand():
-    s = jnp.int32
-    assert float(schedules.constant(0.3)(s(7))) == pytest.approx(0.3)
-    sd = schedules.step_decay(1.0, step_size=10, rate=0.5)
-    assert [float(sd(s(i))) for i in (0, 9, 10, 25)] == pytest.approx([1, 1, 0.5, 0.25])
-    ed = schedules.exponential_decay(1.0, decay_steps=10, rate=0.5)
-    assert float(ed(s(5))) == pytest.approx(0.5**0.5, rel=1e-6)
-    it = schedules.inverse_time(1.0, decay_steps=10, rate=2.0)
-    assert float(it(s(5))) == pytest.approx(1 / (1 + 2 * 0.5), rel=1e-6)
-    cw = schedules.cosine_warmup(1.0, warmup_steps=10, total_steps=110, end=0.1)
-    assert float(cw(s(0))) == 0.0
-    assert float(cw(s(5))) == pytest.approx(0.5)
-    assert float(cw(s(10))) == pytest.approx(1.0)
-    assert float(cw(s(60))) == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-6)
-    assert float(cw(s(500))) == pytest.approx(0.1)
-
-
 def test_schedule_drives_the_optimizer():
     opt = optim.sgd(schedules.step_decay(1.0, step_size=1, rate=0.5))
     state, params = opt.init(P), P

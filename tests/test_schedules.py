@@ -1,0 +1,139 @@
+"""Schedules: values by hand, float64 against the formula in Python float64, float32 against
+the float32 implementation they replaced, and warm-up's first step."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnmlp import optim, schedules
+
+s = jnp.int32
+
+
+def test_schedules_by_hand():
+    assert float(schedules.constant(0.3)(s(7))) == pytest.approx(0.3)
+    sd = schedules.step_decay(1.0, step_size=10, rate=0.5)
+    assert [float(sd(s(i))) for i in (0, 9, 10, 25)] == pytest.approx([1, 1, 0.5, 0.25])
+    ed = schedules.exponential_decay(1.0, decay_steps=10, rate=0.5)
+    assert float(ed(s(5))) == pytest.approx(0.5**0.5, rel=1e-6)
+    it = schedules.inverse_time(1.0, decay_steps=10, rate=2.0)
+    assert float(it(s(5))) == pytest.approx(1 / (1 + 2 * 0.5), rel=1e-6)
+    # the default warm-up starts at peak / (warmup + 1): peak (step + 1) / (warmup + 1)
+    cw = schedules.cosine_warmup(1.0, warmup_steps=10, total_steps=110, end=0.1)
+    assert float(cw(s(0))) == pytest.approx(1 / 11, rel=1e-6)
+    assert float(cw(s(5))) == pytest.approx(6 / 11, rel=1e-6)
+    assert float(cw(s(9))) == pytest.approx(10 / 11, rel=1e-6)
+    assert float(cw(s(10))) == pytest.approx(1.0)
+    assert float(cw(s(60))) == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-6)
+    assert float(cw(s(500))) == pytest.approx(0.1)
+    # an explicit init_value: linear from it
+    cw0 = schedules.cosine_warmup(1.0, warmup_steps=10, total_steps=110, end=0.1, init_value=0.0)
+    assert float(cw0(s(0))) == 0.0
+    assert float(cw0(s(5))) == pytest.approx(0.5)
+    cw2 = schedules.cosine_warmup(1.0, warmup_steps=4, total_steps=8, init_value=0.2)
+    assert float(cw2(s(2))) == pytest.approx(0.2 + 0.8 * 0.5, rel=1e-6)
+    # no warm-up: starts at the peak whatever init_value says
+    assert float(schedules.cosine_warmup(0.5, 0, 10, init_value=0.0)(s(0))) == 0.5
+
+
+# the float32 implementations these replaced (fnmlp before issue 29), as the witness that
+# float32 values did not move
+def _f32(x):
+    return jnp.asarray(x, jnp.float32)
+
+
+def _old_cosine(peak, w, t, end):
+    def f(step):
+        x = _f32(step)
+        warm = peak * x / max(w, 1)
+        frac = jnp.clip((x - w) / (t - w), 0, 1)
+        cos = end + (peak - end) * 0.5 * (1 + jnp.cos(math.pi * frac))
+        return jnp.where(x < w, warm, cos).astype(jnp.float32)
+    return f
+
+
+OLD = {
+    "constant": (schedules.constant(0.1), lambda step: _f32(0.1)),
+    "step_decay": (schedules.step_decay(0.1, 30, 0.5),
+                   lambda step: _f32(0.1) * _f32(0.5) ** (step // 30).astype(jnp.float32)),
+    "exponential_decay": (schedules.exponential_decay(0.1, 100, 0.96),
+                          lambda step: _f32(0.1) * _f32(0.96) ** (_f32(step) / 100)),
+    "inverse_time": (schedules.inverse_time(0.1, 50, 0.7),
+                     lambda step: _f32(0.1) / (1 + 0.7 * _f32(step) / 50)),
+    "cosine_warmup": (schedules.cosine_warmup(0.1, 20, 300, 0.01, init_value=0.0),
+                      _old_cosine(0.1, 20, 300, 0.01)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD))
+def test_float32_values_stay_within_1e6_of_the_old_implementation(name):
+    new, old = OLD[name]
+    steps = jnp.arange(0, 400, dtype=jnp.int32)
+    got, want = np.asarray(jax.vmap(new)(steps)), np.asarray(jax.vmap(old)(steps))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+# each schedule's formula in Python float64 (math), the float64 witness
+FORMULA = {
+    "constant": (schedules.constant(0.1), lambda k: 0.1),
+    "step_decay": (schedules.step_decay(0.1, 30, 0.3), lambda k: 0.1 * 0.3 ** (k // 30)),
+    "exponential_decay": (schedules.exponential_decay(0.05, 7, 0.97),
+                          lambda k: 0.05 * 0.97 ** (k / 7)),
+    "inverse_time": (schedules.inverse_time(0.1, 50, 0.7), lambda k: 0.1 / (1 + 0.7 * k / 50)),
+    "cosine_warmup": (schedules.cosine_warmup(0.1, 20, 300, 0.01),
+                      lambda k: 0.1 * (k + 1) / 21 if k < 20 else
+                      0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * min(1, (k - 20) / 280)))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMULA))
+def test_float64_values_match_the_formula(name, x64):
+    sched, formula = FORMULA[name]
+    steps = list(range(0, 400, 7))
+    got = np.asarray(jax.vmap(lambda k: sched(k, jnp.float64))(jnp.asarray(steps, jnp.int32)))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, [formula(k) for k in steps], rtol=1e-12, atol=0)
+
+
+def test_exponential_decay_power_keeps_the_rate_exact_in_float64(x64):
+    # 0.9999 ** 10000: float32(0.9999) ** 10000 is 1.7e-4 off; exp(k log rate) is not
+    ed = schedules.exponential_decay(0.05, 1, 0.9999)
+    want = 0.05 * 0.9999**10000
+    got = ed(s(10000), jnp.float64)
+    assert got.dtype == jnp.float64
+    assert abs(float(got) - want) <= 1e-12 * want
+    got32 = ed(s(10000))
+    assert got32.dtype == jnp.float32
+    assert abs(float(got32) - want) <= 1e-6 * want
+
+
+def test_exponential_decay_float32_without_x64():
+    got = schedules.exponential_decay(0.05, 1, 0.9999)(s(10000))
+    assert got.dtype == jnp.float32
+    assert float(got) == pytest.approx(0.05 * 0.9999**10000, rel=1e-6)
+
+
+def test_warmup_first_update_moves_the_params_by_default_and_not_with_init_value_zero():
+    params = {"w": jnp.array([1.0, -2.0])}
+    grads = {"w": jnp.array([0.5, 0.25])}
+
+    def first(sched):
+        opt = optim.sgd(sched)
+        u, _ = opt.update(grads, opt.init(params), params)
+        return np.asarray(optim.apply_updates(params, u)["w"])
+
+    moved = first(schedules.cosine_warmup(0.1, 4, 40))
+    np.testing.assert_allclose(moved, [1.0 - 0.02 * 0.5, -2.0 - 0.02 * 0.25], rtol=1e-6)
+    old = first(schedules.cosine_warmup(0.1, 4, 40, init_value=0.0))
+    assert np.array_equal(old, np.asarray(params["w"]))  # the old behaviour, bit for bit
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.nan, math.inf, "0"])
+def test_bad_init_value_names_it(bad):
+    with pytest.raises(ValueError, match="init_value"):
+        schedules.cosine_warmup(0.1, 4, 40, init_value=bad)
+
