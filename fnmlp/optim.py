@@ -18,15 +18,29 @@ also hold ``count`` (updates applied, int32 ``[]``) and ``weight_decay`` (a scal
 array, so a population can give each member its own; see :func:`set_weight_decay`).
 
 **Compiled once.** An optimizer's ``update`` depends only on its static options (momentum,
-betas, eps, clipping, whether there is a decay term, the schedule object): the builders hand
-out one shared ``update`` function per such configuration, so ``adam(0.1)`` and
+betas, eps, clipping, whether there is a decay term, the weight-decay mask, the schedule
+object): the builders hand out one shared ``update`` function per such configuration (a
+mask or schedule that is not hashable gets an update of its own), so ``adam(0.1)`` and
 ``adam(0.01)`` have the same ``update`` and fnmlp's compiled trainers (cached by it) serve
 both. ``init`` makes its zero buffers in one cached program per params structure and its
 scalars on the host, so it compiles nothing new per call.
 
 **Precision.** Every scalar of an update (learning rate, weight decay, bias corrections)
 is held and computed in the params' float dtype: float64 params get float64 optimizer
-arithmetic (PyTorch's optimizers compute these scalars in Python float64, too).
+arithmetic (PyTorch's optimizers compute these scalars in Python float64, too). A schedule
+is called as ``schedule(count, dtype)`` with that dtype, so a scheduled rate is float64
+too (a user's one-argument ``schedule(count)`` is called so and its result cast).
+
+**What weight decay touches.** Every optimizer takes ``mask=``, as optax's
+``add_decayed_weights(mask=)`` and ``adamw(mask=)``: ``None`` (the default) decays every
+leaf, biases and normalisation scales included. That is PyTorch's default (one param
+group, one ``weight_decay``), kept so that each optimizer still matches ``torch.optim``
+step for step. The lesson, CS231n and scikit-learn's ``MLPClassifier`` penalise the
+weight matrices only: pass ``mask=matrices_only`` (decay the leaves with ``ndim >= 2``,
+nanoGPT's rule), or any predicate ``mask(path, leaf) -> bool``, ``path`` as in
+``jax.tree_util.tree_flatten_with_path``. The predicate runs at trace time, on each
+leaf's path and (abstract) array, and must return a Python bool. A masked-out leaf gets
+neither the coupled L2 term (``g += wd p``) nor AdamW's decoupled decay.
 
 Each optimizer follows PyTorch's documented algorithm (``torch.optim``) with the same
 defaults, tested step by step against a float64 NumPy re-implementation of it. Where the
@@ -38,6 +52,7 @@ names differ: ``decay`` here is PyTorch's ``alpha`` (RMSprop), ``b1, b2`` are ``
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -161,10 +176,29 @@ def _float_dtype(params: Params):
     return floats[0] if floats else jnp.dtype(jnp.float32)
 
 
-def _lr_parts(learning_rate: float | Schedule) -> tuple[Schedule | None, float]:
+def _lr_parts(learning_rate: float | Schedule) -> tuple[Schedule | None, float | None]:
+    """``(schedule, None)`` for a schedule (its first rate is taken in ``init``, in the
+    params' dtype), ``(None, lr)`` for a constant rate."""
     if callable(learning_rate):
-        return learning_rate, float(learning_rate(jnp.int32(0)))
+        return learning_rate, None
     return None, check_positive_float(learning_rate, "learning_rate")
+
+
+def _takes_dtype(schedule: Callable) -> bool:
+    """Whether ``schedule`` accepts a ``dtype`` keyword (fnmlp's schedules do)."""
+    try:
+        params = inspect.signature(schedule).parameters.values()
+    except (TypeError, ValueError):  # no signature (some builtins): call it with the step
+        return False
+    return any(p.name == "dtype" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _rate(schedule: Callable, count: Any, dtype: Any) -> Array:
+    """``schedule(count, dtype=dtype)``, or ``schedule(count)`` cast to ``dtype`` for a
+    one-argument schedule: a ``dtype`` scalar."""
+    if _takes_dtype(schedule):
+        return jnp.asarray(schedule(count, dtype=dtype), dtype)
+    return jnp.asarray(schedule(count), dtype)
 
 
 def host_scalar(value: float, dtype: Any) -> Array:
@@ -180,14 +214,58 @@ def zeros_like_tree(tree: Any) -> Any:
     return jax.tree.map(jnp.zeros_like, tree)
 
 
-def _scalars(params, lr0: float, weight_decay: float) -> tuple[Array, Array, Array]:
+def _scalars(params, lr0: float | None, schedule: Schedule | None,
+             weight_decay: float) -> tuple[Array, Array, Array]:
     dtype = _float_dtype(params)
+    if schedule is not None:  # the rate at step 0, in dtype, on the host even under a trace
+        with jax.ensure_compile_time_eval():
+            lr0 = float(_rate(schedule, np.int32(0), dtype))
     return (host_scalar(0, np.int32), host_scalar(lr0, dtype), host_scalar(weight_decay, dtype))
+
+
+def matrices_only(path: Any, leaf: Any) -> bool:
+    """A weight-decay ``mask``: decay the leaves with ``ndim >= 2``, nothing else.
+
+    nanoGPT's rule: weight matrices decay, biases and normalisation scales (1-D) do
+    not. It reads only the leaf's rank, never the layer's names, so it holds for any
+    layer, a user's included. Pass it as ``mask=matrices_only`` to any optimizer.
+
+    Args:
+      path: the leaf's key path (unused), as in ``jax.tree_util.tree_flatten_with_path``.
+      leaf: the param array (or its abstract value under a trace).
+
+    Returns:
+      ``True`` for a matrix or higher-rank array, ``False`` for a vector or scalar.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> matrices_only((), jnp.ones((3, 2))), matrices_only((), jnp.ones(2))
+      (True, False)
+    """
+    return jnp.ndim(leaf) >= 2
+
+
+def _decayed(mask: Callable | None, params: Params) -> Any:
+    """A tree like ``params`` of Python bools: which leaves weight decay touches.
+    Evaluated at trace time."""
+    if mask is None:
+        return jax.tree.map(lambda _: True, params)
+
+    def one(path, leaf):
+        d = mask(path, leaf)
+        if not isinstance(d, (bool, np.bool_)):
+            raise TypeError(
+                f"mask(path, leaf) must return a Python bool at trace time; got {d!r}"
+                f" for the leaf at {jax.tree_util.keystr(path)}"[:300])
+        return bool(d)
+
+    return jax.tree.map_with_path(one, params)
 
 
 def _shared(factory: Callable, *static) -> Callable:
     """``factory(*static)``, one object per distinct (hashable) ``static`` tuple; a fresh
-    one when some option is unhashable (e.g. a schedule object without ``__hash__``)."""
+    one when some option is unhashable (e.g. a schedule or mask object without
+    ``__hash__``)."""
     try:
         return _shared_cache(factory, *static)
     except TypeError:
@@ -199,22 +277,30 @@ def _shared_cache(factory: Callable, *static) -> Callable:
     return factory(*static)
 
 
-def _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled):
-    """Clipping, coupled L2 weight decay and the rate of this step (params' dtype)."""
+def _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled, mask):
+    """Clipping, coupled L2 weight decay on the leaves ``mask`` selects, and the rate of
+    this step (params' dtype)."""
     dtype = state.learning_rate.dtype
-    lr = schedule(state.count) if schedule is not None else state.learning_rate
+    lr = _rate(schedule, state.count, dtype) if schedule is not None else state.learning_rate
     if clip_norm is not None:
         grads = clip_grads_by_global_norm(grads, clip_norm)
     if use_wd and not decoupled:
         wd = state.weight_decay
-        grads = jax.tree.map(lambda g, p: g + wd.astype(g.dtype) * p, grads, params)  # L2
+        grads = jax.tree.map(lambda g, p, d: g + wd.astype(g.dtype) * p if d else g,  # L2
+                             grads, params, _decayed(mask, params))
     return grads, jnp.asarray(lr, dtype)
 
 
-def _check_common(weight_decay, clip_norm):
-    check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+def _check_common(weight_decay, clip_norm, mask):
+    """Checks the shared options; returns the mask to key the shared update on (None when
+    there is no decay term, so that a mask without decay changes nothing)."""
+    wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
     if clip_norm is not None:
         check_positive_float(clip_norm, "clip_norm")
+    if mask is not None and not callable(mask):
+        raise ValueError("mask must be None or a callable mask(path, leaf) -> bool (e.g."
+                         f" optim.matrices_only); got {mask!r}"[:200])
+    return mask if wd > 0 else None
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -226,10 +312,12 @@ def sgd(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    mask: Callable[[Any, Any], bool] | None = None,
 ) -> GradientTransformation:
     r"""Stochastic gradient descent, optionally with momentum (PyTorch's ``torch.optim.SGD``).
 
-    With ``g`` the gradient (clipped, then ``g += weight_decay * p``)::
+    With ``g`` the gradient (clipped, then ``g += weight_decay * p`` on the leaves ``mask``
+    selects)::
 
         plain:     p <- p - lr g
         momentum:  v <- momentum v + g;            p <- p - lr v
@@ -238,13 +326,22 @@ def sgd(
     (``v`` starts at 0, so the first step is ``v = g`` as in PyTorch; no dampening.)
 
     Args:
-      learning_rate: ``lr`` (no default, as PyTorch), or a schedule of the step count.
+      learning_rate: ``lr`` (no default, as PyTorch), or a schedule of the step count,
+        called as ``schedule(count, dtype=params' float dtype)`` (:mod:`fnmlp.schedules`;
+        a one-argument ``schedule(count)`` is called so, its result cast).
       momentum: the momentum factor, in ``[0, 1)``; default 0.
       nesterov: Nesterov momentum (needs ``momentum > 0``); default False.
       weight_decay: L2 penalty added to the gradient (PyTorch's ``weight_decay``);
         default 0.
       clip_norm: if given, the gradient is first scaled as by PyTorch's
         ``clip_grad_norm_(max_norm=clip_norm)``; default None.
+      mask: which leaves weight decay touches: ``None`` (default) every leaf, as
+        PyTorch; or a predicate ``mask(path, leaf) -> bool`` evaluated at trace time,
+        e.g. :func:`matrices_only` (weights, not biases nor norm scales).
+
+    Raises:
+      ValueError: a hyperparameter is out of range or ``mask`` is not callable (the
+        error names the argument), raised here, when the optimizer is built.
 
     Examples:
       >>> import jax.numpy as jnp, fnmlp
@@ -260,20 +357,20 @@ def sgd(
         raise ValueError(f"momentum must be in [0, 1); got {momentum}")
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True needs momentum > 0; got momentum=0")
-    _check_common(weight_decay, clip_norm)
+    mask = _check_common(weight_decay, clip_norm, mask)
     use_wd = weight_decay > 0
 
     def init(params):
         v = zeros_like_tree(params) if momentum else ()
-        return SGDState(*_scalars(params, lr0, weight_decay), v)
+        return SGDState(*_scalars(params, lr0, schedule, weight_decay), v)
 
     return GradientTransformation(
-        init, _shared(_sgd_update, schedule, momentum, nesterov, use_wd, clip_norm))
+        init, _shared(_sgd_update, schedule, momentum, nesterov, use_wd, clip_norm, mask))
 
 
-def _sgd_update(schedule, momentum, nesterov, use_wd, clip_norm):
+def _sgd_update(schedule, momentum, nesterov, use_wd, clip_norm, mask):
     def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False)
+        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False, mask)
         if momentum:
             v = jax.tree.map(lambda v, g: momentum * v + g, state.velocity, g)  # v = mu v + g
             step = jax.tree.map(lambda v, g: g + momentum * v, v, g) if nesterov else v
@@ -315,18 +412,20 @@ def adam(
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
     decoupled: bool = False,
+    mask: Callable[[Any, Any], bool] | None = None,
 ) -> GradientTransformation:
     r"""Adam (Kingma & Ba, 2015) with bias correction, as PyTorch's ``torch.optim.Adam``.
 
-    With ``g`` the gradient (clipped, then ``g += weight_decay * p`` unless decoupled) at
-    step ``t = 1, 2, ...``::
+    With ``g`` the gradient (clipped, then ``g += weight_decay * p`` on the leaves ``mask``
+    selects, unless decoupled) at step ``t = 1, 2, ...``::
 
         m <- b1 m + (1 - b1) g
         v <- b2 v + (1 - b2) g^2
         p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
     With ``decoupled=True`` (AdamW, :func:`adamw`) the decay is not added to ``g``;
-    instead ``p <- p - lr weight_decay p`` is applied too. Bias corrections are computed
+    instead ``p <- p - lr weight_decay p`` is applied too (on the leaves ``mask`` selects:
+    PyTorch's param groups with ``weight_decay=0`` for the others). Bias corrections are computed
     as ``-expm1(t log b)`` in the params' dtype.
 
     Args:
@@ -336,40 +435,47 @@ def adam(
       weight_decay: L2 penalty (coupled) or AdamW's decay (decoupled); default 0.
       clip_norm: clip the gradient as ``clip_grad_norm_(max_norm=clip_norm)``; default None.
       decoupled: AdamW's decoupled weight decay; default False.
+      mask: which leaves weight decay touches: ``None`` (default) every leaf, as
+        PyTorch; or a predicate ``mask(path, leaf) -> bool`` evaluated at trace time,
+        e.g. :func:`matrices_only` (weights, not biases nor norm scales).
+
+    Raises:
+      ValueError: a hyperparameter is out of range or ``mask`` is not callable (the
+        error names the argument), raised here, when the optimizer is built.
     """
     schedule, lr0 = _lr_parts(learning_rate)
     for name, b in (("b1", b1), ("b2", b2)):
         if not (isinstance(b, (int, float)) and 0 <= b < 1):
             raise ValueError(f"{name} must be in [0, 1); got {b!r}")
     check_positive_float(eps, "eps")
-    _check_common(weight_decay, clip_norm)
+    mask = _check_common(weight_decay, clip_norm, mask)
     use_wd = weight_decay > 0
 
     def init(params):
-        return AdamState(*_scalars(params, lr0, weight_decay), zeros_like_tree(params),
-                         zeros_like_tree(params))  # two buffers (donation)
+        return AdamState(*_scalars(params, lr0, schedule, weight_decay),
+                         zeros_like_tree(params), zeros_like_tree(params))  # two buffers
 
     return GradientTransformation(
-        init, _shared(_adam_update, schedule, b1, b2, eps, use_wd, clip_norm, decoupled))
+        init, _shared(_adam_update, schedule, b1, b2, eps, use_wd, clip_norm, decoupled, mask))
 
 
-def _adam_update(schedule, b1, b2, eps, use_wd, clip_norm, decoupled):
+def _adam_update(schedule, b1, b2, eps, use_wd, clip_norm, decoupled, mask):
     def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled)
+        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled, mask)
         t = (state.count + 1).astype(lr.dtype)
         c1, c2 = _bias_correction(b1, t), _bias_correction(b2, t)
         step_size, root_c2 = lr / c1, jnp.sqrt(c2)
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, g)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, g)
 
-        def step(m, v, p):
+        def step(m, v, p, decays):
             d = m.dtype
             u = -step_size.astype(d) * m / (jnp.sqrt(v) / root_c2.astype(d) + eps)
-            if decoupled and use_wd:
+            if decoupled and use_wd and decays:
                 u = u - (lr * state.weight_decay).astype(d) * p  # AdamW: p -= lr wd p
             return u.astype(p.dtype)
 
-        updates = jax.tree.map(step, mu, nu, params)
+        updates = jax.tree.map(step, mu, nu, params, _decayed(mask, params))
         return updates, state._replace(count=state.count + 1, learning_rate=lr, mu=mu, nu=nu)
 
     return update
@@ -381,7 +487,9 @@ def adamw(learning_rate: float | Schedule = 1e-3, weight_decay: float = 1e-2,
 
     :func:`adam` with ``decoupled=True``: ``p <- p - lr weight_decay p`` besides the Adam
     step, and the decay is not added to the gradient. Defaults as PyTorch: ``lr=1e-3``,
-    ``weight_decay=1e-2``; other arguments as :func:`adam`.
+    ``weight_decay=1e-2``; other arguments as :func:`adam`. ``mask=matrices_only`` is
+    PyTorch's usual two param groups (``weight_decay=0`` for biases and norm scales) and
+    optax's ``adamw(mask=)``.
     """
     return adam(learning_rate, weight_decay=weight_decay, decoupled=True, **kw)
 
@@ -392,10 +500,12 @@ def rmsprop(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
+    mask: Callable[[Any, Any], bool] | None = None,
 ) -> GradientTransformation:
     r"""RMSprop as PyTorch's ``torch.optim.RMSprop`` (Hinton's; not centered, no momentum).
 
-    With ``g`` the gradient (clipped, then ``g += weight_decay * p``)::
+    With ``g`` the gradient (clipped, then ``g += weight_decay * p`` on the leaves ``mask``
+    selects)::
 
         v <- decay v + (1 - decay) g^2
         p <- p - lr g / (sqrt(v) + eps)
@@ -406,24 +516,32 @@ def rmsprop(
       eps: added to the denominator, outside the square root; default 1e-8.
       weight_decay: L2 penalty added to the gradient; default 0.
       clip_norm: clip the gradient as ``clip_grad_norm_(max_norm=clip_norm)``; default None.
+      mask: which leaves weight decay touches: ``None`` (default) every leaf, as
+        PyTorch; or a predicate ``mask(path, leaf) -> bool`` evaluated at trace time,
+        e.g. :func:`matrices_only` (weights, not biases nor norm scales).
+
+    Raises:
+      ValueError: a hyperparameter is out of range or ``mask`` is not callable (the
+        error names the argument), raised here, when the optimizer is built.
     """
     schedule, lr0 = _lr_parts(learning_rate)
     if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
         raise ValueError(f"decay must be in [0, 1); got {decay!r}")
     check_positive_float(eps, "eps")
-    _check_common(weight_decay, clip_norm)
+    mask = _check_common(weight_decay, clip_norm, mask)
     use_wd = weight_decay > 0
 
     def init(params):
-        return RMSPropState(*_scalars(params, lr0, weight_decay), zeros_like_tree(params))
+        return RMSPropState(*_scalars(params, lr0, schedule, weight_decay),
+                            zeros_like_tree(params))
 
     return GradientTransformation(
-        init, _shared(_rmsprop_update, schedule, decay, eps, use_wd, clip_norm))
+        init, _shared(_rmsprop_update, schedule, decay, eps, use_wd, clip_norm, mask))
 
 
-def _rmsprop_update(schedule, decay, eps, use_wd, clip_norm):
+def _rmsprop_update(schedule, decay, eps, use_wd, clip_norm, mask):
     def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False)
+        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False, mask)
         nu = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.nu, g)
         updates = jax.tree.map(
             lambda g, v: (-lr.astype(g.dtype) * g / (jnp.sqrt(v) + eps)).astype(g.dtype), g, nu)

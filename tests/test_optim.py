@@ -173,3 +173,218 @@ def test_set_learning_rate_keeps_the_jitted_step_compiled_once():
         u, state = step(G, state, P)
     assert len(compiles) == 1
     assert float(state.learning_rate) == pytest.approx(0.01)
+
+
+# ----------------------------------------------------------------------------- weight-decay mask
+
+BUILDERS = {
+    "sgd": lambda **kw: optim.sgd(0.1, **kw),
+    "momentum": lambda **kw: optim.momentum(0.1, **kw),
+    "nesterov": lambda **kw: optim.nesterov(0.1, **kw),
+    "adam": lambda **kw: optim.adam(0.1, **kw),
+    "adamw": lambda **kw: optim.adamw(0.1, **kw),
+    "rmsprop": lambda **kw: optim.rmsprop(0.1, **kw),
+}
+
+
+def _net(dtype=jnp.float32):
+    """A Dense (w [3, 2], b [2]) and a LayerNorm-like (scale [2], shift [2])."""
+    w = jnp.asarray([[1.0, -1.2], [1.4, -1.6], [1.8, -2.0]], dtype)  # [3, 2], no zeros
+    return [{"w": w, "b": jnp.full(2, 0.5, dtype)},
+            {"scale": jnp.full(2, 1.5, dtype), "shift": jnp.full(2, -0.25, dtype)}]
+
+
+def _steps(opt, params, grads_at, n):
+    update = jax.jit(opt.update)
+    state = opt.init(params)
+    for t in range(n):
+        u, state = update(grads_at(t), state, params)
+        params = optim.apply_updates(params, u)
+    return params
+
+
+def _zero_grads(params):
+    return lambda t: jax.tree.map(jnp.zeros_like, params)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float32", 2e-5), ("float64", 1e-12)])
+def test_sgd_masked_decay_closed_form(dtype, rtol, x64):
+    p0 = _net(jnp.dtype(dtype))
+    opt = optim.sgd(0.1, weight_decay=0.1, mask=optim.matrices_only)
+    p = _steps(opt, p0, _zero_grads(p0), 100)
+    # p <- p - lr wd p: (1 - 0.01)^100 on the matrix; the 1-D leaves do not move, bitwise
+    np.testing.assert_allclose(np.asarray(p[0]["w"]), np.asarray(p0[0]["w"]) * 0.99**100,
+                               rtol=rtol)
+    for got, was in ((p[0]["b"], p0[0]["b"]), (p[1]["scale"], p0[1]["scale"]),
+                     (p[1]["shift"], p0[1]["shift"])):
+        assert got.dtype == was.dtype and np.array_equal(np.asarray(got), np.asarray(was))
+
+
+def test_sgd_default_mask_decays_every_leaf_as_pytorch():
+    p0 = _net()
+    p = _steps(optim.sgd(0.1, weight_decay=0.1), p0, _zero_grads(p0), 100)
+    for got, was in zip(jax.tree.leaves(p), jax.tree.leaves(p0)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(was) * 0.99**100, rtol=2e-5)
+    assert float(p[1]["scale"][0]) == pytest.approx(0.549, abs=1e-3)  # the issue's numbers
+    assert float(p[0]["b"][0]) == pytest.approx(0.183, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_optimizer_masks_decay_with_zero_gradients(name):
+    p0 = _net()
+    masked = _steps(BUILDERS[name](weight_decay=0.1, mask=optim.matrices_only), p0,
+                    _zero_grads(p0), 5)
+    everything = _steps(BUILDERS[name](weight_decay=0.1), p0, _zero_grads(p0), 5)
+    for m, e, was in zip(jax.tree.leaves(masked), jax.tree.leaves(everything),
+                         jax.tree.leaves(p0)):
+        if was.ndim >= 2:  # decayed either way: the same program for a decayed leaf
+            assert np.all(np.abs(np.asarray(m)) < np.abs(np.asarray(was)))
+            np.testing.assert_array_equal(np.asarray(m), np.asarray(e))
+        else:  # masked out: bitwise unchanged; by default (None): decayed
+            assert np.array_equal(np.asarray(m), np.asarray(was))
+            assert np.all(np.abs(np.asarray(e)) < np.abs(np.asarray(was)))
+
+
+def _torch_adamw(params, grads, decay, lr, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """PyTorch's documented AdamW in float64 NumPy, one param group per ``decay`` flag
+    (``weight_decay=wd`` for the decayed leaves, 0 for the others)."""
+    p = [np.array(x, np.float64) for x in params]
+    m = [np.zeros_like(x) for x in p]
+    v = [np.zeros_like(x) for x in p]
+    for t, gs in enumerate(grads, start=1):
+        for i, g in enumerate(gs):
+            p[i] = p[i] - lr * (wd if decay[i] else 0.0) * p[i]  # theta -= gamma lambda theta
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
+            p[i] = p[i] - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return p
+
+
+def _torch_sgd(params, grads, decay, lr, wd, momentum, nesterov):
+    """PyTorch's documented SGD (L2 added to the gradient; no dampening) in float64."""
+    p = [np.array(x, np.float64) for x in params]
+    buf = [None] * len(p)
+    for gs in grads:
+        for i, g in enumerate(gs):
+            g = g + (wd if decay[i] else 0.0) * p[i]
+            buf[i] = g if buf[i] is None else momentum * buf[i] + g
+            p[i] = p[i] - lr * (g + momentum * buf[i] if nesterov else buf[i])
+    return p
+
+
+@pytest.mark.parametrize("which", ["adamw", "nesterov"])
+def test_masked_decay_matches_pytorch_param_groups(which, x64):
+    p0 = _net(jnp.float64)
+    leaves, treedef = jax.tree.flatten(p0)
+    rng = np.random.default_rng(0)
+    grads = [[rng.normal(size=x.shape) for x in leaves] for _ in range(5)]
+    decay = [x.ndim >= 2 for x in leaves]
+    if which == "adamw":
+        opt = optim.adamw(0.05, weight_decay=0.3, mask=optim.matrices_only)
+        want = _torch_adamw(leaves, grads, decay, lr=0.05, wd=0.3)
+    else:
+        opt = optim.nesterov(0.05, 0.9, weight_decay=0.3, mask=optim.matrices_only)
+        want = _torch_sgd(leaves, grads, decay, 0.05, 0.3, 0.9, True)
+    got = _steps(opt, p0, lambda t: jax.tree.unflatten(treedef, [jnp.asarray(g) for g in grads[t]]),
+                 5)
+    for g, w in zip(jax.tree.leaves(got), want):
+        assert g.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-12, atol=1e-15)
+
+
+def test_the_mask_is_part_of_the_shared_static_configuration():
+    mo = optim.matrices_only
+    assert optim.sgd(0.1, weight_decay=0.1, mask=mo).update is \
+        optim.sgd(0.01, weight_decay=0.2, mask=mo).update
+    assert optim.adamw(0.1, mask=mo).update is optim.adamw(0.3, weight_decay=0.5, mask=mo).update
+    assert optim.sgd(0.1, weight_decay=0.1, mask=mo).update is not \
+        optim.sgd(0.1, weight_decay=0.1).update
+    assert optim.adamw(0.1, mask=mo).update is not optim.adamw(0.1).update
+    # without a decay term the mask changes nothing: the same program as no mask
+    assert optim.sgd(0.1, mask=mo).update is optim.sgd(0.1).update
+
+
+class _UnhashableMask:
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other):
+        return isinstance(other, _UnhashableMask)
+
+    def __call__(self, path, leaf):
+        return leaf.ndim >= 2
+
+
+def test_an_unhashable_mask_gets_its_own_update_and_still_masks():
+    a = optim.sgd(0.1, weight_decay=0.1, mask=_UnhashableMask())
+    b = optim.sgd(0.1, weight_decay=0.1, mask=_UnhashableMask())
+    assert a.update is not b.update
+    p0 = _net()
+    p = _steps(a, p0, _zero_grads(p0), 3)
+    assert np.array_equal(np.asarray(p[0]["b"]), np.asarray(p0[0]["b"]))
+    assert not np.array_equal(np.asarray(p[0]["w"]), np.asarray(p0[0]["w"]))
+
+
+def test_a_mask_on_the_path():
+    def no_scale(path, leaf):  # a user's name-based rule, on jax's key path
+        return jax.tree_util.keystr(path) != "[1]['scale']"
+
+    p0 = _net()
+    p = _steps(optim.sgd(0.1, weight_decay=0.1, mask=no_scale), p0, _zero_grads(p0), 2)
+    assert np.array_equal(np.asarray(p[1]["scale"]), np.asarray(p0[1]["scale"]))
+    assert not np.array_equal(np.asarray(p[1]["shift"]), np.asarray(p0[1]["shift"]))
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+@pytest.mark.parametrize("mask", [True, "matrices_only", [True, False]])
+def test_a_mask_that_is_not_callable_is_refused_when_built(name, mask):
+    with pytest.raises(ValueError, match="mask"):
+        BUILDERS[name](weight_decay=0.1, mask=mask)
+
+
+def test_a_mask_that_returns_an_array_is_a_type_error_naming_it():
+    opt = optim.sgd(0.1, weight_decay=0.1, mask=lambda path, leaf: jnp.all(leaf > 0))
+    p0 = _net()
+    with pytest.raises(TypeError, match="mask"):
+        jax.jit(opt.update)(_zero_grads(p0)(0), opt.init(p0), p0)
+
+
+def test_matrices_only():
+    assert optim.matrices_only((), jnp.ones((3, 2))) is True
+    assert optim.matrices_only((), jnp.ones((2, 3, 4))) is True
+    assert optim.matrices_only((), jnp.ones(2)) is False
+    assert optim.matrices_only((), jnp.float32(1)) is False
+
+
+# ----------------------------------------------------------------------------- schedule dtype
+
+
+def test_scheduled_rate_is_float64_under_float64_params(x64):
+    p0 = {"a": jnp.array([1.0, -2.0], jnp.float64)}
+    g = {"a": jnp.array([0.5, 0.25], jnp.float64)}
+    opt = optim.sgd(schedules.constant(0.1))
+    state = opt.init(p0)
+    assert state.learning_rate.dtype == jnp.float64 and float(state.learning_rate) == 0.1
+    u, state = opt.update(g, state, p0)
+    assert state.learning_rate.dtype == jnp.float64
+    assert float(state.learning_rate) == 0.1  # not 0.10000000149011612
+    np.testing.assert_array_equal(np.asarray(u["a"]), -0.1 * np.array([0.5, 0.25]))
+
+
+def test_a_one_argument_schedule_still_works(x64):
+    p0 = {"a": jnp.array([1.0, -2.0], jnp.float64)}
+    g = {"a": jnp.array([0.5, 0.25], jnp.float64)}
+    opt = optim.adam(lambda step: 0.1 / (1.0 + step))
+    state = opt.init(p0)
+    for _ in range(2):
+        u, state = opt.update(g, state, p0)
+    assert state.learning_rate.dtype == jnp.float64
+    assert float(state.learning_rate) == pytest.approx(0.05, rel=1e-7)
+    assert u["a"].dtype == jnp.float64
+
+
+def test_schedule_state_initialises_under_a_trace():
+    opt = optim.sgd(schedules.cosine_warmup(0.1, 4, 40))
+    state = jax.jit(opt.init)(P)
+    assert float(state.learning_rate) == pytest.approx(0.02, rel=1e-6)
+    optim.check_optimizer(opt, P)
