@@ -1,4 +1,6 @@
-"""Host-side input checks shared by the public entry points.
+"""Host-side input checks shared by the public entry points: the one place for them.
+
+Shapes: ``B`` batch, ``D`` input features, ``C`` outputs.
 
 JAX clamps out-of-range indices and ``one_hot`` turns an unknown label into a row of
 zeros, so a bad label would become a silently wrong loss. These checks run on the host,
@@ -12,12 +14,19 @@ skipped because the values are not known yet. Check data once on the host (``fit
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fnmlp.layers import Layer, check_model
+from fnmlp.losses import check_loss_for_model, get_loss
+
+Array = jax.Array
 
 
 def is_traced(x: Any) -> bool:
@@ -65,40 +74,6 @@ def check_finite(x: Any, name: str) -> None:
             )
 
 
-def check_params(params: Any) -> list[int]:
-    """Checks the params pytree and returns the layer sizes ``[D, H1, ..., C]``."""
-    if not isinstance(params, (list, tuple)) or len(params) == 0:
-        raise ValueError(
-            "params must be a non-empty list of {'w': [D_in, D_out], 'b': [D_out]} dicts;"
-            f" got {_describe(params)}"
-        )
-    sizes: list[int] = []
-    for i, layer in enumerate(params):
-        if not isinstance(layer, dict) or set(layer) != {"w", "b"}:
-            keys = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
-            raise ValueError(f"params[{i}] must be a dict with keys 'b' and 'w'; got {keys}")
-        w, b = layer["w"], layer["b"]
-        if getattr(w, "ndim", None) != 2 or getattr(b, "ndim", None) != 1:
-            raise ValueError(
-                f"params[{i}] must hold w of shape [D_in, D_out] and b of shape [D_out];"
-                f" got w {getattr(w, 'shape', None)}, b {getattr(b, 'shape', None)}"
-            )
-        if w.shape[1] != b.shape[0]:
-            raise ValueError(
-                f"params[{i}]: b must have shape ({w.shape[1]},) to match w {tuple(w.shape)};"
-                f" got {tuple(b.shape)}"
-            )
-        if sizes and sizes[-1] != w.shape[0]:
-            raise ValueError(
-                f"params[{i}]['w'] must have {sizes[-1]} rows (the width of layer {i - 1});"
-                f" got shape {tuple(w.shape)}"
-            )
-        if not sizes:
-            sizes.append(int(w.shape[0]))
-        sizes.append(int(w.shape[1]))
-    return sizes
-
-
 def check_inputs(x: Any, d_in: int, name: str = "x", batched: bool = True) -> Any:
     """``x`` must be ``[B, D]`` (or ``[D]`` when not batched), numeric and finite."""
     x = as_numeric_array(x, name)
@@ -123,8 +98,6 @@ def check_inputs(x: Any, d_in: int, name: str = "x", batched: bool = True) -> An
 def check_targets(y: Any, n: int, loss: str, n_out: int, name: str = "y") -> Any:
     """Checks targets for ``n`` examples against the loss; returns them in canonical
     shape (``[B]`` int labels for multiclass, ``[B, C]`` otherwise)."""
-    from fnmlp.losses import get_loss
-
     kind = get_loss(loss).kind
     y = as_numeric_array(y, name)
     if kind == "multiclass":
@@ -212,3 +185,109 @@ def check_positive_float(value: Any, name: str, allow_zero: bool = False) -> flo
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
     return float(value)
+
+
+# ----------------------------------------------------------------------------- a model
+
+
+def dtype_of(params: Any) -> Any:
+    """The params' float dtype (float32 for a model without params)."""
+    leaves = jax.tree.leaves(params)
+    return leaves[0].dtype if leaves else jnp.float32
+
+
+@functools.lru_cache(maxsize=256)
+def _expected(model: Layer, d_in: int, dtype: str):
+    shapes = jax.eval_shape(lambda k: model.init(k, d_in, jnp.dtype(dtype))[1],
+                            jax.random.key(0))
+    return jax.tree_util.tree_flatten_with_path(shapes)
+
+
+def check_model_params(model: Layer, params: Any, d_in: int) -> tuple[int, int]:
+    """Checks ``params`` against ``model`` for inputs of width ``d_in``; returns ``(D, C)``,
+    the input and output widths. Shapes only: nothing is computed or compiled.
+
+    Raises:
+      ValueError: ``model`` is not a Layer, or the first leaf whose place or shape does
+        not fit ``model.init_params(key, d_in)`` (named by its path), or ``d_in`` differs
+        from the width the model records.
+    """
+    model = check_model(model)
+    d = getattr(model, "in_features", None)
+    if d is not None and d_in is not None and int(d_in) != d:
+        raise ValueError(f"x must have {d} features (the model's input width); got {d_in}")
+    d = int(d_in if d_in is not None else d)
+    flat, treedef = _expected(model, d, jnp.dtype(dtype_of(params)).name)
+    got, got_def = jax.tree_util.tree_flatten_with_path(params)
+    if got_def != treedef:
+        raise ValueError(
+            f"params do not fit the model {model.name}: expected the structure of"
+            f" model.init_params(key, {d}) ({treedef}); got {got_def}"[:600])
+    for (path, want), (_, have) in zip(flat, got):
+        if tuple(np.shape(have)) != tuple(want.shape):
+            raise ValueError(f"params{jax.tree_util.keystr(path)} must have shape"
+                             f" {tuple(want.shape)} for the model; got {tuple(np.shape(have))}")
+    out = jax.eval_shape(lambda p: model.apply(p, jnp.zeros((1, d), dtype_of(params))), params)
+    return d, int(out.shape[-1])
+
+
+def cast(x: Any, params: Any) -> Array:
+    """``x`` in the params' dtype; a host array is converted on the host and transferred
+    (``jnp.asarray`` of a NumPy array compiles a small program per shape)."""
+    dtype = dtype_of(params)
+    if isinstance(x, np.ndarray):
+        return jax.device_put(np.asarray(x, dtype=np.dtype(dtype)))
+    return jnp.asarray(x, dtype=dtype)
+
+
+def check_model_loss(model: Any, loss: str) -> Layer:
+    """The model, checked to be a Layer whose output (:attr:`Layer.outputs`) the loss
+    takes; ``ValueError`` with one line that says what to change (softmax twice, or a
+    probability loss on logits)."""
+    model = check_model(model)
+    check_loss_for_model(loss, model.outputs)
+    return model
+
+
+def check_batch(model: Any, params: Any, x: Any, y: Any, loss: str, names=("x", "y")):
+    """Validates ``(x, y)`` against the model, its params and the loss (the model's output
+    must be what the loss takes); returns them as arrays (x in the params' dtype)."""
+    model = check_model_loss(model, loss)
+    x = as_numeric_array(x, names[0])
+    if x.ndim != 2:
+        check_inputs(x, getattr(model, "in_features", None) or (x.shape[-1] if x.ndim else 0),
+                     names[0])
+    d_in, n_out = check_model_params(model, params, x.shape[-1])
+    x = check_inputs(x, d_in, names[0])
+    y = check_targets(y, x.shape[0], loss, n_out, names[1])
+    return cast(x, params), (jax.device_put(y) if isinstance(y, np.ndarray) else jnp.asarray(y))
+
+
+def check_x(model: Any, params: Any, x: Any, batched: bool = True) -> Array:
+    """Validates inputs ``x`` (``[B, D]``, or ``[D]`` when not batched) for the model."""
+    model = check_model(model)
+    x = as_numeric_array(x, "x")
+    want = 2 if batched else 1
+    if x.ndim != want:
+        check_inputs(x, getattr(model, "in_features", None) or (x.shape[-1] if x.ndim else 0),
+                     "x", batched)
+    d_in, _ = check_model_params(model, params, x.shape[-1])
+    return cast(check_inputs(x, d_in, "x", batched=batched), params)
+
+
+def check_grad_path(grad: str) -> str:
+    """``"manual"`` or ``"autodiff"``; ``ValueError`` otherwise."""
+    if grad not in GRAD_PATHS:
+        raise ValueError(f"grad must be one of {list(GRAD_PATHS)}; got {grad!r}")
+    return grad
+
+
+GRAD_PATHS = ("manual", "autodiff")
+
+
+def physical_memory() -> int:
+    """Bytes of physical memory (``sysconf``); a very large number where unknown."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**62

@@ -4,7 +4,7 @@ Every activation is elementwise, so shapes are unchanged: ``z`` may be ``[H]`` (
 example) or ``[B, H]`` (a batch). Derivatives are written as functions of the
 pre-activation ``z`` (``d act(z) / dz``), which is what the backward pass keeps.
 
-An :class:`Activation` is a frozen pair ``(fn, deriv)``; :func:`get_activation` looks one
+An :class:`ActivationFn` is a frozen pair ``(fn, deriv)``; :func:`get_activation` looks one
 up by name. Names are plain strings so they can be static, hashable arguments under
 ``jax.jit``.
 
@@ -32,7 +32,7 @@ SELU_ALPHA = 1.6732632423543772
 SELU_SCALE = 1.0507009873554805
 
 
-class Activation(NamedTuple):
+class ActivationFn(NamedTuple):
     """An elementwise activation and its derivative, both ``z -> same shape``."""
 
     name: str
@@ -178,24 +178,24 @@ def d_silu(z: Array) -> Array:
     return s + z * s * (1 - s)
 
 
-ACTIVATIONS: dict[str, Activation] = {
+ACTIVATIONS: dict[str, ActivationFn] = {
     a.name: a
     for a in [
-        Activation("identity", identity, d_identity),
-        Activation("relu", relu, d_relu),
-        Activation("leaky_relu", leaky_relu, d_leaky_relu),
-        Activation("tanh", tanh, d_tanh),
-        Activation("sigmoid", sigmoid, d_sigmoid),
-        Activation("gelu", gelu, d_gelu),
-        Activation("softplus", softplus, d_softplus),
-        Activation("elu", elu, d_elu),
-        Activation("selu", selu, d_selu),
-        Activation("silu", silu, d_silu),
+        ActivationFn("identity", identity, d_identity),
+        ActivationFn("relu", relu, d_relu),
+        ActivationFn("leaky_relu", leaky_relu, d_leaky_relu),
+        ActivationFn("tanh", tanh, d_tanh),
+        ActivationFn("sigmoid", sigmoid, d_sigmoid),
+        ActivationFn("gelu", gelu, d_gelu),
+        ActivationFn("softplus", softplus, d_softplus),
+        ActivationFn("elu", elu, d_elu),
+        ActivationFn("selu", selu, d_selu),
+        ActivationFn("silu", silu, d_silu),
     ]
 }
 
 
-def get_activation(name: str) -> Activation:
+def get_activation(name: str) -> ActivationFn:
     """Returns the activation called ``name``; a ``ValueError`` lists the valid names."""
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(

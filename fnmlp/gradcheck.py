@@ -42,11 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnmlp import _core
 from fnmlp import _validate as checks
-from fnmlp.layers import EVAL, Context, Layer, Serial
+from fnmlp.grad import Params, loss_delta, manual_value_and_grad_kernel, mean_loss
+from fnmlp.layers import EVAL, Context, Layer, Serial, check_model
 from fnmlp.losses import get_loss
-from fnmlp.mlp import Params, check_batch, check_weights, dtype_of, resolve_model
+from fnmlp.weights import check_weights
+
+dtype_of = checks.dtype_of
 
 Array = jax.Array
 
@@ -327,10 +329,10 @@ class GradCheckResult(NamedTuple):
 
 
 def check_gradients(
+    model: Layer,
     params: Params,
     x: Array,
     y: Array,
-    activation: Any = "relu",
     loss: str = "softmax_cross_entropy",
     finite_diff: bool = True,
     rtol: float | None = None,
@@ -339,7 +341,6 @@ def check_gradients(
     max_evals: int | None = 4096,
     precision: str | None = "highest",
     *,
-    model: Any = None,
     train: bool = False,
     key: Array | None = None,
     sample_weight: Any = None,
@@ -353,7 +354,7 @@ def check_gradients(
     ``jax.enable_x64``): in float32 a difference quotient has only ~3 correct digits.
 
     Args:
-      params, x, y, activation, loss: as for :func:`fnmlp.loss`.
+      model, params, x, y, loss: as for :func:`fnmlp.loss`.
       finite_diff: also run the finite-difference witness.
       rtol / fd_rtol: tolerances (defaults: module doc).
       fd_eps, max_evals: passed to :func:`finite_difference_grad`.
@@ -361,7 +362,6 @@ def check_gradients(
         on a GPU the default float32 matmul uses TF32 (10-bit mantissa), whose rounding
         (measured ~5e-4 relative on an H200) would hide or fake a derivation error;
         ``None`` checks at whatever precision is in force.
-      model: a :class:`~fnmlp.layers.Layer` instead of the plain MLP.
       train, key: run the model in training mode with dropout masks from ``key``
         (default ``key(0)``); the same masks on every path.
       sample_weight, class_weight: check the weighted loss ``sum w_i loss_i / sum w_i``
@@ -376,10 +376,10 @@ def check_gradients(
     """
     ctx = contextlib.nullcontext() if precision is None else jax.default_matmul_precision(
         precision)
-    m = resolve_model(model if model is not None else activation)
+    m = checks.check_model_loss(model, loss)
     run = Context(True, jax.random.key(0) if key is None else key) if train else Context()
-    x, y = check_batch(params, x, y, loss, model=m)
-    w = check_weights(params, x, y, loss, m, sample_weight, class_weight)
+    x, y = checks.check_batch(m, params, x, y, loss)
+    w = check_weights(m, params, x, y, loss, sample_weight, class_weight)
     with ctx:
         return _check_gradients(m, params, x, y, loss, finite_diff, rtol, fd_rtol,
                                 fd_eps, max_evals, run, w)
@@ -389,18 +389,18 @@ def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_e
                      max_evals, ctx, w=None) -> GradCheckResult:
     dtype = dtype_of(params)  # bfloat16 params get bfloat16's tolerance, though their
     rtol = rtol if rtol is not None else default_tolerance(dtype)  # gradients are float32
-    g_auto = jax.grad(_core.mean_loss, argnums=1)(model, params, x, y, loss, ctx, w=w)
+    g_auto = jax.grad(mean_loss, argnums=1)(model, params, x, y, loss, ctx, w=w)
     try:
-        value, g_manual, out = _core.manual_value_and_grad(model, params, x, y, loss, ctx,
+        value, g_manual, out = manual_value_and_grad_kernel(model, params, x, y, loss, ctx,
                                                            w=w)
         m_vs_a = compare_grads(g_manual, g_auto, rtol, "manual vs autodiff")
     except (TypeError, ValueError):  # a gradient of the wrong structure or shape
         out = model.forward(params, x, ctx)[0]
-        delta = _core.loss_delta(get_loss(loss), out, y, w)
+        delta = loss_delta(get_loss(loss), out, y, w)
         raise ValueError("the hand-derived backward gives gradients of the wrong structure"
                          " or shape; each layer's backward:\n"
                          + str(layer_report(model, params, x, delta, ctx, rtol))) from None
-    delta = _core.loss_delta(get_loss(loss), out, y, w)  # [B, C]
+    delta = loss_delta(get_loss(loss), out, y, w)  # [B, C]
     layers = layer_report(model, params, x, delta, ctx, rtol)
     fd1 = fd2 = None
     if finite_diff:
@@ -411,7 +411,7 @@ def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_e
                 np.asarray(y, np.float64))
             w64 = None if w is None else jnp.asarray(np.asarray(w, np.float64))
             g_fd, mask = finite_difference_grad(
-                lambda p: _core.mean_loss(model, p, x64, y64, loss, ctx, w=w64), p64, fd_eps,
+                lambda p: mean_loss(model, p, x64, y64, loss, ctx, w=w64), p64, fd_eps,
                 max_evals)
             g_fd = jax.tree.map(np.asarray, g_fd)
         tol = fd_rtol if fd_rtol is not None else default_tolerance(dtype, finite_diff=True)
@@ -423,10 +423,9 @@ def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_e
 
 def _children(model: Layer, params: Params) -> tuple[list, list, Any]:
     """``(layers, per-layer params, serial or None)`` of a model's top level."""
-    m = model.expand(params)
-    if isinstance(m, Serial):
-        return list(m.layers), m.split_params(params), m
-    return [m], [params], None
+    if isinstance(model, Serial):
+        return list(model.layers), model.split_params(params), model
+    return [model], [params], None
 
 
 def _flat(dparams: Any, dx: Array) -> dict:

@@ -19,9 +19,21 @@ parameter: train vs evaluation, the dropout key, the compute dtype.
 :class:`Serial` (``serial(*layers)``) is a layer too: its forward runs its children in
 order, its backward folds their backwards in reverse (the chain rule), and its params are
 a list with **one entry per child that has parameters** (``Dense``, ``LayerNorm``, your
-own), so ``serial(Dense(8), Relu(), Dense(3))`` has exactly the params of
-``init_mlp(key, [D, 8, 3])``: ``[{"w": [D, 8], "b": [8]}, {"w": [8, 3], "b": [3]}]``.
-Parameter-free layers (activations, ``Softmax``, ``Dropout``) take no entry.
+own): ``serial(Dense(8), Relu(), Dense(3))`` has params
+``[{"w": [D, 8], "b": [8]}, {"w": [8, 3], "b": [3]}]``. Parameter-free layers
+(activations, ``Softmax``, ``Dropout``) take no entry.
+
+:func:`mlp` is the one builder of the plain MLP: ``mlp([D, H1, ..., C], "relu")`` **is**
+``serial(Dense(H1), Relu(), ..., Dense(C), in_features=D)`` (equal objects, so equal
+params for the same key). Every other spelling (the scripts' flags, ``compare.py``, a
+checkpoint's config) goes through it or through ``serial``.
+
+**What a model outputs** (:attr:`Layer.outputs`): ``"probabilities"`` when its last layer
+is a ``Softmax``, ``"logits"`` (raw scores, or a regression prediction) otherwise. Every
+entry point reads it: a loss that takes logits on a model that outputs probabilities (and
+the reverse) is refused before anything compiles, and ``predict_proba`` never applies a
+softmax twice. A ``Softmax`` followed only by parameter-free layers (``Dropout``, an
+activation) is refused: its output is neither logits nor probabilities.
 
 Writing your own layer takes a few lines (the README has a learnable-slope activation)::
 
@@ -46,6 +58,7 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -91,11 +104,14 @@ class Layer:
     """The layer protocol; subclass it as a ``@dataclass(frozen=True)``.
 
     ``has_params`` says whether the layer takes an entry in a :class:`Serial`'s params
-    (False for activations, ``Softmax``, ``Dropout``). Override :meth:`init`,
+    (False for activations, ``Softmax``, ``Dropout``). ``outputs`` says what the layer's
+    output is when it ends a model: ``"logits"`` (the default: raw scores, or a
+    regression prediction) or ``"probabilities"`` (``Softmax``). Override :meth:`init`,
     :meth:`forward` and :meth:`backward`.
     """
 
     has_params: ClassVar[bool] = True
+    outputs: ClassVar[str] = "logits"
 
     def init(self, key: Array, in_features: int, dtype: Any = jnp.float32
              ) -> tuple[int, Params]:
@@ -120,24 +136,30 @@ class Layer:
         """The output alone: ``forward(params, x, ctx)[0]``."""
         return self.forward(params, x, ctx)[0]
 
-    def init_params(self, key: Array, in_features: int, dtype: Any = jnp.float32) -> Params:
+    def init_params(self, key: Array, in_features: int | None = None,
+                    dtype: Any = jnp.float32) -> Params:
         """The params alone, drawn in one compiled program (cached per layer, width and
-        dtype, so repeated inits compile nothing)."""
+        dtype, so repeated inits compile nothing).
+
+        Args:
+          key: a PRNG key (``jax.random.key(0)``).
+          in_features: the input width ``D``; may be left out for a model that records it
+            (``mlp([D, ...])``, ``serial(..., in_features=D)``).
+          dtype: the params' float dtype.
+
+        Raises:
+          ValueError: a bad key, width or dtype, or no width known.
+        """
         try:
             hash(self)
         except TypeError:
             raise ValueError(f"{self.name} must be hashable: declare your layer with"
                              " @dataclass(frozen=True)") from None
-        return _jitted_init(self, int(in_features), jnp.dtype(dtype).name)(key)
-
-    def expand(self, params: Params) -> Layer:
-        """The layer as its gradient report sees it (:class:`MLP` becomes the
-        :class:`Serial` it stands for); itself for every other layer."""
-        return self
-
-    def input_width(self, params: Params) -> int | None:
-        """The input width ``params`` imply, or None when they do not say."""
-        return None
+        d = input_width(self, in_features)
+        _check_key(key)
+        if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+            raise ValueError(f"dtype must be a float dtype; got {dtype!r}")
+        return _jitted_init(self, d, jnp.dtype(dtype).name)(key)
 
     def to_config(self) -> dict:
         """A JSON-able description: ``{"type": name, field: value, ...}``."""
@@ -146,6 +168,38 @@ class Layer:
             v = getattr(self, f.name)
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
+
+
+def input_width(model: Layer, in_features: Any = None) -> int:
+    """The input width ``D``: ``in_features`` when given (it must equal the width the model
+    records, if it records one), else the model's own (``Serial.in_features``).
+
+    Raises:
+      ValueError: neither is known, or they differ, or the width is not a positive int.
+    """
+    own = getattr(model, "in_features", None)
+    if in_features is None:
+        if own is None:
+            raise ValueError(f"in_features (the input width D) must be given: {model.name}"
+                             " does not record one (mlp([D, ...]) and serial(...,"
+                             " in_features=D) do)")
+        return own
+    if isinstance(in_features, (bool, np.bool_)) or not isinstance(
+            in_features, (int, np.integer)) or in_features <= 0:
+        raise ValueError(f"in_features must be a positive integer; got {in_features!r}")
+    if own is not None and int(in_features) != own:
+        raise ValueError(f"in_features={int(in_features)} but the model was built for"
+                         f" inputs of width {own}")
+    return int(in_features)
+
+
+def _check_key(key: Any) -> None:
+    """A typed key (``jax.random.key``) or a raw ``uint32[2]`` one; ``ValueError`` else."""
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = (isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,)
+           and key.dtype == np.uint32)
+    if not (typed or raw):
+        raise ValueError(f"key must be a PRNG key such as jax.random.key(0); got {key!r}"[:160])
 
 
 @functools.lru_cache(maxsize=256)
@@ -197,9 +251,6 @@ class Dense(Layer):
         d = dy.astype(x.dtype) if x.dtype in LOW_PRECISION else dy  # [B, D_out]
         dw = matmul(x.T, d)  # [D_in, D_out]
         return {"w": dw, "b": jnp.sum(dy, axis=0)}, matmul(d, w.T.astype(d.dtype))
-
-    def input_width(self, params):
-        return int(params["w"].shape[0])
 
 
 # ----------------------------------------------------------------------------- activations
@@ -282,10 +333,12 @@ class Softmax(Layer):
     Backward, the Jacobian-vector product without forming the Jacobian
     ``diag(p) - p p^T``: ``dx = p * (dy - sum(p * dy))`` per example. Pair it with the
     ``categorical_cross_entropy`` loss, which takes probabilities; the fused
-    ``softmax_cross_entropy`` on logits (no Softmax layer) is the stable choice.
+    ``softmax_cross_entropy`` on logits (no Softmax layer) is the stable choice. A model
+    that ends in it outputs probabilities (:attr:`Layer.outputs`).
     """
 
     has_params: ClassVar[bool] = False
+    outputs: ClassVar[str] = "probabilities"
 
     def init(self, key, in_features, dtype=jnp.float32):
         return in_features, ()
@@ -384,9 +437,6 @@ class LayerNorm(Layer):
                     - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
         return {"scale": jnp.sum(dy * xhat, axis=0), "bias": jnp.sum(dy, axis=0)}, dx
 
-    def input_width(self, params):
-        return int(params["scale"].shape[0])
-
 
 # ----------------------------------------------------------------------------- Serial
 
@@ -399,22 +449,60 @@ class Serial(Layer):
     * forward: ``x -> layer_0 -> layer_1 -> ...``; child ``i`` gets ``ctx`` with
       ``key = fold_in(ctx.key, i)``; residuals are a tuple, one entry per child;
     * backward: the children's backwards in reverse, each ``dx`` the next ``dy``;
-    * init: ``key`` is split into one key per child with parameters.
+    * init: ``key`` is split into one key per child with parameters; a
+      ``Dense(kernel_init=None)`` takes the initialiser that suits the activation right
+      after it (He for the ReLU family, LeCun for SELU, Glorot otherwise and at the end).
+
+    ``in_features``: the input width ``D``, when the model records it (``mlp`` does);
+    ``init_params(key)`` then needs no width.
     """
 
     layers: tuple = ()
+    in_features: int | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
                 raise ValueError(f"serial: layer {i} must be a fnmlp Layer (Dense(8),"
                                  f" Relu(), ...); got {layer!r}"[:200])
         if not self.layers:
             raise ValueError("serial needs at least one layer; got none")
+        d = self.in_features
+        if d is not None:
+            if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d <= 0:
+                raise ValueError(f"serial in_features must be a positive integer; got {d!r}")
+            object.__setattr__(self, "in_features", int(d))
+        self.outputs  # noqa: B018 -- a Softmax followed by Dropout is refused at build time
 
     @property
     def name(self) -> str:
         return "Serial"
+
+    def flat_layers(self) -> tuple:
+        """Every leaf layer in order, nested ``Serial`` s opened."""
+        out: list[Layer] = []
+        for layer in self.layers:
+            out += list(layer.flat_layers()) if isinstance(layer, Serial) else [layer]
+        return tuple(out)
+
+    @property
+    def outputs(self) -> str:
+        """``"probabilities"`` when the last leaf layer is a ``Softmax`` (nested serials
+        opened), else that layer's own ``outputs``. A Softmax followed only by
+        parameter-free layers (``Dropout``, an activation) raises ``ValueError``."""
+        flat = self.flat_layers()
+        for i in range(len(flat) - 1, -1, -1):
+            if flat[i].outputs == "probabilities" and i < len(flat) - 1:
+                after = flat[i + 1:]
+                if not any(layer.has_params for layer in after):
+                    raise ValueError(
+                        f"{flat[i].name} (layer {i}) is followed by"
+                        f" {', '.join(layer.name for layer in after)}: the model's output would"
+                        " be neither probabilities nor logits; put the Softmax last (Dropout"
+                        " before it) or drop it")
+                break
+        return flat[-1].outputs
 
     def _resolved(self) -> tuple:
         """The children, a ``Dense(kernel_init=None)`` given the default that suits the
@@ -429,6 +517,7 @@ class Serial(Layer):
         return tuple(out)
 
     def init(self, key, in_features, dtype=jnp.float32):
+        in_features = input_width(self, in_features)
         layers = self._resolved()
         keys = jax.random.split(key, max(1, sum(layer.has_params for layer in layers)))
         params, width, j = [], in_features, 0
@@ -446,8 +535,7 @@ class Serial(Layer):
     def split_params(self, params) -> list:
         """One entry per child: its params, or ``()`` for a child without any."""
         it = iter(params)
-        out = [next(it) if layer.has_params else () for layer in self.layers]
-        return out
+        return [next(it) if layer.has_params else () for layer in self.layers]
 
     def forward(self, params, x, ctx=EVAL):
         residuals = []
@@ -465,50 +553,85 @@ class Serial(Layer):
                 grads.append(g)
         return grads[::-1], dy
 
-    def input_width(self, params):
-        for layer, p in zip(self.layers, self.split_params(params)):
-            if layer.has_params:
-                return layer.input_width(p)
-        return None
-
     def to_config(self) -> dict:
-        return {"type": "Serial", "layers": [layer.to_config() for layer in self.layers]}
+        out = {"type": "Serial", "layers": [layer.to_config() for layer in self.layers]}
+        if self.in_features is not None:
+            out["in_features"] = self.in_features
+        return out
 
 
-def serial(*layers: Layer) -> Serial:
-    """Composes layers in order: ``serial(Dense(256), Relu(), Dropout(0.2), Dense(10))``."""
-    return Serial(tuple(layers))
+def serial(*layers: Layer, in_features: int | None = None) -> Serial:
+    """Composes layers in order: ``serial(Dense(256), Relu(), Dropout(0.2), Dense(10))``;
+    ``in_features`` records the input width (optional)."""
+    return Serial(tuple(layers), in_features)
 
 
 # ----------------------------------------------------------------------------- MLP sugar
 
 
-def mlp(sizes_out: tuple[int, ...], activation: str | tuple = "relu",
-        kernel_init: str | None = None, dropout: float | tuple = 0.0) -> Serial:
-    """``serial(Dense(h1), act, [Dropout], Dense(h2), act, ..., Dense(C))``.
+def mlp(sizes: Sequence[int], activation: str | Sequence[str] = "relu", *,
+        dropout: float | Sequence[float] = 0.0, kernel_init: str | None = None) -> Serial:
+    """The plain MLP, the one builder every other spelling goes through::
 
-    ``sizes_out``: the widths after the input, ``(H1, ..., Hk, C)``. ``activation``: one
-    name for every hidden layer, or one per hidden layer. ``dropout``: one rate after every
-    hidden activation, or one per hidden layer (0 adds none). ``kernel_init``: the
-    initialiser of every Dense; default: the first hidden activation's (as
-    :func:`fnmlp.init_mlp` has always done).
+        mlp([D, H1, ..., Hk, C], act)  ==  serial(Dense(H1), Act(), [Dropout(r)], ...,
+                                                  Dense(C), in_features=D)
+
+    Args:
+      sizes: layer widths, input first: ``[D, H1, ..., C]``, at least two, all > 0
+        (``[D, C]``: no hidden layer, a linear model).
+      activation: one name (:data:`fnmlp.activations.ACTIVATIONS`) for every hidden layer,
+        or one per hidden layer.
+      dropout: one drop rate after every hidden activation, or one per hidden layer (0
+        adds no layer).
+      kernel_init: the initialiser of every Dense; default None lets :class:`Serial` pick
+        per Dense by the activation after it (He for the ReLU family, LeCun for SELU,
+        Glorot otherwise and for the output layer).
+
+    Returns:
+      A :class:`Serial`; ``model.init_params(key)`` gives
+      ``[{"w": [sizes[i], sizes[i+1]], "b": [sizes[i+1]]}, ...]``, biases zero.
+
+    Raises:
+      ValueError: bad sizes, activation names, rates or initialiser.
+
+    Examples:
+      >>> import jax
+      >>> from fnmlp.layers import mlp, serial, Dense, Relu
+      >>> model = mlp([4, 8, 3], "relu")
+      >>> model == serial(Dense(8), Relu(), Dense(3), in_features=4)
+      True
+      >>> [p["w"].shape for p in model.init_params(jax.random.key(0))]
+      [(4, 8), (8, 3)]
     """
-    sizes_out = tuple(sizes_out)
-    hidden = len(sizes_out) - 1
+    sizes = check_sizes(sizes)
+    hidden = len(sizes) - 2
     for a in (activation,) if isinstance(activation, str) else tuple(activation):
         get_activation(a)  # checked even with no hidden layer
     acts = _per_hidden(activation, hidden, "activation")
     rates = _per_hidden(dropout, hidden, "dropout")
-    for a in acts:
-        get_activation(a)
-    init = kernel_init or DEFAULT_INIT[acts[0] if acts else "identity"]
     layers: list[Layer] = []
-    for i, width in enumerate(sizes_out[:-1]):
-        layers += [Dense(int(width), init), activation_layer(acts[i])]
+    for i, width in enumerate(sizes[1:-1]):
+        layers += [Dense(width, kernel_init), activation_layer(acts[i])]
         if rates[i]:
             layers.append(Dropout(float(rates[i])))
-    layers.append(Dense(int(sizes_out[-1]), init))
-    return Serial(tuple(layers))
+    layers.append(Dense(sizes[-1], kernel_init))
+    return Serial(tuple(layers), sizes[0])
+
+
+def check_sizes(sizes: Any) -> list[int]:
+    """Validates a list of layer sizes (input first, at least two, each > 0)."""
+    if isinstance(sizes, (str, bytes)):
+        raise ValueError(f"sizes must be a list of positive integers; got {sizes!r}")
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        raise ValueError(f"sizes must be a list of layer widths; got {sizes!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least two layer widths [D, ..., C]; got {sizes}")
+    for i, s in enumerate(sizes):
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0:
+            raise ValueError(f"sizes must be positive integers; got {s!r} at index {i}")
+    return [int(s) for s in sizes]
 
 
 def _per_hidden(value, hidden: int, what: str) -> tuple:
@@ -523,54 +646,26 @@ def _per_hidden(value, hidden: int, what: str) -> tuple:
     return values
 
 
-@dataclass(frozen=True)
-class MLP(Layer):
-    """The plain MLP of any depth, ``serial(Dense, act, ..., Dense)`` with the number of
-    Dense layers read from the params list: what the functions called with an
-    ``activation`` name (``fnmlp.loss(params, x, y, "tanh")``) run. ``activation`` is one
-    name, or a tuple with one per hidden layer."""
-
-    activation: str | tuple = "relu"
-
-    def __post_init__(self):
-        acts = (self.activation,) if isinstance(self.activation, str) else self.activation
-        for a in acts:
-            get_activation(a)
-
-    def expand(self, params) -> Serial:
-        sizes = [int(p["w"].shape[1]) for p in params]
-        return mlp(tuple(sizes), self.activation)
-
-    def init(self, key, in_features, dtype=jnp.float32):
-        raise ValueError("MLP(activation) learns its depth from params; build it with"
-                         " fnmlp.init_mlp(key, sizes, activation) or layers.mlp(...)")
-
-    def forward(self, params, x, ctx=EVAL):
-        return self.expand(params).forward(params, x, ctx)
-
-    def backward(self, params, residuals, dy):
-        return self.expand(params).backward(params, residuals, dy)
-
-    def input_width(self, params):
-        return int(params[0]["w"].shape[0])
-
-
-def as_model(model: Any) -> Layer:
-    """A model from a Layer, an activation name or a tuple of names (the plain MLP)."""
+def check_model(model: Any, name: str = "model") -> Layer:
+    """``model`` if it is a :class:`Layer`; a ``ValueError`` that says how to build one
+    otherwise (an activation name is the most common mistake)."""
     if isinstance(model, Layer):
         return model
+    hint = ""
     if isinstance(model, str) or (isinstance(model, (tuple, list)) and model
                                   and all(isinstance(a, str) for a in model)):
-        return MLP(model if isinstance(model, str) else tuple(model))
-    raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} (or one per hidden"
-                     f" layer), or the model a fnmlp Layer such as serial(Dense(8), Relu(),"
-                     f" Dense(3)); got {model!r}"[:300])
+        hint = " (activation names go to the builder: mlp([D, H, C], 'relu'))"
+    elif isinstance(model, (list, tuple)):
+        hint = " (params come second: fit(model, params, x, y))"
+    raise ValueError(f"{name} must be a fnmlp Layer such as mlp([2, 16, 2], 'relu') or"
+                     f" serial(Dense(16), Relu(), Dense(2)){hint}; got"
+                     f" {type(model).__name__} {model!r}"[:300])
 
 
 # ----------------------------------------------------------------------------- configs
 
 BUILTIN = {cls.__name__: cls for cls in
-           (Dense, Softmax, Dropout, LayerNorm, Serial, MLP, *ACTIVATION_LAYERS.values())}
+           (Dense, Softmax, Dropout, LayerNorm, Serial, *ACTIVATION_LAYERS.values())}
 
 
 def from_config(config: dict, custom: dict | None = None) -> Layer:
@@ -591,7 +686,11 @@ def from_config(config: dict, custom: dict | None = None) -> Layer:
         if not isinstance(layers, list):
             raise ValueError(f"a Serial config's 'layers' must be a list of layer configs;"
                              f" got {layers!r}"[:200])
-        return Serial(tuple(from_config(c, custom) for c in layers))
+        try:
+            return Serial(tuple(from_config(c, custom) for c in layers),
+                          fields.get("in_features"))
+        except TypeError as e:
+            raise ValueError(f"a Serial config does not fit: {e}"[:300]) from None
     cls = registry[kind]
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     try:
@@ -601,6 +700,7 @@ def from_config(config: dict, custom: dict | None = None) -> Layer:
 
 
 __all__ = ["ACTIVATION_LAYERS", "Activation", "Context", "Dense", "Dropout", "EVAL", "Elu",
-           "Gelu", "Identity", "Layer", "LayerNorm", "LeakyRelu", "MLP", "Relu", "Selu",
+           "Gelu", "Identity", "Layer", "LayerNorm", "LeakyRelu", "Relu", "Selu",
            "Serial", "Sigmoid", "Silu", "Softmax", "Softplus", "Tanh", "activation_layer",
-           "as_model", "from_config", "matmul", "mlp", "serial"]
+           "check_model", "check_sizes", "from_config", "input_width", "matmul", "mlp",
+           "serial"]

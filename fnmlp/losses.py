@@ -41,12 +41,17 @@ HUBER_DELTA = 1.0
 
 class Loss(NamedTuple):
     """A loss with its gradient. ``kind`` is ``"multiclass"``, ``"binary"`` or
-    ``"regression"``: it decides what the targets look like and which metrics apply."""
+    ``"regression"``: it decides what the targets look like and which metrics apply.
+    ``takes`` is what the loss expects of the model's output: ``"logits"`` (raw scores or
+    a regression prediction: the model's last layer is not a Softmax) or
+    ``"probabilities"`` (a model that ends in ``Softmax``); see
+    :attr:`fnmlp.layers.Layer.outputs`."""
 
     name: str
     fn: Callable[[Array, Array], Array]  # (out [B, C], targets) -> [B]
     deriv: Callable[[Array, Array], Array]  # (out [B, C], targets) -> [B, C]
     kind: str
+    takes: str = "logits"
 
 
 def _top(logits: Array) -> tuple[Array, Array, Array]:
@@ -213,8 +218,32 @@ LOSSES: dict[str, Loss] = {
 # a Softmax layer. Kept apart from LOSSES, whose every loss takes any real output.
 PROBABILITY_LOSSES: dict[str, Loss] = {
     "categorical_cross_entropy": Loss("categorical_cross_entropy", categorical_cross_entropy,
-                                      d_categorical_cross_entropy, "multiclass"),
+                                      d_categorical_cross_entropy, "multiclass",
+                                      "probabilities"),
 }
+
+
+def check_loss_for_model(loss: str, outputs: str) -> Loss:
+    """The loss ``loss``, checked against what the model outputs (``"logits"`` or
+    ``"probabilities"``, :attr:`fnmlp.layers.Layer.outputs`).
+
+    Raises:
+      ValueError: an unknown loss, or one that takes the other kind of output, with one
+        line that says what to change: a loss on logits after a ``Softmax`` would apply
+        softmax twice; a loss of probabilities on logits would take ``log`` of raw scores.
+    """
+    lossdef = get_loss(loss)
+    if lossdef.takes == outputs:
+        return lossdef
+    if outputs == "probabilities":
+        fix = ("use loss='categorical_cross_entropy' (it takes probabilities)"
+               if lossdef.kind == "multiclass" else "drop the final Softmax layer")
+        raise ValueError(f"the model ends in a Softmax layer, so it outputs probabilities, and"
+                         f" loss {loss!r} takes logits (softmax would be applied twice): {fix},"
+                         " or drop the final Softmax layer and keep the loss")
+    raise ValueError(f"loss {loss!r} takes probabilities, and the model outputs logits (its"
+                     " last layer is not a Softmax): add Softmax() as the last layer, or use"
+                     " loss='softmax_cross_entropy' on the logits (the stable choice)")
 
 
 def get_loss(name: str) -> Loss:

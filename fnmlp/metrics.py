@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnmlp import _validate as checks
 from fnmlp.losses import get_loss
+from fnmlp.predict import predict
 from fnmlp.weights import class_of_examples
 
 __all__ = ["classification_report", "confusion_matrix", "per_class_metrics"]
@@ -96,14 +98,14 @@ def per_class_metrics(y_true: Any, y_pred: Any, n_classes: int) -> dict:
     }
 
 
-def classification_report(params: Any, x: Any, y: Any, activation: Any = "relu",
-                          loss: str = "softmax_cross_entropy", *, model: Any = None) -> dict:
+def classification_report(model: Any, params: Any, x: Any, y: Any,
+                          loss: str = "softmax_cross_entropy") -> dict:
     """:func:`per_class_metrics` of a model's predictions on ``(x, y)`` (evaluation mode).
 
     Args:
-      params, x, y, activation, loss, model: as :func:`fnmlp.evaluate`. The classes are
-        the labels (``C`` outputs) of a multiclass loss, or 0/1 for
-        ``sigmoid_cross_entropy`` with one output (predicted 1 where the logit is > 0).
+      model, params, x, y, loss: as :func:`fnmlp.evaluate`. The classes are the labels
+        (``C`` outputs) of a multiclass loss, or 0/1 for ``sigmoid_cross_entropy`` with
+        one output (predicted 1 where the logit is > 0).
 
     Returns:
       The dict of :func:`per_class_metrics`.
@@ -112,18 +114,14 @@ def classification_report(params: Any, x: Any, y: Any, activation: Any = "relu",
       ValueError: bad inputs (as :func:`fnmlp.evaluate`), a regression loss, or several
         sigmoid outputs (multi-label).
     """
-    from fnmlp.inference import predict
-    from fnmlp.mlp import check_batch, check_model_params, resolve_model
-
-    m = resolve_model(activation, model)
     kind = get_loss(loss).kind
     if kind == "regression":
         raise ValueError(f"per-class metrics need a classification loss; got loss={loss!r}")
-    x, y = check_batch(params, x, y, loss, model=m)
+    x, y = checks.check_batch(model, params, x, y, loss)
     true = class_of_examples(y, loss)
-    out = jax.device_get(predict(params, x, model=m))  # [N, C]
+    out = jax.device_get(predict(model, params, x))  # [N, C]
     if kind == "multiclass":
-        n_classes = check_model_params(m, params, x.shape[-1])[1]
+        n_classes = checks.check_model_params(model, params, x.shape[-1])[1]
         pred = np.asarray(jnp.argmax(out, axis=1))
     else:
         n_classes, pred = 2, (np.asarray(out)[:, 0] > 0).astype(np.int64)

@@ -2,10 +2,10 @@
 
 Shapes: ``K`` members, ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs.
 
-The members share the architecture (the plain MLP of ``sizes`` and ``activation``, or any
-``model``), the batch size, the loss and the optimizer's kind; each has its own
-**learning rate**, **weight decay** and **seed** (the seed draws its initial params,
-``init_mlp(key(seed))`` or ``model.init_params(key(seed), D)``, its shuffles,
+The members share the architecture (the model, any :class:`~fnmlp.layers.Layer`), the
+batch size, the loss and the optimizer's kind; each has its own **learning rate**,
+**weight decay** and **seed** (the seed draws its initial params,
+``model.init_params(key(seed), D)``, its shuffles,
 ``fold_in(key(seed), epoch)``, and its dropout masks, exactly as :func:`fnmlp.fit` with
 that seed does; evaluation runs without dropout). The
 training state is a :class:`~fnmlp.train.TrainState` whose every leaf has a leading axis
@@ -15,7 +15,8 @@ arrays in the optimizer state (nothing recompiles when they change).
 
 * :func:`fit_population` trains, evaluates every member on validation data each epoch,
   keeps one history per member and names the best (lowest final validation loss, or
-  training loss); a member that diverges is marked and the others go on.
+  training loss); a member that diverges is marked and the others go on. Its epoch loop
+  is :func:`fnmlp.train.run_epochs`, the one ``fit`` runs.
 * :func:`ensemble_predict_proba` averages the members' probabilities.
 * With ``mesh=make_mesh(n)`` the population axis is **sharded over the devices**: each
   device trains ``K / n`` members on a full copy of the data. (Data-parallel training of
@@ -48,10 +49,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnmlp import _validate as checks
-from fnmlp.inference import probabilities
-from fnmlp.layers import Layer, mlp
-from fnmlp.losses import get_loss
-from fnmlp.mlp import check_batch, check_sizes, check_weights, check_x, resolve_model
+from fnmlp.layers import Layer, check_model
 from fnmlp.optim import (
     GradientTransformation,
     check_optimizer,
@@ -60,14 +58,17 @@ from fnmlp.optim import (
     set_weight_decay,
 )
 from fnmlp.parallel import AXIS, put, replicated
-from fnmlp.train import (
+from fnmlp.predict import probabilities, task
+from fnmlp.train.fit import epoch_record, run_epochs
+from fnmlp.train.step import (
     TrainState,
+    check_config,
     epoch_fn,
-    epoch_record,
     eval_fn,
     fresh_state,
     make_train_step,
 )
+from fnmlp.weights import check_weights
 
 Array = jax.Array
 SWEEP_KEYS = {"lr": "learning rate", "wd": "weight decay", "seed": "seed"}
@@ -129,8 +130,21 @@ class PopulationResult(NamedTuple):
     base_lr: Any = None  # [K]: each member's rate as the program held it (lr_factor scales it)
 
     def member_params(self, k: int) -> Any:
-        """Member ``k``'s params, an ordinary params pytree."""
-        return take(self.params, k)
+        """Member ``k``'s params, an ordinary params pytree; ``ValueError`` for a ``k``
+        outside ``[-K, K)`` (JAX would clamp it to the last member)."""
+        return take(self.params, check_member_index(k, len(self.members)))
+
+
+def check_member_index(k: Any, count: int, name: str = "member") -> int:
+    """``k`` as an int in ``[0, count)`` (negative counts from the end, as Python);
+    ``ValueError`` naming it otherwise. On the host: JAX clamps out-of-range indices on
+    device (jax #4383), so member 7 of 3 would silently be member 2."""
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer index; got {k!r}")
+    if not -count <= k < count:
+        raise ValueError(f"{name} {int(k)} is out of range for a population of {count}"
+                         f" members (valid: 0..{count - 1})")
+    return int(k) % count
 
 
 def take(stacked: Any, k: int) -> Any:
@@ -155,25 +169,13 @@ def memory_estimate(sizes: Sequence[int], members: int, batch_size: int, n: int,
     return members * per_member + itemsize * n * (sizes[0] + 1)
 
 
-def network(sizes: Any, activation: Any = "relu", model: Any = None, x: Any = None
-            ) -> tuple[Layer, int]:
-    """``(model, D)``: the plain MLP of ``sizes`` ``[D, ..., C]`` and ``activation``, or
-    ``model`` with the input width ``sizes`` (an int) or, when None, ``x``'s width."""
-    if model is None and isinstance(activation, Layer):
-        model = activation
-    if model is None:
-        sizes = check_sizes(sizes)
-        acts = activation if isinstance(activation, str) else tuple(activation)
-        return mlp(tuple(sizes[1:]), acts), sizes[0]
-    model = resolve_model(model=model)
-    if sizes is None:
-        width = np.shape(x)[-1] if np.ndim(x) == 2 else None
-        if width is None:
-            raise ValueError(f"x must have 2 dimensions [N, D]; got shape {np.shape(x)}")
-        return model, int(width)
-    if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, bool):
-        return model, checks.check_positive_int(sizes, "sizes")
-    return model, check_sizes(sizes)[0]
+def input_width_of(model: Layer, x: Any) -> int:
+    """The input width: the model's own (``mlp([D, ...])``), else ``x``'s."""
+    if getattr(model, "in_features", None) is not None:
+        return model.in_features
+    if np.ndim(x) != 2:
+        raise ValueError(f"x must have 2 dimensions [N, D]; got shape {np.shape(x)}")
+    return int(np.shape(x)[-1])
 
 
 def _widths(template: Any, d_in: int) -> list[int]:
@@ -183,7 +185,7 @@ def _widths(template: Any, d_in: int) -> list[int]:
 
 
 def fit_population(
-    sizes: Any,
+    model: Layer,
     x: Any,
     y: Any,
     members: Sequence[Member],
@@ -191,7 +193,6 @@ def fit_population(
     epochs: int = 10,
     batch_size: int = 128,
     optimizer: str = "adam",
-    activation: Any = "relu",
     loss: str = "softmax_cross_entropy",
     grad: str = "manual",
     validation_data: tuple[Any, Any] | None = None,
@@ -201,18 +202,17 @@ def fit_population(
     on_epoch_end: Callable[[int, list[dict]], None] | None = None,
     log: Any = None,
     dtype: Any = None,
-    model: Any = None,
     sample_weight: Any = None,
     class_weight: Any = None,
 ) -> PopulationResult:
     """Trains ``len(members)`` models of the same architecture in one compiled program.
 
     Args:
-      sizes: layer widths ``[D, ..., C]`` of the plain MLP, shared by all members; with
-        ``model``, the input width ``D`` or None (read from ``x``).
+      model: a :class:`~fnmlp.layers.Layer`, the architecture of every member
+        (``mlp([D, H, C], "relu")``); dropout runs in training only.
       x, y: training data ``[N, D]`` and labels/targets, shared.
       members: one :class:`Member` (``lr``, ``wd``, ``seed``) per model; see :func:`grid`.
-      epochs, batch_size, optimizer, activation, loss, grad: as :func:`fnmlp.fit`
+      epochs, batch_size, optimizer, loss, grad: as :func:`fnmlp.fit`
         (``optimizer`` is a name).
       validation_data: ``(x_val, y_val)`` evaluated for every member after every epoch.
       lr_factor: optional ``count -> factor``: member ``k``'s rate at update ``count`` is
@@ -220,8 +220,6 @@ def fit_population(
       mesh: a 1-D mesh: the members are sharded over its devices (``K`` must divide).
       verbose: one line per epoch (the best member's).
       on_epoch_end: ``callback(epoch, records)`` with one record per member.
-      model: a :class:`~fnmlp.layers.Layer` for every member instead of the plain MLP
-        (``activation`` is then not used); dropout runs in training only.
       dtype: the members' float dtype (params, optimizer arithmetic, data); default the
         data's float dtype, at least float32 (float64 data trains in float64 when
         ``jax_enable_x64`` is on, as ``fit`` follows its params): see
@@ -238,8 +236,8 @@ def fit_population(
         anything compiles.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    net, d_in = network(sizes, activation, model, x)
-    get_loss(loss)
+    net = check_config(model, loss, grad)
+    d_in = input_width_of(net, x)
     members = [m if isinstance(m, Member) else Member(*m) for m in members]
     k = len(members)
     if k == 0:
@@ -251,14 +249,14 @@ def fit_population(
         checks.check_positive_float(m.wd, "member wd", allow_zero=True)
     dtype = population_dtype(dtype, x)
     template = jax.eval_shape(lambda: net.init(jax.random.key(0), d_in, dtype)[1])  # shapes
-    x, y = check_batch(template, x, y, loss, model=net)
-    w = check_weights(template, x, y, loss, net, sample_weight, class_weight)  # [N] or None
+    x, y = checks.check_batch(net, template, x, y, loss)
+    w = check_weights(net, template, x, y, loss, sample_weight, class_weight)  # [N] or None
     if batch_size > len(x):
         raise ValueError(f"batch_size must be at most the number of training examples"
                          f" ({len(x)}); got {batch_size}")
     if validation_data is not None:
-        validation_data = check_batch(template, *validation_data, loss, ("x_val", "y_val"),
-                                      net)
+        validation_data = checks.check_batch(net, template, *validation_data, loss,
+                                             ("x_val", "y_val"))
     widths = _widths(template, d_in)
     need = memory_estimate(widths, k, batch_size, len(x), optimizer, dtype.itemsize)
     have = checks.available_memory()
@@ -270,9 +268,8 @@ def fit_population(
         raise ValueError(f"the number of members must be divisible by the"
                          f" {mesh.devices.size} devices of the mesh; got {k}")
 
-    pop = make_population(d_in, members, batch_size=batch_size, optimizer=optimizer,
-                          loss=loss, grad=grad, lr_factor=lr_factor, mesh=mesh, dtype=dtype,
-                          model=net)
+    pop = make_population(net, d_in, members, batch_size=batch_size, optimizer=optimizer,
+                          loss=loss, grad=grad, lr_factor=lr_factor, mesh=mesh, dtype=dtype)
     state, seeds, base_lr, epoch, evaluate = (pop.state, pop.seeds, pop.base_lr, pop.epoch,
                                               pop.evaluate)
     if mesh is not None:
@@ -282,7 +279,8 @@ def fit_population(
     alive = np.ones(k, bool)
     monitor = "val_loss" if validation_data is not None else "train_loss"
     examples = k * (len(x) // batch_size) * batch_size  # trained per epoch, all members
-    for e in range(epochs):
+
+    def run_epoch(state, e, _):
         t0 = time.perf_counter()
         state, m = epoch(state, x, y, seeds, base_lr, w)
         m = jax.device_get(m)
@@ -291,22 +289,26 @@ def fit_population(
             validation_data is not None) else {}
         records = []
         for i in range(k):
-            r = epoch_record(e + 1, {name: val[i] for name, val in m.items()}, seconds,
-                             examples)
+            r = epoch_record(e, {name: val[i] for name, val in m.items()}, seconds, examples)
             r.update({f"val_{name}": float(val[i]) for name, val in v.items()})
             alive[i] &= bool(m["params_finite"][i]) and math.isfinite(r["train_loss"])
             r["diverged"] = not alive[i]
             history[i].append(r)
             records.append(r)
-        if on_epoch_end is not None:
-            on_epoch_end(e + 1, records)
-        if verbose:
-            b = _best(history, alive, monitor)
-            rb = history[b][-1]
-            log(f"epoch {e + 1}/{epochs}  {k} members, {int(alive.sum())} finite  best"
+        return state, records
+
+    def fmt(records):
+        b = _best(history, alive, monitor)
+        rb = history[b][-1]
+        return (f"epoch {rb['epoch']}/{epochs}  {k} members, {int(alive.sum())} finite  best"
                 f" #{b} ({_describe(members[b])}) loss {rb['train_loss']:.4f}"
                 + (f"  val_loss {rb['val_loss']:.4f}" if "val_loss" in rb else "")
                 + f"  {rb['examples_per_second']:,.0f} ex/s in all")
+
+    callback = None if on_epoch_end is None else (
+        lambda s, records: on_epoch_end(records[0]["epoch"], records))
+    state, _ = run_epochs(run_epoch, state, epochs, monitor=monitor, patience=None,
+                          verbose=verbose, log=log, on_epoch_end=callback, fmt=fmt, start=0)
     return PopulationResult(state.params, state, members, history,
                             _best(history, alive, monitor), monitor, base_lr)
 
@@ -321,16 +323,17 @@ class Population(NamedTuple):
     base_lr: Array  # [K]: each member's learning rate
 
 
-def make_population(sizes: Any, members: Sequence[Member], *, batch_size: int,
-                    optimizer: str = "adam", activation: Any = "relu",
+def make_population(model: Layer, d_in: int | None, members: Sequence[Member], *,
+                    batch_size: int, optimizer: str = "adam",
                     loss: str = "softmax_cross_entropy", grad: str = "manual",
                     lr_factor: Callable | None = None, mesh: Any = None,
-                    dtype: Any = jnp.float32, model: Any = None) -> Population:
+                    dtype: Any = jnp.float32) -> Population:
     """The jitted population epoch and evaluation, and the stacked initial state (placed
-    on ``mesh``, members spread over its devices, when given; params in ``dtype``).
-    ``sizes``, ``activation``, ``model`` as for :func:`fit_population`. No checks: see
+    on ``mesh``, members spread over its devices, when given; params in ``dtype``) for
+    ``model`` on inputs of width ``d_in`` (None: the model's own). No checks: see
     :func:`fit_population`."""
-    net, d_in = network(sizes, activation, model)
+    net = check_model(model)
+    d_in = d_in if d_in is not None else net.in_features
     opt = shared_optimizer(optimizer, members)
     states = []
     for m in members:
@@ -342,7 +345,7 @@ def make_population(sizes: Any, members: Sequence[Member], *, batch_size: int,
     check_members_state(state.opt_state, members)
     seeds = np.asarray([m.seed for m in members], np.uint32)  # [K]; keys made inside
     base_lr = jnp.array(state.opt_state.learning_rate, copy=True)  # [K]; not donated
-    member_epoch = _epoch_with_factor(make_train_step(opt, loss=loss, grad=grad, model=net),
+    member_epoch = _epoch_with_factor(make_train_step(net, opt, loss=loss, grad=grad),
                                       batch_size, lr_factor)
 
     def population_epoch(state, x, y, seeds, base_lr, w=None):  # state's leaves [K, ...]
@@ -470,20 +473,35 @@ def _describe(m: Member) -> str:
     return f"lr {m.lr:g}, wd {m.wd:g}, seed {m.seed}"
 
 
-def ensemble_predict_proba(stacked_params: Any, x: Any, activation: Any = "relu",
-                           loss: str = "softmax_cross_entropy",
-                           members: Sequence[int] | None = None, *, model: Any = None
+def ensemble_predict_proba(model: Layer, stacked_params: Any, x: Any,
+                           loss: str | None = None, members: Sequence[int] | None = None
                            ) -> Array:
-    """The mean of the members' class probabilities ``[N, C]`` (every leaf of
-    ``stacked_params`` has a leading member axis); ``members`` picks a subset. ``x`` is
-    checked once and every member's forward runs in one program (``vmap``)."""
-    get_loss(loss)
-    chosen = stacked_params if members is None else jax.tree.map(
-        lambda a: a[jnp.asarray(list(members), jnp.int32)], stacked_params)
-    net = resolve_model(activation, model)
-    x = check_x(take(chosen, 0), x, net)
-    out = _members_forward(net)(chosen, x)  # [K, N, C], evaluation mode
-    return jnp.mean(probabilities(out, loss), axis=0)
+    """The mean of the members' class probabilities ``[N, C]``.
+
+    Args:
+      model: the members' architecture (a Layer).
+      stacked_params: every leaf with a leading member axis ``K``.
+      x: inputs ``[N, D]``, checked once; every member's forward runs in one program.
+      loss: as :func:`fnmlp.predict_proba` (a model ending in Softmax: its output is
+        averaged as it is; otherwise softmax, or sigmoid for ``sigmoid_cross_entropy``).
+      members: indices of a subset, each in ``[-K, K)``.
+
+    Raises:
+      ValueError: a member index out of range (JAX would clamp it), a loss that does not
+        take the model's output, or bad ``x``.
+    """
+    kind = task(model, loss)
+    count = len(jax.tree.leaves(stacked_params)[0])
+    if members is None:
+        chosen = stacked_params
+    else:
+        idx = [check_member_index(i, count, "members entry") for i in members]
+        if not idx:
+            raise ValueError("members must list at least one member index; got none")
+        chosen = jax.tree.map(lambda a: a[np.asarray(idx, np.int32)], stacked_params)
+    x = checks.check_x(model, take(chosen, 0), x)
+    out = _members_forward(model)(chosen, x)  # [K, N, C], evaluation mode
+    return jnp.mean(probabilities(out, model.outputs, kind), axis=0)
 
 
 @functools.lru_cache(maxsize=32)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from fnmlp import _validate as checks
@@ -141,3 +142,23 @@ def compute_sample_weight(y: Any, loss: str, n_classes: int, sample_weight: Any 
         raise ValueError(f"the weights must not all be zero ({names[0]} times"
                          f" {names[1]}[label]); got a total of {w.sum()} over {n} examples")
     return w
+
+
+def check_weights(model: Any, params: Any, x: Any, y: Any, loss: str,
+                  sample_weight: Any = None, class_weight: Any = None,
+                  names=("sample_weight", "class_weight", "y")) -> Any:
+    """Per-example weights ``[B]`` for a batch already checked by
+    :func:`fnmlp._validate.check_batch` (see :func:`compute_sample_weight`), in the params'
+    float dtype; None when neither weight is given. On the host: nothing compiles.
+
+    The weighted mean ``sum(w l) / sum(w)`` does not change when ``w`` is scaled, so the
+    largest weight is scaled to 1 on the host (float64): 1e-46 or 1e39 neither underflow
+    nor overflow in the params' dtype.
+    """
+    if sample_weight is None and class_weight is None:
+        return None
+    _, n_out = checks.check_model_params(model, params, x.shape[-1])
+    w = compute_sample_weight(y, loss, n_out, sample_weight, class_weight, x.shape[0],
+                              names[:2], names[2])
+    w = np.asarray(w, np.float64)
+    return jnp.asarray(w / np.max(w), dtype=checks.dtype_of(params))

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fnmlp.data._common import Dataset
+from fnmlp.io.atomic import write_atomic
 
 MIRROR_ENV = "FNMLP_MNIST_URL"
 
@@ -102,16 +103,7 @@ def _cache_key(paths: list[Path]) -> str:
 
 
 def atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def load_cache(path: Path) -> dict | None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -36,6 +35,7 @@ import numpy as np
 from numpy.lib import format as npy
 
 from fnmlp._version import __version__
+from fnmlp.io.atomic import write_atomic
 
 FORMAT = "fnmlp-checkpoint-v1"
 # what reading a truncated or corrupted .npz raises, at the archive or at one member
@@ -75,20 +75,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, config: dict | None = N
     meta = {"format": FORMAT, "fnmlp_version": __version__, "config": config or {},
             "paths": [n for n, _ in named]}
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
@@ -283,8 +270,3 @@ def _layers(paths: list[str], prefix: str = "params/") -> set[str]:
     return {p[len(prefix):].split("/")[0] for p in paths
             if p.startswith(prefix) and p[len(prefix):].split("/")[0].isdigit()}
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -1,0 +1,9 @@
+"""Files: checkpoints (:mod:`.checkpoint`), saved models (:mod:`.model_file`), the one
+atomic writer (:mod:`.atomic`). Re-exports only."""
+
+from fnmlp.io.atomic import write_atomic, write_text_atomic
+from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from fnmlp.io.model_file import SavedModel, architecture, load_model, model_config
+
+__all__ = ["SavedModel", "architecture", "load_checkpoint", "load_model", "model_config",
+           "read_checkpoint_meta", "save_checkpoint", "write_atomic", "write_text_atomic"]

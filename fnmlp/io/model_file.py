@@ -1,0 +1,134 @@
+"""A saved model: a checkpoint's params with the architecture and loss it was trained with.
+
+Shapes: ``N`` examples, ``D`` input features, ``C`` outputs.
+
+A checkpoint written by the scripts (or by :func:`fnmlp.save_checkpoint` with a config
+from :func:`model_config`) carries everything needed to use its params: the architecture
+as JSON (``config["model"]``, :meth:`fnmlp.layers.Layer.to_config`), the loss, and how raw
+inputs were scaled. :func:`load_model` returns a :class:`SavedModel` (params, config and
+the rebuilt architecture together), whose methods run the saved architecture in
+evaluation mode (no dropout), so nothing can be run with the wrong one::
+
+    saved = fnmlp.load_model("runs/mnist/checkpoint.npz")
+    saved.predict_classes(x)          # [N] int
+    saved.predict_proba(x)            # [N, C], rows sum to 1
+    saved.config["input"]             # how raw inputs were scaled for training
+
+Checkpoints of the earlier format (``sizes`` and ``activation`` instead of ``model``)
+load as the plain MLP they describe (:func:`fnmlp.layers.mlp`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from fnmlp import _validate as checks
+from fnmlp.data.scaling import raw_input_scale
+from fnmlp.grad import Params
+from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta
+from fnmlp.layers import Layer, check_model, check_sizes, from_config, input_width, mlp
+from fnmlp.losses import check_loss_for_model
+from fnmlp.predict import predict, predict_classes, predict_proba
+
+__all__ = ["SavedModel", "architecture", "load_model", "model_config"]
+
+
+class SavedModel(NamedTuple):
+    """Params with the config they were trained with (``model``: the architecture as JSON,
+    ``sizes``: ``[D, C]`` widths, ``loss``, and for the scripts ``input``: how raw inputs
+    are scaled) and the rebuilt architecture ``model``."""
+
+    params: Params
+    config: dict
+    model: Layer
+
+    @property
+    def loss(self) -> str:
+        return self.config["loss"]
+
+    def predict(self, x: Any) -> jax.Array:
+        """Outputs ``[N, C]`` for inputs ``[N, D]`` (raw pixels scaled as in training)."""
+        x = raw_input_scale(x, self.config.get("input"))
+        return predict(self.model, self.params, x)
+
+    def predict_proba(self, x: Any) -> jax.Array:
+        """Probabilities ``[N, C]`` (see :func:`fnmlp.predict_proba`)."""
+        x = raw_input_scale(x, self.config.get("input"))
+        return predict_proba(self.model, self.params, x, self.loss)
+
+    def predict_classes(self, x: Any) -> jax.Array:
+        """Labels (see :func:`fnmlp.predict_classes`)."""
+        x = raw_input_scale(x, self.config.get("input"))
+        return predict_classes(self.model, self.params, x, self.loss)
+
+
+def model_config(model: Layer, loss: str, in_features: int | None = None, **extra) -> dict:
+    """The config :func:`load_model` needs, checked: the architecture as JSON
+    (``model``), the input width ``D`` (``in_features``, or the model's own), the loss
+    (it must take the model's output); ``extra`` (e.g. ``input=``) is kept.
+
+    Raises:
+      ValueError: a model that is not a Layer, no input width, or a loss that does not
+        take the model's output.
+    """
+    model = check_model(model)
+    check_loss_for_model(loss, model.outputs)
+    d = input_width(model, in_features)
+    return {"sizes": [d], "model": model.to_config(), "loss": loss, **extra}
+
+
+def architecture(config: dict, custom_layers: dict | None = None) -> Layer:
+    """The Layer a checkpoint's config describes: ``config["model"]`` rebuilt, or for the
+    earlier format the plain MLP of ``sizes`` and ``activation``."""
+    if "model" in config:
+        return from_config(config["model"], custom_layers)
+    acts = config["activation"]
+    return mlp(check_sizes(config["sizes"]), acts if isinstance(acts, str) else tuple(acts))
+
+
+def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
+               custom_layers: dict | None = None) -> SavedModel:
+    """Loads the params of a checkpoint together with its config and architecture.
+
+    The checkpoint's config must name the architecture (``model``, or ``sizes`` and
+    ``activation`` for the earlier format) and the ``loss`` (the scripts' checkpoints
+    do); the params are read into that architecture (optimizer state, if any, is
+    skipped). ``custom_layers`` maps the type names of your own layers to their classes.
+
+    Raises:
+      ValueError: a config that lacks them (saying what is missing), an unknown layer
+        type, or a model larger than half of this machine's memory (refused unread).
+    """
+    meta = read_checkpoint_meta(path)
+    config = dict(meta.get("config") or {})
+    needed = ("sizes", "loss") if "model" in config else ("sizes", "activation", "loss")
+    missing = [k for k in needed if k not in config]
+    if missing:
+        raise ValueError(f"{path}: the checkpoint's config lacks {missing}, so the model"
+                         " cannot be rebuilt (the architecture is 'model', or 'sizes' and"
+                         " 'activation' for the earlier format); save it with"
+                         " save_checkpoint(path, state, config=fnmlp.model_config(model,"
+                         " loss))")
+    sizes = config["sizes"]
+    if not isinstance(sizes, list) or not sizes:
+        raise ValueError(f"{path}: the checkpoint's config 'sizes' must be a list [D, ...];"
+                         f" got {sizes!r}"[:200])
+    d = check_sizes([sizes[0], 1])[0]  # the input width; the rest is in 'model'
+    layer = architecture(config, custom_layers)
+    check_loss_for_model(config["loss"], layer.outputs)
+    # shapes only (jax.eval_shape allocates nothing), in the dtype asked for
+    shapes = jax.eval_shape(lambda: layer.init(jax.random.key(0), d, dtype)[1])
+    template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(dtype)), shapes)
+    need = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(template))
+    have = checks.physical_memory()
+    if need > have // 2:
+        raise ValueError(f"{path}: the checkpoint's config describes a model of"
+                         f" {need / 2**30:.1f} GiB of params, more than half of this machine's"
+                         f" {have / 2**30:.1f} GiB; refused unread")
+    params, _ = load_checkpoint(path, template)
+    return SavedModel(params, config, layer)

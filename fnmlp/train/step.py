@@ -1,0 +1,336 @@
+"""The training step and the epoch as compiled programs, evaluation, the trainer cache.
+
+Shapes: ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs, ``S = N // B`` steps.
+
+* :func:`make_trainer` builds, for one model / optimizer / loss / gradient path, the
+  jitted functions ``step(state, batch[, key]) -> (state, metrics)`` (state donated) and
+  ``epoch(state, x, y, key) -> (state, metrics)``, which shuffles with
+  ``fold_in(key, state.epoch)`` and ``lax.scan``s the step over the ``S`` minibatches, so
+  Python runs once per epoch. Anything that changes (step, epoch, learning rate) lives in
+  arrays in the state: nothing recompiles from one epoch to the next.
+* The last partial minibatch of an epoch is **dropped** (``N % B`` examples, a different
+  set each epoch since the shuffle changes). Evaluation uses every example (padded and
+  masked chunks).
+* Sample and class weights become one weight per example that travels with the data: the
+  epoch gathers ``w[idx]`` with ``x[idx]`` and ``y[idx]``, and the step's
+  ``Batch(x, y, w)`` takes the weighted mean loss ``sum w_i loss_i / sum w_i`` per
+  minibatch (:mod:`fnmlp.weights`); the epoch's loss is ``sum(w l) / sum(w)`` over the
+  whole epoch, as :func:`fnmlp.evaluate` computes it. ``w=None`` is the unweighted
+  program, unchanged.
+* Dropout draws its mask at update ``t`` from
+  ``fold_in(fold_in(key(seed), DROPOUT_STREAM), t)``: the same mask on both gradient
+  paths, and a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnmlp import _validate as checks
+from fnmlp.grad import Params, value_and_grad_fn, weight_total
+from fnmlp.layers import Context, Layer
+from fnmlp.losses import correct, get_loss
+from fnmlp.optim import (
+    GradientTransformation,
+    apply_updates,
+    check_optimizer,
+    get_learning_rate,
+    host_scalar,
+)
+from fnmlp.parallel import check_divisible, replicated, shard_step
+
+Array = jax.Array
+DROPOUT_STREAM = 0x7FFFFFFF  # fold_in tag of the dropout keys (shuffles fold in the epoch)
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training; a pytree of arrays."""
+
+    params: Params
+    opt_state: Any
+    step: Array  # shape=(), int32: updates applied
+    epoch: Array  # shape=(), int32: epochs completed
+    early: Any = None  # EarlyStopping while fit(patience=...) tracks the best epoch; else None
+
+
+class EarlyStopping(NamedTuple):
+    """Early stopping's bookkeeping, carried in :attr:`TrainState.early` (and so in
+    checkpoints), so a resumed run keeps exactly what the uninterrupted one keeps."""
+
+    best_value: Array  # shape=(), float: the lowest monitored loss so far
+    best_epoch: Array  # shape=(), int32: its 1-based epoch (0: none yet)
+    waited: Array  # shape=(), int32: epochs since it
+    stopped: Array  # shape=(), bool: the run stopped early (patience ran out)
+    best: Any  # the TrainState of best_epoch (its own early is None)
+
+
+class Batch(NamedTuple):
+    x: Array  # [B, D]
+    y: Array  # [B] int labels, or [B, C] targets
+    w: Array | None = None  # [B] per-example weights; None: all ones (the unweighted program)
+
+
+def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
+    """A fresh state at step 0. The params are copied: the jitted step and epoch donate
+    the state, and the caller's arrays must stay valid. The optimizer is checked against
+    the state contract of :mod:`fnmlp.optim` first (a clear error, nothing compiled)."""
+    check_optimizer(optimizer, params)
+    return fresh_state(params, optimizer)
+
+
+def fresh_state(params: Params, optimizer: GradientTransformation) -> TrainState:
+    """:func:`init_state` without the optimizer check, for callers that made it once.
+
+    Compiles at most two small programs per params structure, shared by every later call:
+    the optimizer's zero buffers and :func:`copy_tree` (the same copy that ``fit`` takes
+    of the state before each epoch)."""
+    zero = host_scalar(0, np.int32)
+    return copy_tree(TrainState(params, optimizer.init(params), zero, zero))
+
+
+def dropout_key(key: Array | None, step: Array) -> Array:
+    """The dropout key of update ``step``: ``fold_in(fold_in(key, DROPOUT_STREAM), step)``
+    (``key(0)`` when no key is given)."""
+    key = jax.random.key(0) if key is None else key
+    return jax.random.fold_in(jax.random.fold_in(key, DROPOUT_STREAM), step)
+
+
+def check_config(model: Any, loss: str, grad: str) -> Layer:
+    """The model (a Layer whose output the loss takes), the loss and the gradient path,
+    checked on the host; returns the model."""
+    model = checks.check_model_loss(model, loss)
+    checks.check_grad_path(grad)
+    return model
+
+
+def make_train_step(model: Layer, optimizer: GradientTransformation,
+                    loss: str = "softmax_cross_entropy", grad: str = "manual",
+                    compute_dtype: Any = None) -> Callable:
+    """The pure (un-jitted) step ``(state, batch, key=None) -> (state, metrics)``.
+
+    ``metrics`` holds ``loss`` (the weighted mean when ``batch.w`` is given, and then
+    ``weight``, the batch's ``sum(w)``, so an epoch can weigh its batches) and, for
+    classification, ``accuracy`` (unweighted; float32 scalars).
+    The model runs in training mode; dropout's mask comes from :func:`dropout_key` of
+    ``key`` (the run's seed key) and ``state.step``. With ``compute_dtype`` (e.g.
+    ``jnp.bfloat16``) every dense product takes its operands in that dtype and accumulates
+    in float32; the float32 master params, biases, activations, the loss, the gradients
+    and the update stay float32 (mixed precision).
+    """
+    model = check_config(model, loss, grad)
+    if compute_dtype is not None and not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
+        raise ValueError(f"compute_dtype must be a float dtype such as jnp.bfloat16; got"
+                         f" {compute_dtype!r}")
+    value_and_grad = value_and_grad_fn(model, loss, grad,
+                                       None if compute_dtype is None else jnp.float32)
+    classify = get_loss(loss).kind != "regression"
+
+    def step(state: TrainState, batch: Batch, key: Array | None = None):
+        ctx = Context(True, dropout_key(key, state.step), compute_dtype)
+        value, grads, out = value_and_grad(state.params, batch.x, batch.y, ctx, batch.w)
+        grads = jax.tree.map(lambda g, m: g.astype(m.dtype), grads, state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = apply_updates(state.params, updates)
+        metrics = {"loss": value.astype(jnp.float32)}
+        if batch.w is not None:
+            metrics["weight"] = jnp.sum(batch.w.astype(jnp.float32))
+        if classify:
+            metrics["accuracy"] = jnp.mean(correct(out.astype(jnp.float32), batch.y, loss))
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+    return step
+
+
+def epoch_fn(step: Callable, batch_size: int) -> Callable:
+    """The pure epoch ``(state, x [N, D], y, key, w=None) -> (state, metrics)``: shuffle
+    with ``fold_in(key, state.epoch)``, then ``lax.scan`` of ``step`` over the minibatches;
+    the weights ``w [N]``, when given, are gathered with the same indices as x and y."""
+
+    def epoch(state: TrainState, x: Array, y: Array, key: Array, w: Array | None = None):
+        n = x.shape[0]
+        steps = n // batch_size
+        perm = jax.random.permutation(jax.random.fold_in(key, state.epoch), n)
+        idx = perm[: steps * batch_size].reshape(steps, batch_size)  # [S, B]
+
+        def body(s, i):  # gather the minibatch inside the program
+            return step(s, Batch(x[i], y[i], None if w is None else w[i]), key)
+
+        state, metrics = jax.lax.scan(body, state, idx)
+        state = state._replace(epoch=state.epoch + 1)
+        finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
+                                      for a in jax.tree.leaves(state.params)]))
+        summary = {k: jnp.mean(v) for k, v in metrics.items() if k != "weight"}
+        if "weight" in metrics:  # sum(w l) / sum(w) over the epoch, as evaluate
+            summary["loss"] = (jnp.sum(metrics["loss"] * metrics["weight"])
+                               / weight_total(metrics["weight"]))
+        summary["params_finite"] = finite
+        summary["learning_rate"] = get_learning_rate(state.opt_state)
+        summary.update(weight_stats(state.params))  # once per epoch, fetched with the rest
+        return state, summary
+
+    return epoch
+
+
+def weight_matrices(params: Params) -> list[Array]:
+    """Every weight matrix of ``params`` (the leaves with two or more dimensions: one per
+    Dense layer, and any matrix of your own layers), in the order of the layers. No
+    layer's naming is assumed; biases and norm scales (vectors) are left out."""
+    return [leaf for leaf in jax.tree.leaves(params) if np.ndim(leaf) >= 2]
+
+
+def weight_stats(params: Params) -> dict[str, Array]:
+    """``weight_max_abs`` and ``weight_norm`` (Frobenius): ``[L]`` float32 arrays, one
+    entry per weight matrix (:func:`weight_matrices`); empty when there is none."""
+    ws = weight_matrices(params)
+    if not ws:
+        return {}
+    return {"weight_max_abs": jnp.stack([jnp.max(jnp.abs(w)).astype(jnp.float32) for w in ws]),
+            "weight_norm": jnp.stack([jnp.linalg.norm(w.astype(jnp.float32)) for w in ws])}
+
+
+def eval_fn(model: Layer, loss: str, chunk: int) -> Callable:
+    """The pure ``(params, x, y, w=None) -> {loss, accuracy | mse, mae}`` over padded
+    chunks. With weights ``w [N]`` the loss is the weighted mean ``sum w_i l_i / sum w_i``;
+    accuracy, MSE and MAE count every example once."""
+
+    lossdef = get_loss(loss)
+    classify = lossdef.kind != "regression"
+
+    def evaluate(params: Params, x: Array, y: Array, w: Array | None = None):
+        n = x.shape[0]
+        pad = (-n) % chunk
+        xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1))
+        mask = (jnp.arange(n + pad) < n).astype(jnp.float32)
+        k = (n + pad) // chunk
+        xs = xs.reshape(k, chunk, *x.shape[1:])
+        ys = ys.reshape(k, chunk, *y.shape[1:])
+        mask = mask.reshape(k, chunk)
+        # the loss's weight per example: the mask, times w when given
+        lw = mask if w is None else mask * jnp.pad(w.astype(jnp.float32), (0, pad)).reshape(
+            k, chunk)
+
+        def body(acc, c):
+            xc, yc, mc, wc = c
+            out = model.apply(params, xc).astype(jnp.float32)  # [chunk, C], evaluation mode
+            sums = {"loss": jnp.sum(lossdef.fn(out, yc) * wc)}
+            if classify:
+                sums["accuracy"] = jnp.sum(correct(out, yc, loss) * mc)
+            else:
+                d = out - yc
+                sums["mse"] = jnp.sum(jnp.mean(d * d, axis=1) * mc)
+                sums["mae"] = jnp.sum(jnp.mean(jnp.abs(d), axis=1) * mc)
+            return jax.tree.map(jnp.add, acc, sums), None
+
+        zero = {k: jnp.zeros((), jnp.float32) for k in
+                (["loss", "accuracy"] if classify else ["loss", "mse", "mae"])}
+        sums, _ = jax.lax.scan(body, zero, (xs, ys, mask, lw))
+        out = {k: v / n for k, v in sums.items()}
+        if w is not None:
+            out["loss"] = sums["loss"] / weight_total(jnp.sum(lw))
+        return out
+
+    return evaluate
+
+
+class Trainer(NamedTuple):
+    """Jitted functions for one configuration (see :func:`make_trainer`)."""
+
+    step: Callable  # (state, batch, key=None) -> (state, metrics); state donated
+    epoch: Callable  # (state, x [N, D], y, key, w=None) -> (state, metrics); state donated
+    evaluate: Callable  # (params, x, y, w=None) -> {"loss", "accuracy" | "mse", "mae"}
+    batch_size: int
+
+
+def make_trainer(
+    model: Layer,
+    optimizer: GradientTransformation,
+    batch_size: int,
+    loss: str = "softmax_cross_entropy",
+    grad: str = "manual",
+    eval_batch_size: int = 1024,
+    compute_dtype: Any = None,
+    mesh: Any = None,
+) -> Trainer:
+    """Compiles (lazily) the step, the epoch and the evaluation for one configuration.
+
+    Args:
+      model: a :class:`~fnmlp.layers.Layer` (``mlp([D, H, C], "relu")``, ``serial(...)``).
+      optimizer: a :class:`~fnmlp.optim.GradientTransformation`.
+      batch_size: minibatch size ``B`` (static: the epoch's shape depends on it).
+      loss: a loss name that takes what the model outputs.
+      grad: ``"manual"`` (the hand-derived backward) or ``"autodiff"`` (``jax.grad``).
+      eval_batch_size: chunk size for :attr:`Trainer.evaluate`.
+      compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision (see make_train_step).
+      mesh: a 1-D ``jax.sharding.Mesh``: train data-parallel over it (minibatches
+        sharded along the batch axis, state replicated; see :mod:`fnmlp.parallel`).
+    """
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    eval_batch_size = checks.check_positive_int(eval_batch_size, "eval_batch_size")
+    model = check_config(model, loss, grad)
+    step = make_train_step(model, optimizer, loss, grad, compute_dtype)
+    placement = {}
+    if mesh is not None:
+        check_divisible(batch_size, mesh)
+        step = shard_step(step, mesh)
+        placement = {"out_shardings": (replicated(mesh), replicated(mesh))}
+    return Trainer(
+        step=jax.jit(step, donate_argnums=0, **placement),
+        epoch=jax.jit(epoch_fn(step, batch_size), donate_argnums=0, **placement),
+        evaluate=jitted_eval(model, loss, eval_batch_size),
+        batch_size=batch_size,
+    )
+
+
+def cached_trainer(model: Layer, optimizer: GradientTransformation, batch_size: int,
+                   loss: str, grad: str, eval_batch_size: int = 1024,
+                   compute_dtype: Any = None, mesh: Any = None) -> Trainer:
+    """:func:`make_trainer`, one per configuration for the life of the process.
+
+    The key is what the compiled program depends on: ``optimizer.update`` (fnmlp's
+    builders share one per static configuration, see :mod:`fnmlp.optim`; a user's
+    GradientTransformation is keyed by the identity of its ``update``), batch size, model,
+    loss, gradient path, evaluation chunk, compute dtype and mesh. Learning rate, weight
+    decay and seed are arrays, not part of the key: a learning-rate sweep or a resume loop
+    of :func:`fit` compiles nothing after its first call. Unhashable parts (a mesh or an
+    ``update`` that cannot be hashed) get a fresh, uncached trainer.
+    """
+    dtype = None if compute_dtype is None else jnp.dtype(compute_dtype).name
+    key = (optimizer.update, batch_size, model, loss, grad, eval_batch_size, dtype, mesh)
+    try:
+        trainer = _TRAINERS.get(key)
+    except TypeError:
+        return make_trainer(model, optimizer, batch_size, loss, grad, eval_batch_size,
+                            compute_dtype, mesh)
+    if trainer is None:
+        trainer = make_trainer(model, optimizer, batch_size, loss, grad, eval_batch_size,
+                               compute_dtype, mesh)
+        if len(_TRAINERS) >= MAX_CACHED_TRAINERS:
+            _TRAINERS.pop(next(iter(_TRAINERS)))  # the oldest
+    _TRAINERS[key] = _TRAINERS.pop(key, trainer)  # most recently used last
+    return trainer
+
+
+MAX_CACHED_TRAINERS = 32
+_TRAINERS: dict[tuple, Trainer] = {}  # cached_trainer's cache (least recently used first)
+
+
+@jax.jit
+def copy_tree(tree: Any) -> Any:
+    """A copy of every array leaf of ``tree`` (new buffers), in one compiled program per
+    tree structure; eager per-leaf copies would compile one program per leaf shape."""
+    return jax.tree.map(jnp.copy, tree)
+
+
+
+
+@functools.lru_cache(maxsize=64)
+def jitted_eval(model: Layer, loss: str, batch_size: int) -> Callable:
+    """One jitted evaluation per configuration, so repeated calls do not recompile."""
+    return jax.jit(eval_fn(model, loss, batch_size))
