@@ -33,11 +33,15 @@ SELU_SCALE = 1.0507009873554805
 
 
 class ActivationFn(NamedTuple):
-    """An elementwise activation and its derivative, both ``z -> same shape``."""
+    """An elementwise activation and its derivative, both ``z -> same shape``; ``layer`` is
+    the name of its layer class in :mod:`fnmlp.layers` (made from this entry), ``init``
+    the weight initialiser a ``Dense`` right before it gets by default."""
 
     name: str
     fn: Callable[[Array], Array]
     deriv: Callable[[Array], Array]
+    layer: str
+    init: str = "glorot_uniform"
 
 
 def identity(z: Array) -> Array:
@@ -178,21 +182,25 @@ def d_silu(z: Array) -> Array:
     return s + z * s * (1 - s)
 
 
+# One entry per activation: its function, derivative, layer class name and default
+# initialiser (He for the ReLU family, LeCun for SELU, Glorot for the saturating and linear
+# ones). Adding an activation is one entry here: fnmlp.layers makes its layer from it.
 ACTIVATIONS: dict[str, ActivationFn] = {
     a.name: a
     for a in [
-        ActivationFn("identity", identity, d_identity),
-        ActivationFn("relu", relu, d_relu),
-        ActivationFn("leaky_relu", leaky_relu, d_leaky_relu),
-        ActivationFn("tanh", tanh, d_tanh),
-        ActivationFn("sigmoid", sigmoid, d_sigmoid),
-        ActivationFn("gelu", gelu, d_gelu),
-        ActivationFn("softplus", softplus, d_softplus),
-        ActivationFn("elu", elu, d_elu),
-        ActivationFn("selu", selu, d_selu),
-        ActivationFn("silu", silu, d_silu),
+        ActivationFn("identity", identity, d_identity, "Identity"),
+        ActivationFn("relu", relu, d_relu, "Relu", "he_normal"),
+        ActivationFn("leaky_relu", leaky_relu, d_leaky_relu, "LeakyRelu", "he_normal"),
+        ActivationFn("tanh", tanh, d_tanh, "Tanh"),
+        ActivationFn("sigmoid", sigmoid, d_sigmoid, "Sigmoid"),
+        ActivationFn("gelu", gelu, d_gelu, "Gelu", "he_normal"),
+        ActivationFn("softplus", softplus, d_softplus, "Softplus"),
+        ActivationFn("elu", elu, d_elu, "Elu", "he_normal"),
+        ActivationFn("selu", selu, d_selu, "Selu", "lecun_normal"),
+        ActivationFn("silu", silu, d_silu, "Silu", "he_normal"),
     ]
 }
+DEFAULT_INIT: dict[str, str] = {a.name: a.init for a in ACTIVATIONS.values()}
 
 
 def get_activation(name: str) -> ActivationFn:

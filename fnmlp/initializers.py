@@ -59,22 +59,6 @@ INITIALIZERS: dict[str, Initializer] = {
     for f in [glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_uniform, lecun_normal]
 }
 
-# The sensible default per activation: He for the ReLU family, LeCun for SELU,
-# Glorot for the saturating and linear ones.
-DEFAULT_INIT: dict[str, str] = {
-    "identity": "glorot_uniform",
-    "tanh": "glorot_uniform",
-    "sigmoid": "glorot_uniform",
-    "softplus": "glorot_uniform",
-    "relu": "he_normal",
-    "leaky_relu": "he_normal",
-    "gelu": "he_normal",
-    "elu": "he_normal",
-    "silu": "he_normal",
-    "selu": "lecun_normal",
-}
-
-
 def get_initializer(name: str) -> Initializer:
     if not isinstance(name, str) or name not in INITIALIZERS:
         raise ValueError(f"init must be one of {sorted(INITIALIZERS)}; got {name!r}")
