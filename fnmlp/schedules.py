@@ -191,7 +191,10 @@ def cosine_warmup(
 
     def schedule(step: Array, dtype: Any = jnp.float32) -> Array:
         s = jnp.asarray(step).astype(dtype)
-        c = lambda x: jnp.asarray(x, dtype)  # noqa: E731 (a constant in dtype)
+
+        def c(x):  # a constant in dtype
+            return jnp.asarray(x, dtype)
+
         warm = c(init_value) + c(peak - init_value) * s / max(warmup_steps, 1)
         frac = jnp.clip((s - warmup_steps) / (total_steps - warmup_steps), 0, 1)
         cos = c(end) + c(peak - end) * 0.5 * (1 + jnp.cos(c(math.pi) * frac))

@@ -62,7 +62,7 @@ class Serial(Layer):
             if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d <= 0:
                 raise ValueError(f"serial in_features must be a positive integer; got {d!r}")
             object.__setattr__(self, "in_features", int(d))
-        self.outputs  # noqa: B018 -- a Softmax followed by Dropout is refused at build time
+        _ = self.outputs  # a Softmax followed by Dropout is refused at build time
 
     @property
     def name(self) -> str:
