@@ -450,7 +450,7 @@ def _epoch_with_factor(step, batch_size, lr_factor):
     """The member's epoch ``(state, x, y, key, base_lr, w=None)``; with ``lr_factor`` the
     rate is set to ``base_lr * lr_factor(count)`` before every step."""
     if lr_factor is None:
-        run = epoch_fn(step, batch_size)
+        run = epoch_fn(step, batch_size, contiguous=False)
         return lambda state, x, y, key, base_lr, w=None: run(state, x, y, key, w)
 
     def epoch(state, x, y, key, base_lr, w=None):
@@ -459,7 +459,7 @@ def _epoch_with_factor(step, batch_size, lr_factor):
             rate = (base_lr * lr_factor(o.count)).astype(o.learning_rate.dtype)
             return step(s._replace(opt_state=o._replace(learning_rate=rate)), batch, key)
 
-        return epoch_fn(scheduled, batch_size)(state, x, y, key, w)
+        return epoch_fn(scheduled, batch_size, contiguous=False)(state, x, y, key, w)
 
     return epoch
 

@@ -147,21 +147,34 @@ def make_train_step(model: Layer, optimizer: GradientTransformation,
     return step
 
 
-def epoch_fn(step: Callable, batch_size: int) -> Callable:
+def epoch_fn(step: Callable, batch_size: int, contiguous: bool = True) -> Callable:
     """The pure epoch ``(state, x [N, D], y, key, w=None) -> (state, metrics)``: shuffle
     with ``fold_in(key, state.epoch)``, then ``lax.scan`` of ``step`` over the minibatches;
-    the weights ``w [N]``, when given, are gathered with the same indices as x and y."""
+    the weights ``w [N]``, when given, are gathered with the same indices as x and y.
+
+    ``contiguous``: gather the whole shuffled epoch once (``x[perm]``, ``[S, B, D]``) and
+    scan over contiguous minibatches, rather than gathering ``B`` rows inside every step;
+    the same minibatches, so the same numbers, at the price of one copy of the data.
+    Populations pass False (each member has its own order: ``K`` copies would not fit)."""
 
     def epoch(state: TrainState, x: Array, y: Array, key: Array, w: Array | None = None):
         n = x.shape[0]
         steps = n // batch_size
         perm = jax.random.permutation(jax.random.fold_in(key, state.epoch), n)
         idx = perm[: steps * batch_size].reshape(steps, batch_size)  # [S, B]
+        if contiguous:
+            def batches(a):  # [N, ...] -> [S, B, ...], one gather per epoch
+                return None if a is None else a[idx]
 
-        def body(s, i):  # gather the minibatch inside the program
-            return step(s, Batch(x[i], y[i], None if w is None else w[i]), key)
+            def body(s, b):
+                return step(s, Batch(*b), key)
 
-        state, metrics = jax.lax.scan(body, state, idx)
+            state, metrics = jax.lax.scan(body, state, (batches(x), batches(y), batches(w)))
+        else:
+            def body(s, i):  # gather the minibatch inside the step
+                return step(s, Batch(x[i], y[i], None if w is None else w[i]), key)
+
+            state, metrics = jax.lax.scan(body, state, idx)
         state = state._replace(epoch=state.epoch + 1)
         finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
                                       for a in jax.tree.leaves(state.params)]))
