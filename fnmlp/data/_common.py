@@ -31,6 +31,14 @@ def check_n(n: Any, name: str = "n", minimum: int = 1) -> int:
     return checks.check_positive_int(n, name, minimum)
 
 
+def split_sizes(n: int, fraction: float) -> tuple[int, int]:
+    """``(kept, held out)`` when ``fraction`` of ``n`` examples is held out: the one
+    rounding rule, ``held = round(n * fraction)``, used by :func:`train_test_split`, ``fit``'s
+    ``validation_split`` and the scripts' ``--val-split``."""
+    held = int(round(n * fraction))
+    return n - held, held
+
+
 def train_test_split(
     x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0,
     name: str = "test_fraction",
@@ -43,7 +51,7 @@ def train_test_split(
         raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
     if not (isinstance(test_fraction, float) and 0 < test_fraction < 1):
         raise ValueError(f"{name} must be a float in (0, 1); got {test_fraction!r}")
-    n_test = int(round(len(x) * test_fraction))
+    n_test = len(x) - split_sizes(len(x), test_fraction)[0]
     if n_test < 1 or n_test >= len(x):
         raise ValueError(
             f"{name}={test_fraction} of {len(x)} examples leaves an empty split")

@@ -22,7 +22,6 @@ import hashlib
 import os
 import shutil
 import socket
-import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import NamedTuple
