@@ -1,5 +1,7 @@
-"""The TensorFlow-free MNIST download: tfds's DownloadManager against a real HTTP server on
-127.0.0.1 that this test starts, serving small IDX files the test writes (no network)."""
+"""MNIST (fnmlp.data.mnist): the IDX loader on files the test writes, the real
+tensorflow-datasets code under tfds.testing.mock_data, and the TensorFlow-free download:
+tfds's DownloadManager against a real HTTP server on 127.0.0.1 that this test starts,
+serving small IDX files the test writes (no network)."""
 
 import gzip
 import hashlib
@@ -18,11 +20,143 @@ from fnmlp.data import (
     MnistChecksumError,
     MnistUnavailableError,
     download_mnist,
+    load_mnist_idx,
     load_mnist_tfds,
+    read_idx,
     write_idx,
 )
 
-tfds = pytest.importorskip("tensorflow_datasets")
+
+@pytest.fixture
+def tfds():
+    """tensorflow-datasets, or the test is skipped (the IDX loader needs none)."""
+    return pytest.importorskip("tensorflow_datasets")
+
+
+# ----------------------------------------------------------------------------- IDX files
+
+
+def _write_mnist(folder, n_train=60, n_test=20, gz=True, seed=0):
+    rng = np.random.default_rng(seed)
+    ext = ".gz" if gz else ""
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        img = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        lab = rng.integers(0, 10, n).astype(np.uint8)
+        img_name, lab_name = data.IDX_FILES[split]
+        write_idx(os.path.join(folder, img_name + ext), img)
+        write_idx(os.path.join(folder, lab_name + ext), lab)
+        arrays[split] = (img, lab)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_loader_reads_what_was_written(tmp_path, gz):
+    arrays = _write_mnist(tmp_path, gz=gz)
+    for split in ("train", "test"):
+        ds = load_mnist_idx(tmp_path, split)
+        img, lab = arrays[split]
+        assert ds.x.shape == (len(img), 784) and ds.x.dtype == np.float32
+        np.testing.assert_array_equal(ds.x, img.reshape(-1, 784).astype(np.float32) / 255)
+        np.testing.assert_array_equal(ds.y, lab.astype(np.int32))
+        assert ds.x.min() >= 0 and ds.x.max() <= 1
+
+
+def test_idx_cache_is_used_and_invalidated(tmp_path):
+    _write_mnist(tmp_path)
+    first = load_mnist_idx(tmp_path, "train")
+    caches = list((tmp_path / ".fnmlp_cache").glob("mnist-train-*.npz"))
+    assert len(caches) == 1
+    again = load_mnist_idx(tmp_path, "train")
+    np.testing.assert_array_equal(first.x, again.x)
+    # new files (other size / mtime) -> a new cache key, new data
+    _write_mnist(tmp_path, n_train=30, seed=1)
+    changed = load_mnist_idx(tmp_path, "train")
+    assert len(changed.x) == 30
+
+
+def test_truncated_idx_file_is_named(tmp_path):
+    _write_mnist(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: truncated"):
+        load_mnist_idx(tmp_path, "train", cache=False)
+
+
+def test_truncated_gzip_is_named(tmp_path):
+    _write_mnist(tmp_path, gz=True)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz"):
+        load_mnist_idx(tmp_path, "test", cache=False)
+
+
+def test_wrong_magic_is_named(tmp_path):
+    _write_mnist(tmp_path, gz=True)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[3] = 0x03  # the images magic in a labels file
+    path.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte.gz: wrong IDX magic number "
+                                         r"0x00000803; expected 0x00000801"):
+        load_mnist_idx(tmp_path, "train", cache=False)
+
+
+def test_missing_files_say_which(tmp_path):
+    _write_mnist(tmp_path)
+    os.remove(tmp_path / "t10k-images-idx3-ubyte.gz")
+    with pytest.raises(MnistUnavailableError, match="t10k-images-idx3-ubyte"):
+        load_mnist_idx(tmp_path, "test")
+    with pytest.raises(MnistUnavailableError, match="is not a folder"):
+        load_mnist_idx(tmp_path / "nope", "test")
+
+
+def test_read_idx_rejects_trailing_bytes(tmp_path):
+    write_idx(tmp_path / "l", np.arange(5, dtype=np.uint8))
+    with open(tmp_path / "l", "ab") as f:
+        f.write(b"xx")
+    with pytest.raises(ValueError, match="trailing bytes"):
+        read_idx(tmp_path / "l", 1)
+
+
+def test_tfds_loading_code_under_mock_data(tmp_path, tfds):
+    with tfds.testing.mock_data(num_examples=24):
+        train = load_mnist_tfds("train", data_dir=str(tmp_path))
+        test = load_mnist_tfds("test", data_dir=str(tmp_path))
+    for ds in (train, test):
+        assert ds.x.shape == (24, 784) and ds.x.dtype == np.float32
+        assert ds.y.shape == (24,) and ds.y.dtype == np.int32
+        assert 0 <= ds.x.min() and ds.x.max() <= 1 and ds.x.max() > 0.5
+        assert 0 <= ds.y.min() and ds.y.max() < 10
+    # the decoded arrays were cached under data_dir: a second load (no mock) reads them
+    assert (tmp_path / "fnmlp_cache" / "mnist-train.npz").exists()
+    again = load_mnist_tfds("train", data_dir=str(tmp_path), download=False)
+    np.testing.assert_array_equal(again.x, train.x)
+
+
+def test_tfds_offline_without_data_fails_fast_with_help(tmp_path, tfds):
+    t = time.perf_counter()
+    with pytest.raises(MnistUnavailableError, match=r"--mnist-dir DIR.*") as info:
+        load_mnist_tfds("train", data_dir=str(tmp_path), download=False)
+    assert time.perf_counter() - t < 5
+    assert "train-images-idx3-ubyte.gz" in str(info.value)
+
+
+def test_a_folder_named_like_an_mnist_file_says_what_is_there(tmp_path):
+    _write_mnist(tmp_path, n_train=8, n_test=4)
+    name = "train-images-idx3-ubyte"
+    inner = tmp_path / name
+    os.rename(tmp_path / f"{name}.gz", tmp_path / "tmp.gz")
+    inner.mkdir()
+    os.rename(tmp_path / "tmp.gz", inner / name)
+    with pytest.raises(MnistUnavailableError, match=rf"{name} is a folder \(holding"
+                       rf" \['{name}'\]\); expected the file {name} itself"):
+        load_mnist_idx(tmp_path, "train")
+
+
+# ----------------------------------------------------------------------------- download
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -53,7 +187,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def server():
+def server(tfds):
     """A real HTTP server on 127.0.0.1, started and stopped by the test."""
     handler = type("H", (_Handler,), {"files": {}, "cut": set(), "hits": []})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -87,7 +221,7 @@ def _leftovers(folder):
     return [p for p in folder.rglob("*") if ".tmp." in p.name]
 
 
-def test_registered_checksums_come_from_tfds():
+def test_registered_checksums_come_from_tfds(tfds):
     files = data.registered_files()
     assert set(files) == {s + ".gz" for pair in data.IDX_FILES.values() for s in pair}
     assert files["train-images-idx3-ubyte.gz"].size == 9912422
@@ -151,7 +285,7 @@ def test_http_404_fails_fast(server, tmp_path):
     assert time.perf_counter() - t < 10
 
 
-def test_connection_refused_fails_fast(tmp_path):
+def test_connection_refused_fails_fast(tmp_path, tfds):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
