@@ -1,6 +1,7 @@
-"""Checkpoints: bitwise round trip, atomic writes, clear errors, no pickle; a hostile file
-(a 4 GB member in 3.9 MB, a lying header or size, a stray member, a huge __meta__) is
-refused from its headers before any member is inflated."""
+"""Checkpoints (fnmlp.io.checkpoint): bitwise round trip, atomic writes, clear errors, no
+pickle; a hostile file (a 4 GB member in 3.9 MB, a lying header or size, a stray member, a
+huge __meta__) is refused from its headers before any member is inflated, by
+load_checkpoint and by load_model (whose other tests are in test_model_file.py)."""
 
 import functools
 import io
@@ -22,17 +23,21 @@ from conftest import REPO
 from numpy.lib import format as npy
 
 import fnmlp
-from fnmlp import checkpoint
+from fnmlp.io import checkpoint
 from fnmlp.train import init_state
+
+
+def _params(sizes, seed=0):
+    return fnmlp.mlp(list(sizes)).init_params(jax.random.key(seed))
 
 
 def _state(sizes=(3, 5, 2), opt=None, seed=0):
     opt = opt or fnmlp.adam(0.01)
-    state = init_state(fnmlp.init_mlp(jax.random.key(seed), list(sizes)), opt)
+    state = init_state(_params(sizes, seed), opt)
     # make every leaf non-trivial: a few real updates
     x = jax.random.normal(jax.random.key(1), (8, sizes[0]))
     y = jnp.arange(8) % sizes[-1]
-    step = fnmlp.make_train_step(opt)
+    step = fnmlp.make_train_step(fnmlp.mlp(list(sizes)), opt)
     for _ in range(3):
         state, _ = step(state, fnmlp.Batch(x, y))
     return state, opt
@@ -42,7 +47,7 @@ def test_round_trip_is_bitwise_exact(tmp_path):
     state, opt = _state()
     cfg = {"sizes": [3, 5, 2], "activation": "relu"}
     fnmlp.save_checkpoint(tmp_path / "c.npz", state, cfg)
-    template = init_state(fnmlp.init_mlp(jax.random.key(9), [3, 5, 2]), opt)
+    template = init_state(_params([3, 5, 2], seed=9), opt)
     loaded, got_cfg = fnmlp.load_checkpoint(tmp_path / "c.npz", template)
     assert got_cfg == cfg
     assert jax.tree.structure(loaded) == jax.tree.structure(state)
@@ -78,8 +83,7 @@ def test_interrupted_write_leaves_old_checkpoint_loadable(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         fnmlp.save_checkpoint(path, new)
     monkeypatch.undo()
-    loaded, _ = fnmlp.load_checkpoint(path, init_state(fnmlp.init_mlp(jax.random.key(0),
-                                                                      [3, 5, 2]), opt))
+    loaded, _ = fnmlp.load_checkpoint(path, init_state(_params([3, 5, 2]), opt))
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(old)):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     assert os.listdir(tmp_path) == ["c.npz"]  # no temp file left behind
@@ -88,11 +92,11 @@ def test_interrupted_write_leaves_old_checkpoint_loadable(tmp_path, monkeypatch)
 def test_mismatched_architecture_names_layer_and_shapes(tmp_path):
     state, opt = _state(sizes=(3, 5, 2))
     fnmlp.save_checkpoint(tmp_path / "c.npz", state)
-    wrong = init_state(fnmlp.init_mlp(jax.random.key(0), [3, 7, 2]), opt)
+    wrong = init_state(_params([3, 7, 2]), opt)
     with pytest.raises(ValueError, match=r"layer 0 'b' has shape \(5,\) in the checkpoint but"
                                          r" \(7,\) in the model"):
         fnmlp.load_checkpoint(tmp_path / "c.npz", wrong)
-    deeper = init_state(fnmlp.init_mlp(jax.random.key(0), [3, 5, 5, 2]), opt)
+    deeper = init_state(_params([3, 5, 5, 2]), opt)
     with pytest.raises(ValueError, match="the checkpoint has 2 layers, the model 3"):
         fnmlp.load_checkpoint(tmp_path / "c.npz", deeper)
 
@@ -261,6 +265,7 @@ def test_load_model_refuses_the_4gb_member_without_memory(tmp_path):
     seconds, grown_kib = map(float, numbers.split())
     assert "layer 0 'w' has shape (4, 250000000) in the checkpoint but (3, 5)" in message
     assert seconds < 1 and grown_kib < 50 * 1024, (seconds, grown_kib)
+
 
 def test_metrics_json_given_as_a_checkpoint_says_what_it_is(tmp_path):
     import json as _json

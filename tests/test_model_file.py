@@ -1,0 +1,121 @@
+"""Saved models (fnmlp.io.model_file): model_config checks what it records, load_model
+rebuilds the architecture and reads the params into it, SavedModel runs the saved
+architecture with the saved loss; checkpoints of the earlier format (sizes and activation
+instead of model) still load as the plain MLP they describe. The hostile files are in
+test_checkpoint.py, the input scaling in test_scaling.py."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnmlp
+from fnmlp import data
+from fnmlp.io import architecture, model_config
+from fnmlp.layers import Dense, Relu, Serial, Softmax, Tanh, mlp, serial
+
+DS = data.make_spirals(60, arms=3, seed=0)
+X = np.asarray(DS.x[:9])
+
+
+def _save(path, params, config):
+    fnmlp.save_checkpoint(path, fnmlp.init_state(params, fnmlp.sgd(0.1)), config)
+    return path
+
+
+@pytest.mark.parametrize("sizes, activation", [([2, 5, 3], "tanh"),
+                                               ([2, 5, 4, 3], ["tanh", "relu"])])
+def test_a_checkpoint_of_the_earlier_format_still_loads(tmp_path, sizes, activation):
+    """Checkpoints written before issue 27 record ``sizes`` and ``activation`` (one name,
+    or one per hidden layer) and no ``model``: they load as ``mlp(sizes, activation)``."""
+    want = mlp(sizes, activation if isinstance(activation, str) else tuple(activation))
+    params = want.init_params(jax.random.key(0))
+    config = {"sizes": sizes, "activation": activation, "loss": "softmax_cross_entropy"}
+    saved = fnmlp.load_model(_save(tmp_path / "old.npz", params, config))
+    assert isinstance(saved.model, Serial) and saved.model == want
+    np.testing.assert_array_equal(np.asarray(saved.predict(X)),
+                                  np.asarray(fnmlp.predict(want, params, X)))
+    assert saved.loss == "softmax_cross_entropy"
+    assert architecture(config) == want
+
+
+def test_model_config_round_trips_through_load_model(tmp_path):
+    model = serial(Dense(6), Tanh(), Dense(3), Softmax(), in_features=2)
+    params = model.init_params(jax.random.key(1))
+    config = model_config(model, "categorical_cross_entropy", input={"kind": "features"})
+    assert config["sizes"] == [2] and config["input"] == {"kind": "features"}
+    assert config["loss"] == "categorical_cross_entropy"
+    saved = fnmlp.load_model(_save(tmp_path / "c.npz", params, config))
+    assert saved.model == model and saved.config == config
+    for a, b in zip(jax.tree.leaves(saved.params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the model ends in Softmax: its output is the probability, never softmaxed twice
+    out = np.asarray(fnmlp.predict(model, params, X))
+    np.testing.assert_array_equal(np.asarray(saved.predict_proba(X)), out)
+    np.testing.assert_array_equal(np.asarray(saved.predict_classes(X)), out.argmax(1))
+
+
+def test_model_config_of_an_unrecorded_width_takes_in_features():
+    model = serial(Dense(4), Relu(), Dense(3))
+    with pytest.raises(ValueError, match="in_features .* must be given"):
+        model_config(model, "softmax_cross_entropy")
+    assert model_config(model, "softmax_cross_entropy", in_features=5)["sizes"] == [5]
+    with pytest.raises(ValueError, match="in_features=5 but the model was built for inputs"
+                                         " of width 2"):
+        model_config(mlp([2, 4, 3]), "softmax_cross_entropy", in_features=5)
+
+
+@pytest.mark.parametrize("model, loss, match", [
+    ("relu", "softmax_cross_entropy", "model must be a fnmlp Layer .*got str 'relu'"),
+    (serial(Dense(3), Softmax(), in_features=2), "softmax_cross_entropy",
+     "softmax would be applied twice"),
+])
+def test_model_config_refuses_what_load_model_could_not_use(model, loss, match):
+    with pytest.raises(ValueError, match=match):
+        model_config(model, loss)
+
+
+def test_load_model_reads_into_the_dtype_asked_for(tmp_path):
+    model = mlp([2, 4, 3])
+    params = model.init_params(jax.random.key(0))
+    path = _save(tmp_path / "c.npz", params, model_config(model, "softmax_cross_entropy"))
+    saved = fnmlp.load_model(path, dtype=jnp.bfloat16)
+    assert {a.dtype for a in jax.tree.leaves(saved.params)} == {jnp.dtype(jnp.bfloat16)}
+    np.testing.assert_array_equal(np.asarray(saved.params[0]["w"]),
+                                  np.asarray(params[0]["w"].astype(jnp.bfloat16)))
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"sizes": [2, 4, 3], "activation": "relu"}, r"lacks \['loss'\]"),
+    ({"sizes": [2, 4, 3], "loss": "softmax_cross_entropy"}, r"lacks \['activation'\]"),
+    ({"loss": "softmax_cross_entropy"}, r"lacks \['sizes', 'activation'\]"),
+    ({"sizes": 2, "activation": "relu", "loss": "mse"}, r"'sizes' must be a list \[D, \.\.\.\]"),
+    ({"sizes": [2, 4, 3], "activation": "relu", "loss": "categorical_cross_entropy"},
+     "takes probabilities"),
+])
+def test_a_config_that_cannot_rebuild_the_model_says_what_is_wrong(tmp_path, config, match):
+    model = mlp([2, 4, 3])
+    path = _save(tmp_path / "c.npz", model.init_params(jax.random.key(0)), config)
+    with pytest.raises(ValueError, match=match):
+        fnmlp.load_model(path)
+
+
+def test_a_model_of_the_new_format_names_what_it_lacks(tmp_path):
+    model = mlp([2, 4, 3])
+    config = model_config(model, "softmax_cross_entropy")
+    del config["sizes"]
+    path = _save(tmp_path / "c.npz", model.init_params(jax.random.key(0)), config)
+    with pytest.raises(ValueError, match=r"c.npz: the checkpoint's config lacks \['sizes'\].*"
+                                         r"fnmlp.model_config\(model, loss\)"):
+        fnmlp.load_model(path)
+
+
+def test_a_model_larger_than_half_the_memory_is_refused_unread(tmp_path, monkeypatch):
+    model = mlp([2, 4, 3])  # 27 float32 params: 108 bytes
+    path = _save(tmp_path / "c.npz", model.init_params(jax.random.key(0)),
+                 model_config(model, "softmax_cross_entropy"))
+    monkeypatch.setattr(fnmlp._validate, "physical_memory", lambda: 215)
+    with pytest.raises(ValueError, match="more than half of this machine's .* refused unread"):
+        fnmlp.load_model(path)
+    monkeypatch.setattr(fnmlp._validate, "physical_memory", lambda: 216)
+    assert fnmlp.load_model(path).model == model  # the witness: exactly half loads
