@@ -1,5 +1,5 @@
 """Raw pixels cannot reach a trained model by mistake: fnmlp.data.scaling on its own, and
-through Model.predict* (load_model) and fit."""
+through SavedModel.predict* (load_model) and fit."""
 
 import warnings
 
@@ -9,7 +9,7 @@ import pytest
 
 import fnmlp
 from fnmlp.data.scaling import input_range_warning, raw_input_scale, warn_input_range
-from fnmlp.inference import model_config
+from fnmlp.io import model_config
 
 MNIST = {"kind": "mnist", "width": 784, "scale": "pixel / 255"}
 
@@ -80,10 +80,11 @@ def test_warn_input_range_points_at_the_caller():
 @pytest.fixture(scope="module")
 def mnist_model(tmp_path_factory):
     """A 784-16-10 model saved the way train_mnist.py saves it (config['input'])."""
-    params = fnmlp.init_mlp(jax.random.key(0), [784, 16, 10])
+    model = fnmlp.mlp([784, 16, 10], "relu")
+    params = model.init_params(jax.random.key(0))
     path = tmp_path_factory.mktemp("m") / "checkpoint.npz"
-    fnmlp.save_checkpoint(path, params, model_config([784, 16, 10], "relu",
-                                                     "softmax_cross_entropy", input=MNIST))
+    fnmlp.save_checkpoint(path, params, model_config(model, "softmax_cross_entropy",
+                                                     input=MNIST))
     return fnmlp.load_model(path)
 
 
@@ -95,7 +96,8 @@ def test_model_predict_star_on_raw_uint8_equals_on_scaled(mnist_model):
         b = np.asarray(getattr(mnist_model, method)(scaled))
         np.testing.assert_array_equal(a, b, err_msg=method)
     # the witness that the scaling mattered: the free function on raw pixels differs
-    free = np.asarray(fnmlp.predict_proba(mnist_model.params, raw.astype(np.float32)))
+    free = np.asarray(fnmlp.predict_proba(mnist_model.model, mnist_model.params,
+                                          raw.astype(np.float32)))
     assert np.abs(free - np.asarray(mnist_model.predict_proba(scaled))).max() > 0.05
     with pytest.raises(ValueError, match="got values in"):
         mnist_model.predict_proba(np.full((1, 784), 1000.0))
@@ -103,11 +105,12 @@ def test_model_predict_star_on_raw_uint8_equals_on_scaled(mnist_model):
 
 def test_fit_warns_once_about_raw_pixels():
     x, y = _pixels(32), np.arange(32) % 2
-    params = fnmlp.init_mlp(jax.random.key(0), [784, 2])
+    model = fnmlp.mlp([784, 2])
+    params = model.init_params(jax.random.key(0))
     with pytest.warns(UserWarning, match=r"inputs range 0\.\.255.*divide by 255") as record:
-        fnmlp.fit(params, x, y, epochs=2, batch_size=16, verbose=False)
+        fnmlp.fit(model, params, x, y, epochs=2, batch_size=16, verbose=False)
     assert len([w for w in record if "divide by 255" in str(w.message)]) == 1
     assert record[0].filename == __file__  # points at the call of fit
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # scaled inputs: no warning
-        fnmlp.fit(params, x / 255.0, y, epochs=1, batch_size=16, verbose=False)
+        fnmlp.fit(model, params, x / 255.0, y, epochs=1, batch_size=16, verbose=False)
