@@ -1,8 +1,8 @@
-"""Sample and class weights (issue 21): the weighted loss and its hand-derived gradient
-against autodiff, finite differences and a NumPy re-implementation of PyTorch's weighted
-CrossEntropyLoss; the weights through every training path; bad weights refused before
-anything compiles; per-class metrics against hand-counted confusion matrices; the
-imbalanced example of the issue; the scripts' --class-weight flag."""
+"""Sample and class weights (issue 21, fnmlp.weights): the weighted loss and its
+hand-derived gradient against autodiff, finite differences and a NumPy re-implementation of
+PyTorch's weighted CrossEntropyLoss; the weights through every training path; bad weights
+refused before anything compiles; the imbalanced example of the issue. Per-class metrics
+are in test_metrics.py."""
 
 import json
 import subprocess
@@ -17,9 +17,7 @@ from conftest import REPO, count_compiles
 
 import fnmlp
 from fnmlp import data
-from fnmlp.cli import parse_class_weight
 from fnmlp.gradcheck import compare_grads, random_batch
-from fnmlp.layers import Dense, Relu, serial
 from fnmlp.losses import LOSSES
 from fnmlp.population import Member, fit_population
 from fnmlp.weights import compute_class_weight
@@ -32,12 +30,14 @@ def _weights(n, seed=0):
 
 
 def _problem(loss, dtype, n=8, seed=0):
+    """(model, params, x, y): a 4-6-C tanh MLP with non-zero biases and a random batch."""
     sizes = SIZES[:-1] + [1] if loss == "sigmoid_cross_entropy" else SIZES  # one class each
     key = jax.random.key(seed)
-    params = fnmlp.init_mlp(key, sizes, "tanh", dtype=dtype)
+    model = fnmlp.mlp(sizes, "tanh")
+    params = model.init_params(key, dtype=dtype)
     params = [dict(p, b=p["b"] + 0.1) for p in params]
     x, y = random_batch(jax.random.fold_in(key, 1), n, sizes, loss, dtype)
-    return params, x, y
+    return model, params, x, y
 
 
 # every loss with both weights where it has classes (sample weights alone for regression),
@@ -58,16 +58,16 @@ def _weight_args(kind, n):
 
 @pytest.mark.parametrize("loss,kind", CASES)
 def test_weighted_manual_equals_autodiff_and_finite_differences_float64(x64, loss, kind):
-    params, x, y = _problem(loss, jnp.float64)
+    model, params, x, y = _problem(loss, jnp.float64)
     kw = _weight_args(kind, len(x))
-    result = fnmlp.check_gradients(params, x, y, "tanh", loss, **kw)
+    result = fnmlp.check_gradients(model, params, x, y, loss, **kw)
     assert result.manual_vs_autodiff.max_rel_err <= 1e-9, str(result.manual_vs_autodiff)
     assert result.manual_vs_finite_diff.max_rel_err <= 1e-6, str(result.manual_vs_finite_diff)
     assert result.autodiff_vs_finite_diff.max_rel_err <= 1e-6
     assert result.passed
     # the weights matter: the weighted gradient is not the unweighted one
-    plain = fnmlp.manual_grad(params, x, y, "tanh", loss)
-    weighted = fnmlp.manual_grad(params, x, y, "tanh", loss, **kw)
+    plain = fnmlp.manual_grad(model, params, x, y, loss)
+    weighted = fnmlp.manual_grad(model, params, x, y, loss, **kw)
     assert compare_grads(weighted, plain).max_rel_err > 1e-2
 
 
@@ -77,10 +77,10 @@ def test_weighted_manual_equals_autodiff_float32(loss, kind):
     # float32: as test_backprop, the two paths sum the same products in other orders
     # (~1e-7 relative per sum); the weights add one product and one division per row,
     # a few ulps more. 1e-5 is ~100 ulps and far below a wrong weight (errors > 1e-2).
-    params, x, y = _problem(loss, jnp.float32)
+    model, params, x, y = _problem(loss, jnp.float32)
     kw = _weight_args(kind, len(x))
-    manual = fnmlp.manual_grad(params, x, y, "tanh", loss, **kw)
-    auto = jax.grad(fnmlp.loss)(params, x, y, "tanh", loss, **kw)
+    manual = fnmlp.manual_grad(model, params, x, y, loss, **kw)
+    auto = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, loss, **kw)
     report = compare_grads(manual, auto, rtol=1e-5)
     assert report.passed, str(report)
 
@@ -106,7 +106,7 @@ def _numpy_weighted_cross_entropy(params, x, y, w_example):
 
 @pytest.mark.parametrize("kind", ["class", "sample", "both"])
 def test_against_numpy_pytorch_weighted_cross_entropy(x64, kind):
-    params, x, y = _problem("softmax_cross_entropy", jnp.float64, n=10)
+    model, params, x, y = _problem("softmax_cross_entropy", jnp.float64, n=10)
     class_weight = np.array([0.5, 3.0, 1.25])  # PyTorch's weight=[C]
     sw = _weights(10, seed=3)
     w_example = {"class": class_weight[np.asarray(y)], "sample": sw,
@@ -114,28 +114,28 @@ def test_against_numpy_pytorch_weighted_cross_entropy(x64, kind):
     kw = {"class_weight": dict(enumerate(class_weight)) if kind != "sample" else None,
           "sample_weight": sw if kind != "class" else None}
     want_loss, want_grads = _numpy_weighted_cross_entropy(params, x, y, w_example)
-    value, manual = fnmlp.manual_value_and_grad(params, x, y, "tanh", **kw)
+    value, manual = fnmlp.manual_value_and_grad(model, params, x, y, **kw)
     assert abs(float(value) - want_loss) <= 1e-12 * abs(want_loss)
-    assert abs(float(fnmlp.loss(params, x, y, "tanh", **kw)) - want_loss) <= 1e-12 * want_loss
+    assert abs(float(fnmlp.loss(model, params, x, y, **kw)) - want_loss) <= 1e-12 * want_loss
     assert compare_grads(manual, want_grads, rtol=1e-12).passed
-    auto = jax.grad(fnmlp.loss)(params, x, y, "tanh", **kw)
+    auto = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, **kw)
     assert compare_grads(auto, want_grads, rtol=1e-12).passed
 
 
 def test_integer_sample_weights_equal_repeated_rows(x64):
-    params, x, y = _problem("softmax_cross_entropy", jnp.float64, n=6)
+    model, params, x, y = _problem("softmax_cross_entropy", jnp.float64, n=6)
     counts = np.array([2, 0, 1, 3, 1, 1])
     rep = np.repeat(np.arange(6), counts)  # row i appears counts[i] times; row 1 never
-    value, grads = fnmlp.manual_value_and_grad(params, x, y, "tanh", sample_weight=counts)
-    value2, grads2 = fnmlp.manual_value_and_grad(params, x[rep], y[rep], "tanh")
+    value, grads = fnmlp.manual_value_and_grad(model, params, x, y, sample_weight=counts)
+    value2, grads2 = fnmlp.manual_value_and_grad(model, params, x[rep], y[rep])
     assert abs(float(value) - float(value2)) <= 1e-13
     assert compare_grads(grads, grads2, rtol=1e-12).passed
 
 
 def test_uniform_weights_are_the_unweighted_loss(x64):
-    params, x, y = _problem("softmax_cross_entropy", jnp.float64)
-    a = fnmlp.manual_value_and_grad(params, x, y, "tanh", sample_weight=np.full(8, 7.0))
-    b = fnmlp.manual_value_and_grad(params, x, y, "tanh")
+    model, params, x, y = _problem("softmax_cross_entropy", jnp.float64)
+    a = fnmlp.manual_value_and_grad(model, params, x, y, sample_weight=np.full(8, 7.0))
+    b = fnmlp.manual_value_and_grad(model, params, x, y)
     assert abs(float(a[0]) - float(b[0])) <= 1e-14
     assert compare_grads(a[1], b[1], rtol=1e-13).passed
 
@@ -153,11 +153,11 @@ def test_balanced_is_scikit_learns_formula():
 
 
 def test_weighted_evaluate_is_the_weighted_loss():
-    params, x, y = _problem("softmax_cross_entropy", jnp.float32, n=10)
+    model, params, x, y = _problem("softmax_cross_entropy", jnp.float32, n=10)
     sw = _weights(10)
-    want = float(fnmlp.loss(params, x, y, "tanh", sample_weight=sw, class_weight={2: 5.0}))
-    plain = fnmlp.evaluate(params, x, y, "tanh", batch_size=4)  # padded chunks
-    got = fnmlp.evaluate(params, x, y, "tanh", batch_size=4, sample_weight=sw,
+    want = float(fnmlp.loss(model, params, x, y, sample_weight=sw, class_weight={2: 5.0}))
+    plain = fnmlp.evaluate(model, params, x, y, batch_size=4)  # padded chunks
+    got = fnmlp.evaluate(model, params, x, y, batch_size=4, sample_weight=sw,
                          class_weight={2: 5.0})
     assert abs(got["loss"] - want) <= 1e-6 * want  # float32 sums in another order
     assert abs(plain["loss"] - got["loss"]) > 1e-3  # the weights were used
@@ -169,14 +169,14 @@ def test_weighted_evaluate_is_the_weighted_loss():
 
 XS = data.make_spirals(192, arms=3, seed=4)
 SUBSET = np.arange(192) % 4 == 0  # examples weighted 0 below
+TANH = fnmlp.mlp([2, 8, 3], "tanh")
 
 
 def _fit(y, sample_weight, **kw):
-    p0 = fnmlp.init_mlp(jax.random.key(0), [2, 8, 3], "tanh")
+    p0 = TANH.init_params(jax.random.key(0))
     args = dict(epochs=2, batch_size=32, optimizer="adam", learning_rate=1e-2,
-                activation="tanh", verbose=False, sample_weight=sample_weight,
-                class_weight={2: 3.0})
-    return fnmlp.fit(p0, XS.x, y, **{**args, **kw}).params
+                verbose=False, sample_weight=sample_weight, class_weight={2: 3.0})
+    return fnmlp.fit(TANH, p0, XS.x, y, **{**args, **kw}).params
 
 
 def _flipped():
@@ -215,18 +215,18 @@ def test_weighted_fit_manual_equals_autodiff():
 def test_weighted_population_member_equals_weighted_fit():
     sw = np.where(SUBSET, 0.0, 1.0) + _weights(192, seed=6)
     members = [Member(1e-2, 0.0, 0), Member(3e-2, 0.0, 1)]
-    res = fit_population([2, 8, 3], XS.x, XS.y, members, epochs=2, batch_size=32,
-                         optimizer="adam", activation="tanh", verbose=False,
-                         sample_weight=sw, class_weight="balanced")
+    res = fit_population(TANH, XS.x, XS.y, members, epochs=2, batch_size=32,
+                         optimizer="adam", verbose=False, sample_weight=sw,
+                         class_weight="balanced")
     for k, m in enumerate(members):
-        p0 = fnmlp.init_mlp(jax.random.key(m.seed), [2, 8, 3], "tanh")
-        single = fnmlp.fit(p0, XS.x, XS.y, epochs=2, batch_size=32, optimizer="adam",
-                           learning_rate=m.lr, activation="tanh", seed=m.seed,
-                           verbose=False, sample_weight=sw, class_weight="balanced").params
+        p0 = TANH.init_params(jax.random.key(m.seed))
+        single = fnmlp.fit(TANH, p0, XS.x, XS.y, epochs=2, batch_size=32, optimizer="adam",
+                           learning_rate=m.lr, seed=m.seed, verbose=False,
+                           sample_weight=sw, class_weight="balanced").params
         # vmap batches the member's products: float32 round-off (population module doc)
         assert compare_grads(res.member_params(k), single, rtol=1e-5).passed, k
-    plain = fit_population([2, 8, 3], XS.x, XS.y, members[:1], epochs=2, batch_size=32,
-                           optimizer="adam", activation="tanh", verbose=False)
+    plain = fit_population(TANH, XS.x, XS.y, members[:1], epochs=2, batch_size=32,
+                           optimizer="adam", verbose=False)
     assert not compare_grads(plain.member_params(0), res.member_params(0), rtol=1e-3).passed
 
 
@@ -239,13 +239,14 @@ FOUR_DEVICES = textwrap.dedent("""
     from fnmlp.parallel import make_mesh
 
     ds = data.make_imbalanced(256, seed=0)
-    p0 = fnmlp.init_mlp(jax.random.key(0), [2, 8, 2], "tanh")
+    model = fnmlp.mlp([2, 8, 2], "tanh")
+    p0 = model.init_params(jax.random.key(0))
     sw = np.linspace(0.5, 2.0, 256)
     kw = dict(epochs=2, batch_size=64, optimizer="adam", learning_rate=1e-2,
-              activation="tanh", verbose=False, sample_weight=sw, class_weight="balanced")
-    one = fnmlp.fit(p0, ds.x, ds.y, **kw).params
-    four = fnmlp.fit(p0, ds.x, ds.y, mesh=make_mesh(4), **kw).params
-    plain = fnmlp.fit(p0, ds.x, ds.y, mesh=make_mesh(4),
+              verbose=False, sample_weight=sw, class_weight="balanced")
+    one = fnmlp.fit(model, p0, ds.x, ds.y, **kw).params
+    four = fnmlp.fit(model, p0, ds.x, ds.y, mesh=make_mesh(4), **kw).params
+    plain = fnmlp.fit(model, p0, ds.x, ds.y, mesh=make_mesh(4),
                       **{**kw, "sample_weight": None, "class_weight": None}).params
     diff = lambda a, b: max(float(abs(u - v).max()) for u, v in
                             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
@@ -267,11 +268,12 @@ def test_weighted_fit_on_four_devices_matches_one_device():
 # ----------------------------------------------------------------------------- bad weights
 
 
-P0 = fnmlp.init_mlp(jax.random.key(0), [2, 4, 3])
+RELU = fnmlp.mlp([2, 4, 3])
+P0 = RELU.init_params(jax.random.key(0))
 
 
 def _bad_fit(**kw):
-    return fnmlp.fit(P0, XS.x, XS.y, epochs=1, batch_size=16, verbose=False, **kw)
+    return fnmlp.fit(RELU, P0, XS.x, XS.y, epochs=1, batch_size=16, verbose=False, **kw)
 
 
 BAD = [
@@ -300,63 +302,22 @@ def test_bad_weights_are_refused_before_anything_compiles(kw, needles):
 
 
 def test_class_weight_needs_classes():
-    p0 = fnmlp.init_mlp(jax.random.key(0), [2, 4, 1])
-    p3 = fnmlp.init_mlp(jax.random.key(0), [2, 4, 3])
+    m1, m3 = fnmlp.mlp([2, 4, 1]), fnmlp.mlp([2, 4, 3])
+    p1, p3 = m1.init_params(jax.random.key(0)), m3.init_params(jax.random.key(0))
     y = np.asarray(XS.x[:, :1])
     t = np.eye(3)[XS.y]  # three sigmoid outputs: multi-label, no single class
-    with pytest.raises(ValueError, match="class_weight needs a classification loss"):
-        fnmlp.fit(p0, XS.x, y, loss="mse", class_weight="balanced", verbose=False)
-    with pytest.raises(ValueError, match="multi-label"):
-        fnmlp.fit(p3, XS.x, t, loss="sigmoid_cross_entropy", class_weight="balanced",
-                  verbose=False)
-    with pytest.raises(ValueError, match="multi-label"):
-        fnmlp.loss(p3, XS.x, t, loss="sigmoid_cross_entropy", class_weight={1: 2.0})
+    with count_compiles() as compiles:
+        with pytest.raises(ValueError, match="class_weight needs a classification loss"):
+            fnmlp.fit(m1, p1, XS.x, y, loss="mse", class_weight="balanced", verbose=False)
+        with pytest.raises(ValueError, match="multi-label"):
+            fnmlp.fit(m3, p3, XS.x, t, loss="sigmoid_cross_entropy", class_weight="balanced",
+                      verbose=False)
+        with pytest.raises(ValueError, match="multi-label"):
+            fnmlp.loss(m3, p3, XS.x, t, loss="sigmoid_cross_entropy", class_weight={1: 2.0})
+    assert compiles == [], compiles
 
 
-# ----------------------------------------------------------------------------- metrics
-
-
-def test_per_class_metrics_against_a_hand_counted_confusion_matrix():
-    y_true = [0, 0, 1, 1, 1, 2, 2, 2, 2]
-    y_pred = [0, 1, 1, 1, 0, 2, 2, 0, 1]
-    m = fnmlp.per_class_metrics(y_true, y_pred, 3)
-    # counted by hand: true 0 -> predicted (0, 1); true 1 -> (1, 1, 0); true 2 -> (2, 2, 0, 1)
-    assert m["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [1, 1, 2]]
-    np.testing.assert_allclose(m["precision"], [1 / 3, 2 / 4, 2 / 2], rtol=1e-15)
-    np.testing.assert_allclose(m["recall"], [1 / 2, 2 / 3, 2 / 4], rtol=1e-15)
-    assert m["support"] == [2, 3, 4]
-    assert m["accuracy"] == pytest.approx(5 / 9, rel=1e-15)
-    assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 2 / 4) / 3, rel=1e-15)
-
-
-def test_per_class_metrics_of_a_class_never_predicted_or_absent():
-    # the accuracy-hides-it case: everything predicted 0
-    m = fnmlp.per_class_metrics([0, 0, 0, 0, 1], [0, 0, 0, 0, 0], 3)
-    assert m["confusion_matrix"] == [[4, 0, 0], [1, 0, 0], [0, 0, 0]]
-    assert m["accuracy"] == 0.8
-    assert m["recall"] == [1.0, 0.0, 0.0] and m["precision"] == [0.8, 0.0, 0.0]
-    assert m["balanced_accuracy"] == 0.5  # class 2 is absent from y_true: not averaged
-    with pytest.raises(ValueError, match=r"y_pred labels must be in \[0, 3\); got 3 at index 1"):
-        fnmlp.per_class_metrics([0, 1], [0, 3], 3)
-
-
-def test_classification_report_counts_the_models_predictions():
-    model = serial(Dense(8), Relu(), Dense(3))
-    params = model.init_params(jax.random.key(2), 2)
-    report = fnmlp.classification_report(params, XS.x, XS.y, model=model)
-    pred = np.asarray(fnmlp.predict_classes(params, XS.x, model=model))
-    cm = np.zeros((3, 3), int)
-    for t, p in zip(XS.y, pred):
-        cm[t, p] += 1
-    assert report["confusion_matrix"] == cm.tolist()
-    assert report["accuracy"] == pytest.approx(float(np.mean(pred == XS.y)))
-    # one sigmoid output: classes 0/1, predicted 1 where the logit is > 0
-    p1 = fnmlp.init_mlp(jax.random.key(3), [2, 4, 1])
-    t = (XS.y == 1).astype(np.float32)
-    r = fnmlp.classification_report(p1, XS.x, t, loss="sigmoid_cross_entropy")
-    logit = np.asarray(fnmlp.predict(p1, XS.x))[:, 0]
-    assert r["confusion_matrix"][1][1] == int(np.sum((logit > 0) & (t == 1)))
-    assert sum(map(sum, r["confusion_matrix"])) == 192
+# ----------------------------------------------------------------------------- the issue's example
 
 
 def test_imbalanced_example_reaches_minority_recall_with_balanced_weights():
@@ -366,58 +327,11 @@ def test_imbalanced_example_reaches_minority_recall_with_balanced_weights():
     test = data.make_imbalanced(4000, seed=1)
     assert np.bincount(train.y).tolist() == [1900, 100]
     recall = {}
+    model = fnmlp.mlp([2, 16, 2])
     for cw in (None, "balanced"):
-        p0 = fnmlp.init_mlp(jax.random.key(0), [2, 16, 2])
-        params = fnmlp.fit(p0, train.x, train.y, epochs=20, optimizer="adam",
+        p0 = model.init_params(jax.random.key(0))
+        params = fnmlp.fit(model, p0, train.x, train.y, epochs=20, optimizer="adam",
                            learning_rate=1e-2, class_weight=cw, verbose=False).params
-        recall[cw] = fnmlp.classification_report(params, test.x, test.y)["recall"][1]
+        recall[cw] = fnmlp.classification_report(model, params, test.x, test.y)["recall"][1]
     assert recall["balanced"] >= 0.85, recall
     assert recall[None] < 0.7, recall  # measured 0.505: accuracy (0.97) hid it
-
-
-# ----------------------------------------------------------------------------- scripts
-
-
-def test_class_weight_flag_parsing():
-    import argparse
-
-    assert parse_class_weight("balanced") == "balanced"
-    assert parse_class_weight("0=1,1=19") == {0: 1.0, 1: 19.0}
-    for bad in ("0=1,0=2", "a=1", "0=-1", "0=inf", "heavy", "0:1"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            parse_class_weight(bad)
-
-
-def _run_toy(*flags):
-    """What scripts/train_toy.py runs, in this process (the imports and compiles shared)."""
-    from fnmlp.cli import base_parser, members_from_args, run
-
-    args = base_parser("toy", hidden="8", activation="tanh", optimizer="adam", lr=0.01,
-                       batch_size=32, epochs=2, out="unused").parse_args(list(flags))
-    ds = data.make_imbalanced(400, seed=0)
-    train, test = data.train_test_split(ds.x, ds.y, 0.25, seed=0)
-    run(args, members=members_from_args(args), train=train, test=test,
-        loss="softmax_cross_entropy", dataset="imbalanced")
-
-
-def test_scripts_class_weight(tmp_path):
-    _run_toy("--class-weight", "0=1,1=19", "--quiet", "--out", str(tmp_path / "one"))
-    m = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    assert m["config"]["class_weight"] == {"0": 1.0, "1": 19.0}
-    cm = np.asarray(m["test_confusion_matrix"])
-    assert cm.sum() == 100 and len(m["test_recall"]) == 2
-    assert m["test_recall"][1] == pytest.approx(cm[1, 1] / cm[1].sum())
-    assert m["test_balanced_accuracy"] == pytest.approx(np.mean(np.diag(cm) / cm.sum(1)))
-    _run_toy("--class-weight", "balanced", "--sweep", "lr=0.01,0.02", "--quiet", "--out",
-             str(tmp_path / "pop"))
-    pop = json.loads((tmp_path / "pop" / "metrics.json").read_text())
-    assert pop["config"]["class_weight"] == "balanced"
-    assert all("test_balanced_accuracy" in row for row in pop["members"])
-    member = json.loads((tmp_path / "pop" / "members" / "1" / "metrics.json").read_text())
-    assert len(member["test_precision"]) == 2
-    r = subprocess.run([sys.executable, f"{REPO}/scripts/train_regression.py",
-                        "--class-weight", "balanced", "--epochs", "1", "--out",
-                        str(tmp_path / "reg")], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0, r.stderr
-    assert "--class-weight needs a classification loss" in r.stderr
