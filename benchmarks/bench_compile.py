@@ -26,8 +26,9 @@ def child(sizes, grad, batch, n, precision) -> dict:
 
     with jax.default_matmul_precision(precision):
         opt = fnmlp.sgd(0.01)
-        tr = fnmlp.make_trainer(opt, batch, grad=grad)
-        state = fnmlp.init_state(fnmlp.init_mlp(jax.random.key(0), sizes), opt)
+        model = fnmlp.mlp(sizes, "relu")
+        tr = fnmlp.make_trainer(model, opt, batch, grad=grad)
+        state = fnmlp.init_state(model.init_params(jax.random.key(0)), opt)
         x = jnp.zeros((n, sizes[0]), jnp.float32)
         y = jnp.zeros((n,), jnp.int32)
         t0 = time.perf_counter()

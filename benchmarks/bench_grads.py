@@ -14,10 +14,7 @@ def main(argv=None):
     import jax
 
     import fnmlp
-    from fnmlp._core import manual_value_and_grad, mean_loss
-    from fnmlp.layers import MLP
-
-    net = MLP("relu")  # the plain MLP of any depth (read from the params)
+    from fnmlp.grad import manual_value_and_grad_kernel, mean_loss
 
     configs = [(w, d) for w in (64, 256, 1024) for d in (1, 2, 4)]  # 784-(w x d)-10
     batch = args.batch
@@ -27,14 +24,16 @@ def main(argv=None):
     rows = []
     for width, depth in configs:
         sizes = [784] + [width] * depth + [10]
-        params = fnmlp.init_mlp(jax.random.key(0), sizes)
+        net = fnmlp.mlp(sizes, "relu")
+        params = net.init_params(jax.random.key(0))
         x = jax.random.uniform(jax.random.key(1), (batch, 784))
         y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
-        manual = jax.jit(lambda p, x, y: manual_value_and_grad(net, p, x, y,
-                                                                "softmax_cross_entropy")[1])
-        auto = jax.jit(jax.grad(lambda p, x, y: mean_loss(net, p, x, y,
-                                                          "softmax_cross_entropy")))
-        per_ex = jax.jit(lambda p, x, y: fnmlp.per_example_grads(p, x, y))
+        # the unchecked kernels, as the training step calls them
+        manual = jax.jit(lambda p, x, y, net=net: manual_value_and_grad_kernel(
+            net, p, x, y, "softmax_cross_entropy")[1])
+        auto = jax.jit(jax.grad(lambda p, x, y, net=net: mean_loss(net, p, x, y,
+                                                                   "softmax_cross_entropy")))
+        per_ex = jax.jit(lambda p, x, y, net=net: fnmlp.per_example_grads(net, p, x, y))
 
         # many calls per timing so the ~60 us dispatch does not dominate
         def repeat(f, k=20, params=params, x=x, y=y):

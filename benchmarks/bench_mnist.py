@@ -91,12 +91,13 @@ def run_fnmlp(x, y, xt, yt, epoch_times, parts=None):
             compiles.append(duration)
 
     jax.monitoring.register_event_duration_secs_listener(listener)
-    params = fnmlp.init_mlp(jax.random.key(0), [784, 128, 10])
-    result = fnmlp.fit(params, x, y, epochs=EPOCHS, batch_size=BATCH, optimizer=fnmlp.adam(LR),
-                       verbose=False)
+    model = fnmlp.mlp([784, 128, 10], "relu")
+    params = model.init_params(jax.random.key(0))
+    result = fnmlp.fit(model, params, x, y, epochs=EPOCHS, batch_size=BATCH,
+                       optimizer=fnmlp.adam(LR), verbose=False)
     epoch_times += [r["epoch_seconds"] for r in result.history]
     t = time.perf_counter()
-    acc = fnmlp.evaluate(result.params, xt, yt)["accuracy"]
+    acc = fnmlp.evaluate(model, result.params, xt, yt)["accuracy"]
     parts["eval_s"] = time.perf_counter() - t  # its compile included
     parts["compile_s"], parts["programs"] = sum(compiles), len(compiles)
     return acc

@@ -35,8 +35,9 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     x = jax.numpy.asarray(rng.random((n, sizes[0]), np.float32))
     y = jax.numpy.asarray(rng.integers(0, sizes[-1], n).astype(np.int32))
-    trainer = make_trainer(fnmlp.adam(1e-3), batch)
-    single = {"state": init_state(fnmlp.init_mlp(jax.random.key(0), sizes), fnmlp.adam(1e-3))}
+    model = fnmlp.mlp(sizes, "relu")
+    trainer = make_trainer(model, fnmlp.adam(1e-3), batch)
+    single = {"state": init_state(model.init_params(jax.random.key(0)), fnmlp.adam(1e-3))}
     key = jax.random.key(0)
 
     def run_single():
@@ -46,7 +47,7 @@ def main(argv=None):
     rows = []
     for k in ks:
         members = grid(lr=list(np.geomspace(1e-4, 1e-2, k)), seed=[0])
-        pop = make_population(sizes, members, batch_size=batch, optimizer="adam")
+        pop = make_population(model, None, members, batch_size=batch, optimizer="adam")
         box = {"state": pop.state}
 
         def run_pop(pop=pop, box=box):

@@ -37,8 +37,9 @@ def main(argv=None):
 
     def measure(sweep, value, sizes, batch):
         opt = fnmlp.sgd(0.01)
-        tr = fnmlp.make_trainer(opt, batch)
-        h = {"s": fnmlp.init_state(fnmlp.init_mlp(key, sizes), opt)}
+        model = fnmlp.mlp(sizes, "relu")
+        tr = fnmlp.make_trainer(model, opt, batch)
+        h = {"s": fnmlp.init_state(model.init_params(key), opt)}
 
         def epoch():
             h["s"], _ = tr.epoch(h["s"], xd, yd, key)

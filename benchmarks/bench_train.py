@@ -31,6 +31,18 @@ def make_data(n, seed=0):
     return x, y
 
 
+def relu_mlp(sizes, key):
+    """``(model, params)`` of the ReLU MLP ``sizes`` in whichever fnmlp is imported:
+    bench_before_after.py runs this file on source trees from before issue 27 too, whose
+    fnmlp has ``init_mlp`` and takes the activation by name (model None there)."""
+    import fnmlp
+
+    if hasattr(fnmlp, "init_mlp"):  # before issue 27: no model object
+        return None, fnmlp.init_mlp(key, sizes)
+    model = fnmlp.mlp(sizes, "relu")
+    return model, model.init_params(key)
+
+
 def fnmlp_impl(sizes, x, y, batch, grad, compute_dtype=None):
     import jax
     import jax.numpy as jnp
@@ -38,9 +50,14 @@ def fnmlp_impl(sizes, x, y, batch, grad, compute_dtype=None):
     import fnmlp
 
     opt = fnmlp.sgd(LR)
-    trainer = fnmlp.make_trainer(opt, batch, "relu", "softmax_cross_entropy", grad,
-                                 compute_dtype=compute_dtype)
-    holder = {"s": fnmlp.init_state(fnmlp.init_mlp(jax.random.key(0), sizes), opt)}
+    model, params = relu_mlp(sizes, jax.random.key(0))
+    if model is None:  # an old tree (bench_before_after.py): the activation by name
+        trainer = fnmlp.make_trainer(opt, batch, "relu", "softmax_cross_entropy", grad,
+                                     compute_dtype=compute_dtype)
+    else:
+        trainer = fnmlp.make_trainer(model, opt, batch, "softmax_cross_entropy", grad,
+                                     compute_dtype=compute_dtype)
+    holder = {"s": fnmlp.init_state(params, opt)}
     xd, yd, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(0)
 
     def epoch():
@@ -56,9 +73,7 @@ def jax_tutorial_impl(sizes, x, y, batch):
     import jax
     import jax.numpy as jnp
 
-    import fnmlp
-
-    params = [(p["w"], p["b"]) for p in fnmlp.init_mlp(jax.random.key(0), sizes)]
+    params = [(p["w"], p["b"]) for p in relu_mlp(sizes, jax.random.key(0))[1]]
 
     def predict(params, inputs):
         activations = inputs

@@ -65,9 +65,10 @@ def main(argv=None):
         impls[f"jnp {name}"] = jrun
         impls[f"numpy {name}"] = nrun
     opt = fnmlp.sgd(0.01)
-    trainers = {g: fnmlp.make_trainer(opt, B, grad=g) for g in ("manual", "autodiff")}
+    model = fnmlp.mlp(sizes, "relu")
+    trainers = {g: fnmlp.make_trainer(model, opt, B, grad=g) for g in ("manual", "autodiff")}
     for grad, tr in trainers.items():
-        h = {"s": fnmlp.init_state(fnmlp.init_mlp(key, sizes), opt)}
+        h = {"s": fnmlp.init_state(model.init_params(key), opt)}
 
         def epoch(tr=tr, h=h):
             h["s"], _ = tr.epoch(h["s"], xd, yd, key)
@@ -95,7 +96,7 @@ def main(argv=None):
     # what the compiled steps contain
     ops = {}
     for grad, tr in trainers.items():
-        st = fnmlp.init_state(fnmlp.init_mlp(key, sizes), opt)
+        st = fnmlp.init_state(model.init_params(key), opt)
         hlo = tr.step.lower(st, fnmlp.Batch(xd[:B], yd[:B])).compile().as_text()
         names = re.findall(r"=\s*[\w\[\]{},. ]*?\s(\w[\w-]*)\(", hlo)
         counted = Counter(n for n in names if n in {

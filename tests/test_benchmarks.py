@@ -131,3 +131,29 @@ def test_bench_compile_quick(tmp_path):
     assert [r["grad"] for r in d["rows"]] == ["manual", "autodiff"]
     for r in d["rows"]:
         assert _positive(r["lower_s"], r["compile_s"]) and r["hlo_lines"] > 50
+
+
+OLD_API = "ebc6d33"  # the last commit before issue 27 (init_mlp, activation= by name)
+
+
+def test_bench_before_after_runs_bench_train_on_a_tree_from_before_issue_27(tmp_path):
+    """bench_before_after.py runs this checkout's bench_train.py on both trees (each
+    tree's fnmlp first on PYTHONPATH), so bench_train.py must speak the old API too."""
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(f"git -C {REPO} archive {OLD_API} fnmlp | tar -x -C {old}",
+                             shell=True, capture_output=True, text=True)
+    if archive.returncode != 0 or not (old / "fnmlp" / "__init__.py").exists():
+        pytest.skip(f"no git history with {OLD_API}: {archive.stderr.strip()[-200:]}")
+    out = tmp_path / "ba.json"
+    r = subprocess.run([sys.executable, f"{REPO}/benchmarks/bench_before_after.py", "--old",
+                        str(old), "--new", REPO, "--rounds", "1", "--reps", "1", "--models",
+                        "S", "--batches", "256", "--json", str(out)], capture_output=True,
+                       text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["impl"] for r in rows} == {"fnmlp autodiff (scan)", "fnmlp manual (scan)"}
+    for row in rows:
+        assert _positive(row["old_examples_per_s"], row["new_examples_per_s"])
+        assert row["new_over_old"] == pytest.approx(
+            row["new_examples_per_s"] / row["old_examples_per_s"])
