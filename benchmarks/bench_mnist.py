@@ -20,6 +20,17 @@ earlier, untimed run of the same recipe. Its rows break the wall time down: impo
 fnmlp), data, compile (JAX's own compile events, including loads from the cache), first
 epoch (which includes the epoch's compile), steady epochs, evaluation. Runs are
 interleaved: each round runs every implementation once, in a shuffled order.
+
+Threads: a user picks whichever thread count is faster on their machine (two OpenBLAS
+threads collapse on a busy 2-core machine; on a quiet one the second core pays), so the
+peers whose speed depends on it run both ways in every round: ``numpy`` with all threads
+and ``numpy@1t`` with ``OPENBLAS_NUM_THREADS=1`` (and OMP/MKL) set before NumPy is imported
+(checked in the child with threadpoolctl, when installed); ``torch_eager`` and
+``torch_eager@1t`` (``torch.set_num_threads(1)``); ``fnmlp_warm`` and ``fnmlp_warm@1core``
+(the process pinned to core 0 with ``os.sched_setaffinity`` before jax is imported, as
+``taskset -c 0``). The headline ratio is fnmlp (warm) against the faster of the two NumPy
+runs of the same round, one ratio per round; the load average (``uptime``) is recorded
+before and after, so a busy machine is named as such.
 """
 
 from __future__ import annotations
@@ -33,10 +44,37 @@ T_START = time.perf_counter()  # the child's clock starts with the interpreter
 os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 on JAX, never TensorFlow
 
 EPOCHS, BATCH, LR = 10, 128, 1e-3
-IMPLS = ["fnmlp", "fnmlp_cold", "fnmlp_warm", "flax_nnx", "keras_jax", "torch_eager",
-         "torch_compile", "numpy", "numpy_plain", "sklearn"]
+IMPLS = ["fnmlp", "fnmlp_cold", "fnmlp_warm", "fnmlp_warm@1core", "flax_nnx", "keras_jax",
+         "torch_eager", "torch_eager@1t", "torch_compile", "numpy", "numpy@1t", "numpy_plain",
+         "sklearn"]
 NEEDS = {"flax_nnx": ["flax", "optax"], "keras_jax": ["keras"], "torch_eager": ["torch"],
          "torch_compile": ["torch"], "sklearn": ["sklearn"]}
+ONE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "FNMLP_BENCH_THREADS": "1"}
+
+
+def base_impl(impl: str) -> str:
+    """``numpy@1t`` -> ``numpy``: the implementation a variant runs."""
+    return impl.split("@")[0]
+
+
+def threads_info() -> dict:
+    """What this process really runs on: its cores (affinity), the BLAS libraries' thread
+    counts (threadpoolctl, when installed) and torch's, when imported."""
+    import sys
+
+    info = {"affinity_cores": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas_threads"] = sorted({p["num_threads"] for p in threadpool_info()
+                                       if p.get("user_api") == "blas"})
+    except ImportError:
+        info["blas_threads"] = None
+    if "torch" in sys.modules:
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return info
 
 
 def load(mnist_dir, n_synthetic, mnist_csv=None, tile=None):
@@ -177,6 +215,8 @@ def run_keras_jax(x, y, xt, yt, epoch_times):
 def _torch_run(x, y, xt, yt, epoch_times, compile_):
     import torch
 
+    if os.environ.get("FNMLP_BENCH_THREADS") == "1":
+        torch.set_num_threads(1)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(),
                                 torch.nn.Linear(128, 10))
@@ -339,15 +379,19 @@ def run_sklearn(x, y, xt, yt, epoch_times):
 
 
 def child(impl, mnist_dir, n_synthetic, mnist_csv=None, tile=None):
-    """Runs one implementation in this (fresh) process; prints one JSON line."""
+    """Runs one implementation in this (fresh) process; prints one JSON line. A ``@1core``
+    variant pins the process to core 0 first (before jax or numpy is imported)."""
+    if impl.endswith("@1core") and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     t_data = time.perf_counter()
     x, y, xt, yt = load(mnist_dir, n_synthetic, mnist_csv, tile)
     data_s = time.perf_counter() - t_data
     times: list[float] = []
     parts: dict = {}
-    run = globals()[f"run_{impl}"]
+    run = globals()[f"run_{base_impl(impl)}"]
     acc = run(x, y, xt, yt, times, parts) if impl.startswith("fnmlp") else run(x, y, xt, yt,
                                                                                  times)
+    parts.update(threads_info())
     wall = time.perf_counter() - T_START
     steady = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
     print(json.dumps({"impl": impl, "accuracy": acc, "wall_s_in_process": wall,
@@ -359,9 +403,11 @@ def child(impl, mnist_dir, n_synthetic, mnist_csv=None, tile=None):
 def _child_env(impl: str, cache_root: str, rep: int) -> dict:
     """fnmlp: no cache, an empty cache folder per run, or the folder filled before."""
     env = {**os.environ, "PYTHONHASHSEED": "0", "FNMLP_COMPILE_CACHE": "0"}
-    if impl == "fnmlp_cold":
+    if impl.endswith("@1t"):
+        env.update(ONE_THREAD)  # before the child imports NumPy or torch
+    if base_impl(impl) == "fnmlp_cold":
         env["FNMLP_COMPILE_CACHE"] = os.path.join(cache_root, f"cold-{rep}")
-    elif impl == "fnmlp_warm":
+    elif base_impl(impl) == "fnmlp_warm":
         env["FNMLP_COMPILE_CACHE"] = os.path.join(cache_root, "warm")
     return env
 
@@ -391,6 +437,22 @@ def child_main(argv: list[str]):
     return child(args.child, args.mnist_dir, args.n_synthetic, args.mnist_csv, args.tile)
 
 
+def round_ratios(runs: dict[str, list]) -> dict:
+    """One ratio per round: the faster of that round's NumPy runs (``numpy``, ``numpy@1t``)
+    over that round's ``fnmlp_warm`` (falling back to ``fnmlp``) wall time; > 1 means
+    fnmlp is faster. ``numpy`` names which NumPy run won each round."""
+    fn = runs.get("fnmlp_warm") or runs.get("fnmlp") or []
+    out: dict = {"ratios": [], "numpy": []}
+    for f in fn:
+        peers = [(o["wall_s"], name) for name in ("numpy", "numpy@1t")
+                 for o in runs.get(name, []) if o["round"] == f["round"]]
+        if peers:
+            wall, name = min(peers)
+            out["ratios"].append(wall / f["wall_s"])
+            out["numpy"].append(name)
+    return out
+
+
 def main(argv=None):
     import random
     import sys
@@ -410,9 +472,10 @@ def main(argv=None):
     if args.quick:
         impls, n_synthetic, args.reps, EPOCHS = ["fnmlp", "numpy"], 1024, 1, 2
     info = C.machine()
-    skip = {i for i in impls if any(not C.available(m) for m in NEEDS.get(i, []))}
+    skip = {i for i in impls if any(not C.available(m) for m in NEEDS.get(base_impl(i), []))}
     for impl in skip:
-        print(f"skipping {impl}: {', '.join(NEEDS[impl])} not all installed")
+        print(f"skipping {impl}: {', '.join(NEEDS[base_impl(impl)])} not all installed")
+    info["load_average_before"] = list(os.getloadavg())
     impls = [i for i in impls if i not in skip]
     cmd = ["--n-synthetic", str(n_synthetic)]
     for flag, value in (("--mnist-dir", args.mnist_dir), ("--mnist-csv", args.mnist_csv),
@@ -439,15 +502,18 @@ def main(argv=None):
                 if out is None:
                     print(f"{impl} failed: {err[-800:]}")
                     continue
-                out["wall_s"] = wall
+                out["wall_s"], out["round"] = wall, rep
                 runs[impl].append(out)
+    info["load_average_after"] = list(os.getloadavg())
     rows = []
     for impl in impls:
         if runs[impl]:
             best = sorted(runs[impl], key=lambda o: o["wall_s"])[len(runs[impl]) // 2]
             rows.append({**best, "wall_s_runs": [o["wall_s"] for o in runs[impl]]})
     base = next((r for r in rows if r["impl"] == "fnmlp"), None)
-    numpy = next((r for r in rows if r["impl"] == "numpy"), None)
+    numpy = min((r for r in rows if base_impl(r["impl"]) == "numpy"), key=lambda r: r["wall_s"],
+                default=None)  # the faster of all threads and one thread
+    headline = round_ratios(runs)
     for r in rows:
         r["wall_vs_fnmlp"] = r["wall_s"] / base["wall_s"] if base else None
         r["epoch_vs_fnmlp"] = r["steady_epoch_s"] / base["steady_epoch_s"] if base else None
@@ -456,10 +522,19 @@ def main(argv=None):
     md = C.table(rows, [("impl", "implementation", ""), ("accuracy", "test accuracy", ".4f"),
                         ("wall_s", "wall s (process start to accuracy)", ".2f"),
                         ("wall_vs_fnmlp", "x fnmlp's wall", ".2f"),
-                        ("numpy_wall_over_this", "NumPy's wall / this", ".2f"),
+                        ("numpy_wall_over_this", "faster NumPy run's wall / this", ".2f"),
                         ("steady_epoch_s", "steady epoch s", ".3f"),
                         ("epoch_vs_fnmlp", "x fnmlp's epoch", ".2f"),
-                        ("first_epoch_s", "first epoch s", ".2f")])
+                        ("first_epoch_s", "first epoch s", ".2f"),
+                        ("blas_threads", "BLAS threads", ""),
+                        ("affinity_cores", "cores", "")])
+    if headline["ratios"]:
+        md += ("\n\nHeadline, round by round: the faster NumPy run of the round (all threads"
+               " or one) over fnmlp_warm's wall: " + ", ".join(
+                   f"{r:.2f}x ({n})" for r, n in zip(headline["ratios"], headline["numpy"]))
+               + f"; median {C.median(headline['ratios']):.2f}x. Load average (1, 5, 15 min)"
+               f" before {info['load_average_before']}, after {info['load_average_after']}.")
+    info["headline"] = headline
     md += "\n\nfnmlp's wall time, part by part (seconds; medians' runs):\n\n" + C.table(
         [r for r in rows if r["impl"].startswith("fnmlp")],
         [("impl", "run", ""), ("wall_s", "wall", ".2f"),
