@@ -44,7 +44,7 @@ from jax.flatten_util import ravel_pytree
 
 from fnmlp import _validate as checks
 from fnmlp.grad import Params, loss_delta, manual_value_and_grad_kernel, mean_loss
-from fnmlp.layers import EVAL, Context, Layer, Serial, check_model
+from fnmlp.layers import EVAL, Context, Layer, Serial
 from fnmlp.losses import get_loss
 from fnmlp.weights import check_weights
 

@@ -176,7 +176,7 @@ def learning_curves(history: list[dict], path: str, title: str = "") -> None:
     plt.close(fig)
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, path: str, title: str = "",
+def confusion_heatmap(y_true: np.ndarray, y_pred: np.ndarray, path: str, title: str = "",
                      n_classes: int | None = None) -> np.ndarray:
     """Counts of (true, predicted) pairs as a heat map with the numbers written in; the
     diagonal is the correct answers. Returns the ``[C, C]`` matrix."""

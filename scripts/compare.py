@@ -32,7 +32,8 @@ from fnmlp.optim import OPTIMIZERS
 
 
 def main() -> int:
-    from fnmlp import data, lab
+    from fnmlp import data
+    from fnmlp.cli import compare as lab
 
     p = Parser(description=description(__doc__))
     p.add_argument("--arch", action="append", required=True, metavar="SPEC",

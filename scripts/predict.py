@@ -108,7 +108,7 @@ def main() -> int:
 
     import numpy as np
 
-    from fnmlp.inference import load_model
+    from fnmlp.io import load_model
 
     if not Path(args.checkpoint).is_file():
         raise UsageError(f"--checkpoint {args.checkpoint!r}: no such file (train first, e.g."

@@ -14,6 +14,7 @@ curves.png, confusion_matrix.png, predictions.png, weights.png and weight_norms.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from fnmlp.cli import (
@@ -83,11 +84,12 @@ def main() -> int:
 
         from fnmlp import plot
         from fnmlp.cli import architecture_name, network
-        from fnmlp.inference import predict_classes
+        from fnmlp.predict import predict_classes
+        from fnmlp.train import weight_matrices
 
         out = Path(args.out)
         model = network(metrics)
-        pred = np.asarray(predict_classes(params, test.x, model=model))
+        pred = np.asarray(predict_classes(model, params, test.x))
         acc = metrics["test_accuracy"]
         name = f"MNIST {architecture_name(metrics['config'])}"
         kept = metrics.get("best_epoch")
@@ -97,14 +99,22 @@ def main() -> int:
                              f"{name}: test accuracy {acc:.4f} ({which})")
         plot.weight_norms(metrics["history"], str(out / "weight_norms.png"),
                           f"{name}: weight magnitudes per layer", metrics["weights_at_init"])
-        plot.confusion_matrix(test.y, pred, str(out / "confusion_matrix.png"),
+        plot.confusion_heatmap(test.y, pred, str(out / "confusion_matrix.png"),
                               f"{name}\nconfusion matrix on {len(test.y):,} test digits"
                               f" ({int((pred != test.y).sum())} errors)", n_classes=10)
         plot.prediction_grid(test.x.reshape(-1, 28, 28), test.y, pred,
                              str(out / "predictions.png"))
+        # the first weight matrix that reads the 784 pixels, whatever layer holds it (a
+        # network may start with LayerNorm, or a layer of your own)
         start = model.init_params(jax.random.key(args.seed), 784)
-        plot.weight_images(np.asarray(params[0]["w"]), str(out / "weights.png"),
-                           w_init=np.asarray(start[0]["w"]))
+        first = [i for i, w in enumerate(weight_matrices(params)) if w.shape[0] == 784]
+        if first:
+            plot.weight_images(np.asarray(weight_matrices(params)[first[0]]),
+                               str(out / "weights.png"),
+                               w_init=np.asarray(weight_matrices(start)[first[0]]))
+        else:
+            print("no weights.png: no weight matrix of the network reads the 784 pixels",
+                  file=sys.stderr)
 
     extra = {"source": source, "n_train": len(train.x), "n_test": len(test.x),
              "input": MNIST_INPUT}

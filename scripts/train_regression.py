@@ -36,10 +36,10 @@ def main() -> int:
     def plots(params, metrics):
         from fnmlp import plot
         from fnmlp.cli import network
-        from fnmlp.inference import predict
+        from fnmlp.predict import predict
 
         model = network(metrics)
-        plot.regression_fit(ds.x, ds.y, lambda g: predict(params, g, model=model),
+        plot.regression_fit(ds.x, ds.y, lambda g: predict(model, params, g),
                             f"{args.out}/fit.png",
                             f"{args.dataset}: test MSE {metrics['test_mse']:.4f}")
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)

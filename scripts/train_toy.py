@@ -45,7 +45,7 @@ def main() -> int:
     def plots(params, metrics):
         from fnmlp import plot
         from fnmlp.cli import architecture_name, network
-        from fnmlp.inference import predict
+        from fnmlp.predict import predict
 
         model = network(metrics)
         title = (f"{args.dataset}: {architecture_name(metrics['config'])},"
@@ -54,7 +54,7 @@ def main() -> int:
             recall = ", ".join(f"{r:.2f}" for r in metrics["test_recall"])
             title += (f"\nclass_weight {args.class_weight}: test recall [{recall}],"
                       f" bal. acc {metrics['test_balanced_accuracy']:.3f}")
-        plot.decision_boundary(lambda g: predict(params, g, model=model), ds.x, ds.y,
+        plot.decision_boundary(lambda g: predict(model, params, g), ds.x, ds.y,
                                f"{args.out}/decision_boundary.png", title)
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
         plot.weight_norms(metrics["history"], f"{args.out}/weight_norms.png",

@@ -126,7 +126,8 @@ def _meta(z, path) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
+def load_checkpoint(path: str | os.PathLike, template: Any, prefix: str | None = None
+                    ) -> tuple[Any, dict]:
     """Loads a checkpoint into the structure of ``template``; returns ``(tree, config)``.
 
     ``template`` gives the expected structure, shapes and dtypes: a training state
@@ -136,6 +137,9 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
     architecture raises ``ValueError`` naming the layer and both shapes; a damaged file raises
     ``ValueError`` saying so. Every member's header is checked first
     (:func:`check_members`): a hostile file is refused before any member is inflated.
+    ``prefix`` (e.g. ``"early/best/params/"``) reads the template's leaves from under that
+    path of the saved tree; by default the whole tree, or ``params/`` for a params-only
+    template.
 
     Raises:
       FileNotFoundError: no file at ``path``.
@@ -147,12 +151,17 @@ def load_checkpoint(path: str | os.PathLike, template: Any) -> tuple[Any, dict]:
         meta = _meta(z, path)
         named = _flatten(template)
         want = [n for n, _ in named]
-        prefix = ""
-        if meta["paths"] != want and all(f"params/{n}" in meta["paths"] for n in want) and (
-                len(_layers(meta["paths"])) == len(_layers(want, ""))):
-            prefix = "params/"  # a params-only template: load the params of the state
-        if prefix == "" and meta["paths"] != want:
-            raise ValueError(_mismatch(path, meta["paths"], want))
+        if prefix is not None:
+            if not all(prefix + n in meta["paths"] for n in want):
+                raise ValueError(_mismatch(path, [p[len(prefix):] for p in meta["paths"]
+                                                  if p.startswith(prefix)], want))
+        else:
+            prefix = ""
+            if meta["paths"] != want and all(f"params/{n}" in meta["paths"] for n in want) and (
+                    len(_layers(meta["paths"])) == len(_layers(want, ""))):
+                prefix = "params/"  # a params-only template: load the params of the state
+            if prefix == "" and meta["paths"] != want:
+                raise ValueError(_mismatch(path, meta["paths"], want))
         check_members(z.zip, path, meta["paths"],
                       {prefix + n: tuple(np.shape(leaf)) for n, leaf in named})
         leaves = []

@@ -98,7 +98,9 @@ def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
     The checkpoint's config must name the architecture (``model``, or ``sizes`` and
     ``activation`` for the earlier format) and the ``loss`` (the scripts' checkpoints
     do); the params are read into that architecture (optimizer state, if any, is
-    skipped). ``custom_layers`` maps the type names of your own layers to their classes.
+    skipped). A checkpoint of a run with early stopping holds its last state and, under
+    ``early/best``, the state of the epoch it keeps: those params are loaded.
+    ``custom_layers`` maps the type names of your own layers to their classes.
 
     Raises:
       ValueError: a config that lacks them (saying what is missing), an unknown layer
@@ -130,5 +132,9 @@ def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
         raise ValueError(f"{path}: the checkpoint's config describes a model of"
                          f" {need / 2**30:.1f} GiB of params, more than half of this machine's"
                          f" {have / 2**30:.1f} GiB; refused unread")
-    params, _ = load_checkpoint(path, template)
+    # early stopping: the kept epoch's params live under early/best (the checkpoint holds
+    # the last state, so a run can resume); without it, the state's own params
+    kept = "early/best/params/"
+    prefix = kept if any(p.startswith(kept) for p in meta.get("paths", [])) else None
+    params, _ = load_checkpoint(path, template, prefix)
     return SavedModel(params, config, layer)

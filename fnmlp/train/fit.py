@@ -213,14 +213,13 @@ def run_epochs(run_epoch: Callable, state: TrainState, epochs: int, *, monitor: 
         new, record = run_epoch(state._replace(early=None), e + 1, history)
         state = new._replace(early=early)
         history.append(record)
+        if patience is not None:  # before the callback, so a checkpoint it writes has it
+            state = state._replace(early=track_best(state, record[monitor], patience))
         if on_epoch_end is not None:
             on_epoch_end(state, record)
         if verbose and (e == 0 or (e + 1) % log_every == 0 or e + 1 == epochs):
             log(fmt(record))
-        if patience is None:
-            continue
-        state = state._replace(early=track_best(state, record[monitor], patience))
-        if bool(state.early.stopped):
+        if patience is not None and bool(state.early.stopped):
             if verbose:
                 log(f"early stopping after epoch {e + 1}: {monitor} has not improved for"
                     f" {patience} epochs; restoring epoch {int(state.early.best_epoch)}")

@@ -3,7 +3,8 @@ data, the same validation split and the same optimizer, for one chart.
 
 An architecture is written as ``WIDTHS[:ACTIVATIONS[:DROPOUT]]``: ``0`` (no hidden layer:
 the lesson's perceptron), ``128``, ``256,128:tanh,relu``, ``512,512:relu:0.2``. The
-activations and dropout rates are one for all hidden layers or one per hidden layer.
+activations and dropout rates are one for all hidden layers or one per hidden layer. It is
+sugar for the one builder, :func:`fnmlp.mlp` (:func:`build`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
 from fnmlp.activations import ACTIVATIONS
@@ -67,22 +67,12 @@ def parse_arch(text: str, activation: str = "relu") -> Arch:
     return Arch(hidden, acts, rates)
 
 
-def build(arch: Arch, n_out: int):
-    """The :class:`~fnmlp.layers.Serial` of ``arch`` with ``Dense(n_out)`` on top (each
-    Dense initialised as the first activation asks, as the scripts do)."""
-    from fnmlp.initializers import DEFAULT_INIT
-    from fnmlp.layers import Dense, Dropout, Serial, activation_layer
+def build(arch: Arch, d_in: int, n_out: int):
+    """``fnmlp.mlp([d_in, *arch.hidden, n_out], arch.activations, dropout=arch.dropout)``:
+    the same model ``--hidden/--activation/--dropout`` and ``--layers`` build."""
+    from fnmlp.layers import mlp
 
-    init = DEFAULT_INIT[arch.activations[0]]
-    n = len(arch.hidden)
-    acts = arch.activations * n if len(arch.activations) == 1 else arch.activations
-    rates = arch.dropout * n if len(arch.dropout) == 1 else arch.dropout
-    layers = []
-    for width, act, rate in zip(arch.hidden, acts, rates):
-        layers += [Dense(width, init), activation_layer(act)]
-        if rate:
-            layers.append(Dropout(rate))
-    return Serial(tuple(layers) + (Dense(n_out, init),))
+    return mlp([int(d_in), *arch.hidden, int(n_out)], arch.activations, dropout=arch.dropout)
 
 
 def compare(archs: list[Arch], x: Any, y: Any, test: tuple[Any, Any], *, epochs: int,
@@ -93,21 +83,24 @@ def compare(archs: list[Arch], x: Any, y: Any, test: tuple[Any, Any], *, epochs:
     end (reported, never used to choose). ``optimizer_for(n_train)`` builds a fresh
     optimizer. Returns one dict per architecture: ``name``, ``history``, ``val_accuracy``,
     ``test_accuracy``, ``test_loss``, ``seconds``."""
+    import jax
+
+    from fnmlp.data import split_sizes
     from fnmlp.train import evaluate, fit
 
     x, y = np.asarray(x), np.asarray(y)
     n_out = int(y.max()) + 1
-    n_train = len(x) - int(round(len(x) * val_split))
+    n_train = split_sizes(len(x), val_split)[0]
     runs = []
     for arch in archs:
-        model = build(arch, n_out)
-        params = model.init_params(jax.random.key(seed), x.shape[1])
+        model = build(arch, x.shape[1], n_out)
+        params = model.init_params(jax.random.key(seed))
         t0 = time.perf_counter()
-        res = fit(params, x, y, model=model, epochs=epochs, batch_size=batch_size,
+        res = fit(model, params, x, y, epochs=epochs, batch_size=batch_size,
                   optimizer=optimizer_for(n_train), seed=seed, validation_split=val_split,
                   verbose=False)
         seconds = time.perf_counter() - t0
-        scores = evaluate(res.params, test[0], test[1], model=model)
+        scores = evaluate(model, res.params, test[0], test[1])
         last = res.history[-1]
         run = {"name": arch.name, "arch": arch._asdict(), "history": res.history,
                "train_accuracy": last["train_accuracy"], "val_accuracy": last["val_accuracy"],

@@ -1,9 +1,17 @@
-"""What the training scripts share: flags, the run loop with checkpoints, metrics.json.
+"""The scripts' flags: argument types, the one architecture grammar, the optimizer and
+mesh the flags ask for, and the helpers every script shares.
 
-The scripts in ``scripts/`` parse their own dataset flags and call :func:`run`. Bad
-flags or bad data end the script with exit status 2 and a one-line message (no
+Bad flags or bad data end a script with exit status 2 and a one-line message (no
 traceback): argparse errors go through :class:`Parser`, and :func:`main_guard` turns
 the library's ``ValueError``/``TypeError``/``FileNotFoundError``/``ImportError`` into one.
+Nothing here imports jax at module level, so ``--help`` starts fast.
+
+**The architecture grammar** is ``--layers dense:N,ACTIVATION,dropout:RATE,layernorm``
+(the hidden layers; the output ``Dense(C)`` is added); ``--hidden 256,128 --activation
+relu --dropout 0.2`` is sugar for it, and both end in the same model:
+``fnmlp.mlp([D, 256, 128, C], "relu", dropout=0.2)`` equals
+``serial(Dense(256), Relu(), Dropout(0.2), Dense(128), Relu(), Dropout(0.2), Dense(C),
+in_features=D)`` (:func:`build_model`).
 """
 
 from __future__ import annotations
@@ -13,7 +21,6 @@ import json
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -162,7 +169,7 @@ def hidden_layers(args: argparse.Namespace) -> list:
             raise UsageError(f"{flag} gives {len(values)} values for {len(hidden)} hidden"
                              f" layers ({','.join(map(str, hidden)) or 'none'}); give one, or"
                              " one per hidden layer")
-    return list(_mlp_from_flags(args, 1).layers[:-1])
+    return list(_mlp_from_flags(args, 1, 1).layers[:-1])
 
 
 def _activations(args: argparse.Namespace) -> list[str]:
@@ -173,26 +180,24 @@ def _rates(args: argparse.Namespace) -> list[float]:
     return getattr(args, "dropout", None) or [0.0]
 
 
-def _mlp_from_flags(args: argparse.Namespace, n_out: int):
-    """``layers.mlp`` of ``--hidden``, ``--activation`` and ``--dropout``, every Dense with
-    the first activation's initialiser, as ``init_mlp`` has always done."""
-    from fnmlp.initializers import DEFAULT_INIT
+def _mlp_from_flags(args: argparse.Namespace, d_in: int, n_out: int):
+    """``fnmlp.mlp`` of ``--hidden``, ``--activation`` and ``--dropout``."""
     from fnmlp.layers import mlp
 
-    acts = _activations(args)
-    return mlp((*args.hidden, int(n_out)), tuple(acts), DEFAULT_INIT[acts[0]],
-               tuple(_rates(args)))
+    return mlp([int(d_in), *args.hidden, int(n_out)], tuple(_activations(args)),
+               dropout=tuple(_rates(args)))
 
 
-def build_model(args: argparse.Namespace, n_out: int):
-    """The network the flags describe: the hidden layers, then ``Dense(n_out)`` (with the
-    same initialiser as the hidden Dense layers of ``--hidden``)."""
-    from fnmlp.layers import Dense, Serial
+def build_model(args: argparse.Namespace, d_in: int, n_out: int):
+    """The network the flags describe, for inputs of width ``d_in``: the hidden layers,
+    then ``Dense(n_out)``; ``serial(*layers, Dense(n_out), in_features=d_in)``, which for
+    ``--hidden`` is exactly ``fnmlp.mlp([d_in, *hidden, n_out], ...)``."""
+    from fnmlp.layers import Dense, serial
 
     if getattr(args, "layers", None):
-        return Serial(tuple(args.layers) + (Dense(int(n_out)),))
+        return serial(*args.layers, Dense(int(n_out)), in_features=int(d_in))
     hidden_layers(args)  # the counts, checked with the flags' names
-    return _mlp_from_flags(args, n_out)
+    return _mlp_from_flags(args, d_in, n_out)
 
 
 def network(metrics: dict):
@@ -246,7 +251,7 @@ def check_model_size(model, d_in: int) -> None:
     of this machine's memory (a typo like ``--hidden 100000000``)."""
     import jax
 
-    from fnmlp.inference import physical_memory
+    from fnmlp._validate import physical_memory
 
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), d_in)[1])
     need = sum(int(np.prod(a.shape)) * 4 for a in jax.tree.leaves(shapes))
@@ -325,7 +330,7 @@ def check_class_weight(args: argparse.Namespace, loss: str) -> None:
                          " (a regression loss has no classes)")
 
 
-def per_class_scores(params, x, y, loss: str, model) -> dict:
+def per_class_scores(model, params, x, y, loss: str) -> dict:
     """``test_precision``, ``test_recall`` (per class), ``test_balanced_accuracy`` and
     ``test_confusion_matrix`` for metrics.json; empty for regression and multi-label."""
     import numpy as np
@@ -336,7 +341,7 @@ def per_class_scores(params, x, y, loss: str, model) -> dict:
     kind = get_loss(loss).kind
     if kind == "regression" or (kind == "binary" and np.ndim(y) == 2 and np.shape(y)[1] > 1):
         return {}
-    r = classification_report(params, x, y, loss=loss, model=model)
+    r = classification_report(model, params, x, y, loss=loss)
     return {"test_precision": r["precision"], "test_recall": r["recall"],
             "test_balanced_accuracy": r["balanced_accuracy"],
             "test_confusion_matrix": r["confusion_matrix"]}
@@ -362,10 +367,11 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
                    help="optimizer (fnmlp.optim)")
     p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
     p.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="WD",
-                   help="PyTorch's weight_decay: an L2 penalty added to the gradient"
-                        " (g += WD * w) for sgd, momentum, nesterov, adam and rmsprop; decoupled"
-                        " for adamw (w -= lr * WD * w, AdamW) (default: 0, and 0.01 for adamw,"
-                        " as in torch.optim)")
+                   help="PyTorch's weight_decay, on the weight matrices only (biases and"
+                        " LayerNorm scales are not decayed: fnmlp.matrices_only): an L2 penalty"
+                        " added to the gradient (g += WD * w) for sgd, momentum, nesterov, adam"
+                        " and rmsprop; decoupled for adamw (w -= lr * WD * w, AdamW) (default:"
+                        " 0, and 0.01 for adamw, as in torch.optim)")
     p.add_argument("--batch-size", type=positive_int, default=batch_size, help="minibatch size")
     p.add_argument("--epochs", type=positive_int, default=epochs,
                    help="epochs to train (with --resume: the epoch to train up to)")
@@ -451,21 +457,23 @@ def check_out_dir(path: str) -> Path:
     return out
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON, written atomically (:mod:`fnmlp.io.atomic`)."""
+    from fnmlp.io.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
-def model_config(args: argparse.Namespace, x, y, loss: str, dataset: str,
-                 extra_config: dict | None = None) -> tuple[list[int], dict]:
+def run_config(args: argparse.Namespace, x, y, loss: str, dataset: str,
+               extra_config: dict | None = None) -> tuple[list[int], dict]:
     """The layer sizes and the config shared by one model and a population: what
-    :func:`fnmlp.load_model` needs, and what the run was asked for."""
+    :func:`fnmlp.load_model` needs (``sizes`` ``[D, ...]``, ``model``, ``loss``), and what
+    the run was asked for."""
     if len(x) == 0:
         raise UsageError("the training set is empty")
     n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
         1 if y.ndim == 1 else y.shape[1])
-    model = build_model(args, n_out)
+    model = build_model(args, int(x.shape[1]), n_out)
     check_model_size(model, int(x.shape[1]))
     dense = [c["features"] for c in model.to_config()["layers"] if c["type"] == "Dense"]
     sizes = [x.shape[1], *dense]
@@ -490,9 +498,11 @@ def weight_decay(args: argparse.Namespace) -> float:
 
 
 def n_fit(args: argparse.Namespace, n: int) -> int:
-    """Training examples left after ``--val-split`` (as ``data.train_test_split`` rounds)."""
+    """Training examples left after ``--val-split`` (:func:`fnmlp.data.split_sizes`)."""
+    from fnmlp.data import split_sizes
+
     split = getattr(args, "val_split", None)
-    return n - int(round(n * split)) if split else n
+    return split_sizes(n, split)[0] if split else n
 
 
 def total_steps(args: argparse.Namespace, n_train: int) -> int:
@@ -512,14 +522,17 @@ def cosine_factor(args: argparse.Namespace, n_train: int):
 
 def make_optimizer(args: argparse.Namespace, n_train: int):
     """The optimizer the flags ask for; ``--schedule cosine`` decays ``--lr`` to 0 over
-    :func:`total_steps`."""
-    from fnmlp.optim import get_optimizer
+    :func:`total_steps`; ``--weight-decay`` decays the weight matrices only
+    (``mask=fnmlp.optim.matrices_only``: the lesson's, CS231n's and scikit-learn's
+    choice; biases and LayerNorm scales keep their values)."""
+    from fnmlp.optim import get_optimizer, matrices_only
     from fnmlp.schedules import cosine_warmup
 
     rate = args.lr
     if getattr(args, "schedule", "constant") == "cosine":
         rate = cosine_warmup(args.lr, 0, total_steps(args, n_train))
-    return get_optimizer(args.optimizer, rate, weight_decay=weight_decay(args))
+    return get_optimizer(args.optimizer, rate, weight_decay=weight_decay(args),
+                         mask=matrices_only)
 
 
 def make_mesh_for(args: argparse.Namespace):
@@ -529,311 +542,3 @@ def make_mesh_for(args: argparse.Namespace):
     from fnmlp.parallel import make_mesh
 
     return make_mesh(args.devices)
-
-
-def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
-        dataset: str, extra_config: dict | None = None,
-        after: Callable[[Any, dict], None] | None = None, members: list | None = None) -> dict:
-    """Trains per ``args`` on ``train = (x, y)``; evaluates on ``test``; writes OUT.
-
-    ``--val-split F`` holds out ``F`` of ``train`` (shuffled with ``--seed``) as the
-    validation set that ``--patience`` monitors; the test set is evaluated every epoch
-    for the history and the pictures, never to choose anything.
-    Writes ``OUT/checkpoint.npz`` after every epoch (atomically; its config holds what
-    :func:`fnmlp.load_model` needs) and ``OUT/metrics.json`` at the end, whose history
-    holds the test loss (and accuracy) of every epoch. When early stopping restores an
-    earlier epoch, checkpoint.npz is rewritten with that epoch's state, and metrics.json's
-    final numbers (``best_epoch``, ``test_*``) are that epoch's; its history record has
-    ``"restored": true``. With ``args.resume`` it continues from the checkpoint, refusing
-    one made with another configuration, and a changed ``--epochs`` under a decaying
-    schedule (the schedule's horizon is the run's epochs: continuing past it would
-    restart the decay).
-    ``after(params, metrics)`` may add plots. With ``members`` (see
-    :func:`members_from_args`) it trains them as a population instead
-    (:func:`run_population`). Returns metrics.
-    """
-    check_class_weight(args, loss)
-    if members:
-        return run_population(args, members, train=train, test=test, loss=loss,
-                              dataset=dataset, extra_config=extra_config)
-    import jax
-    import numpy as np
-
-    from fnmlp.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-    from fnmlp.layers import from_config
-    from fnmlp.mlp import check_batch
-    from fnmlp.train import (
-        TrainingDiverged,
-        evaluate,
-        fit,
-        format_record,
-        init_state,
-        jitted_eval,
-        weight_stats,
-    )
-
-    t_start = time.perf_counter()
-    x, y = np.asarray(train[0]), np.asarray(train[1])
-    sizes, config = model_config(args, x, y, loss, dataset, extra_config)
-    config.update(lr=args.lr, seed=args.seed, patience=args.patience,
-                  class_weight=getattr(args, "class_weight", None),
-                  val_split=getattr(args, "val_split", None), weight_decay=weight_decay(args))
-    out = check_out_dir(args.out)
-    ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
-
-    optimizer = make_optimizer(args, n_fit(args, len(x)))
-    model = from_config(config["model"])
-    params = model.init_params(jax.random.key(args.seed), sizes[0])
-    state, history = None, []
-    if args.resume and ckpt.exists():
-        old = read_checkpoint_meta(ckpt)["config"]
-        same = ("sizes", "model" if "model" in old else "activation", "loss", "optimizer", "lr",
-                "batch_size", "grad", "seed", "schedule", "class_weight", "val_split",
-                "weight_decay")
-        optional = ("class_weight", "val_split", "weight_decay")  # absent from older ones
-        diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]
-                and not (k in optional and k not in old)}
-        if diff:
-            raise UsageError(f"--resume: {ckpt} was made with another config: "
-                             + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items()))
-        if config["schedule"] != "constant" and old.get("epochs") != args.epochs:
-            raise UsageError(
-                f"--resume: {ckpt} was made with --epochs {old.get('epochs')} and --schedule"
-                f" {config['schedule']}, which decays over those epochs; --epochs"
-                f" {args.epochs} would restart the decay: resume with --epochs"
-                f" {old.get('epochs')}, or train with --schedule constant to extend a run")
-        state, _ = load_checkpoint(ckpt, init_state(params, optimizer))
-        if int(state.epoch) > args.epochs:
-            raise UsageError(
-                f"--resume: {ckpt} is at epoch {int(state.epoch)}, past --epochs"
-                f" {args.epochs}; --epochs is the epoch to train up to: give more than"
-                f" {int(state.epoch)} to continue")
-        if int(state.epoch) == args.epochs:
-            print(f"--resume: {ckpt} is already at epoch {args.epochs}; nothing to train,"
-                  " evaluating it", file=sys.stderr)
-        if metrics_path.exists():
-            history = json.loads(metrics_path.read_text()).get("history", [])
-            history = [r for r in history if r["epoch"] <= int(state.epoch)]
-        print(f"resuming from {ckpt} at epoch {int(state.epoch)}", file=sys.stderr)
-    elif args.resume:
-        print(f"--resume: no checkpoint at {ckpt}; starting fresh", file=sys.stderr)
-
-    mesh = make_mesh_for(args)
-    test_x, test_y = check_batch(params, test[0], test[1], loss,
-                                 model=model)  # checked once, on the host
-    test_eval = jitted_eval(model, loss, 1024)
-
-    def on_epoch_end(s, record):  # the test set: reported, never used to choose
-        scores = jax.device_get(test_eval(s.params, test_x, test_y))
-        record.update({f"test_{k}": float(v) for k, v in scores.items()})
-        save_checkpoint(ckpt, s, config)
-
-    best_epoch = None
-    if state is None or int(state.epoch) < args.epochs:
-        try:
-            result = fit(params, x, y, epochs=args.epochs, batch_size=args.batch_size,
-                         optimizer=optimizer, model=model, loss=loss,
-                         grad=args.grad, seed=args.seed, state=state,
-                         validation_split=getattr(args, "val_split", None),
-                         patience=args.patience, verbose=not args.quiet,
-                         on_epoch_end=on_epoch_end, mesh=mesh,
-                         log=None if not args.quiet else (lambda s: None),
-                         class_weight=getattr(args, "class_weight", None),
-                         log_every=getattr(args, "log_every", 1))
-        except TrainingDiverged as e:
-            kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
-                    else "no checkpoint exists")
-            raise TrainingDiverged(
-                f"training diverged in epoch {e.epoch}; no checkpoint of it was written"
-                f" ({kept}); try a smaller --lr", e.epoch, e.state, e.history) from None
-        final_params, history = result.params, history + result.history
-        if result.best_state is not None:  # early stopping: keep what is reported
-            best_epoch = result.best_epoch
-            if best_epoch != int(result.state.epoch):
-                save_checkpoint(ckpt, result.best_state, config)
-                print(f"early stopping restored epoch {best_epoch}: {ckpt}, metrics.json and"
-                      " the pictures describe it", file=sys.stderr)
-    else:
-        final_params = state.params
-    scores = evaluate(final_params, test[0], test[1], loss=loss, model=model)
-    metrics = {"config": config, "history": history, "device": device_description(),
-               "wall_seconds": time.perf_counter() - t_start,
-               "weights_at_init": {k: [float(v) for v in np.asarray(a)] for k, a in
-                                   jax.device_get(weight_stats(params)).items()}}
-    if best_epoch is not None:
-        metrics["best_epoch"] = best_epoch
-    if history and "val_loss" in history[-1]:
-        kept = next((r for r in history if r["epoch"] == (best_epoch or history[-1]["epoch"])),
-                    history[-1])
-        metrics.update({k: kept[k] for k in ("val_loss", "val_accuracy", "val_mse")
-                        if k in kept})
-    if loss == "softmax_cross_entropy" or loss == "sigmoid_cross_entropy":
-        metrics["test_accuracy"] = scores["accuracy"]
-        metrics["test_loss"] = scores["loss"]
-        metrics.update(per_class_scores(final_params, test_x, test_y, loss, model))
-    else:
-        metrics["test_mse"] = scores["mse"]
-        metrics["test_mae"] = scores["mae"]
-        metrics["test_loss"] = scores["loss"]
-    if after is not None:
-        try:
-            after(final_params, metrics)
-        except ImportError as e:  # matplotlib is the 'plot' extra: train, just no pictures
-            print(f"no pictures: {e}", file=sys.stderr)
-    _write_json(metrics_path, metrics)
-    shown = next((r for r in history if r.get("restored")), history[-1]) if history else None
-    last = format_record(shown) if shown else "no epochs run"
-    summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_mse")
-                        if k in metrics)
-    if best_epoch is not None:
-        summary += f" (epoch {best_epoch}, kept by early stopping)"
-    print(f"done: {len(history)} epochs, {summary}, {metrics['wall_seconds']:.1f} s"
-          f" [{last}] -> {out}")
-    return metrics
-
-
-# ----------------------------------------------------------------------------- populations
-
-
-def members_from_args(args: argparse.Namespace) -> list | None:
-    """The population the flags ask for (``--sweep``, ``--ensemble``), or None."""
-    from fnmlp.population import Member, grid, parse_sweep
-
-    ensemble = getattr(args, "ensemble", None)
-    if args.sweep and ensemble:
-        raise UsageError("give --sweep or --ensemble, not both")
-    if not args.sweep and not ensemble:
-        return None
-    for flag, bad in (("--resume", args.resume), ("--patience", args.patience)):
-        if bad:
-            raise UsageError(f"{flag} is not available with --sweep/--ensemble (a population"
-                             " trains from scratch for --epochs)")
-    if ensemble:
-        return grid([args.lr], [weight_decay(args)],
-                    list(range(args.seed, args.seed + ensemble)))
-    try:
-        return parse_sweep(args.sweep, Member(args.lr, weight_decay(args), args.seed))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
-def run_population(args: argparse.Namespace, members: list, *, train: tuple, test: tuple,
-                   loss: str, dataset: str, extra_config: dict | None = None) -> dict:
-    """Trains ``members`` as one population on ``train``, each evaluated on ``test``
-    every epoch (with ``--val-split``: on the validation set every epoch, ranked by it,
-    and on ``test`` once at the end); writes ``OUT/members/K/metrics.json`` per member,
-    ``OUT/metrics.json``
-    (the ranking, the best member, the ensemble's test accuracy for classification),
-    ``OUT/checkpoint.npz`` (the best member, loadable by ``fnmlp.load_model``) and
-    ``OUT/sweep.png``. Prints the ranking."""
-    import jax
-    import numpy as np
-
-    from fnmlp.checkpoint import save_checkpoint
-    from fnmlp.data import train_test_split
-    from fnmlp.layers import from_config
-    from fnmlp.population import (
-        ensemble_predict_proba,
-        fit_population,
-        member_hyperparameters,
-        take,
-    )
-    from fnmlp.train import evaluate
-
-    check_class_weight(args, loss)
-    t_start = time.perf_counter()
-    x, y = np.asarray(train[0]), np.asarray(train[1])
-    sizes, base = model_config(args, x, y, loss, dataset, extra_config)
-    base["class_weight"] = getattr(args, "class_weight", None)
-    val_split = getattr(args, "val_split", None)
-    base["val_split"] = val_split
-    held = test
-    if val_split:  # the members are ranked on validation; the test set only reported
-        (x, y), held = train_test_split(x, y, val_split, args.seed, name="--val-split")
-    out = check_out_dir(args.out)
-
-    model = from_config(base["model"])
-    result = fit_population(
-        sizes[0], x, y, members, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, model=model, loss=loss, grad=args.grad,
-        validation_data=held, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
-        verbose=not args.quiet, class_weight=base["class_weight"])
-    classify = loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")
-    rows, trained = [], member_hyperparameters(result)  # read from the state that trained
-    for k, (m, hist) in enumerate(zip(members, result.history)):
-        if not val_split:  # the held-out set was the test set
-            hist = [{("test" + key[3:] if key.startswith("val_") else key): v
-                     for key, v in r.items()} for r in hist]
-        config = {**base, **trained[k], "seed": m.seed, "member": k}
-        final = dict(hist[-1])
-        if val_split:
-            final.update({f"test_{key}": v for key, v in evaluate(
-                result.member_params(k), test[0], test[1], loss=loss, model=model).items()})
-        metrics = {"config": config, "history": hist, "test_loss": final["test_loss"],
-                   "diverged": final["diverged"], "device": device_description()}
-        if val_split:
-            metrics["val_loss"] = final["val_loss"]
-        if classify:
-            metrics["test_accuracy"] = final["test_accuracy"]
-            metrics.update(per_class_scores(result.member_params(k), test[0], test[1], loss,
-                                            model))
-        else:
-            metrics.update(test_mse=final["test_mse"], test_mae=final["test_mae"])
-        (out / "members" / str(k)).mkdir(parents=True, exist_ok=True)
-        _write_json(out / "members" / str(k) / "metrics.json", metrics)
-        rows.append({"member": k, "lr": config["lr"], "wd": config["weight_decay"], "seed": m.seed,
-                     "test_loss": final["test_loss"], "diverged": final["diverged"],
-                     **({"val_loss": final["val_loss"]} if val_split else {}),
-                     **({"test_accuracy": final["test_accuracy"]} if classify else
-                        {"test_mse": final["test_mse"]}),
-                     **({"test_balanced_accuracy": metrics["test_balanced_accuracy"]}
-                        if "test_balanced_accuracy" in metrics else {})})
-    rank_by = "val_loss" if val_split else "test_loss"
-    ranking = sorted(rows, key=lambda r: (r["diverged"], r[rank_by]
-                                          if np.isfinite(r[rank_by]) else np.inf))
-    best = ranking[0]["member"]
-    summary = {"config": base, "members": rows, "ranking": [r["member"] for r in ranking],
-               "ranked_by": rank_by, "best": best, "device": device_description(),
-               "wall_seconds": time.perf_counter() - t_start}
-    if classify and loss == "softmax_cross_entropy":
-        finite = [r["member"] for r in rows if not r["diverged"]]
-        proba = ensemble_predict_proba(result.params, test[0], loss=loss, members=finite,
-                                       model=model)
-        summary["ensemble_test_accuracy"] = float(
-            np.mean(np.asarray(proba).argmax(1) == np.asarray(test[1])))
-        summary["ensemble_members"] = finite
-    best_state = take(result.state, best)
-    save_checkpoint(out / "checkpoint.npz", jax.device_get(best_state),
-                    {**base, **trained[best], "seed": members[best].seed, "member": best})
-    try:
-        from fnmlp import plot
-
-        labels = [f"#{k} lr {m.lr:g}" + (f" wd {m.wd:g}" if m.wd else "") + f" seed {m.seed}"
-                  for k, m in enumerate(members)]
-        plot.population_curves(result.history, labels, str(out / "sweep.png"),
-                               f"{dataset}: {len(members)} members of"
-                               f" {architecture_name(base)} trained in one program",
-                               best=best, held="validation" if val_split else "test")
-        if "ensemble_test_accuracy" in summary:
-            plot.ensemble_bars([r["test_accuracy"] for r in rows],
-                               summary["ensemble_test_accuracy"], str(out / "ensemble.png"),
-                               f"{dataset}: {architecture_name(base)}, {len(members)} seeds",
-                               [f"seed {r['seed']}" for r in rows])
-    except ImportError as e:
-        print(f"no pictures: {e}", file=sys.stderr)
-    _write_json(out / "metrics.json", summary)
-    key = "test_accuracy" if classify else "test_mse"
-    vcol = f"  {'val_loss':>9}" if val_split else ""
-    print(f"{'rank':>4}  {'member':>6}  {'lr':>8}  {'wd':>8}  {'seed':>4}{vcol}  {'test_loss':>9}"
-          f"  {key:>13}")
-    for i, r in enumerate(ranking):
-        flag = "  diverged" if r["diverged"] else ""
-        v = f"  {r['val_loss']:>9.4f}" if val_split else ""
-        print(f"{i + 1:>4}  {r['member']:>6}  {r['lr']:>8g}  {r['wd']:>8g}  {r['seed']:>4}{v}"
-              f"  {r['test_loss']:>9.4f}  {r[key]:>13.4f}{flag}")
-    if "ensemble_test_accuracy" in summary:
-        print(f"ensemble of {len(summary['ensemble_members'])} members (mean probability):"
-              f" test_accuracy {summary['ensemble_test_accuracy']:.4f}")
-    print(f"done: {len(members)} members, best #{best} (by {rank_by}),"
-          f" {summary['wall_seconds']:.1f} s -> {out}")
-    return summary

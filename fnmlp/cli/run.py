@@ -1,0 +1,225 @@
+"""One training run from the flags: fit with checkpoints every epoch, the test set
+reported (never used to choose), metrics.json, and resuming.
+
+Shapes: ``N`` examples, ``D`` features, ``C`` outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fnmlp.cli.flags import (
+    UsageError,
+    check_class_weight,
+    check_out_dir,
+    device_description,
+    make_mesh_for,
+    make_optimizer,
+    n_fit,
+    per_class_scores,
+    run_config,
+    weight_decay,
+    write_json,
+)
+
+
+def resume_template(state: Any, paths: list[str]) -> Any:
+    """The structure to load a checkpoint into: ``state``, with an
+    :class:`~fnmlp.train.EarlyStopping` (holding a state like ``state``) when the
+    checkpoint's ``paths`` carry early stopping's bookkeeping (``early/...``)."""
+    if not any(p.startswith("early/") for p in paths):
+        return state
+    import numpy as np
+
+    from fnmlp.train import EarlyStopping
+
+    zero = np.zeros((), np.float32)
+    return state._replace(early=EarlyStopping(zero, np.zeros((), np.int32),
+                                              np.zeros((), np.int32), np.zeros((), np.bool_),
+                                              state))
+
+
+def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
+        dataset: str, extra_config: dict | None = None,
+        after: Callable[[Any, dict], None] | None = None, members: list | None = None) -> dict:
+    """Trains per ``args`` on ``train = (x, y)``; evaluates on ``test``; writes OUT.
+
+    ``--val-split F`` holds out ``F`` of ``train`` (shuffled with ``--seed``) as the
+    validation set that ``--patience`` monitors; the test set is evaluated every epoch
+    for the history and the pictures, never to choose anything.
+    Writes ``OUT/checkpoint.npz`` after every epoch (atomically; its config holds what
+    :func:`fnmlp.load_model` needs) and ``OUT/metrics.json`` at the end, whose history
+    holds the test loss (and accuracy) of every epoch. With ``--patience`` the checkpoint
+    holds the last state **and** early stopping's bookkeeping (``early/``: the best value,
+    its epoch, its whole state, the wait, whether the run stopped), so ``--resume``
+    continues exactly as an uninterrupted run would; :func:`fnmlp.load_model` reads the
+    kept epoch's params from ``early/best``, and metrics.json's final numbers
+    (``best_epoch``, ``test_*``) are that epoch's; its history record has
+    ``"restored": true``. Resuming a run that already stopped early says so and trains
+    nothing. With ``args.resume`` it continues from the checkpoint, refusing one made with
+    another configuration, and a changed ``--epochs`` under a decaying schedule (the
+    schedule's horizon is the run's epochs: continuing past it would restart the decay); a
+    changed ``--lr`` is applied (one line says so), as ``fit(state=..., learning_rate=...)``
+    does.
+    ``after(params, metrics)`` may add plots. With ``members`` (see
+    :func:`members_from_args`) it trains them as a population instead
+    (:func:`run_population`). Returns metrics.
+    """
+    check_class_weight(args, loss)
+    if members:
+        from fnmlp.cli.sweep import run_population
+
+        return run_population(args, members, train=train, test=test, loss=loss,
+                              dataset=dataset, extra_config=extra_config)
+    import jax
+    import numpy as np
+
+    from fnmlp._validate import check_batch
+    from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+    from fnmlp.layers import from_config
+    from fnmlp.train import (
+        TrainingDiverged,
+        evaluate,
+        fit,
+        format_record,
+        init_state,
+        jitted_eval,
+        weight_stats,
+    )
+
+    t_start = time.perf_counter()
+    x, y = np.asarray(train[0]), np.asarray(train[1])
+    sizes, config = run_config(args, x, y, loss, dataset, extra_config)
+    config.update(lr=args.lr, seed=args.seed, patience=args.patience,
+                  class_weight=getattr(args, "class_weight", None),
+                  val_split=getattr(args, "val_split", None), weight_decay=weight_decay(args))
+    out = check_out_dir(args.out)
+    ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
+
+    optimizer = make_optimizer(args, n_fit(args, len(x)))
+    model = from_config(config["model"])
+    params = model.init_params(jax.random.key(args.seed), sizes[0])
+    state, history, stopped = None, [], False
+    if args.resume and ckpt.exists():
+        meta = read_checkpoint_meta(ckpt)
+        old = meta["config"]
+        same = ("sizes", "model" if "model" in old else "activation", "loss", "optimizer",
+                "batch_size", "grad", "seed", "schedule", "class_weight", "val_split",
+                "weight_decay")
+        optional = ("class_weight", "val_split", "weight_decay")  # absent from older ones
+        diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]
+                and not (k in optional and k not in old)}
+        if diff:
+            raise UsageError(f"--resume: {ckpt} was made with another config: "
+                             + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items()))
+        if config["schedule"] != "constant" and old.get("epochs") != args.epochs:
+            raise UsageError(
+                f"--resume: {ckpt} was made with --epochs {old.get('epochs')} and --schedule"
+                f" {config['schedule']}, which decays over those epochs; --epochs"
+                f" {args.epochs} would restart the decay: resume with --epochs"
+                f" {old.get('epochs')}, or train with --schedule constant to extend a run")
+        state, _ = load_checkpoint(ckpt, resume_template(init_state(params, optimizer),
+                                                         meta["paths"]))
+        if old.get("lr") is not None and old.get("lr") != args.lr:
+            print(f"--resume: learning rate {old['lr']:g} -> {args.lr:g}", file=sys.stderr)
+        stopped = state.early is not None and bool(state.early.stopped)
+        if int(state.epoch) > args.epochs:
+            raise UsageError(
+                f"--resume: {ckpt} is at epoch {int(state.epoch)}, past --epochs"
+                f" {args.epochs}; --epochs is the epoch to train up to: give more than"
+                f" {int(state.epoch)} to continue")
+        if stopped:
+            print(f"--resume: {ckpt} is a run that stopped early at epoch {int(state.epoch)}"
+                  f" (keeping epoch {int(state.early.best_epoch)}); nothing to train,"
+                  " evaluating the kept epoch", file=sys.stderr)
+        elif int(state.epoch) == args.epochs:
+            print(f"--resume: {ckpt} is already at epoch {args.epochs}; nothing to train,"
+                  " evaluating it", file=sys.stderr)
+        if metrics_path.exists():
+            history = json.loads(metrics_path.read_text()).get("history", [])
+            history = [r for r in history if r["epoch"] <= int(state.epoch)]
+        print(f"resuming from {ckpt} at epoch {int(state.epoch)}", file=sys.stderr)
+    elif args.resume:
+        print(f"--resume: no checkpoint at {ckpt}; starting fresh", file=sys.stderr)
+
+    mesh = make_mesh_for(args)
+    test_x, test_y = check_batch(model, params, test[0], test[1], loss)  # once, on the host
+    test_eval = jitted_eval(model, loss, 1024)
+
+    def on_epoch_end(s, record):  # the test set: reported, never used to choose
+        scores = jax.device_get(test_eval(s.params, test_x, test_y))
+        record.update({f"test_{k}": float(v) for k, v in scores.items()})
+        save_checkpoint(ckpt, s, config)
+
+    best_epoch = None
+    if not stopped and (state is None or int(state.epoch) < args.epochs):
+        try:
+            result = fit(model, params, x, y, epochs=args.epochs, batch_size=args.batch_size,
+                         optimizer=optimizer, loss=loss,
+                         grad=args.grad, seed=args.seed, state=state,
+                         validation_split=getattr(args, "val_split", None),
+                         patience=args.patience, verbose=not args.quiet,
+                         on_epoch_end=on_epoch_end, mesh=mesh,
+                         log=None if not args.quiet else (lambda s: None),
+                         class_weight=getattr(args, "class_weight", None),
+                         log_every=getattr(args, "log_every", 1))
+        except TrainingDiverged as e:
+            kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
+                    else "no checkpoint exists")
+            raise TrainingDiverged(
+                f"training diverged in epoch {e.epoch}; no checkpoint of it was written"
+                f" ({kept}); try a smaller --lr", e.epoch, e.state, e.history) from None
+        final_params, history = result.params, history + result.history
+        if result.best_state is not None:  # early stopping: keep what is reported
+            best_epoch = result.best_epoch
+            for r in history:  # one record restored, the kept one (resumed runs included)
+                r.pop("restored", None)
+                if r["epoch"] == best_epoch:
+                    r["restored"] = True
+            if best_epoch != int(result.state.epoch):
+                print(f"early stopping kept epoch {best_epoch}: metrics.json, the pictures"
+                      f" and fnmlp.load_model({str(ckpt)!r}) describe it", file=sys.stderr)
+    elif state.early is not None and int(state.early.best_epoch) > 0:
+        final_params, best_epoch = state.early.best.params, int(state.early.best_epoch)
+    else:
+        final_params = state.params
+    scores = evaluate(model, final_params, test[0], test[1], loss=loss)
+    metrics = {"config": config, "history": history, "device": device_description(),
+               "wall_seconds": time.perf_counter() - t_start,
+               "weights_at_init": {k: [float(v) for v in np.asarray(a)] for k, a in
+                                   jax.device_get(weight_stats(params)).items()}}
+    if best_epoch is not None:
+        metrics["best_epoch"] = best_epoch
+    if history and "val_loss" in history[-1]:
+        kept = next((r for r in history if r["epoch"] == (best_epoch or history[-1]["epoch"])),
+                    history[-1])
+        metrics.update({k: kept[k] for k in ("val_loss", "val_accuracy", "val_mse")
+                        if k in kept})
+    if loss == "softmax_cross_entropy" or loss == "sigmoid_cross_entropy":
+        metrics["test_accuracy"] = scores["accuracy"]
+        metrics["test_loss"] = scores["loss"]
+        metrics.update(per_class_scores(model, final_params, test_x, test_y, loss))
+    else:
+        metrics["test_mse"] = scores["mse"]
+        metrics["test_mae"] = scores["mae"]
+        metrics["test_loss"] = scores["loss"]
+    if after is not None:
+        try:
+            after(final_params, metrics)
+        except ImportError as e:  # matplotlib is the 'plot' extra: train, just no pictures
+            print(f"no pictures: {e}", file=sys.stderr)
+    write_json(metrics_path, metrics)
+    shown = next((r for r in history if r.get("restored")), history[-1]) if history else None
+    last = format_record(shown) if shown else "no epochs run"
+    summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_mse")
+                        if k in metrics)
+    if best_epoch is not None:
+        summary += f" (epoch {best_epoch}, kept by early stopping)"
+    print(f"done: {len(history)} epochs, {summary}, {metrics['wall_seconds']:.1f} s"
+          f" [{last}] -> {out}")
+    return metrics
