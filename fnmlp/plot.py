@@ -65,7 +65,7 @@ def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray
     labels = [f"class {int(c)}" for c in np.unique(np.asarray(y))]
     ax.legend(handles, labels, title="points: true class\nshading: predicted",
               loc="best", fontsize=8, title_fontsize=8, framealpha=0.8)
-    ax.set_title(title)
+    ax.set_title(title or "decision boundary: the predicted class over the plane")
     ax.set_xlabel("x0")
     ax.set_ylabel("x1")
     fig.tight_layout()
@@ -83,7 +83,7 @@ def scatter_classes(x: np.ndarray, y: np.ndarray, path: str, title: str = "") ->
                    edgecolors="k", linewidths=0.3, label=f"class {int(c)}")
     ax.set_xlabel("x0")
     ax.set_ylabel("x1")
-    ax.set_title(title)
+    ax.set_title(title or "the data, coloured by class")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -140,7 +140,7 @@ def regression_fit(x: np.ndarray, y: np.ndarray, predict: Callable[[Any], Any], 
         ax.plot(lim, lim, "k--", lw=1, label="perfect: predicted = true")
         ax.set_xlabel("true value")
         ax.set_ylabel("predicted value")
-    ax.set_title(title)
+    ax.set_title(title or "the network's fit to the data")
     ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -346,17 +346,19 @@ def ensemble_bars(member_accuracy: list[float], ensemble_accuracy: float, path: 
 
 
 def weight_norms(history: list[dict], path: str, title: str = "",
-                 at_init: dict | None = None) -> None:
-    """Each Dense layer's largest absolute weight (left) and Frobenius norm (right) per
-    epoch, from the history's ``weight_max_abs`` / ``weight_norm`` lists; ``at_init``
-    (the same keys) is drawn at epoch 0."""
+                 at_init: dict | None = None, shapes: list | None = None) -> None:
+    """Each weight matrix's largest absolute weight (left) and Frobenius norm (right) per
+    epoch, from the history's ``weight_max_abs`` / ``weight_norm`` lists (one entry per
+    matrix, :func:`fnmlp.train.weight_matrices`; no layer layout assumed); ``at_init``
+    (the same keys) is drawn at epoch 0; ``shapes`` (each matrix's shape) labels the
+    curves ``matrix 1 (784x64)``."""
     plt = _plt()
     rows = [r for r in history if "weight_max_abs" in r]
     if not rows:
         raise ValueError("the history has no weight_max_abs entries to draw")
     n_layers = len(rows[0]["weight_max_abs"])
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    for ax, key, name in ((axes[0], "weight_max_abs", "max |w| in the layer"),
+    for ax, key, name in ((axes[0], "weight_max_abs", "max |w| in the matrix"),
                           (axes[1], "weight_norm", "||w|| (Frobenius norm)")):
         for i in range(n_layers):
             epochs = [r["epoch"] for r in rows]
@@ -364,14 +366,16 @@ def weight_norms(history: list[dict], path: str, title: str = "",
             if at_init and key in at_init:
                 epochs, vals = [0] + epochs, [at_init[key][i]] + vals
             ax.plot(epochs, vals, "o-" if len(epochs) <= 30 else "-", ms=3,
-                    label=f"Dense {i + 1}" + (" (output)" if i == n_layers - 1 else ""))
+                    label=f"matrix {i + 1}"
+                    + (f" ({'x'.join(map(str, shapes[i]))})" if shapes else "")
+                    + (" (output)" if i == n_layers - 1 else ""))
         _mark_restored(ax, rows)
         _epoch_axis(ax)
         ax.set_ylabel(name)
         ax.set_title(f"{name} per epoch" + (" (0 = at init)" if at_init else ""))
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
-    fig.suptitle(title or "weight magnitudes per layer")
+    fig.suptitle(title or "weight magnitudes per weight matrix")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

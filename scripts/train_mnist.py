@@ -98,7 +98,9 @@ def main() -> int:
         plot.learning_curves(metrics["history"], str(out / "curves.png"),
                              f"{name}: test accuracy {acc:.4f} ({which})")
         plot.weight_norms(metrics["history"], str(out / "weight_norms.png"),
-                          f"{name}: weight magnitudes per layer", metrics["weights_at_init"])
+                          f"{name}: weight magnitudes per weight matrix",
+                          metrics["weights_at_init"],
+                          shapes=[w.shape for w in weight_matrices(params)])
         plot.confusion_heatmap(test.y, pred, str(out / "confusion_matrix.png"),
                               f"{name}\nconfusion matrix on {len(test.y):,} test digits"
                               f" ({int((pred != test.y).sum())} errors)", n_classes=10)

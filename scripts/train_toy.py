@@ -46,6 +46,7 @@ def main() -> int:
         from fnmlp import plot
         from fnmlp.cli import architecture_name, network
         from fnmlp.predict import predict
+        from fnmlp.train import weight_matrices
 
         model = network(metrics)
         title = (f"{args.dataset}: {architecture_name(metrics['config'])},"
@@ -59,7 +60,8 @@ def main() -> int:
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
         plot.weight_norms(metrics["history"], f"{args.out}/weight_norms.png",
                           f"{args.dataset}: {architecture_name(metrics['config'])}, weight"
-                          " magnitudes per layer", metrics["weights_at_init"])
+                          " magnitudes per weight matrix", metrics["weights_at_init"],
+                          shapes=[w.shape for w in weight_matrices(params)])
 
     run(args, members=members, train=train, test=test, loss="softmax_cross_entropy",
         dataset=args.dataset, after=plots)

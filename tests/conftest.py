@@ -46,3 +46,18 @@ def count_compiles(name: str | None = None):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def run_script(script: str, *args: str, check: bool = True, folder: str = "scripts",
+               cwd=None, env=None, timeout: float = 300):
+    """Runs ``folder/script`` (a repo script) with ``args`` in a fresh Python; returns the
+    ``CompletedProcess`` (text stdout/stderr). ``check`` asserts exit status 0, showing
+    the output otherwise."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, f"{REPO}/{folder}/{script}", *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r

@@ -1,0 +1,437 @@
+"""fnmlp.cli's functions in this process (the scripts themselves run in
+tests/test_scripts.py): the one architecture grammar and its sugar, the optimizer the flags
+build (--weight-decay on weight matrices only), --class-weight, the lab's --arch, what
+run() stands on in the library (early stopping, weight statistics, checkpoints), and the
+pictures of fnmlp.plot (titles, labelled axes, legends clear of the curves)."""
+
+import argparse
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnmlp
+from fnmlp import cli, plot
+from fnmlp.layers import Dense, Dropout, LayerNorm, Relu, Tanh, serial
+
+
+def _parse(*flags, hidden="32", activation="tanh"):
+    return cli.base_parser("t", hidden=hidden, activation=activation, optimizer="adam",
+                           lr=0.01, batch_size=32, epochs=2, out="unused").parse_args(
+        list(flags))
+
+
+# ----------------------------------------------------------------------------- the grammar
+
+
+def test_hidden_is_sugar_for_layers_and_both_are_fnmlp_mlp():
+    a = cli.build_model(_parse("--hidden", "16", "--activation", "relu"), 2, 3)
+    b = cli.build_model(_parse("--layers", "dense:16,relu"), 2, 3)
+    want = serial(Dense(16), Relu(), Dense(3), in_features=2)
+    assert a == b == want == fnmlp.mlp([2, 16, 3], "relu") and hash(a) == hash(want)
+    assert all(c.get("kernel_init", None) is None for c in a.to_config()["layers"])
+    # per-layer activations and dropout
+    a = cli.build_model(_parse("--hidden", "8,4", "--activation", "tanh,relu", "--dropout",
+                               "0.2"), 5, 2)
+    b = cli.build_model(_parse("--layers", "dense:8,tanh,dropout:0.2,dense:4,relu,dropout:0.2"),
+                        5, 2)
+    assert a == b == fnmlp.mlp([5, 8, 4, 2], ("tanh", "relu"), dropout=0.2)
+    # what only --layers says
+    c = cli.build_model(_parse("--layers", "layernorm,dense:4,relu"), 7, 2)
+    assert c == serial(LayerNorm(), Dense(4), Relu(), Dense(2), in_features=7)
+    # compare.py's --arch goes through the same builder
+    from fnmlp.cli.compare import build, parse_arch
+
+    assert build(parse_arch("16"), 2, 3) == fnmlp.mlp([2, 16, 3], "relu")
+    assert build(parse_arch("8,4:tanh,relu:0.2"), 5, 2) == a
+    # equal descriptions, equal params
+    pa, pb = a.init_params(jax.random.key(3)), b.init_params(jax.random.key(3))
+    for u, v in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_run_config_is_what_load_model_needs(tmp_path):
+    args = _parse("--layers", "dense:6,relu")
+    x = np.zeros((10, 3), np.float32)
+    y = np.arange(10) % 4
+    sizes, config = cli.run_config(args, x, y, "softmax_cross_entropy", "toy")
+    assert sizes == [3, 6, 4] and config["sizes"][0] == 3
+    assert config["loss"] == "softmax_cross_entropy"
+    model = cli.build_model(args, 3, 4)
+    assert config["model"] == model.to_config()
+    state = fnmlp.init_state(model.init_params(jax.random.key(0)), fnmlp.adam(0.1))
+    fnmlp.save_checkpoint(tmp_path / "c.npz", state, config)
+    saved = fnmlp.load_model(tmp_path / "c.npz")
+    assert saved.model == model
+    for u, v in zip(jax.tree.leaves(saved.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+# ----------------------------------------------------------------------------- --weight-decay
+
+
+def _wd_args(optimizer, wd):
+    return argparse.Namespace(optimizer=optimizer, lr=0.1, weight_decay=wd, schedule="constant",
+                              epochs=1, batch_size=1)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+def test_weight_decay_is_l2_for_sgd_and_momentum(optimizer):
+    p = [{"w": jnp.array([[2.0]]), "b": jnp.array([0.0])}]
+    g = [{"w": jnp.array([[0.5]]), "b": jnp.array([0.0])}]
+    opt = cli.make_optimizer(_wd_args(optimizer, 0.1), 1)
+    u, _ = opt.update(g, opt.init(p), p)
+    # first step: PyTorch's g + wd * p, momentum buffer = that gradient
+    assert float(u[0]["w"][0, 0]) == pytest.approx(-0.1 * (0.5 + 0.1 * 2.0), rel=1e-6)
+
+
+def test_weight_decay_is_decoupled_for_adamw_with_pytorchs_default():
+    p = [{"w": jnp.array([[2.0]]), "b": jnp.array([0.0])}]
+    g = [{"w": jnp.array([[0.5]]), "b": jnp.array([0.0])}]
+    for wd, want in ((None, 0.01), (0.1, 0.1), (0.0, 0.0)):
+        opt = cli.make_optimizer(_wd_args("adamw", wd), 1)
+        u, _ = opt.update(g, opt.init(p), p)
+        # AdamW's first step: -lr * (m_hat / (sqrt(v_hat) + eps)) - lr * wd * p = -lr - lr wd p
+        assert float(u[0]["w"][0, 0]) == pytest.approx(-0.1 * (1 + want * 2.0), rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", sorted(fnmlp.OPTIMIZERS))
+def test_weight_decay_leaves_vectors_untouched(optimizer):
+    """Under zero gradients only decay moves a leaf: the matrix moves toward 0, the bias
+    and a LayerNorm scale (1-D) do not move at all (fnmlp.matrices_only)."""
+    p = [{"scale": jnp.full((3,), 2.0), "bias": jnp.full((3,), 2.0)},
+         {"w": jnp.full((3, 2), 2.0), "b": jnp.full((2,), 2.0)}]
+    zeros = jax.tree.map(jnp.zeros_like, p)
+    opt = cli.make_optimizer(_wd_args(optimizer, 0.1), 1)
+    s = opt.init(p)
+    for _ in range(2):
+        u, s = opt.update(zeros, s, p)
+        p = fnmlp.apply_updates(p, u)
+    np.testing.assert_array_equal(p[0]["scale"], 2.0)
+    np.testing.assert_array_equal(p[0]["bias"], 2.0)
+    np.testing.assert_array_equal(p[1]["b"], 2.0)
+    assert float(jnp.max(p[1]["w"])) < 2.0  # the matrix is decayed
+
+
+# ----------------------------------------------------------------------------- --class-weight
+
+
+def test_class_weight_flag_parsing():
+    assert cli.parse_class_weight("balanced") == "balanced"
+    assert cli.parse_class_weight("0=1,1=19") == {0: 1.0, 1: 19.0}
+    for bad in ("0=1,0=2", "a=1", "0=-1", "0=inf", "heavy", "0:1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.parse_class_weight(bad)
+
+
+def _run_toy(*flags):
+    """What scripts/train_toy.py runs, in this process (the imports and compiles shared)."""
+    from fnmlp import data
+
+    args = _parse(*flags, hidden="8")
+    ds = data.make_imbalanced(400, seed=0)
+    train, test = data.train_test_split(ds.x, ds.y, 0.25, seed=0)
+    cli.run(args, members=cli.members_from_args(args), train=train, test=test,
+            loss="softmax_cross_entropy", dataset="imbalanced")
+
+
+def test_scripts_class_weight(tmp_path):
+    from conftest import run_script
+
+    _run_toy("--class-weight", "0=1,1=19", "--quiet", "--out", str(tmp_path / "one"))
+    m = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert m["config"]["class_weight"] == {"0": 1.0, "1": 19.0}
+    cm = np.asarray(m["test_confusion_matrix"])
+    assert cm.sum() == 100 and len(m["test_recall"]) == 2
+    assert m["test_recall"][1] == pytest.approx(cm[1, 1] / cm[1].sum())
+    assert m["test_balanced_accuracy"] == pytest.approx(np.mean(np.diag(cm) / cm.sum(1)))
+    _run_toy("--class-weight", "balanced", "--sweep", "lr=0.01,0.02", "--quiet", "--out",
+             str(tmp_path / "pop"))
+    pop = json.loads((tmp_path / "pop" / "metrics.json").read_text())
+    assert pop["config"]["class_weight"] == "balanced"
+    assert all("test_balanced_accuracy" in row for row in pop["members"])
+    member = json.loads((tmp_path / "pop" / "members" / "1" / "metrics.json").read_text())
+    assert len(member["test_precision"]) == 2
+    r = run_script("train_regression.py", "--class-weight", "balanced", "--epochs", "1",
+                   "--out", tmp_path / "reg", check=False)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert "--class-weight needs a classification loss" in r.stderr
+
+
+# ----------------------------------------------------------------------------- compare's --arch
+
+
+def test_parse_arch():
+    from fnmlp.cli.compare import parse_arch
+
+    assert parse_arch("0") == ((), ("relu",), (0.0,))
+    assert parse_arch("256,128:tanh,relu") == ((256, 128), ("tanh", "relu"), (0.0,))
+    assert parse_arch("64:sigmoid:0.2", "tanh").name == "64 sigmoid drop 0.2"
+    for bad, needle in (("256,x", "widths must be positive"), ("64:swish", "not an activation"),
+                        ("64,64:tanh,relu,relu", "3 activations for 2 hidden"),
+                        ("64:relu:1.5", "drop probabilities")):
+        with pytest.raises(ValueError, match=needle):
+            parse_arch(bad)
+
+
+# ----------------------------------------------------------------------------- what run() uses
+
+
+def test_fit_returns_the_state_of_the_best_epoch():
+    from fnmlp import data
+
+    ds = data.TOY_SETS["moons"](n=200, seed=0)
+    model = serial(Dense(32), Tanh(), Dense(2))
+    res = fnmlp.fit(model, model.init_params(jax.random.key(0), 2), ds.x, ds.y,
+                    epochs=40, batch_size=16, optimizer="adam", learning_rate=0.05,
+                    validation_split=0.3, patience=1, verbose=False)
+    assert res.best_epoch < len(res.history) <= 40
+    assert int(res.best_state.epoch) == res.best_epoch
+    for a, b in zip(jax.tree.leaves(res.best_state.params), jax.tree.leaves(res.params)):
+        np.testing.assert_array_equal(a, b)
+    assert [r["epoch"] for r in res.history if r.get("restored")] == [res.best_epoch]
+    # the bookkeeping travels in the state, so a checkpoint of it can be resumed
+    assert bool(res.state.early.stopped) and int(res.state.early.best_epoch) == res.best_epoch
+
+
+def test_resume_template_follows_the_checkpoints_paths(tmp_path):
+    """A checkpoint of a run with --patience holds early/...; run()'s load template then
+    carries an EarlyStopping of the same structure, and the state loads whole."""
+    from fnmlp import data
+
+    ds = data.TOY_SETS["moons"](n=120, seed=0)
+    model = fnmlp.mlp([2, 8, 2], "tanh")
+    params = model.init_params(jax.random.key(0))
+    res = fnmlp.fit(model, params, ds.x, ds.y, epochs=3, batch_size=16, optimizer="adam",
+                    learning_rate=0.01, validation_split=0.25, patience=5, verbose=False)
+    fnmlp.save_checkpoint(tmp_path / "c.npz", res.state, {})
+    paths = fnmlp.io.read_checkpoint_meta(tmp_path / "c.npz")["paths"]
+    assert any(p.startswith("early/best/params/") for p in paths)
+    fresh = fnmlp.init_state(params, fnmlp.adam(0.01))
+    assert cli.resume_template(fresh, ["params/0/w"]) is fresh
+    loaded, _ = fnmlp.load_checkpoint(tmp_path / "c.npz", cli.resume_template(fresh, paths))
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(res.state), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_history_records_each_dense_layers_max_abs_and_norm():
+    from fnmlp import data
+
+    ds = data.TOY_SETS["blobs"](n=120, seed=0)
+    model = serial(Dense(16), Relu(), Dropout(0.1), Dense(8), Tanh(), Dense(int(ds.y.max()) + 1))
+    res = fnmlp.fit(model, model.init_params(jax.random.key(0), 2), ds.x, ds.y,
+                    epochs=2, batch_size=16, optimizer="adam", learning_rate=0.01,
+                    verbose=False)
+    last = res.history[-1]
+    # the witness: numpy, on every 2-D leaf, whatever the layers call them
+    ws = [np.asarray(a, np.float64) for a in jax.tree.leaves(res.params) if np.ndim(a) == 2]
+    assert len(ws) == 3
+    assert len(last["weight_max_abs"]) == len(last["weight_norm"]) == 3
+    np.testing.assert_allclose(last["weight_max_abs"], [np.abs(w).max() for w in ws], rtol=1e-6)
+    np.testing.assert_allclose(last["weight_norm"], [np.linalg.norm(w) for w in ws], rtol=1e-5)
+    assert res.history[0]["weight_norm"] != last["weight_norm"]
+
+
+def test_weight_stats_add_no_compile_per_epoch():
+    from conftest import count_compiles
+
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = fnmlp.mlp([3, 4, 2])
+    params = model.init_params(jax.random.key(0))
+    fnmlp.fit(model, params, x, y, epochs=1, batch_size=16, verbose=False)  # warm
+    with count_compiles("epoch") as compiles:
+        fnmlp.fit(model, params, x, y, epochs=3, batch_size=16, verbose=False)
+    assert len(compiles) <= 1
+
+
+def test_params_only_template_loads_the_params_of_a_state(tmp_path):
+    model = fnmlp.mlp([2, 5, 3])
+    params = model.init_params(jax.random.key(0))
+    state = fnmlp.init_state(params, fnmlp.adam(0.1))
+    fnmlp.save_checkpoint(tmp_path / "c.npz", state, {"note": 1})
+    template = model.init_params(jax.random.key(1))
+    loaded, config = fnmlp.load_checkpoint(tmp_path / "c.npz", template)
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="the checkpoint has 2 layers, the model 3"):
+        fnmlp.load_checkpoint(tmp_path / "c.npz",
+                              fnmlp.mlp([2, 5, 5, 3]).init_params(jax.random.key(1)))
+
+
+def test_missing_mnist_message_names_installable_routes(tmp_path):
+    from fnmlp.data import MnistUnavailableError, load_mnist_tfds
+
+    with pytest.raises(MnistUnavailableError) as info:
+        load_mnist_tfds("train", data_dir=str(tmp_path), download=False)
+    msg = str(info.value)
+    assert "mnist-build" not in msg and "fnmlp[mnist]" in msg and "no TensorFlow" in msg
+
+
+# ----------------------------------------------------------------------------- pictures
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure the plots make, kept open (plt.close is intercepted) to inspect."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = []
+    real = plt.close
+
+    def keep(fig=None):
+        kept.append(fig)
+
+    monkeypatch.setattr(plt, "close", keep)
+    yield kept
+    for f in kept:
+        real(f)
+
+
+def _overlaps_a_curve(fig, legend):
+    """Whether any plotted point of any axes falls inside the legend's box (pixels)."""
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            xy = ax.transData.transform(np.asarray(line.get_xydata(), float))
+            inside = ((xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1) & (xy[:, 1] >= box.y0)
+                      & (xy[:, 1] <= box.y1))
+            if inside.any():
+                return True
+    return False
+
+
+def _titled_and_labelled(fig):
+    """Every picture has a title and labelled axes (pictures without axes excepted:
+    image grids)."""
+    titled = fig._suptitle is not None and fig._suptitle.get_text()
+    for ax in fig.axes:
+        if not ax.axison or ax.get_label() == "<colorbar>":
+            continue
+        assert ax.get_xlabel() and ax.get_ylabel(), ax
+        titled = titled or ax.get_title()
+    assert titled
+
+
+def _population_history(k=8, epochs=3):
+    rng = np.random.default_rng(0)
+    return [[{"epoch": e + 1, "train_loss": float(rng.uniform(0.1, 1)),
+              "val_loss": float(rng.uniform(0.1, 1)), "val_accuracy": float(rng.uniform(0.8, 1))}
+             for e in range(epochs)] for _ in range(k)]
+
+
+def test_learning_curves_title_and_marker_describe_the_kept_epoch(tmp_path, figures):
+    hist = [{"epoch": e, "train_loss": 1 / e, "val_loss": 0.5 + abs(e - 3) / 10,
+             "test_loss": 0.6 + abs(e - 3) / 10, "train_accuracy": 0.5 + e / 20,
+             "val_accuracy": 0.6, "test_accuracy": 0.6} for e in range(1, 7)]
+    hist[2]["restored"] = True
+    plot.learning_curves(hist, str(tmp_path / "c.png"), "t")
+    fig = figures[-1]
+    for ax in fig.axes:
+        labels = ax.get_legend_handles_labels()[1]
+        assert "epoch 3: kept by early stopping" in labels
+        assert {"train loss", "validation loss", "test loss"} & set(labels) or \
+            {"train accuracy", "validation accuracy", "test accuracy"} <= set(labels)
+    _titled_and_labelled(fig)
+
+
+def test_sweep_png_integer_epochs_named_test_and_a_legend_clear_of_the_curves(tmp_path,
+                                                                               figures):
+    hist = _population_history()
+    plot.population_curves(hist, [f"#{k} lr {k}e-3 seed 0" for k in range(8)],
+                           str(tmp_path / "s.png"), "title", best=2)
+    fig = figures[-1]
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["training loss per epoch", "test loss per epoch",
+                      "test accuracy per epoch"]
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert len(legends) == 1 and not _overlaps_a_curve(fig, legends[0])
+    _titled_and_labelled(fig)
+
+
+def test_sweep_with_a_validation_split_names_validation(tmp_path, figures):
+    plot.population_curves(_population_history(3, 2), ["a", "b", "c"], str(tmp_path / "s.png"),
+                           held="validation")
+    assert [ax.get_title() for ax in figures[-1].axes][1:] == [
+        "validation loss per epoch", "validation accuracy per epoch"]
+
+
+def test_regression_fit_legend_says_what_each_thing_is(tmp_path, figures):
+    x = np.linspace(-1, 1, 50)[:, None]
+    plot.regression_fit(x, np.sin(3 * x), lambda g: np.sin(3 * g), str(tmp_path / "f.png"))
+    labels = figures[-1].axes[0].get_legend_handles_labels()[1]
+    assert labels == ["data (noisy samples)", "the network's prediction"]
+    _titled_and_labelled(figures[-1])
+    plot.regression_fit(x, np.hstack([x, -x]), lambda g: np.hstack([g, -g]),
+                        str(tmp_path / "f2.png"))
+    labels = figures[-1].axes[0].get_legend_handles_labels()[1]
+    assert "output 1: the network's prediction" in labels and "prediction 0" not in labels
+
+
+def test_weight_norms_png_one_curve_per_matrix_from_epoch_0(tmp_path, figures):
+    hist = [{"epoch": e, "weight_max_abs": [e, 2 * e], "weight_norm": [3 * e, e]}
+            for e in (1, 2, 3)]
+    plot.weight_norms(hist, str(tmp_path / "w.png"), "t",
+                      {"weight_max_abs": [0.5, 0.5], "weight_norm": [1, 1]})
+    fig = figures[-1]
+    ax_max, ax_norm = fig.axes
+    assert [line.get_label() for line in ax_max.get_lines()] == ["matrix 1",
+                                                                 "matrix 2 (output)"]
+    np.testing.assert_array_equal(ax_max.get_lines()[1].get_xydata(),
+                                  [[0, 0.5], [1, 2], [2, 4], [3, 6]])
+    assert ax_max.get_xlabel() == "epoch" and "max |w|" in ax_max.get_ylabel()
+    assert not _overlaps_a_curve(fig, ax_norm.get_legend())
+    _titled_and_labelled(fig)
+    plot.weight_norms(hist, str(tmp_path / "w2.png"), "t", shapes=[(784, 64), (64, 10)])
+    assert [line.get_label() for line in figures[-1].axes[0].get_lines()] == [
+        "matrix 1 (784x64)", "matrix 2 (64x10) (output)"]
+
+
+def test_ensemble_bars_show_every_member_and_the_ensemble(tmp_path, figures):
+    plot.ensemble_bars([0.90, 0.91, 0.92], 0.95, str(tmp_path / "e.png"), "t",
+                       ["seed 0", "seed 1", "seed 2"])
+    ax = figures[-1].axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([0.90, 0.91, 0.92, 0.95])
+    assert [t.get_text() for t in ax.get_xticklabels()][-1].startswith("ensemble")
+    assert ax.get_ylabel() == "test accuracy"
+    _titled_and_labelled(figures[-1])
+
+
+def test_compare_chart_legend_beside_the_curves(tmp_path, figures):
+    hist = [{"epoch": e, "train_accuracy": 0.5 + e / 20, "val_accuracy": 0.5 + e / 25}
+            for e in range(1, 13)]
+    plot.compare_curves([("a", hist), ("b", hist[::-1])], str(tmp_path / "c.png"), "t")
+    fig = figures[-1]
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "accuracy"
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert ax.get_legend_handles_labels()[1] == ["a: validation", "a: train", "b: validation",
+                                                 "b: train"]
+    assert not _overlaps_a_curve(fig, ax.get_legend())
+    _titled_and_labelled(fig)
+
+
+def test_confusion_heatmap_and_decision_boundary_are_titled_and_labelled(tmp_path, figures):
+    assert not hasattr(plot, "confusion_matrix")  # that name is fnmlp.metrics'
+    y = np.array([0, 1, 2, 2, 1, 0])
+    plot.confusion_heatmap(y, np.array([0, 1, 1, 2, 1, 0]), str(tmp_path / "cm.png"),
+                           n_classes=3)
+    _titled_and_labelled(figures[-1])
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    plot.decision_boundary(lambda g: np.stack([g[:, 0], -g[:, 0]], 1), x, (x[:, 0] < 0) * 1,
+                           str(tmp_path / "db.png"), "t")
+    _titled_and_labelled(figures[-1])
+    plot.loss_curve([{"epoch": e, "train_loss": 1 / e} for e in (1, 2, 3)],
+                    str(tmp_path / "l.png"), "t")
+    _titled_and_labelled(figures[-1])
