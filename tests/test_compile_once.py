@@ -45,12 +45,13 @@ def test_init_fit_evaluate_compile_at_most_1_3_1():
     x, y = _blobs(300, 3, 5)
     key = jax.random.key(11)  # the user's key: made before counting
     with compiled_programs() as init_compiles:
-        params = fnmlp.init_mlp(key, [3, 19, 5])
+        model = fnmlp.mlp([3, 19, 5])
+        params = model.init_params(key)
     with compiled_programs() as fit_compiles:
-        res = fnmlp.fit(params, x, y, epochs=2, batch_size=32, optimizer="adam",
+        res = fnmlp.fit(model, params, x, y, epochs=2, batch_size=32, optimizer="adam",
                         learning_rate=0.01, verbose=False)
     with compiled_programs() as eval_compiles:
-        acc = fnmlp.evaluate(res.params, x, y)["accuracy"]
+        acc = fnmlp.evaluate(model, res.params, x, y)["accuracy"]
     assert 1 <= len(init_compiles) <= 1, init_compiles
     # the witness sees compiles; the budget: the epoch, the state copy, the zero buffers
     assert 1 <= len(fit_compiles) <= 3, fit_compiles
@@ -60,31 +61,33 @@ def test_init_fit_evaluate_compile_at_most_1_3_1():
 
 def test_fit_with_validation_compiles_at_most_4_and_evaluate_reuses_its_program():
     x, y = _blobs(400, 4, 3)
-    params = fnmlp.init_mlp(jax.random.key(0), [4, 23, 3])
+    model = fnmlp.mlp([4, 23, 3])
+    params = model.init_params(jax.random.key(0))
     xv, yv = _blobs(100, 4, 3, seed=1)
     with compiled_programs() as fit_compiles:
-        fnmlp.fit(params, x, y, epochs=2, batch_size=40, validation_data=(xv, yv),
+        fnmlp.fit(model, params, x, y, epochs=2, batch_size=40, validation_data=(xv, yv),
                   verbose=False)
     with compiled_programs() as eval_compiles:
-        fnmlp.evaluate(params, xv, yv)  # same model, loss, chunk and shapes as validation
+        fnmlp.evaluate(model, params, xv, yv)  # same model, loss, chunk and shapes as validation
     assert 1 <= len(fit_compiles) <= 4, fit_compiles
     assert eval_compiles == []
 
 
 def test_learning_rate_seed_and_resume_loops_of_fit_compile_nothing_new():
     x, y = _blobs(256, 5, 4)
-    params = fnmlp.init_mlp(jax.random.key(0), [5, 29, 4], "tanh")
-    kw = dict(epochs=2, batch_size=32, optimizer="adam", activation="tanh", verbose=False)
+    model = fnmlp.mlp([5, 29, 4], "tanh")
+    params = model.init_params(jax.random.key(0))
+    kw = dict(epochs=2, batch_size=32, optimizer="adam", verbose=False)
     with compiled_programs() as first:
-        r1 = fnmlp.fit(params, x, y, learning_rate=0.1, **kw)
+        r1 = fnmlp.fit(model, params, x, y, **kw, learning_rate=0.1)
     assert first  # the witness: the first call compiles
     runs = {}
     with compiled_programs() as later:
         for lr in (0.03, 0.01, 0.1):
-            runs[lr] = fnmlp.fit(params, x, y, learning_rate=lr, **kw)
-        seeded = fnmlp.fit(params, x, y, learning_rate=0.1, seed=5, **kw)
-        resumed = fnmlp.fit(params, x, y, learning_rate=0.1, state=runs[0.1].state,
-                            **{**kw, "epochs": 4})
+            runs[lr] = fnmlp.fit(model, params, x, y, **kw, learning_rate=lr)
+        seeded = fnmlp.fit(model, params, x, y, **kw, learning_rate=0.1, seed=5)
+        resumed = fnmlp.fit(model, params, x, y,
+                            **{**kw, "epochs": 4}, learning_rate=0.1, state=runs[0.1].state)
     assert later == []
     # each call really used its own rate and seed, and a cached trainer gives the same
     # bits as the first (compiling) call
@@ -106,11 +109,12 @@ def test_builders_share_update_per_static_config_and_schedules_are_not_mixed_up(
     assert fnmlp.rmsprop(0.1).update is not fnmlp.rmsprop(0.1, clip_norm=1.0).update
     # two schedules are two programs: each run reports its own schedule's rate
     x, y = _blobs(128, 2, 3)
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 31, 3])
+    model = fnmlp.mlp([2, 31, 3])
+    params = model.init_params(jax.random.key(0))
     rates = []
     for lr in (0.05, 0.02):
         sched = fnmlp.schedules.constant(lr)
-        r = fnmlp.fit(params, x, y, epochs=1, batch_size=32, optimizer=fnmlp.sgd(sched),
+        r = fnmlp.fit(model, params, x, y, epochs=1, batch_size=32, optimizer=fnmlp.sgd(sched),
                       verbose=False)
         rates.append(r.history[-1]["learning_rate"])
     assert rates == pytest.approx([0.05, 0.02])
@@ -118,7 +122,8 @@ def test_builders_share_update_per_static_config_and_schedules_are_not_mixed_up(
 
 def test_a_users_optimizer_object_is_cached_by_identity():
     x, y = _blobs(128, 3, 2)
-    params = fnmlp.init_mlp(jax.random.key(0), [3, 37, 2])
+    model = fnmlp.mlp([3, 37, 2])
+    params = model.init_params(jax.random.key(0))
     base = fnmlp.sgd(0.1)
     calls = []
 
@@ -128,25 +133,26 @@ def test_a_users_optimizer_object_is_cached_by_identity():
 
     opt = fnmlp.GradientTransformation(base.init, update)
     kw = dict(epochs=1, batch_size=32, verbose=False)
-    fnmlp.fit(params, x, y, optimizer=opt, **kw)
+    fnmlp.fit(model, params, x, y, **kw, optimizer=opt)
     with compiled_programs() as again:
-        fnmlp.fit(params, x, y, optimizer=opt, **kw)
+        fnmlp.fit(model, params, x, y, **kw, optimizer=opt)
     assert again == [] and len(calls) == 1  # traced once: the same object, the same program
     with compiled_programs() as other:
-        fnmlp.fit(params, x, y, optimizer=fnmlp.GradientTransformation(base.init, update),
-                  **kw)
+        fnmlp.fit(model, params, x, y,
+                  **kw, optimizer=fnmlp.GradientTransformation(base.init, update))
     assert other == []  # the same update function: the same program
     with compiled_programs() as new:
-        fnmlp.fit(params, x, y, optimizer=fnmlp.GradientTransformation(
-            base.init, lambda g, s, p: update(g, s, p)), **kw)
+        fnmlp.fit(model, params, x, y, **kw, optimizer=fnmlp.GradientTransformation(
+            base.init, lambda g, s, p: update(g, s, p)))
     assert len(new) >= 1  # another update function: compiled anew
 
 
 def test_toy_data_from_the_data_module_compiles_no_conversion_programs():
     ds = data.make_moons(200, seed=3)  # float64 NumPy x, int64 NumPy y
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 41, 2])
+    model = fnmlp.mlp([2, 41, 2])
+    params = model.init_params(jax.random.key(0))
     with compiled_programs() as names:
-        fnmlp.fit(params, ds.x, ds.y, epochs=1, batch_size=16, validation_split=0.25,
+        fnmlp.fit(model, params, ds.x, ds.y, epochs=1, batch_size=16, validation_split=0.25,
                   verbose=False)
     assert not [n for n in names if "stage" in n or "convert" in n or "copy" == n], names
     assert len(names) <= 4, names

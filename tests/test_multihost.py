@@ -29,20 +29,21 @@ WORKER = textwrap.dedent("""
     if mode == "die" and pid == 1:
         os._exit(3)  # a host lost right after joining
     ds = data.make_spirals(640, arms=3, seed=0)
-    p0 = fnmlp.init_mlp(jax.random.key(0), [2, 32, 3], "tanh")
+    model = fnmlp.mlp([2, 32, 3], "tanh")
+    p0 = model.init_params(jax.random.key(0))
     kw = dict(epochs=3, batch_size=64, optimizer="momentum", learning_rate=0.05,
-              activation="tanh", verbose=False)
+              verbose=False)
     if mode == "die":  # the survivor waits in the first all-reduce
-        fnmlp.fit(p0, ds.x, ds.y, mesh=make_mesh(), **kw)
+        fnmlp.fit(model, p0, ds.x, ds.y, **kw, mesh=make_mesh())
         print("survived")
         sys.exit(0)
     mesh = make_mesh()
-    par = fnmlp.fit(p0, ds.x, ds.y, mesh=mesh, **kw)
-    one = fnmlp.fit(p0, ds.x, ds.y, **kw)  # this process alone, on one device
-    pkw = dict(epochs=3, batch_size=32, activation="tanh", verbose=False)
+    par = fnmlp.fit(model, p0, ds.x, ds.y, **kw, mesh=mesh)
+    one = fnmlp.fit(model, p0, ds.x, ds.y, **kw)  # this process alone, on one device
+    pkw = dict(epochs=3, batch_size=32, verbose=False)
     members = grid(lr=[3e-3, 1e-2], seed=[0, 1])
-    pop = fit_population([2, 24, 3], ds.x, ds.y, members, mesh=mesh, **pkw)
-    ref = fit_population([2, 24, 3], ds.x, ds.y, members, **pkw)
+    pop = fit_population(fnmlp.mlp([2, 24, 3]), ds.x, ds.y, members, **pkw, mesh=mesh)
+    ref = fit_population(fnmlp.mlp([2, 24, 3]), ds.x, ds.y, members, **pkw)
     pop_params = multihost_utils.process_allgather(pop.params, tiled=True)
     diff = lambda a, b: max(float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
                             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

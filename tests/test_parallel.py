@@ -29,13 +29,14 @@ FOUR_DEVICES = textwrap.dedent("""
     from fnmlp.train import init_state, make_trainer
 
     ds = data.make_spirals(640, arms=3, seed=0)
-    p0 = fnmlp.init_mlp(jax.random.key(0), [2, 32, 3], "tanh")
+    model = fnmlp.mlp([2, 32, 3], "tanh")
+    p0 = model.init_params(jax.random.key(0))
     out = {"devices": jax.device_count()}
     for grad in ("manual", "autodiff"):
         kw = dict(epochs=3, batch_size=64, optimizer="momentum", learning_rate=0.05,
-                  activation="tanh", grad=grad, verbose=False)
-        one = fnmlp.fit(p0, ds.x, ds.y, **kw)
-        four = fnmlp.fit(p0, ds.x, ds.y, mesh=make_mesh(4), **kw)
+                  grad=grad, verbose=False)
+        one = fnmlp.fit(model, p0, ds.x, ds.y, **kw)
+        four = fnmlp.fit(model, p0, ds.x, ds.y, **kw, mesh=make_mesh(4))
         out[grad] = {
             "max_abs_diff": max(float(jnp.max(jnp.abs(a - b))) for a, b in
                                 zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params))),
@@ -47,15 +48,14 @@ FOUR_DEVICES = textwrap.dedent("""
     from fnmlp.layers import Dense, Dropout, LayerNorm, Relu, serial
     net = serial(Dense(16), LayerNorm(), Relu(), Dropout(0.25), Dense(3))
     q0 = net.init_params(jax.random.key(1), 2)
-    kw = dict(epochs=2, batch_size=64, optimizer="adam", learning_rate=1e-2, model=net,
-              verbose=False)
-    one = fnmlp.fit(q0, ds.x, ds.y, **kw)
-    four = fnmlp.fit(q0, ds.x, ds.y, mesh=make_mesh(4), **kw)
+    kw = dict(epochs=2, batch_size=64, optimizer="adam", learning_rate=1e-2, verbose=False)
+    one = fnmlp.fit(net, q0, ds.x, ds.y, **kw)
+    four = fnmlp.fit(net, q0, ds.x, ds.y, **kw, mesh=make_mesh(4))
     out["model_max_abs_diff"] = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                                     zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)))
     mesh = make_mesh(4)
     opt = fnmlp.sgd(0.1)
-    tr = make_trainer(opt, 64, "tanh", mesh=mesh)
+    tr = make_trainer(model, opt, 64, mesh=mesh)
     x, y, st = place_on_mesh((jnp.asarray(ds.x), jnp.asarray(ds.y), init_state(p0, opt)), mesh)
     with count_compiles("epoch") as compiles:
         for e in range(3):
@@ -64,7 +64,7 @@ FOUR_DEVICES = textwrap.dedent("""
     hlo = tr.epoch.lower(st, x, y, jax.random.key(0)).compile().as_text()
     out["all_reduce"] = hlo.count("all-reduce")
     try:
-        make_trainer(opt, 66, "tanh", mesh=mesh)
+        make_trainer(model, opt, 66, mesh=mesh)
     except ValueError as e:
         out["indivisible"] = str(e)
     print(json.dumps(out))
@@ -129,11 +129,12 @@ def test_script_trains_data_parallel(tmp_path):
 
 def test_mixed_precision_loss_curve_tracks_float32():
     ds = data.make_moons(512, seed=0)
-    p0 = fnmlp.init_mlp(jax.random.key(0), [2, 64, 64, 2], "relu")
+    model = fnmlp.mlp([2, 64, 64, 2], "relu")
+    p0 = model.init_params(jax.random.key(0))
     kw = dict(epochs=30, batch_size=64, optimizer="adam", learning_rate=0.005, verbose=False)
-    f32 = fnmlp.fit(p0, ds.x, ds.y, **kw)
+    f32 = fnmlp.fit(model, p0, ds.x, ds.y, **kw)
     for grad in ("manual", "autodiff"):
-        bf16 = fnmlp.fit(p0, ds.x, ds.y, compute_dtype=jnp.bfloat16, grad=grad, **kw)
+        bf16 = fnmlp.fit(model, p0, ds.x, ds.y, **kw, compute_dtype=jnp.bfloat16, grad=grad)
         assert bf16.params[0]["w"].dtype == jnp.float32  # float32 master params
         a = np.array([r["train_loss"] for r in f32.history])
         b = np.array([r["train_loss"] for r in bf16.history])

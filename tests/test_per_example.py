@@ -18,11 +18,12 @@ from fnmlp.train import PER_EXAMPLE_WORK, per_example_memory
 def test_chunked_equals_unchunked(x64, grad):
     key = jax.random.key(1)
     sizes = [4, 6, 3]
-    params = fnmlp.init_mlp(key, sizes, "tanh", dtype=jnp.float64)
+    model = fnmlp.mlp(sizes, "tanh")
+    params = model.init_params(key, dtype=jnp.float64)
     x, y = random_batch(key, 7, sizes, "softmax_cross_entropy", jnp.float64)
-    whole = fnmlp.per_example_grads(params, x, y, "tanh", grad=grad)
+    whole = fnmlp.per_example_grads(model, params, x, y, grad=grad)
     for chunk in (3, 1, 7, 50):  # 3 leaves a partial last chunk; 50 > B is all at once
-        part = fnmlp.per_example_grads(params, x, y, "tanh", grad=grad, chunk_size=chunk)
+        part = fnmlp.per_example_grads(model, params, x, y, grad=grad, chunk_size=chunk)
         for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(part)):
             assert a.shape == b.shape and a.shape[0] == 7
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-13, atol=1e-15)
@@ -31,7 +32,8 @@ def test_chunked_equals_unchunked(x64, grad):
 
 
 def test_estimate_is_b_copies_of_the_params():
-    params = fnmlp.init_mlp(jax.random.key(0), [784, 1024, 1024, 10])
+    model = fnmlp.mlp([784, 1024, 1024, 10])
+    params = model.init_params(jax.random.key(0))
     x = jax.ShapeDtypeStruct((4096, 784), jnp.float32)
     result, work = per_example_memory(params, x, "autodiff")
     p = 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
@@ -39,8 +41,11 @@ def test_estimate_is_b_copies_of_the_params():
     assert work == 4096 * 784 * 4 + int(np.ceil(4096 * p * 4 * PER_EXAMPLE_WORK["autodiff"]))
 
 
+model = fnmlp.mlp([30, 200, 10])  # _setup's network
+
+
 def _setup(b):
-    params = fnmlp.init_mlp(jax.random.key(0), [30, 200, 10])  # 8,210 params, 32 KiB
+    params = model.init_params(jax.random.key(0))  # 8,210 params, 32 KiB
     rng = np.random.default_rng(0)
     return params, rng.normal(size=(b, 30)).astype(np.float32), rng.integers(0, 10, b)
 
@@ -49,7 +54,7 @@ def test_impossible_size_is_refused_before_compiling(monkeypatch):
     params, x, y = _setup(3000)  # result: 3000 * 32,840 B = 94 MiB
     monkeypatch.setattr(_validate, "device_memory_available", lambda: 64 * 2**20)
     with compiled_programs() as names, pytest.raises(ValueError) as err:
-        fnmlp.per_example_grads(params, x, y, chunk_size=10)
+        fnmlp.per_example_grads(model, params, x, y, chunk_size=10)
     assert names == []
     msg = str(err.value)
     assert "result alone" in msg and "examples per call" in msg, msg
@@ -61,11 +66,11 @@ def test_too_big_at_once_suggests_a_chunk_size_that_fits(monkeypatch):
     params, x, y = _setup(3000)  # result 94 MiB; all at once ~56 MiB more working memory
     monkeypatch.setattr(_validate, "device_memory_available", lambda: int(150 * 2**20 / 0.8))
     with compiled_programs() as names, pytest.raises(ValueError, match="chunk_size=") as err:
-        fnmlp.per_example_grads(params, x, y)
+        fnmlp.per_example_grads(model, params, x, y)
     assert names == []
     chunk = int(str(err.value).split("pass chunk_size=")[1].split()[0])
     assert 1 <= chunk < 3000
-    g = fnmlp.per_example_grads(params, x, y, chunk_size=chunk)  # the advice works
+    g = fnmlp.per_example_grads(model, params, x, y, chunk_size=chunk)  # the advice works
     assert g[0]["w"].shape == (3000, 30, 200)
     with pytest.raises(ValueError, match="chunk_size must be an integer >= 1; got 0"):
-        fnmlp.per_example_grads(params, x, y, chunk_size=0)
+        fnmlp.per_example_grads(model, params, x, y, chunk_size=0)

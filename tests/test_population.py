@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import REPO, count_compiles
@@ -25,6 +26,7 @@ from fnmlp.population import (
 
 DS = data.make_spirals(480, arms=3, seed=0)
 SIZES = [2, 24, 3]
+model = fnmlp.mlp(SIZES, "tanh")  # the members' architecture in most tests
 
 
 def _max_diff(a, b):
@@ -35,12 +37,13 @@ def _max_diff(a, b):
 @pytest.mark.parametrize("grad", ["manual", "autodiff"])
 def test_member_k_equals_fit_with_its_config(grad):
     members = [Member(3e-3, 0.0, 0), Member(1e-2, 1e-3, 1), Member(3e-2, 0.0, 2)]
-    res = fit_population(SIZES, DS.x, DS.y, members, epochs=4, batch_size=32,
-                         optimizer="adam", activation="tanh", grad=grad, verbose=False)
+    res = fit_population(fnmlp.mlp(SIZES, "tanh"), DS.x, DS.y, members, epochs=4, batch_size=32,
+                         optimizer="adam", grad=grad, verbose=False)
     for k, m in enumerate(members):
-        p0 = fnmlp.init_mlp(jax.random.key(m.seed), SIZES, "tanh")
-        single = fnmlp.fit(p0, DS.x, DS.y, epochs=4, batch_size=32, grad=grad,
-                           optimizer=fnmlp.adam(m.lr, weight_decay=m.wd), activation="tanh",
+        model = fnmlp.mlp(SIZES, "tanh")
+        p0 = model.init_params(jax.random.key(m.seed))
+        single = fnmlp.fit(model, p0, DS.x, DS.y, epochs=4, batch_size=32, grad=grad,
+                           optimizer=fnmlp.adam(m.lr, weight_decay=m.wd),
                            seed=m.seed, verbose=False)
         # vmap batches the member's products, which XLA may sum in another order:
         # float32 round-off, measured ~3e-7 after 4 epochs
@@ -52,37 +55,37 @@ def test_member_k_equals_fit_with_its_config(grad):
 def test_members_follow_a_shared_schedule_of_their_own_rate():
     members = [Member(1e-2, 0.0, 0), Member(3e-2, 0.0, 0)]
     total = 3 * (len(DS.x) // 48)
-    res = fit_population(SIZES, DS.x, DS.y, members, epochs=3, batch_size=48,
-                         optimizer="sgd", activation="tanh", verbose=False,
+    res = fit_population(fnmlp.mlp(SIZES, "tanh"), DS.x, DS.y, members, epochs=3, batch_size=48,
+                         optimizer="sgd", verbose=False,
                          lr_factor=schedules.cosine_warmup(1.0, 0, total))
     for k, m in enumerate(members):
-        single = fnmlp.fit(fnmlp.init_mlp(jax.random.key(0), SIZES, "tanh"), DS.x, DS.y,
-                           epochs=3, batch_size=48, activation="tanh", verbose=False,
+        single = fnmlp.fit(model, model.init_params(jax.random.key(0)), DS.x, DS.y,
+                           epochs=3, batch_size=48, verbose=False,
                            optimizer=fnmlp.sgd(schedules.cosine_warmup(m.lr, 0, total)))
         assert _max_diff(single.params, res.member_params(k)) < 1e-5
 
 
 def test_the_population_epoch_compiles_once():
     with count_compiles("population_epoch") as compiles:
-        fit_population(SIZES, DS.x, DS.y, grid(lr=[1e-2, 2e-2], seed=[0, 1]), epochs=4,
-                       batch_size=32, activation="tanh", verbose=False)
+        fit_population(fnmlp.mlp(SIZES, "tanh"), DS.x, DS.y, grid(lr=[1e-2, 2e-2], seed=[0, 1]), epochs=4,
+                       batch_size=32, verbose=False)
     assert len(compiles) == 1
 
 
 def test_a_diverging_member_does_not_stop_the_others():
     members = [Member(1e-2, 0.0, 0), Member(1e6, 0.0, 0)]
-    res = fit_population(SIZES, DS.x, DS.y, members, epochs=3, batch_size=32,
-                         optimizer="sgd", activation="identity", verbose=False,
+    res = fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, members, epochs=3, batch_size=32,
+                         optimizer="sgd", verbose=False,
                          validation_data=(DS.x, DS.y))
     assert res.history[1][-1]["diverged"] and not res.history[0][-1]["diverged"]
     assert res.best == 0 and np.isfinite(res.history[0][-1]["val_loss"])
 
 
 def test_ensemble_is_the_mean_of_the_members_probabilities():
-    res = fit_population(SIZES, DS.x, DS.y, grid(lr=[1e-2], seed=[0, 1, 2]), epochs=3,
-                         batch_size=32, activation="tanh", verbose=False)
-    ens = np.asarray(ensemble_predict_proba(res.params, DS.x[:50], "tanh"))
-    each = [np.asarray(fnmlp.predict_proba(res.member_params(k), DS.x[:50], "tanh"))
+    res = fit_population(fnmlp.mlp(SIZES, "tanh"), DS.x, DS.y, grid(lr=[1e-2], seed=[0, 1, 2]), epochs=3,
+                         batch_size=32, verbose=False)
+    ens = np.asarray(ensemble_predict_proba(model, res.params, DS.x[:50]))
+    each = [np.asarray(fnmlp.predict_proba(model, res.member_params(k), DS.x[:50]))
             for k in range(3)]
     np.testing.assert_allclose(ens, np.mean(each, axis=0), rtol=1e-6)
     np.testing.assert_allclose(ens.sum(1), 1, rtol=1e-5)
@@ -145,14 +148,15 @@ FOUR = textwrap.dedent("""
     import json, os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import jax, numpy as np
+    import fnmlp
     from fnmlp import data
     from fnmlp.parallel import make_mesh
     from fnmlp.population import fit_population, grid
     ds = data.make_spirals(480, arms=3, seed=0)
-    kw = dict(epochs=3, batch_size=32, activation="tanh", verbose=False)
+    kw = dict(epochs=3, batch_size=32, verbose=False)
     members = grid(lr=[3e-3, 1e-2], seed=[0, 1, 2, 3])
-    one = fit_population([2, 24, 3], ds.x, ds.y, members, **kw)
-    four = fit_population([2, 24, 3], ds.x, ds.y, members, mesh=make_mesh(4), **kw)
+    one = fit_population(fnmlp.mlp([2, 24, 3]), ds.x, ds.y, members, **kw)
+    four = fit_population(fnmlp.mlp([2, 24, 3]), ds.x, ds.y, members, **kw, mesh=make_mesh(4))
     w = four.params[0]["w"]
     print(json.dumps({
         "diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
@@ -181,7 +185,7 @@ TINY = [2, 8, 3]
 def _default_wd(name):
     """The optimizer's own weight decay default, read from the state it builds."""
     opt = fnmlp.optim.get_optimizer(name, 1e-2)
-    return float(opt.init(fnmlp.init_mlp(jax.random.key(0), TINY)).weight_decay)
+    return float(opt.init(fnmlp.mlp(TINY).init_params(jax.random.key(0))).weight_decay)
 
 
 def _wd_grids(name):
@@ -200,11 +204,10 @@ def _fit_member(name, m, x=SMALL.x, y=SMALL.y, dtype=None, epochs=2):
     seed (cached: the grids share members)."""
     key = (name, m, dtype, epochs)
     if key not in _FITS:
-        p0 = fnmlp.init_mlp(jax.random.key(m.seed), TINY, "tanh",
-                            **({"dtype": dtype} if dtype else {}))
+        tiny = fnmlp.mlp(TINY, "tanh")
+        p0 = tiny.init_params(jax.random.key(m.seed), dtype=dtype or jnp.float32)
         opt = fnmlp.optim.get_optimizer(name, m.lr, weight_decay=m.wd)
-        _FITS[key] = fnmlp.fit(p0, x, y, epochs=epochs, batch_size=32, optimizer=opt,
-                               activation="tanh", seed=m.seed, verbose=False).params
+        _FITS[key] = fnmlp.fit(tiny, p0, x, y, epochs=epochs, batch_size=32, optimizer=opt, seed=m.seed, verbose=False).params
     return _FITS[key]
 
 
@@ -214,8 +217,8 @@ def test_every_member_trains_with_its_own_lr_and_weight_decay(name, grid_name):
     """adamw with every member at wd=0 trained every member with adamw's default 0.01
     (4e-4 away from fit with wd=0 after a few steps); every optimizer, every grid."""
     members = _wd_grids(name)[grid_name]
-    res = fit_population(TINY, SMALL.x, SMALL.y, members, epochs=2, batch_size=32,
-                         optimizer=name, activation="tanh", verbose=False)
+    res = fit_population(fnmlp.mlp(TINY, "tanh"), SMALL.x, SMALL.y, members, epochs=2, batch_size=32,
+                         optimizer=name, verbose=False)
     for k, m in enumerate(members):
         # vmap's batched products may sum in another order: float32 round-off only
         assert _max_diff(_fit_member(name, m), res.member_params(k)) < 1e-5, (k, m)
@@ -247,8 +250,8 @@ def test_reported_hyperparameters_are_read_from_the_state():
     from fnmlp.population import member_hyperparameters
 
     members = [Member(1e-2, 0.0, 0), Member(3e-2, 1e-2, 1)]
-    res = fit_population(TINY, SMALL.x, SMALL.y, members, epochs=1, batch_size=32,
-                         optimizer="adamw", activation="tanh", verbose=False,
+    res = fit_population(fnmlp.mlp(TINY, "tanh"), SMALL.x, SMALL.y, members, epochs=1, batch_size=32,
+                         optimizer="adamw", verbose=False,
                          lr_factor=schedules.cosine_warmup(1.0, 0, 5))
     # the float32 values the state holds, as their shortest decimals (not 0.00999999977)
     assert member_hyperparameters(res) == [{"lr": 1e-2, "weight_decay": 0.0},
@@ -270,8 +273,8 @@ def test_float64_population_member_equals_float64_fit(x64):
     float32 default and the data was cast to it."""
     x = np.asarray(SMALL.x, np.float64)
     members = [Member(1e-2, 0.0, 0), Member(3e-2, 1e-2, 1)]
-    res = fit_population(TINY, x, SMALL.y, members, epochs=2, batch_size=32,
-                         optimizer="adam", activation="tanh", verbose=False)
+    res = fit_population(fnmlp.mlp(TINY, "tanh"), x, SMALL.y, members, epochs=2, batch_size=32,
+                         optimizer="adam", verbose=False)
     for k, m in enumerate(members):
         p = res.member_params(k)
         assert all(a.dtype == np.float64 for a in jax.tree.leaves(p))
@@ -289,7 +292,7 @@ def test_population_dtype_argument(x64):
     assert population_dtype(None, x32.astype(np.float64)) == np.float64
     assert population_dtype(None, x32.astype(np.float16)) == np.float32
     assert population_dtype("float32", x32.astype(np.float64)) == np.float32
-    res = fit_population(TINY, x32, SMALL.y, [Member(1e-2)], epochs=1, batch_size=32,
+    res = fit_population(fnmlp.mlp(TINY), x32, SMALL.y, [Member(1e-2)], epochs=1, batch_size=32,
                          verbose=False, dtype="float64")
     assert res.params[0]["w"].dtype == np.float64
 
@@ -299,6 +302,6 @@ def test_population_dtype_argument(x64):
     ("float64", "needs jax_enable_x64")])
 def test_bad_population_dtype_is_refused_before_compiling(dtype, match):
     with count_compiles() as compiles, pytest.raises(ValueError, match=match):
-        fit_population(TINY, SMALL.x, SMALL.y, [Member(1e-2)], epochs=1, batch_size=32,
+        fit_population(fnmlp.mlp(TINY), SMALL.x, SMALL.y, [Member(1e-2)], epochs=1, batch_size=32,
                        verbose=False, dtype=dtype)
     assert compiles == []

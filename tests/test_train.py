@@ -20,11 +20,12 @@ def _bits_equal(a, b):
 
 def test_manual_and_autodiff_training_agree():
     ds = data.make_moons(400, seed=1)
-    p0 = fnmlp.init_mlp(jax.random.key(0), [2, 16, 2], "tanh")
+    model = fnmlp.mlp([2, 16, 2], "tanh")
+    p0 = model.init_params(jax.random.key(0))
     kw = dict(epochs=8, batch_size=32, optimizer="momentum", learning_rate=0.05,
-              activation="tanh", verbose=False)
-    a = fnmlp.fit(p0, ds.x, ds.y, grad="manual", **kw)
-    b = fnmlp.fit(p0, ds.x, ds.y, grad="autodiff", **kw)
+              verbose=False)
+    a = fnmlp.fit(model, p0, ds.x, ds.y, **kw, grad="manual")
+    b = fnmlp.fit(model, p0, ds.x, ds.y, **kw, grad="autodiff")
     moved = max(float(jnp.max(jnp.abs(x - y))) for x, y in
                 zip(jax.tree.leaves(a.params), jax.tree.leaves(p0)))
     assert moved > 0.1  # it really trained
@@ -50,18 +51,20 @@ def test_lesson_problems(name, kw, hidden, act, opt, lr, epochs, need):
     ds = data.TOY_SETS[name](n=800, seed=0, **kw)
     train, test = data.train_test_split(ds.x, ds.y, 0.25, seed=0)
     classes = int(ds.y.max()) + 1
-    params = fnmlp.init_mlp(jax.random.key(0), [2, *hidden, classes], act)
-    res = fnmlp.fit(params, train.x, train.y, epochs=epochs, batch_size=32, optimizer=opt,
-                    learning_rate=lr, activation=act, verbose=False)
-    acc = fnmlp.evaluate(res.params, test.x, test.y, act)["accuracy"]
+    model = fnmlp.mlp([2, *hidden, classes], act)
+    params = model.init_params(jax.random.key(0))
+    res = fnmlp.fit(model, params, train.x, train.y, epochs=epochs, batch_size=32, optimizer=opt,
+                    learning_rate=lr, verbose=False)
+    acc = fnmlp.evaluate(model, res.params, test.x, test.y)["accuracy"]
     assert acc >= need, (name, kw, acc)
 
 
 def test_epoch_compiles_once_even_when_the_learning_rate_changes():
     ds = data.make_blobs(500, k=3, seed=0)
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 8, 3])
+    model = fnmlp.mlp([2, 8, 3])
+    params = model.init_params(jax.random.key(0))
     opt = fnmlp.sgd(0.1)
-    trainer = make_trainer(opt, batch_size=32)
+    trainer = make_trainer(model, opt, batch_size=32)
     state = init_state(params, opt)
     x, y = jnp.asarray(ds.x), jnp.asarray(ds.y)
     key = jax.random.key(0)
@@ -86,8 +89,9 @@ def test_compiles_once_counted_by_jax_itself(caplog):
     import logging
 
     ds = data.make_moons(300, seed=0)
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 8, 2])
-    trainer = make_trainer(fnmlp.adam(0.01), batch_size=50)
+    model = fnmlp.mlp([2, 8, 2])
+    params = model.init_params(jax.random.key(0))
+    trainer = make_trainer(model, fnmlp.adam(0.01), batch_size=50)
     state = init_state(params, fnmlp.adam(0.01))
     x, y, key = jnp.asarray(ds.x), jnp.asarray(ds.y), jax.random.key(1)
     state, _ = trainer.epoch(state, x, y, key)  # first epoch compiles
@@ -105,21 +109,22 @@ def test_compiles_once_counted_by_jax_itself(caplog):
 
 def test_same_seed_is_bitwise_identical_and_resume_matches(tmp_path):
     ds = data.make_spirals(600, arms=3, seed=0)
-    p0 = fnmlp.init_mlp(jax.random.key(0), [2, 16, 3], "tanh")
-    kw = dict(batch_size=40, optimizer="adam", learning_rate=0.01, activation="tanh",
+    model = fnmlp.mlp([2, 16, 3], "tanh")
+    p0 = model.init_params(jax.random.key(0))
+    kw = dict(batch_size=40, optimizer="adam", learning_rate=0.01,
               seed=7, verbose=False)
-    full = fnmlp.fit(p0, ds.x, ds.y, epochs=6, **kw)
-    again = fnmlp.fit(p0, ds.x, ds.y, epochs=6, **kw)
+    full = fnmlp.fit(model, p0, ds.x, ds.y, **kw, epochs=6)
+    again = fnmlp.fit(model, p0, ds.x, ds.y, **kw, epochs=6)
     assert _bits_equal(full.state, again.state)
     # stop after 3 epochs, save, load, resume to 6
-    part = fnmlp.fit(p0, ds.x, ds.y, epochs=3, **kw)
+    part = fnmlp.fit(model, p0, ds.x, ds.y, **kw, epochs=3)
     fnmlp.save_checkpoint(tmp_path / "c.npz", part.state)
     template = init_state(p0, fnmlp.adam(0.01))
     loaded, _ = fnmlp.load_checkpoint(tmp_path / "c.npz", template)
-    resumed = fnmlp.fit(p0, ds.x, ds.y, epochs=6, state=loaded, **kw)
+    resumed = fnmlp.fit(model, p0, ds.x, ds.y, **kw, epochs=6, state=loaded)
     assert len(resumed.history) == 3 and resumed.history[0]["epoch"] == 4
     assert _bits_equal(full.state, resumed.state)
-    different = fnmlp.fit(p0, ds.x, ds.y, epochs=6, **dict(kw, seed=8))
+    different = fnmlp.fit(model, p0, ds.x, ds.y, **dict(kw, seed=8), epochs=6)
     assert not _bits_equal(full.state.params, different.state.params)
 
 
@@ -128,34 +133,37 @@ def test_same_seed_is_bitwise_identical_and_resume_matches(tmp_path):
 def test_per_example_grads_average_to_batch_grad(x64, grad, loss):
     key = jax.random.key(0)
     sizes = [3, 5, 2]
-    params = fnmlp.init_mlp(key, sizes, "tanh", dtype=jnp.float64)
+    model = fnmlp.mlp(sizes, "tanh")
+    params = model.init_params(key, dtype=jnp.float64)
     x, y = random_batch(key, 7, sizes, loss, jnp.float64)
-    pe = fnmlp.per_example_grads(params, x, y, "tanh", loss, grad)
+    pe = fnmlp.per_example_grads(model, params, x, y, loss, grad)
     assert pe[0]["w"].shape == (7, 3, 5)
     mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), pe)
-    batch = jax.grad(fnmlp.loss)(params, x, y, "tanh", loss)
+    batch = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, loss)
     assert fnmlp.compare_grads(mean, batch, rtol=1e-12).passed
 
 
 def test_early_stopping_restores_best_params():
     ds = data.make_moons(200, seed=0, noise=0.35)
     train, val = data.train_test_split(ds.x, ds.y, 0.5, seed=0)
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 128, 2], "relu")
-    res = fnmlp.fit(params, train.x, train.y, epochs=300, batch_size=10, optimizer="adam",
+    model = fnmlp.mlp([2, 128, 2], "relu")
+    params = model.init_params(jax.random.key(0))
+    res = fnmlp.fit(model, params, train.x, train.y, epochs=300, batch_size=10, optimizer="adam",
                     learning_rate=0.03, validation_data=(val.x, val.y), patience=5,
                     verbose=False)
     assert len(res.history) < 300  # it stopped early (an over-fitting net on noisy data)
     best = min(res.history, key=lambda r: r["val_loss"])
     assert res.best_epoch == best["epoch"]
     assert res.history[-1]["epoch"] == best["epoch"] + 5
-    got = fnmlp.evaluate(res.params, val.x, val.y)["loss"]
+    got = fnmlp.evaluate(model, res.params, val.x, val.y)["loss"]
     assert got == pytest.approx(best["val_loss"], rel=1e-5)
 
 
 def test_validation_split_and_history_fields():
     ds = data.make_circles(300, seed=0)
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 8, 2])
-    res = fnmlp.fit(params, ds.x, ds.y, epochs=2, batch_size=30, validation_split=0.2,
+    model = fnmlp.mlp([2, 8, 2])
+    params = model.init_params(jax.random.key(0))
+    res = fnmlp.fit(model, params, ds.x, ds.y, epochs=2, batch_size=30, validation_split=0.2,
                     verbose=False)
     r = res.history[-1]
     for k in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
@@ -166,10 +174,11 @@ def test_validation_split_and_history_fields():
 
 def test_divergence_stops_with_last_finite_params():
     ds = data.make_blobs(400, seed=0)
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 16, 3])
+    model = fnmlp.mlp([2, 16, 3])
+    params = model.init_params(jax.random.key(0))
     with pytest.raises(TrainingDiverged, match=r"diverged in epoch 1") as info, \
             pytest.warns(UserWarning, match="far outside the usual range"):  # x100 inputs
-        fnmlp.fit(params, ds.x * 100, ds.y, epochs=5, batch_size=20, optimizer="sgd",
+        fnmlp.fit(model, params, ds.x * 100, ds.y, epochs=5, batch_size=20, optimizer="sgd",
                   learning_rate=1e6, verbose=False)
     err = info.value
     assert err.epoch == 1
@@ -179,10 +188,11 @@ def test_divergence_stops_with_last_finite_params():
 
 def test_evaluate_masks_the_partial_chunk():
     ds = data.make_blobs(103, seed=1)
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 4, 3])
-    got = fnmlp.evaluate(params, ds.x, ds.y, batch_size=10)
-    out = fnmlp.batched_forward(params, ds.x)
-    want_loss = float(fnmlp.loss(params, ds.x, ds.y))
+    model = fnmlp.mlp([2, 4, 3])
+    params = model.init_params(jax.random.key(0))
+    got = fnmlp.evaluate(model, params, ds.x, ds.y, batch_size=10)
+    out = fnmlp.batched_forward(model, params, ds.x)
+    want_loss = float(fnmlp.loss(model, params, ds.x, ds.y))
     want_acc = float(jnp.mean(jnp.argmax(out, 1) == ds.y))
     assert got["loss"] == pytest.approx(want_loss, rel=1e-5)
     assert got["accuracy"] == pytest.approx(want_acc)
@@ -190,11 +200,17 @@ def test_evaluate_masks_the_partial_chunk():
 
 def test_regression_fit_learns_the_sine():
     ds = data.make_sine(400, seed=0, noise=0.05)
-    params = fnmlp.init_mlp(jax.random.key(0), [1, 32, 32, 1], "tanh")
-    res = fnmlp.fit(params, ds.x, ds.y, epochs=150, batch_size=32, optimizer="adam",
-                    learning_rate=0.01, activation="tanh", loss="mse", verbose=False)
-    mse = fnmlp.evaluate(res.params, ds.x, ds.y, "tanh", "mse")["mse"]
+    model = fnmlp.mlp([1, 32, 32, 1], "tanh")
+    params = model.init_params(jax.random.key(0))
+    res = fnmlp.fit(model, params, ds.x, ds.y, epochs=150, batch_size=32, optimizer="adam",
+                    learning_rate=0.01, loss="mse", verbose=False)
+    mse = fnmlp.evaluate(model, res.params, ds.x, ds.y, "mse")["mse"]
     assert mse < 0.01  # noise variance is 0.0025; sin itself has variance 0.5
+
+
+def test_an_unknown_activation_is_refused_by_the_builder():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        fnmlp.mlp([2, 3, 3], "swish2")
 
 
 X = np.ones((20, 2), np.float32)
@@ -211,14 +227,15 @@ Y = np.zeros(20, np.int64)
     ({"optimizer": "adagrad"}, "optimizer must be one of"),
     ({"epochs": 0}, "epochs"),
     ({"grad": "numeric"}, "grad must be one of"),
-    ({"activation": "swish2"}, "activation must be one of"),
+    ({"loss": "categorical_cross_entropy"}, "takes probabilities, and the model outputs logits"),
     ({"validation_split": 1.5}, "validation_split"),
     ({"patience": 0}, "patience"),
 ])
 def test_bad_hyperparameters_raise_before_training(kwargs, match):
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 3])
+    model = fnmlp.mlp([2, 3])
+    params = model.init_params(jax.random.key(0))
     with pytest.raises(ValueError, match=match):
-        fnmlp.fit(params, X, Y, **{"epochs": 1, "batch_size": 4, "verbose": False, **kwargs})
+        fnmlp.fit(model, params, X, Y, **{"epochs": 1, "batch_size": 4, "verbose": False, **kwargs})
 
 
 @pytest.mark.parametrize("x, y, match", [
@@ -228,14 +245,16 @@ def test_bad_hyperparameters_raise_before_training(kwargs, match):
     (np.full((20, 2), np.nan), Y, "x must be finite"),
 ])
 def test_bad_data_raises_before_training(x, y, match):
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 3])
+    model = fnmlp.mlp([2, 3])
+    params = model.init_params(jax.random.key(0))
     with pytest.raises(ValueError, match=match):
-        fnmlp.fit(params, x, y, epochs=1, batch_size=4, verbose=False)
+        fnmlp.fit(model, params, x, y, epochs=1, batch_size=4, verbose=False)
 
 
 def test_fit_does_not_invalidate_callers_params():
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 3])
-    fnmlp.fit(params, X, Y, epochs=2, batch_size=4, verbose=False)
+    model = fnmlp.mlp([2, 3])
+    params = model.init_params(jax.random.key(0))
+    fnmlp.fit(model, params, X, Y, epochs=2, batch_size=4, verbose=False)
     assert np.isfinite(np.asarray(params[0]["w"])).all()  # still readable (not donated)
 
 
@@ -243,11 +262,12 @@ def test_evaluate_does_not_recompile_on_repeated_calls():
     from fnmlp.train import jitted_eval
 
     ds = data.make_blobs(90, seed=2)
-    params = fnmlp.init_mlp(jax.random.key(0), [2, 4, 3])
+    model = fnmlp.mlp([2, 4, 3])
+    params = model.init_params(jax.random.key(0))
     with count_compiles("evaluate") as compiles:
-        first = fnmlp.evaluate(params, ds.x, ds.y, batch_size=32)
+        first = fnmlp.evaluate(model, params, ds.x, ds.y, batch_size=32)
         for _ in range(3):
-            assert fnmlp.evaluate(params, ds.x, ds.y, batch_size=32) == first
+            assert fnmlp.evaluate(model, params, ds.x, ds.y, batch_size=32) == first
     assert len(compiles) == 1
     assert jitted_eval("relu", "softmax_cross_entropy", 32) is jitted_eval(
         "relu", "softmax_cross_entropy", 32)

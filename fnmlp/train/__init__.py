@@ -11,7 +11,7 @@ from fnmlp.train.fit import (
     format_record,
     run_epochs,
 )
-from fnmlp.train.per_example import per_example_grads, per_example_memory
+from fnmlp.train.per_example import PER_EXAMPLE_WORK, per_example_grads, per_example_memory
 from fnmlp.train.step import (
     DROPOUT_STREAM,
     Batch,
@@ -32,7 +32,7 @@ from fnmlp.train.step import (
     weight_stats,
 )
 
-__all__ = ["DROPOUT_STREAM", "Batch", "EarlyStopping", "FitResult", "Trainer", "TrainState",
+__all__ = ["DROPOUT_STREAM", "PER_EXAMPLE_WORK", "Batch", "EarlyStopping", "FitResult", "Trainer", "TrainState",
            "TrainingDiverged", "cached_trainer", "check_resumed_state", "copy_tree",
            "dropout_key", "epoch_fn", "epoch_record", "eval_fn", "evaluate", "fit",
            "format_record", "fresh_state", "init_state", "jitted_eval", "make_train_step",
