@@ -1,7 +1,7 @@
 """What the training scripts share: flags and the one architecture grammar
 (:mod:`.flags`), one run with checkpoints and metrics.json (:mod:`.run`), populations
 (:mod:`.sweep`), the lab's comparisons (:mod:`.compare`, imported by ``scripts/compare.py``
-itself). Re-exports only; nothing here imports jax, so a script's ``--help`` is fast."""
+itself). Re-exports only."""
 
 from fnmlp.cli.flags import (
     LAYER_SPEC_HELP,

@@ -4,7 +4,10 @@ mesh the flags ask for, and the helpers every script shares.
 Bad flags or bad data end a script with exit status 2 and a one-line message (no
 traceback): argparse errors go through :class:`Parser`, and :func:`main_guard` turns
 the library's ``ValueError``/``TypeError``/``FileNotFoundError``/``ImportError`` into one.
-Nothing here imports jax at module level, so ``--help`` starts fast.
+The registries ``--help`` lists (:data:`fnmlp.activations.ACTIVATIONS`,
+:data:`fnmlp.optim.OPTIMIZERS`) are the only library imports at module level; everything
+else that needs jax is imported inside the function using it. (``import fnmlp.cli`` still
+imports jax today: ``fnmlp/__init__.py`` imports every module.)
 
 **The architecture grammar** is ``--layers dense:N,ACTIVATION,dropout:RATE,layernorm``
 (the hidden layers; the output ``Dense(C)`` is added); ``--hidden 256,128 --activation
