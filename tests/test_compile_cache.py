@@ -22,10 +22,11 @@ hits = []
 jax.monitoring.register_event_listener(
     lambda e, **kw: hits.append(e) if e == "/jax/compilation_cache/cache_hits" else None)
 ds = fnmlp.data.make_moons(128, seed=1)
-p = fnmlp.init_mlp(jax.random.key(0), [2, 12, 2])
-r = fnmlp.fit(p, ds.x, ds.y, epochs=2, batch_size=16, optimizer="adam",
+model = fnmlp.mlp([2, 12, 2])
+p = model.init_params(jax.random.key(0))
+r = fnmlp.fit(model, p, ds.x, ds.y, epochs=2, batch_size=16, optimizer="adam",
               learning_rate=0.01, verbose=False)
-ev = fnmlp.evaluate(r.params, ds.x, ds.y)
+ev = fnmlp.evaluate(model, r.params, ds.x, ds.y)
 print(json.dumps({"path": str(path), "hits": len(hits),
                   "w": [float(v) for v in r.params[0]["w"].ravel()], "eval": ev}))
 """
