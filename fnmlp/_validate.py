@@ -193,7 +193,8 @@ def check_positive_float(value: Any, name: str, allow_zero: bool = False) -> flo
 def dtype_of(params: Any) -> Any:
     """The params' float dtype (float32 for a model without params)."""
     leaves = jax.tree.leaves(params)
-    return leaves[0].dtype if leaves else jnp.float32
+    dtype = getattr(leaves[0], "dtype", None) if leaves else None
+    return dtype if dtype is not None and jnp.issubdtype(dtype, jnp.floating) else jnp.float32
 
 
 @functools.lru_cache(maxsize=256)
@@ -254,7 +255,7 @@ def check_batch(model: Any, params: Any, x: Any, y: Any, loss: str, names=("x", 
     must be what the loss takes); returns them as arrays (x in the params' dtype)."""
     model = check_model_loss(model, loss)
     x = as_numeric_array(x, names[0])
-    if x.ndim != 2:
+    if x.ndim != 2 or getattr(model, "in_features", None) is not None:
         check_inputs(x, getattr(model, "in_features", None) or (x.shape[-1] if x.ndim else 0),
                      names[0])
     d_in, n_out = check_model_params(model, params, x.shape[-1])
@@ -268,7 +269,7 @@ def check_x(model: Any, params: Any, x: Any, batched: bool = True) -> Array:
     model = check_model(model)
     x = as_numeric_array(x, "x")
     want = 2 if batched else 1
-    if x.ndim != want:
+    if x.ndim != want or getattr(model, "in_features", None) is not None:
         check_inputs(x, getattr(model, "in_features", None) or (x.shape[-1] if x.ndim else 0),
                      "x", batched)
     d_in, _ = check_model_params(model, params, x.shape[-1])

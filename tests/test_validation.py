@@ -9,9 +9,12 @@ import pytest
 import fnmlp
 
 
+MODEL = fnmlp.mlp([4, 5, 3], "tanh")
+
+
 @pytest.fixture(scope="module")
 def params():
-    return fnmlp.init_mlp(jax.random.key(0), [4, 5, 3], "tanh")
+    return MODEL.init_params(jax.random.key(0))
 
 
 X = np.ones((6, 4), np.float32)
@@ -34,7 +37,7 @@ BAD_BATCHES = [
 @pytest.mark.parametrize("x, y, match", BAD_BATCHES)
 def test_bad_batches(params, fn, x, y, match):
     with pytest.raises(ValueError, match=match):
-        getattr(fnmlp, fn)(params, x, y, "tanh")
+        getattr(fnmlp, fn)(MODEL, params, x, y)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -43,60 +46,62 @@ def test_non_finite_inputs(params, bad):
     x[2, 1] = bad
     for fn in (fnmlp.loss, fnmlp.manual_grad):
         with pytest.raises(ValueError, match=r"x must be finite; got .* at index \(2, 1\)"):
-            fn(params, x, Y, "tanh")
+            fn(MODEL, params, x, Y)
     with pytest.raises(ValueError, match="x must be finite"):
-        fnmlp.batched_forward(params, x, "tanh")
+        fnmlp.batched_forward(MODEL, params, x)
 
 
 def test_forward_checks(params):
     with pytest.raises(ValueError, match=r"x must have 1 dimension.*\[D\] with D=4"):
-        fnmlp.forward(params, X, "tanh")
+        fnmlp.forward(MODEL, params, X)
     with pytest.raises(ValueError, match="x must have 4 features"):
-        fnmlp.forward(params, np.ones(3), "tanh")
+        fnmlp.forward(MODEL, params, np.ones(3))
     with pytest.raises(TypeError, match="x must be a numeric"):
-        fnmlp.forward(params, np.array(["a", "b", "c", "d"]), "tanh")
-    with pytest.raises(ValueError, match="activation must be one of"):
-        fnmlp.forward(params, np.ones(4), "nope")
+        fnmlp.forward(MODEL, params, np.array(["a", "b", "c", "d"]))
+    with pytest.raises(ValueError, match="model must be a fnmlp Layer.*activation names go"):
+        fnmlp.forward("tanh", params, np.ones(4))
 
 
 def test_regression_and_binary_targets(params):
     with pytest.raises(ValueError, match=r"y must have shape \(6, 3\) for loss 'mse'"):
-        fnmlp.loss(params, X, np.ones((6, 2)), "tanh", "mse")
+        fnmlp.loss(MODEL, params, X, np.ones((6, 2)), "mse")
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]; got 2.0"):
-        fnmlp.loss(params, X, np.full((6, 3), 2.0), "tanh", "sigmoid_cross_entropy")
+        fnmlp.loss(MODEL, params, X, np.full((6, 3), 2.0), "sigmoid_cross_entropy")
     with pytest.raises(ValueError, match="y must be finite"):
-        fnmlp.loss(params, X, np.full((6, 3), np.nan), "tanh", "mse")
-    one_out = fnmlp.init_mlp(jax.random.key(0), [4, 1])
+        fnmlp.loss(MODEL, params, X, np.full((6, 3), np.nan), "mse")
+    model = fnmlp.mlp([4, 1])
+    one_out = model.init_params(jax.random.key(0))
     # [N] targets are accepted for a single output
-    assert np.isfinite(float(fnmlp.loss(one_out, X, np.ones(6), "relu", "mse")))
+    assert np.isfinite(float(fnmlp.loss(model, one_out, X, np.ones(6), "mse")))
 
 
 def test_bad_params_and_sizes():
     with pytest.raises(ValueError, match="at least two"):
-        fnmlp.init_mlp(jax.random.key(0), [4])
+        fnmlp.mlp([4]).init_params(jax.random.key(0))
     with pytest.raises(ValueError, match=r"positive integers; got 0 at index 1"):
-        fnmlp.init_mlp(jax.random.key(0), [4, 0, 3])
+        fnmlp.mlp([4, 0, 3]).init_params(jax.random.key(0))
     with pytest.raises(ValueError, match=r"positive integers; got 2.5"):
-        fnmlp.init_mlp(jax.random.key(0), [4, 2.5, 3])
-    p = fnmlp.init_mlp(jax.random.key(0), [4, 5, 3])
+        fnmlp.mlp([4, 2.5, 3]).init_params(jax.random.key(0))
+    model = fnmlp.mlp([4, 5, 3])
+    p = model.init_params(jax.random.key(0))
     p[1]["w"] = jnp.ones((6, 3))
-    with pytest.raises(ValueError, match=r"params\[1\]\['w'\] must have 5 rows"):
-        fnmlp.loss(p, X, Y)
-    with pytest.raises(ValueError, match="params must be a non-empty list"):
-        fnmlp.loss({"w": 1}, X, Y)
+    with pytest.raises(ValueError, match=r"params\[1\]\['w'\] must have shape \(5, 3\)"):
+        fnmlp.loss(model, p, X, Y)
+    with pytest.raises(ValueError, match="params do not fit the model Serial"):
+        fnmlp.loss(model, {"w": 1}, X, Y)
 
 
 def test_under_jit_shapes_are_still_checked(params):
-    f = jax.jit(fnmlp.loss, static_argnums=(3, 4))
+    f = jax.jit(fnmlp.loss, static_argnums=(0, 4))
     with pytest.raises(ValueError, match="x must have 4 features"):
-        f(params, np.ones((6, 5), np.float32), Y, "tanh", "softmax_cross_entropy")
+        f(MODEL, params, np.ones((6, 5), np.float32), Y, "softmax_cross_entropy")
     # values are not known under jit: an out-of-range label raises nothing there (JAX's
     # gather fills it; this version gives NaN), which is why the docs say to validate on
     # the host (fit does); eagerly it is caught.
     bad = np.array([0, 1, 2, 0, 1, 7])
-    f(params, X, bad, "tanh", "softmax_cross_entropy")
+    f(MODEL, params, X, bad, "softmax_cross_entropy")
     with pytest.raises(ValueError, match="got 7 at index 5"):
-        fnmlp.loss(params, X, bad, "tanh")
+        fnmlp.loss(MODEL, params, X, bad)
 
 
 def test_compare_grads_structure_mismatch(params):
