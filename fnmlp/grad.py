@@ -165,7 +165,8 @@ def forward_with_cache(model: Layer, params: Params, x: Array) -> tuple[Array, A
     """Batched forward ``x: [B, D]`` -> ``([B, C], residuals)`` keeping what backprop needs
     (evaluation mode). For a Serial ``residuals[i]`` is layer ``i``'s: a Dense keeps its
     input ``[B, D_in]``, an activation its pre-activation."""
-    return model.forward(params, checks.check_x(model, params, x), EVAL)
+    x = checks.check_x(model, params, x)  # first: a non-Layer model gets the ValueError
+    return model.forward(params, x, EVAL)
 
 
 def backward(model: Layer, params: Params, residuals: Any, delta: Array) -> Params:
