@@ -1,5 +1,6 @@
-"""Each activation's and loss's hand-derived derivative against jax.grad, closed forms
-computed by hand, and numerical stability at extreme logits."""
+"""fnmlp.losses: each loss's hand-derived gradient against jax.grad, closed forms computed
+by hand, numerical stability at extreme logits, accuracy, and what each loss takes
+(logits or probabilities) checked against what a model outputs."""
 
 import math
 
@@ -8,36 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fnmlp.activations import ACTIVATIONS, get_activation
-from fnmlp.initializers import INITIALIZERS, get_initializer
-from fnmlp.losses import LOSSES, accuracy, get_loss, zero_one_loss
+from fnmlp.losses import (
+    LOSSES,
+    PROBABILITY_LOSSES,
+    accuracy,
+    check_loss_for_model,
+    get_loss,
+    zero_one_loss,
+)
 
-
-@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
-def test_activation_derivative_matches_autodiff(x64, name):
-    act = get_activation(name)
-    z = jnp.array([-3.0, -1.2, -0.3, 0.2, 0.7, 2.5, 6.0], jnp.float64)  # no z == 0
-    auto = jax.vmap(jax.grad(act.fn))(z)
-    np.testing.assert_allclose(np.asarray(act.deriv(z)), np.asarray(auto), rtol=1e-12,
-                               atol=1e-15)
-
-
-def test_activation_values_by_hand():
-    z = np.array([-2.0, 0.5])
-    assert np.allclose(ACTIVATIONS["relu"].fn(z), [0, 0.5])
-    assert np.allclose(ACTIVATIONS["leaky_relu"].fn(z), [-0.02, 0.5])
-    assert np.allclose(ACTIVATIONS["sigmoid"].fn(z), 1 / (1 + np.exp(-z)))
-    assert np.allclose(ACTIVATIONS["softplus"].fn(z), np.log1p(np.exp(z)))
-    assert np.allclose(ACTIVATIONS["elu"].fn(z), [math.expm1(-2), 0.5])
-    # exact gelu: z * Phi(z); Phi(0.5) = 0.691462461274013
-    assert np.allclose(ACTIVATIONS["gelu"].fn(z)[1], 0.5 * 0.691462461274013)
-
-
-@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
-def test_activation_finite_at_extremes(name):
-    z = jnp.array([-1e4, 1e4], jnp.float32)
-    act = get_activation(name)
-    assert bool(jnp.all(jnp.isfinite(act.fn(z)))) and bool(jnp.all(jnp.isfinite(act.deriv(z))))
+EVERY = sorted({**LOSSES, **PROBABILITY_LOSSES})
 
 
 def _targets(loss, b, c, key):
@@ -49,10 +30,15 @@ def _targets(loss, b, c, key):
     return jax.random.normal(key, (b, c), jnp.float64)
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+def _outputs(loss, key, shape):
+    out = 2 * jax.random.normal(key, shape, jnp.float64)
+    return jax.nn.softmax(out, axis=-1) if get_loss(loss).takes == "probabilities" else out
+
+
+@pytest.mark.parametrize("name", EVERY)
 def test_loss_gradient_matches_autodiff(x64, name):
     key = jax.random.key(0)
-    out = 2 * jax.random.normal(key, (5, 4), jnp.float64)
+    out = _outputs(name, key, (5, 4))
     y = _targets(name, 5, 4, jax.random.fold_in(key, 1))
     lossdef = get_loss(name)
     auto = jax.grad(lambda o: jnp.sum(lossdef.fn(o, y)))(out)
@@ -71,6 +57,10 @@ def test_loss_values_by_hand(x64):
     assert abs(float(get_loss("mae").fn(out, t)[0]) - (1 + 2.5) / 2) < 1e-12
     # huber, delta 1: |d| = 1 -> 0.5; |d| = 2.5 -> 2.5 - 0.5 = 2
     assert abs(float(get_loss("huber").fn(out, t)[0]) - (0.5 + 2.0) / 2) < 1e-12
+    # categorical cross-entropy of probabilities: -log p[y]
+    p = jnp.array([[0.2, 0.5, 0.3]])
+    cce = get_loss("categorical_cross_entropy").fn(p, jnp.array([2]))
+    assert abs(float(cce[0]) + math.log(0.3)) < 1e-12
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -96,22 +86,36 @@ def test_accuracy_and_zero_one_loss():
         accuracy(out, y, "mse")
 
 
-@pytest.mark.parametrize("name", sorted(INITIALIZERS))
-def test_initializer_variance(name):
-    fan_in, fan_out = 400, 300
-    w = get_initializer(name)(jax.random.key(0), fan_in, fan_out)
-    family = name.split("_")[0]
-    want = {"glorot": 2 / (fan_in + fan_out), "he": 2 / fan_in, "lecun": 1 / fan_in}[family]
-    # 120,000 draws: the sample variance is within a few percent
-    assert abs(float(jnp.var(w)) / want - 1) < 0.03
-    if name.endswith("uniform"):
-        assert float(jnp.max(jnp.abs(w))) <= math.sqrt(3 * want) + 1e-6
-
-
 def test_unknown_names_list_the_choices():
-    with pytest.raises(ValueError, match="relu"):
-        get_activation("rellu")
     with pytest.raises(ValueError, match="softmax_cross_entropy"):
         get_loss("crossentropy")
-    with pytest.raises(ValueError, match="he_normal"):
-        get_initializer("kaiming")
+    with pytest.raises(ValueError, match="categorical_cross_entropy"):
+        get_loss("nll")
+
+
+# ----------------------------------------------------------------------------- what it takes
+
+
+def test_every_loss_says_what_it_takes():
+    assert {n: get_loss(n).takes for n in EVERY} == {
+        "categorical_cross_entropy": "probabilities", "huber": "logits", "mae": "logits",
+        "mse": "logits", "sigmoid_cross_entropy": "logits", "softmax_cross_entropy": "logits"}
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_a_loss_is_accepted_for_the_output_it_takes_and_refused_for_the_other(name):
+    lossdef = get_loss(name)
+    other = "logits" if lossdef.takes == "probabilities" else "probabilities"
+    assert check_loss_for_model(name, lossdef.takes) is lossdef
+    with pytest.raises(ValueError) as e:
+        check_loss_for_model(name, other)
+    msg = str(e.value)
+    assert "\n" not in msg and repr(name) in msg
+    if other == "probabilities":  # softmax twice
+        assert "softmax would be applied twice" in msg
+        fix = ("use loss='categorical_cross_entropy'" if lossdef.kind == "multiclass"
+               else "drop the final Softmax layer")
+        assert fix in msg
+    else:  # log of raw scores
+        assert "add Softmax() as the last layer" in msg
+        assert "loss='softmax_cross_entropy'" in msg
