@@ -1,12 +1,12 @@
-"""per_example_grads past the memory: chunk_size= gives the unchunked result, and a size that
-cannot fit is refused with a ValueError (and a chunk_size or batch that fits) before
-anything compiles."""
+"""fnmlp.train.per_example: per_example_grads average to the batch gradient; past the
+memory, chunk_size= gives the unchunked result, and a size that cannot fit is refused with a
+ValueError (and a chunk_size or batch that fits) before anything compiles."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_compile_once import compiled_programs
+from test_train import compiled_programs
 
 import fnmlp
 from fnmlp import _validate
@@ -74,3 +74,18 @@ def test_too_big_at_once_suggests_a_chunk_size_that_fits(monkeypatch):
     assert g[0]["w"].shape == (3000, 30, 200)
     with pytest.raises(ValueError, match="chunk_size must be an integer >= 1; got 0"):
         fnmlp.per_example_grads(model, params, x, y, chunk_size=0)
+
+
+@pytest.mark.parametrize("grad", ["autodiff", "manual"])
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
+def test_per_example_grads_average_to_batch_grad(x64, grad, loss):
+    key = jax.random.key(0)
+    sizes = [3, 5, 2]
+    model = fnmlp.mlp(sizes, "tanh")
+    params = model.init_params(key, dtype=jnp.float64)
+    x, y = random_batch(key, 7, sizes, loss, jnp.float64)
+    pe = fnmlp.per_example_grads(model, params, x, y, loss, grad)
+    assert pe[0]["w"].shape == (7, 3, 5)
+    mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), pe)
+    batch = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, loss)
+    assert fnmlp.compare_grads(mean, batch, rtol=1e-12).passed
