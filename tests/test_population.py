@@ -67,7 +67,7 @@ def test_members_follow_a_shared_schedule_of_their_own_rate():
 
 def test_the_population_epoch_compiles_once():
     with count_compiles("population_epoch") as compiles:
-        fit_population(fnmlp.mlp(SIZES, "tanh"), DS.x, DS.y, grid(lr=[1e-2, 2e-2], seed=[0, 1]), epochs=4,
+        fit_population(model, DS.x, DS.y, grid(lr=[1e-2, 2e-2], seed=[0, 1]), epochs=4,
                        batch_size=32, verbose=False)
     assert len(compiles) == 1
 
@@ -82,13 +82,37 @@ def test_a_diverging_member_does_not_stop_the_others():
 
 
 def test_ensemble_is_the_mean_of_the_members_probabilities():
-    res = fit_population(fnmlp.mlp(SIZES, "tanh"), DS.x, DS.y, grid(lr=[1e-2], seed=[0, 1, 2]), epochs=3,
+    res = fit_population(model, DS.x, DS.y, grid(lr=[1e-2], seed=[0, 1, 2]), epochs=3,
                          batch_size=32, verbose=False)
     ens = np.asarray(ensemble_predict_proba(model, res.params, DS.x[:50]))
     each = [np.asarray(fnmlp.predict_proba(model, res.member_params(k), DS.x[:50]))
             for k in range(3)]
     np.testing.assert_allclose(ens, np.mean(each, axis=0), rtol=1e-6)
     np.testing.assert_allclose(ens.sum(1), 1, rtol=1e-5)
+
+
+def test_member_indices_out_of_range_are_refused_and_negative_ones_count_from_the_end():
+    """JAX clamps an index past the end on device (member 7 of 3 was member 2, silently,
+    before issue 29); the host check names the index instead."""
+    res = fit_population(model, DS.x, DS.y, grid(lr=[1e-2], seed=[0, 1, 2]), epochs=1,
+                         batch_size=32, verbose=False)
+    x = DS.x[:20]
+    with pytest.raises(ValueError, match=r"members entry 7 is out of range .* 3 members"):
+        ensemble_predict_proba(model, res.params, x, members=[0, 7])
+    with pytest.raises(ValueError, match=r"member 7 is out of range"):
+        res.member_params(7)
+    with pytest.raises(ValueError, match=r"member -4 is out of range"):
+        res.member_params(-4)
+    with pytest.raises(ValueError, match="at least one member"):
+        ensemble_predict_proba(model, res.params, x, members=[])
+    for neg, pos in ((-1, 2), (-3, 0)):  # in range: as Python's negative indices
+        assert _max_diff(res.member_params(neg), res.member_params(pos)) == 0
+        np.testing.assert_array_equal(
+            np.asarray(ensemble_predict_proba(model, res.params, x, members=[neg])),
+            np.asarray(ensemble_predict_proba(model, res.params, x, members=[pos])))
+    pair = ensemble_predict_proba(model, res.params, x, members=[0, -1])
+    each = [np.asarray(fnmlp.predict_proba(model, res.member_params(k), x)) for k in (0, 2)]
+    np.testing.assert_allclose(np.asarray(pair), np.mean(each, axis=0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("spec, match", [
@@ -207,7 +231,8 @@ def _fit_member(name, m, x=SMALL.x, y=SMALL.y, dtype=None, epochs=2):
         tiny = fnmlp.mlp(TINY, "tanh")
         p0 = tiny.init_params(jax.random.key(m.seed), dtype=dtype or jnp.float32)
         opt = fnmlp.optim.get_optimizer(name, m.lr, weight_decay=m.wd)
-        _FITS[key] = fnmlp.fit(tiny, p0, x, y, epochs=epochs, batch_size=32, optimizer=opt, seed=m.seed, verbose=False).params
+        _FITS[key] = fnmlp.fit(tiny, p0, x, y, epochs=epochs, batch_size=32, optimizer=opt,
+                               seed=m.seed, verbose=False).params
     return _FITS[key]
 
 
@@ -217,8 +242,8 @@ def test_every_member_trains_with_its_own_lr_and_weight_decay(name, grid_name):
     """adamw with every member at wd=0 trained every member with adamw's default 0.01
     (4e-4 away from fit with wd=0 after a few steps); every optimizer, every grid."""
     members = _wd_grids(name)[grid_name]
-    res = fit_population(fnmlp.mlp(TINY, "tanh"), SMALL.x, SMALL.y, members, epochs=2, batch_size=32,
-                         optimizer=name, verbose=False)
+    res = fit_population(fnmlp.mlp(TINY, "tanh"), SMALL.x, SMALL.y, members, epochs=2,
+                         batch_size=32, optimizer=name, verbose=False)
     for k, m in enumerate(members):
         # vmap's batched products may sum in another order: float32 round-off only
         assert _max_diff(_fit_member(name, m), res.member_params(k)) < 1e-5, (k, m)
@@ -250,8 +275,8 @@ def test_reported_hyperparameters_are_read_from_the_state():
     from fnmlp.population import member_hyperparameters
 
     members = [Member(1e-2, 0.0, 0), Member(3e-2, 1e-2, 1)]
-    res = fit_population(fnmlp.mlp(TINY, "tanh"), SMALL.x, SMALL.y, members, epochs=1, batch_size=32,
-                         optimizer="adamw", verbose=False,
+    res = fit_population(fnmlp.mlp(TINY, "tanh"), SMALL.x, SMALL.y, members, epochs=1,
+                         batch_size=32, optimizer="adamw", verbose=False,
                          lr_factor=schedules.cosine_warmup(1.0, 0, 5))
     # the float32 values the state holds, as their shortest decimals (not 0.00999999977)
     assert member_hyperparameters(res) == [{"lr": 1e-2, "weight_decay": 0.0},

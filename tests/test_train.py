@@ -1,5 +1,9 @@
-"""Training: manual vs autodiff, the lesson's problems, compile-once, determinism and
-resume, per-example gradients, early stopping, divergence, bad hyperparameters."""
+"""fnmlp.train: fit and evaluate (manual vs autodiff, the lesson's problems, determinism
+and resume, early stopping across resume, the learning rate and the weighted loss on resume,
+weight statistics, divergence, mixed precision, bad hyperparameters), the compiled step and
+epoch, the trainer cache and how many programs fit and evaluate compile."""
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +13,6 @@ from conftest import count_compiles
 
 import fnmlp
 from fnmlp import data
-from fnmlp.gradcheck import random_batch
 from fnmlp.train import TrainingDiverged, init_state, make_trainer
 
 
@@ -128,21 +131,6 @@ def test_same_seed_is_bitwise_identical_and_resume_matches(tmp_path):
     assert not _bits_equal(full.state.params, different.state.params)
 
 
-@pytest.mark.parametrize("grad", ["autodiff", "manual"])
-@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "mse"])
-def test_per_example_grads_average_to_batch_grad(x64, grad, loss):
-    key = jax.random.key(0)
-    sizes = [3, 5, 2]
-    model = fnmlp.mlp(sizes, "tanh")
-    params = model.init_params(key, dtype=jnp.float64)
-    x, y = random_batch(key, 7, sizes, loss, jnp.float64)
-    pe = fnmlp.per_example_grads(model, params, x, y, loss, grad)
-    assert pe[0]["w"].shape == (7, 3, 5)
-    mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), pe)
-    batch = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, loss)
-    assert fnmlp.compare_grads(mean, batch, rtol=1e-12).passed
-
-
 def test_early_stopping_restores_best_params():
     ds = data.make_moons(200, seed=0, noise=0.35)
     train, val = data.train_test_split(ds.x, ds.y, 0.5, seed=0)
@@ -157,6 +145,126 @@ def test_early_stopping_restores_best_params():
     assert res.history[-1]["epoch"] == best["epoch"] + 5
     got = fnmlp.evaluate(model, res.params, val.x, val.y)["loss"]
     assert got == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+# Early stopping, the learning rate and the weighted loss across resume (issue 29): a run
+# interrupted and resumed with fit(..., state=r.state) is the uninterrupted run.
+
+ES_KW = dict(batch_size=16, optimizer="adam", learning_rate=0.03, validation_split=0.2,
+             patience=4, verbose=False)
+ES_MODEL = fnmlp.mlp([2, 256, 256, 2])
+
+
+def _es_run(seed, epochs=60, state=None, **kw):
+    ds = data.make_classification(300, seed=seed)
+    p0 = ES_MODEL.init_params(jax.random.key(0))
+    return fnmlp.fit(ES_MODEL, p0, ds.x, ds.y, epochs=epochs, state=state, **{**ES_KW, **kw})
+
+
+# data seed 0 stops at epoch 15 (best 11): interrupted at 12, one epoch into the wait;
+# data seed 20 stops at 8 (best 4): interrupted at its best epoch. Forgetting the best on
+# resume (the code before issue 29) made the first return epoch 13's params, the second 5's.
+@pytest.mark.parametrize("seed, cut, stop, best", [(0, 12, 15, 11), (20, 4, 8, 4)])
+def test_early_stopping_interrupted_and_resumed_is_the_uninterrupted_run(seed, cut, stop, best):
+    full = _es_run(seed)
+    assert (len(full.history), full.best_epoch) == (stop, best)  # the scenario as measured
+    part = _es_run(seed, epochs=cut)
+    assert int(part.state.epoch) == cut < stop and part.state.early is not None
+    resumed = _es_run(seed, state=part.state)
+    assert resumed.best_epoch == full.best_epoch
+    assert int(resumed.state.epoch) == stop and resumed.history[-1]["epoch"] == stop
+    assert _bits_equal(resumed.params, full.params)
+    assert _bits_equal(resumed.best_state, full.best_state)
+    assert _bits_equal(resumed.state, full.state)  # early's bookkeeping included
+    assert int(resumed.state.early.best_epoch) == best and bool(resumed.state.early.stopped)
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in full.history[cut:]]
+    # the best epoch was trained before the interruption: no record of the resumed part
+    # is marked restored (the interrupted part's own FitResult marked it there)
+    assert not any(r.get("restored") for r in resumed.history)
+    assert [r["epoch"] for r in part.history if r.get("restored")] == [best]
+
+
+def test_resuming_a_run_that_stopped_trains_nothing_and_says_so():
+    stopped = _es_run(20)  # stopped at epoch 8, best 4
+    lines = []
+    again = _es_run(20, state=stopped.state, verbose=True, log=lines.append)
+    assert again.history == [] and int(again.state.epoch) == 8
+    assert _bits_equal(again.state, stopped.state)
+    assert len(lines) == 1 and "already stopped early" in lines[0], lines
+    assert "epoch 8" in lines[0] and "epoch 4" in lines[0], lines
+    assert again.best_epoch == 4
+    assert _bits_equal(again.params, stopped.params)  # still the best params
+    assert _bits_equal(again.best_state, stopped.best_state)
+    with_more_patience = _es_run(20, state=stopped.state, patience=10)
+    assert with_more_patience.history == []  # stopped is stopped, whatever the patience now
+
+
+def test_a_learning_rate_asked_for_on_resume_is_applied():
+    from fnmlp.optim import get_learning_rate, set_learning_rate
+
+    ds = data.make_moons(200, seed=0)
+    model = fnmlp.mlp([2, 8, 2])
+    p0 = model.init_params(jax.random.key(0))
+    kw = dict(batch_size=20, verbose=False)
+    a = fnmlp.fit(model, p0, ds.x, ds.y, epochs=2, optimizer="adam", learning_rate=0.01, **kw)
+    by_name = fnmlp.fit(model, p0, ds.x, ds.y, epochs=4, optimizer="adam", learning_rate=1e-4,
+                        state=a.state, **kw)
+    by_object = fnmlp.fit(model, p0, ds.x, ds.y, epochs=4, optimizer=fnmlp.adam(1e-4),
+                          state=a.state, **kw)
+    kept = fnmlp.fit(model, p0, ds.x, ds.y, epochs=4, optimizer="adam", state=a.state, **kw)
+    for r in (by_name, by_object):
+        assert [h["learning_rate"] for h in r.history] == pytest.approx([1e-4, 1e-4])
+        assert float(get_learning_rate(r.state.opt_state)) == pytest.approx(1e-4)
+    assert [h["learning_rate"] for h in kept.history] == pytest.approx([0.01, 0.01])
+    assert float(get_learning_rate(kept.state.opt_state)) == pytest.approx(0.01)
+    # trained at it, not only reported: the same bits as setting the rate by hand
+    by_hand = a.state._replace(opt_state=set_learning_rate(a.state.opt_state, 1e-4))
+    want = fnmlp.fit(model, p0, ds.x, ds.y, epochs=4, optimizer="adam", state=by_hand, **kw)
+    assert _bits_equal(by_name.state, want.state) and _bits_equal(by_object.state, want.state)
+    assert not _bits_equal(kept.state.params, want.state.params)
+    assert float(get_learning_rate(a.state.opt_state)) == pytest.approx(0.01)  # a left intact
+
+
+def test_the_epochs_weighted_loss_is_the_weighted_mean_over_the_epoch():
+    """One example of 200 weighs 1, the others 0, in 10 batches of 20: the epoch's loss is
+    that example's loss (as evaluate computes it), not a tenth of it (the mean of the batch
+    means, nine of them empty, before issue 29)."""
+    ds = data.make_moons(200, seed=0)
+    model = fnmlp.mlp([2, 8, 2])
+    p0 = model.init_params(jax.random.key(0))
+    sw = np.zeros(200, np.float32)
+    sw[37] = 1.0
+    r = fnmlp.fit(model, p0, ds.x, ds.y, epochs=1, batch_size=20, learning_rate=1e-9,
+                  sample_weight=sw, verbose=False)  # the params barely move
+    want = fnmlp.evaluate(model, p0, ds.x, ds.y, sample_weight=sw)["loss"]
+    assert want == pytest.approx(float(fnmlp.loss(model, p0, ds.x[37:38], ds.y[37:38])),
+                                 rel=1e-5)
+    assert r.history[0]["train_loss"] == pytest.approx(want, rel=1e-5)
+
+
+def test_weight_stats_find_every_matrix_whatever_the_layout():
+    """A model that starts with LayerNorm: the history has one norm per weight matrix (the
+    two Dense kernels, not LayerNorm's scale or any bias), equal to NumPy's."""
+    from fnmlp.layers import Dense, LayerNorm, Relu, serial
+
+    ds = data.make_moons(200, seed=0)
+    model = serial(LayerNorm(), Dense(8), Relu(), Dense(2), in_features=2)
+    params = model.init_params(jax.random.key(0))
+    res = fnmlp.fit(model, params, ds.x, ds.y, epochs=2, batch_size=20, verbose=False)
+    mats = [np.asarray(res.params[1]["w"]), np.asarray(res.params[2]["w"])]  # [2, 8], [8, 2]
+    assert res.history[-1]["weight_norm"] == pytest.approx(
+        [float(np.linalg.norm(m)) for m in mats], rel=1e-6)
+    assert res.history[-1]["weight_max_abs"] == pytest.approx(
+        [float(np.max(np.abs(m))) for m in mats], rel=1e-6)
+    # no name is assumed: a matrix called anything is one (the leaves named "w" before)
+    from fnmlp.train import weight_matrices, weight_stats
+
+    a, b = jnp.ones((3, 4)), jnp.full((4, 2), 2.0)
+    tree = [{"kernel": a, "bias": jnp.ones(4)}, {"scale": jnp.ones(4)}, {"w": b}]
+    assert [m.shape for m in weight_matrices(tree)] == [(3, 4), (4, 2)]
+    np.testing.assert_allclose(np.asarray(weight_stats(tree)["weight_norm"]),
+                               [np.sqrt(12.0), 4.0 * np.sqrt(2.0)], rtol=1e-6)
+    assert weight_stats([{"scale": jnp.ones(3)}]) == {}
 
 
 def test_validation_split_and_history_fields():
@@ -269,5 +377,195 @@ def test_evaluate_does_not_recompile_on_repeated_calls():
         for _ in range(3):
             assert fnmlp.evaluate(model, params, ds.x, ds.y, batch_size=32) == first
     assert len(compiles) == 1
-    assert jitted_eval("relu", "softmax_cross_entropy", 32) is jitted_eval(
-        "relu", "softmax_cross_entropy", 32)
+    assert jitted_eval(model, "softmax_cross_entropy", 32) is jitted_eval(
+        fnmlp.mlp([2, 4, 3]), "softmax_cross_entropy", 32)  # equal models: one program
+
+
+def test_mixed_precision_loss_curve_tracks_float32():
+    ds = data.make_moons(512, seed=0)
+    model = fnmlp.mlp([2, 64, 64, 2], "relu")
+    p0 = model.init_params(jax.random.key(0))
+    kw = dict(epochs=30, batch_size=64, optimizer="adam", learning_rate=0.005, verbose=False)
+    f32 = fnmlp.fit(model, p0, ds.x, ds.y, **kw)
+    for grad in ("manual", "autodiff"):
+        bf16 = fnmlp.fit(model, p0, ds.x, ds.y, **kw, compute_dtype=jnp.bfloat16, grad=grad)
+        assert bf16.params[0]["w"].dtype == jnp.float32  # float32 master params
+        a = np.array([r["train_loss"] for r in f32.history])
+        b = np.array([r["train_loss"] for r in bf16.history])
+        # bfloat16 has 8 mantissa bits (rel. precision 2^-8 ~ 0.4%): the stated tolerance is
+        # 0.05 absolute on every epoch's mean loss, and the final loss within 20% relative
+        assert np.max(np.abs(a - b)) < 0.05, (grad, a, b)
+        assert abs(a[-1] - b[-1]) < 0.2 * a[-1] + 0.01
+        assert b[-1] < 0.2 * b[0]  # and it learned
+
+
+# Compile once per configuration: how many XLA programs init, fit and evaluate build,
+# counted from JAX's own compile events (``jax.monitoring``), and that a learning-rate
+# sweep, a seed change or a resume loop of ``fit`` compiles nothing new. Every test here
+# uses layer widths no other test uses, so the programs it counts are its own (JAX's
+# caches live for the whole pytest process).
+
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per XLA compilation
+
+
+@contextlib.contextmanager
+def compiled_programs():
+    """Yields a list that fills with the name of every program XLA compiles in the block,
+    read from the event JAX records around each backend compilation."""
+    names: list[str] = []
+
+    def listener(event, duration, **kwargs):
+        if event == COMPILE_EVENT:
+            names.append(str(kwargs.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _blobs(n, d, k, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (k, d))
+    y = rng.integers(0, k, n)
+    return (centers[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+
+
+def test_init_fit_evaluate_compile_at_most_1_3_1():
+    x, y = _blobs(300, 3, 5)
+    key = jax.random.key(11)  # the user's key: made before counting
+    with compiled_programs() as init_compiles:
+        model = fnmlp.mlp([3, 19, 5])
+        params = model.init_params(key)
+    with compiled_programs() as fit_compiles:
+        res = fnmlp.fit(model, params, x, y, epochs=2, batch_size=32, optimizer="adam",
+                        learning_rate=0.01, verbose=False)
+    with compiled_programs() as eval_compiles:
+        acc = fnmlp.evaluate(model, res.params, x, y)["accuracy"]
+    assert 1 <= len(init_compiles) <= 1, init_compiles
+    # the witness sees compiles; the budget: the epoch, the state copy, the zero buffers
+    assert 1 <= len(fit_compiles) <= 3, fit_compiles
+    assert 1 <= len(eval_compiles) <= 1, eval_compiles
+    assert acc > 0.5  # it trained
+
+
+def test_fit_with_validation_compiles_at_most_4_and_evaluate_reuses_its_program():
+    x, y = _blobs(400, 4, 3)
+    model = fnmlp.mlp([4, 23, 3])
+    params = model.init_params(jax.random.key(0))
+    xv, yv = _blobs(100, 4, 3, seed=1)
+    with compiled_programs() as fit_compiles:
+        fnmlp.fit(model, params, x, y, epochs=2, batch_size=40, validation_data=(xv, yv),
+                  verbose=False)
+    with compiled_programs() as eval_compiles:
+        fnmlp.evaluate(model, params, xv, yv)  # same model, loss, chunk and shapes as validation
+    assert 1 <= len(fit_compiles) <= 4, fit_compiles
+    assert eval_compiles == []
+
+
+def test_learning_rate_seed_and_resume_loops_of_fit_compile_nothing_new():
+    x, y = _blobs(256, 5, 4)
+    model = fnmlp.mlp([5, 29, 4], "tanh")
+    params = model.init_params(jax.random.key(0))
+    kw = dict(epochs=2, batch_size=32, optimizer="adam", verbose=False)
+    with compiled_programs() as first:
+        r1 = fnmlp.fit(model, params, x, y, **kw, learning_rate=0.1)
+    assert first  # the witness: the first call compiles
+    runs = {}
+    with compiled_programs() as later:
+        for lr in (0.03, 0.01, 0.1):
+            runs[lr] = fnmlp.fit(model, params, x, y, **kw, learning_rate=lr)
+        seeded = fnmlp.fit(model, params, x, y, **kw, learning_rate=0.1, seed=5)
+        resumed = fnmlp.fit(model, params, x, y,
+                            **{**kw, "epochs": 4}, learning_rate=0.1, state=runs[0.1].state)
+    assert later == []
+    # each call really used its own rate and seed, and a cached trainer gives the same
+    # bits as the first (compiling) call
+    for lr, r in runs.items():
+        assert r.history[-1]["learning_rate"] == pytest.approx(lr)
+    leaves = [np.asarray(a) for a in jax.tree.leaves(r1.params)]
+    assert all(np.array_equal(a, np.asarray(b))
+               for a, b in zip(leaves, jax.tree.leaves(runs[0.1].params)))
+    assert not np.array_equal(leaves[0], np.asarray(runs[0.01].params[0]["w"]))
+    assert not np.array_equal(leaves[0], np.asarray(seeded.params[0]["w"]))
+    assert int(resumed.state.epoch) == 4 and len(resumed.history) == 2
+
+
+def test_builders_share_update_per_static_config_and_schedules_are_not_mixed_up():
+    assert fnmlp.adam(0.1).update is fnmlp.adam(0.01, weight_decay=0.0).update
+    assert fnmlp.sgd(0.1, momentum=0.9).update is fnmlp.momentum(0.5).update
+    assert fnmlp.adam(0.1).update is not fnmlp.adam(0.1, b1=0.8).update
+    assert fnmlp.adam(0.1).update is not fnmlp.adam(0.1, weight_decay=1e-4).update
+    assert fnmlp.rmsprop(0.1).update is not fnmlp.rmsprop(0.1, clip_norm=1.0).update
+    # two schedules are two programs: each run reports its own schedule's rate
+    x, y = _blobs(128, 2, 3)
+    model = fnmlp.mlp([2, 31, 3])
+    params = model.init_params(jax.random.key(0))
+    rates = []
+    for lr in (0.05, 0.02):
+        sched = fnmlp.schedules.constant(lr)
+        r = fnmlp.fit(model, params, x, y, epochs=1, batch_size=32, optimizer=fnmlp.sgd(sched),
+                      verbose=False)
+        rates.append(r.history[-1]["learning_rate"])
+    assert rates == pytest.approx([0.05, 0.02])
+
+
+def test_a_users_optimizer_object_is_cached_by_identity():
+    x, y = _blobs(128, 3, 2)
+    model = fnmlp.mlp([3, 37, 2])
+    params = model.init_params(jax.random.key(0))
+    base = fnmlp.sgd(0.1)
+    calls = []
+
+    def update(grads, state, p):  # a user's transformation: sgd, counting its traces
+        calls.append(1)
+        return base.update(grads, state, p)
+
+    opt = fnmlp.GradientTransformation(base.init, update)
+    kw = dict(epochs=1, batch_size=32, verbose=False)
+    fnmlp.fit(model, params, x, y, **kw, optimizer=opt)
+    with compiled_programs() as again:
+        fnmlp.fit(model, params, x, y, **kw, optimizer=opt)
+    assert again == [] and len(calls) == 1  # traced once: the same object, the same program
+    with compiled_programs() as other:
+        fnmlp.fit(model, params, x, y,
+                  **kw, optimizer=fnmlp.GradientTransformation(base.init, update))
+    assert other == []  # the same update function: the same program
+    with compiled_programs() as new:
+        fnmlp.fit(model, params, x, y, **kw, optimizer=fnmlp.GradientTransformation(
+            base.init, lambda g, s, p: update(g, s, p)))
+    assert len(new) >= 1  # another update function: compiled anew
+
+
+def test_toy_data_from_the_data_module_compiles_no_conversion_programs():
+    ds = data.make_moons(200, seed=3)  # float64 NumPy x, int64 NumPy y
+    model = fnmlp.mlp([2, 41, 2])
+    params = model.init_params(jax.random.key(0))
+    with compiled_programs() as names:
+        fnmlp.fit(model, params, ds.x, ds.y, epochs=1, batch_size=16, validation_split=0.25,
+                  verbose=False)
+    assert not [n for n in names if "stage" in n or "convert" in n or "copy" == n], names
+    assert len(names) <= 4, names
+
+
+def test_early_stopping_and_its_resume_compile_nothing_new():
+    """Early stopping's bookkeeping (a copy of the best state, kept in state.early) and a
+    resume with a new rate reuse the programs of the first fit."""
+    x, y = _blobs(320, 3, 2)
+    model = fnmlp.mlp([3, 43, 2])
+    params = model.init_params(jax.random.key(0))
+    kw = dict(batch_size=32, optimizer="adam", learning_rate=1e-3, validation_split=0.25,
+              patience=3, verbose=False)
+    with compiled_programs() as first:
+        part = fnmlp.fit(model, params, x, y, epochs=3, **kw)
+    assert first  # the witness
+    with compiled_programs() as later:
+        resumed = fnmlp.fit(model, params, x, y, epochs=6, state=part.state, **kw)
+        again = fnmlp.fit(model, params, x, y, epochs=9, state=resumed.state,
+                          **{**kw, "learning_rate": 3e-4})
+        fnmlp.fit(model, params, x, y, epochs=3, **{**kw, "patience": 5, "seed": 3})
+    assert later == [], later
+    assert not bool(part.state.early.stopped)  # the resume had epochs to train
+    assert int(resumed.state.epoch) == 6 and resumed.state.early is not None
+    assert again.history[0]["learning_rate"] == pytest.approx(3e-4)
