@@ -49,7 +49,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnmlp import _validate as checks
-from fnmlp.layers import Layer, check_model
+from fnmlp.layers import Layer
 from fnmlp.optim import (
     GradientTransformation,
     check_optimizer,
@@ -331,8 +331,9 @@ def make_population(model: Layer, d_in: int | None, members: Sequence[Member], *
     """The jitted population epoch and evaluation, and the stacked initial state (placed
     on ``mesh``, members spread over its devices, when given; params in ``dtype``) for
     ``model`` on inputs of width ``d_in`` (None: the model's own). No checks: see
-    :func:`fit_population`."""
-    net = check_model(model)
+    :func:`fit_population` (but the model, loss and gradient path, before anything
+    compiles)."""
+    net = check_config(model, loss, grad)
     d_in = d_in if d_in is not None else net.in_features
     opt = shared_optimizer(optimizer, members)
     states = []
