@@ -15,8 +15,8 @@ from conftest import count_compiles
 
 import fnmlp
 from fnmlp import data
-from fnmlp.gradcheck import random_batch
 from fnmlp.grad import manual_value_and_grad_kernel, mean_loss, value_and_grad_fn
+from fnmlp.gradcheck import random_batch
 from fnmlp.initializers import get_initializer
 from fnmlp.layers import (
     ACTIVATION_LAYERS,
@@ -31,7 +31,6 @@ from fnmlp.layers import (
     Softmax,
     Tanh,
     from_config,
-    mlp,
     serial,
 )
 from fnmlp.train import make_train_step
@@ -222,7 +221,7 @@ def test_per_layer_activations_and_a_bare_dense_default_init():
 def _public_callables():
     """(qualified name, callable) for fnmlp.__all__ and the public functions and classes
     of the modules that run a model."""
-    from fnmlp import gradcheck, grad, io, metrics, population, predict, train, weights
+    from fnmlp import grad, gradcheck, io, metrics, population, predict, train, weights
     from fnmlp.io import checkpoint, model_file
 
     seen = {}
