@@ -10,7 +10,7 @@ import os
 
 import pytest
 from conftest import REPO
-from test_data import _write_mnist
+from test_mnist import _write_mnist
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -67,6 +67,18 @@ def test_the_notebook_runs_top_to_bottom_offline(executed):
     text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "MNIST is not available here" in text and "using the stand-in" in text
     assert "manual vs autodiff: PASSED" in text and "predicted " in text  # random stand-in
+
+
+def test_the_exercise_checks_the_students_tanh(executed):
+    """Issue 28 item 4: the student's Tanh is a Layer whose backward is theirs to write (a
+    marked line); a first try that takes the derivative at the input fails check_layer and
+    the written one passes (the cells assert .passed), then trains."""
+    cells = [c for c in executed.cells if c.cell_type == "code" and "check_layer(" in c.source]
+    assert len(cells) == 2
+    first, mine = ("".join(o.get("text", "") for o in c.outputs) for c in cells)
+    assert "assert not first.passed" in cells[0].source and "FirstTryTanh" in first
+    assert "YOUR LINE" in cells[1].source and "assert mine.passed" in cells[1].source
+    assert "StudentTanh" in mine and "StudentTanh, Dense(2) on the moons: test accuracy" in mine
 
 
 def test_offline_without_mnist_it_says_so_in_one_line_and_runs_on(tmp_path):
