@@ -8,8 +8,12 @@ Exit status: 0 when every leaf agrees, 1 when any leaf fails, 2 on bad arguments
     python scripts/gradcheck.py --sizes 5,3 --layers dense:16,tanh,layernorm,dense:8,gelu
 
 The first table checks each layer's own backward against jax.vjp of its forward (one row
-per layer and leaf, dx included); the others compare the whole gradient. With --layers,
---sizes gives only the input and output widths (its first and last entries).
+per layer and leaf, dx included), at the params init gives and at params perturbed from
+them; the others compare the whole gradient. A failing leaf is diagnosed (transposed, sign
+flipped, off by a factor such as the batch size, zero, wrong in some rows or columns, ...);
+entries the finite differences cannot resolve (their own noise, or a kink within the step)
+are reported inconclusive, never failed. --sizes is input width, hidden widths, classes
+(20,32,32,10); with --hidden or --layers only its first and last entries count.
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.layers is None:
         args.hidden = args.sizes[1:-1]
     try:
-        model = build_model(args, args.sizes[-1])
+        model = build_model(args, args.sizes[0], args.sizes[-1])
     except UsageError as e:
         parser.error(str(e))
     dropout = any(c["type"] == "Dropout" for c in model.to_config()["layers"])
@@ -109,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         params = model.init_params(key, args.sizes[0], args.dtype)
         x, y = random_batch(jax.random.fold_in(key, 1), args.batch_size, args.sizes,
                             args.loss, args.dtype)
-        result = check_gradients(params, x, y, loss=args.loss, max_evals=args.max_evals,
-                                 model=model, train=dropout)
+        result = check_gradients(model, params, x, y, loss=args.loss,
+                                 max_evals=args.max_evals, train=dropout)
     if args.json:
         d = result.to_dict()
         d["config"] = {k: getattr(args, k) for k in
