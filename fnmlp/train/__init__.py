@@ -32,8 +32,9 @@ from fnmlp.train.step import (
     weight_stats,
 )
 
-__all__ = ["DROPOUT_STREAM", "PER_EXAMPLE_WORK", "Batch", "EarlyStopping", "FitResult", "Trainer", "TrainState",
-           "TrainingDiverged", "cached_trainer", "check_resumed_state", "copy_tree",
+__all__ = ["DROPOUT_STREAM", "PER_EXAMPLE_WORK", "Batch", "EarlyStopping", "FitResult",
+           "Trainer", "TrainState", "TrainingDiverged", "cached_trainer",
+           "check_resumed_state", "copy_tree",
            "dropout_key", "epoch_fn", "epoch_record", "eval_fn", "evaluate", "fit",
            "format_record", "fresh_state", "init_state", "jitted_eval", "make_train_step",
            "make_trainer", "per_example_grads", "per_example_memory", "run_epochs",
