@@ -50,11 +50,12 @@ def main() -> int:
     a = np.loadtxt(args.csv, delimiter=",", dtype=np.float32)
     order = np.random.default_rng(0).permutation(len(a))  # the file is sorted by label
     x, y = a[order, :784] / 255.0, a[order, 784].astype(np.int32)
-    result = fnmlp.fit(fnmlp.init_mlp(jax.random.key(0), [784, 128, 10]), x[:4000], y[:4000],
+    model = fnmlp.mlp([784, 128, 10], "relu")
+    result = fnmlp.fit(model, model.init_params(jax.random.key(0)), x[:4000], y[:4000],
                        epochs=15, batch_size=64, optimizer="adam", learning_rate=1e-3,
                        verbose=False)
     params = result.params
-    test_acc = float(fnmlp.evaluate(params, x[4000:], y[4000:])["accuracy"])
+    test_acc = float(fnmlp.evaluate(model, params, x[4000:], y[4000:])["accuracy"])
     old = None
     if args.old:
         spec = importlib.util.spec_from_file_location("old_images", args.old)
@@ -65,7 +66,7 @@ def main() -> int:
     scores = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in KINDS:
-            new_x, old_x, seconds, warned = [], [], 0.0, 0
+            new_x, old_x, seconds, warned, pages = [], [], 0.0, 0, 0
             for i in pick:
                 jpeg = "jpeg" in kind or kind == "all_at_once"
                 path = os.path.join(tmp, f"{i}.{'jpg' if jpeg else 'png'}")
@@ -75,16 +76,18 @@ def main() -> int:
                 seconds += time.perf_counter() - t0
                 new_x.append(d.x)
                 warned += bool(d.warnings)
+                pages += d.page is not None
                 if old is not None:
                     try:
                         old_x.append(old.mnist_from_image(path))
                     except ValueError:
                         old_x.append(np.zeros(784, np.float32))  # counted wrong
-            right = int((np.asarray(fnmlp.predict_classes(params, np.stack(new_x))) ==
+            right = int((np.asarray(fnmlp.predict_classes(model, params, np.stack(new_x))) ==
                          y[pick]).sum())
-            row = {"new": right, "warned": warned, "ms_per_picture": 1e3 * seconds / len(pick)}
+            row = {"new": right, "warned": warned, "page_found": pages,
+                   "ms_per_picture": 1e3 * seconds / len(pick)}
             if old is not None:
-                row["old"] = int((np.asarray(fnmlp.predict_classes(params, np.stack(old_x)))
+                row["old"] = int((np.asarray(fnmlp.predict_classes(model, params, np.stack(old_x)))
                                   == y[pick]).sum())
             scores[kind] = row
             print(kind, row, flush=True)

@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 KINDS = ("clean", "grey_paper_noise", "shadow", "exif_rotated_jpeg", "png16", "speck",
-         "thin", "thick", "small_on_page", "light_on_dark", "all_at_once")
+         "thin", "thick", "small_on_page", "light_on_dark", "speck_near", "page_on_dark_desk",
+         "all_at_once")
 
 
 def render_digit(d: str, size: int = 200) -> np.ndarray:
@@ -55,11 +56,31 @@ def picture(ink: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         r0, c0 = int(0.06 * h), int(0.9 * w)
         s = max(2, int(0.015 * max(h, w)))
         g[r0: r0 + s, c0: c0 + s] = pen
+    if kind == "speck_near":  # a dot of dirt just beside the digit's box
+        rows, cols = np.nonzero(d > 0.5)
+        s = max(3, int(0.025 * max(h, w)))  # a pen-tip-sized dot
+        gap = int(0.08 * max(np.ptp(rows), np.ptp(cols)))
+        r0, c0 = max(rows.min() - gap, 0), min(cols.max() + gap, w - s)
+        g[r0: r0 + s, c0: c0 + s] = pen
     if kind == "light_on_dark":
         g = 1 - g
+    if kind == "page_on_dark_desk":
+        g = _on_desk(g * 0.9, rng)
     if noise:
         g = g + rng.normal(0, noise, g.shape)
     return np.clip(g, 0, 1).astype(np.float32)
+
+
+def _on_desk(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``page`` turned by 5 degrees on a dark wooden desk that shows around it (a third
+    of the page's size on each side), ``[H', W']``."""
+    h, w = page.shape
+    turned = ndimage.rotate(page, 5, reshape=True, order=1, cval=-1.0)  # -1: off the page
+    ph, pw = int(0.35 * h), int(0.35 * w)
+    turned = np.pad(turned, ((ph, ph), (pw, pw)), constant_values=-1.0)
+    grain = ndimage.gaussian_filter(rng.normal(0, 1, turned.shape), (2, 25))  # wood grain
+    desk = 0.22 + 0.6 * grain
+    return np.where(turned < -0.5, desk, np.clip(turned, 0, 1))
 
 
 def save_picture(ink: np.ndarray, kind: str, path, rng: np.random.Generator) -> None:

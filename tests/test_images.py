@@ -9,6 +9,7 @@ from photo_like import KINDS, picture, render_digit, save_picture
 
 from fnmlp.data.images import (
     Digit,
+    find_page,
     load_grey,
     mnist_from_grey,
     mnist_from_image,
@@ -22,6 +23,7 @@ Image = pytest.importorskip("PIL.Image")
 # kinds that leave the ink as it is: the 28x28 inputs must correlate > 0.9 with the clean
 # picture's; thin and thick change the stroke itself (MNIST's own strokes vary): > 0.75
 SAME_INK = {k: 0.9 for k in KINDS if k not in ("clean", "thin", "thick")}
+SAME_INK["page_on_dark_desk"] = 0.85  # the page lies turned by 5 degrees, the digit with it
 STROKE = {"thin": 0.75, "thick": 0.75}
 SUFFIX = {"exif_rotated_jpeg": ".jpg", "all_at_once": ".jpg"}
 
@@ -78,6 +80,33 @@ def test_what_each_kind_brings_is_what_the_reader_handles(digits, tmp_path):
         assert img.mode.startswith("I;16") or img.mode == "I"
     g = load_grey(deep)
     assert 0.1 < g.min() and g.max() < 0.95  # grey paper and grey ink, scaled by 65535
+
+
+def test_the_page_is_found_on_a_dark_desk_and_only_there(digits, tmp_path):
+    rng = np.random.default_rng(3)
+    for d, ink in digits.items():
+        g = picture(ink, "page_on_dark_desk", rng)  # [464, 464]: the page's box 92..372
+        box = find_page(g)
+        assert box is not None, d
+        assert all(abs(a - b) <= 3 for a, b in zip(box, (92, 372, 92, 372))), (d, box)
+        path = tmp_path / f"{d}.png"
+        save_picture(ink, "page_on_dark_desk", path, rng)
+        info = preprocess_digit(path)
+        assert info.page is not None and info.warnings == () and info.inverted, info
+        # no desk: a page filling the picture, a shadow's fall-off, light ink on dark paper
+        for kind in ("clean", "shadow", "light_on_dark", "all_at_once", "small_on_page"):
+            assert find_page(picture(ink, kind, rng)) is None, (d, kind)
+
+
+def test_a_speck_beside_the_digit_is_dropped_and_a_broken_stroke_kept(digits, tmp_path):
+    rng = np.random.default_rng(4)
+    for d, ink in digits.items():
+        info = preprocess_grey(picture(ink, "speck_near", rng))
+        assert info.dropped == 1 and info.kept == 1, (d, info.kept, info.dropped)
+    g = 1 - digits["4"] * 0.9
+    g[95:101, :] = 1.0  # a 4 broken across: both pieces are the digit
+    info = preprocess_grey(g)
+    assert info.kept >= 2 and info.dropped == 0, (info.kept, info.dropped)
 
 
 def test_modes_i_and_f_are_scaled_by_their_range(digits, tmp_path):

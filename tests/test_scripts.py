@@ -793,6 +793,25 @@ def test_predict_py_classifies_digits_drawn_as_pngs(digit_model, tmp_path):
         assert sum(p for _, p in out["top"]) <= 1 + 1e-6
 
 
+def test_predict_py_finds_the_page_on_a_dark_desk(digit_model, tmp_path):
+    """Photos of a sheet lying turned on a dark desk that shows around it (issue 29 item
+    9): the page is found first, then the digit on it."""
+    from photo_like import _on_desk
+
+    Image, _ = _pil()
+    path, _, _ = digit_model
+    rng = np.random.default_rng(0)
+    photos = []
+    for digit in "017":
+        page = np.asarray(_draw(digit, size=256, width=20, jitter=(10, 5)), np.float32) / 255
+        photos.append(tmp_path / f"desk_{digit}.jpg")
+        Image.fromarray((_on_desk(page * 0.9, rng) * 255).astype(np.uint8)).save(photos[-1])
+    r = run_script("predict.py", "--checkpoint", path, *photos, "--json")
+    outs = json.loads(r.stdout)["predictions"]
+    assert [o["class"] for o in outs] == [0, 1, 2], outs  # the model's classes are 0, 1, 7
+    assert all(o["warnings"] == [] for o in outs), outs
+
+
 def test_predict_py_reads_npy_and_idx(digit_model, tmp_path):
     path, x, y = digit_model
     np.save(tmp_path / "batch.npy", (x[:4] * 255).astype(np.uint8).reshape(4, 28, 28))

@@ -16,27 +16,37 @@ reads to it, in steps made to survive photos of paper:
    shrunk first so its longer side is at most ``max_side`` (1024) pixels: a JPEG is
    decoded at 1/2, 1/4 or 1/8 size (``Image.draft``), others are reduced by block
    averages (``Image.reduce``), so a 48-megapixel photo costs what a small one does.
-2. **Polarity from the paper**: the paper is the largest region, so its local level is
+2. **The page** (:func:`find_page`): a photo of a sheet on a dark desk has the desk
+   around the page. The page is the largest bright region (Otsu's threshold on the grey
+   levels after a closing that removes the ink's strokes, holes filled) when it covers
+   10-90% of the picture, is mostly paper (at least 75% of its filled area above the
+   threshold: not a light "0" on dark paper), is wide (a square a quarter of the
+   picture's smaller side fits in it: not a light stroke) and ends at a sharp edge (the
+   step across its border at least half the page-desk difference: not a shadow's
+   gradual fall-off). The work goes on inside it, cropped to its box, its border band
+   and the desk around it set to the paper's median.
+3. **Polarity from the paper**: the paper is the largest region, so its local level is
    the median over a window a third of the picture wide (``scipy.ndimage.median_filter``,
    on a copy 64 pixels across); the ink is what departs from it, and whether it departs
    darker or lighter decides the polarity. Dark ink is inverted (white ink on black).
-3. **Local background** (shadows, light falling off across the page): a morphological
+4. **Local background** (shadows, light falling off across the page): a morphological
    opening (``minimum_filter`` then ``maximum_filter``) with a window a fifth of the
    picture wide removes every stroke narrower than that and keeps the paper, however
    unevenly lit; the ink's contrast is the picture minus it, after a light Gaussian blur
    against sensor noise.
-4. **Threshold** (Otsu 1979): the contrast is split at Otsu's threshold, raised to at
+5. **Threshold** (Otsu 1979): the contrast is split at Otsu's threshold, raised to at
    least 5 noise levels above the paper (noise: 1.4826 x the median absolute
    deviation, Hampel 1974).
-5. **The digit's components** (``scipy.ndimage.label``, 8-connected): the largest ink
+6. **The digit's components** (``scipy.ndimage.label``, 8-connected): the largest ink
    component is the digit; other components are kept when they are large (at least 30%
-   of it) or near it (within a quarter of its size, the pieces of a broken 4 or 5);
-   small distant ones (specks of dirt) are dropped.
-6. **Stroke width**: MNIST's strokes are 2.0-3.0 pixels wide in the 20x20 box (10th-90th
+   of it) or are pieces of stroke near it (within a quarter of its size, and at least
+   15% of its size long or 5% of its area: the pieces of a broken 4 or 5); specks of
+   dirt, far from it or beside it, are dropped.
+7. **Stroke width**: MNIST's strokes are 2.0-3.0 pixels wide in the 20x20 box (10th-90th
    percentile); strokes much thinner (a fine pen on a large page) are thickened to its
    median (``grey_dilation``) so they do not fade away when shrunk, and much thicker ones
    (a marker) thinned (``grey_erosion``).
-7. **MNIST's normalisation**: cropped to the digit, scaled so its longer side is 20
+8. **MNIST's normalisation**: cropped to the digit, scaled so its longer side is 20
    pixels (Lanczos), placed in 28x28 and shifted (by whole pixels, as MNIST) so that its
    centre of mass (``scipy.ndimage.center_of_mass``) is at the centre.
 
@@ -73,7 +83,9 @@ class Digit(NamedTuple):
     inverted: bool  # True: dark ink on light paper (inverted to white on black)
     threshold: float  # Otsu's threshold on the ink's contrast, grey levels in [0, 1]
     kept: int  # ink components kept as the digit
-    dropped: int  # smaller, distant ink components dropped (specks)
+    dropped: int  # small ink components dropped (specks)
+    page: tuple[int, int, int, int] | None = None  # (top, bottom, left, right) of the page
+    # found on a dark desk, in work pixels (bottom and right exclusive); None: no desk
 
 
 def _pil():
@@ -205,7 +217,9 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int, int, int]:
     extent = max(boxes[biggest][0].stop - boxes[biggest][0].start,
                  boxes[biggest][1].stop - boxes[biggest][1].start)
     keep = sizes >= 0.3 * sizes[biggest]
-    near = [i for i in range(n) if sizes[i] >= 2 and _boxes_gap(boxes[i], boxes[biggest])
+    length = np.array([max(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes])
+    piece = (length >= 0.15 * extent) | (sizes >= 0.05 * sizes[biggest])  # not a speck
+    near = [i for i in range(n) if piece[i] and _boxes_gap(boxes[i], boxes[biggest])
             <= 0.25 * extent]
     keep[near] = True
     large = int((sizes >= 0.5 * sizes[biggest]).sum())
@@ -221,9 +235,60 @@ def _stroke_width(mask: np.ndarray) -> float:
     return float(mask.sum()) / max(edge / 2, 1.0) if edge else 0.0
 
 
+def _page_mask(grey: np.ndarray) -> np.ndarray | None:
+    """``[H, W]`` bool: the page found on a desk (module doc, step 2), or ``None``."""
+    window = max(3, min(grey.shape) // 8) | 1  # a closing: dark strokes thinner than this go
+    g = ndimage.minimum_filter(ndimage.maximum_filter(grey, window), window)
+    t, eta = otsu_threshold(g)
+    bright = g > t
+    labels, n = ndimage.label(bright, EIGHT)
+    if n == 0 or eta < 0.5:
+        return None
+    sizes = np.asarray(ndimage.sum_labels(bright, labels, np.arange(1, n + 1)))
+    page = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
+    area = int(page.sum())
+    if not 0.1 * g.size <= area <= 0.9 * g.size or (grey[page] > t).mean() < 0.75:
+        return None  # no desk showing, or a light digit on dark paper
+    if ndimage.distance_transform_cdt(page).max() < min(g.shape) / 8:
+        return None  # too narrow for a page: a light stroke
+    band = max(2, min(g.shape) // 100)
+    inner = page & ~ndimage.binary_erosion(page, EIGHT, iterations=band)
+    outer = ndimage.binary_dilation(page, EIGHT, iterations=band) & ~page
+    step = float(np.median(g[inner]) - np.median(g[outer]))  # across the page's edge
+    if step < 0.5 * float(np.median(g[page]) - np.median(g[~page])) or step < 0.1:
+        return None  # a shadow's gradual fall-off, not a page's edge
+    return page
+
+
+def find_page(grey: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box ``(top, bottom, left, right)`` (bottom and right exclusive, pixels) of a
+    light page photographed on a darker desk, or ``None`` when no desk shows around a
+    page (module doc, step 2). ``grey`` is ``[H, W]`` in [0, 1]."""
+    page = _page_mask(np.asarray(grey, np.float32))
+    if page is None:
+        return None
+    rows, cols = np.nonzero(page)
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
+def _on_page(g: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """``g`` cropped to the page found on a desk, with its border band and the desk
+    around it set to the paper's median; ``g`` itself when no desk shows (step 2)."""
+    page = _page_mask(g)
+    if page is None:
+        return g, None
+    rows, cols = np.nonzero(page)
+    box = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    crop = (slice(box[0], box[1]), slice(box[2], box[3]))
+    margin = max(2, min(box[1] - box[0], box[3] - box[2]) // 40)  # the edge: shaded, curled
+    inside = ndimage.binary_erosion(page, EIGHT, iterations=margin)[crop]
+    g = g[crop]
+    return np.where(inside, g, np.median(g[inside])).astype(np.float32), box
+
+
 def preprocess_grey(grey: np.ndarray, where: str = "image",
                     size: tuple[int, int] | None = None) -> Digit:
-    """Grey levels ``[H, W]`` in [0, 1] -> a :class:`Digit` (steps 2-7 of the module doc).
+    """Grey levels ``[H, W]`` in [0, 1] -> a :class:`Digit` (steps 2-8 of the module doc).
 
     ``where`` names the picture in messages; ``size`` is the picture's size before it
     was shrunk (default: ``grey.shape``).
@@ -239,6 +304,9 @@ def preprocess_grey(grey: np.ndarray, where: str = "image",
                          f" shape {g.shape}")
     if not np.all(np.isfinite(g)):
         raise ValueError(f"{where}: grey levels must be finite; got NaN or inf")
+    size = tuple(size or g.shape)
+    work = g.shape
+    g, page = _on_page(g)
     h, w = g.shape
     side = min(h, w)
     inverted = _dark_ink(g)
@@ -302,8 +370,8 @@ def preprocess_grey(grey: np.ndarray, where: str = "image",
     cy, cx = ndimage.center_of_mass(out)
     out = ndimage.shift(out, (round(MNIST_CENTRE - cy), round(MNIST_CENTRE - cx)), order=0,
                         mode="constant", cval=0.0)
-    return Digit(np.clip(out, 0, 1).reshape(784), tuple(warnings), tuple(size or (h, w)),
-                 (h, w), bool(inverted), float(t), n_kept, n_dropped)
+    return Digit(np.clip(out, 0, 1).reshape(784), tuple(warnings), size, work,
+                 bool(inverted), float(t), n_kept, n_dropped, page)
 
 
 def preprocess_digit(path: str | os.PathLike, max_side: int = MAX_SIDE) -> Digit:
