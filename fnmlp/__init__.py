@@ -12,98 +12,83 @@ by layer.
 
 Shape legend used throughout: ``B`` batch, ``N`` dataset size, ``D`` input features,
 ``H`` hidden width, ``C`` outputs (classes or regression targets).
+
+Importing fnmlp is cheap: each name is imported from its module on first use (PEP 562),
+so a script's ``--help`` answers before jax is imported.
 """
 
-from fnmlp import (
-    activations,
-    data,
-    gradcheck,
-    layers,
-    losses,
-    metrics,
-    optim,
-    population,
-    schedules,
-    weights,
-)
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import types
+
 from fnmlp._version import __version__
-from fnmlp.activations import ACTIVATIONS, get_activation
-from fnmlp.compile_cache import enable_compile_cache
-from fnmlp.data import load_mnist, load_mnist_idx, load_mnist_tfds
-from fnmlp.grad import (
-    backward,
-    batched_forward,
-    forward,
-    forward_with_cache,
-    loss,
-    manual_grad,
-    manual_value_and_grad,
-)
-from fnmlp.gradcheck import (
-    GradReport,
-    check_gradients,
-    check_layer,
-    compare_grads,
-    finite_difference_grad,
-)
-from fnmlp.initializers import INITIALIZERS
-from fnmlp.io import (
-    SavedModel,
-    load_checkpoint,
-    load_model,
-    model_config,
-    save_checkpoint,
-)
-from fnmlp.layers import (
-    Dense,
-    Dropout,
-    Layer,
-    LayerNorm,
-    Serial,
-    Softmax,
-    mlp,
-    serial,
-)
-from fnmlp.losses import LOSSES, accuracy, get_loss, zero_one_loss
-from fnmlp.metrics import (
-    classification_report,
-    confusion_matrix,
-    per_class_metrics,
-)
-from fnmlp.optim import (
-    OPTIMIZERS,
-    GradientTransformation,
-    adam,
-    adamw,
-    apply_updates,
-    check_optimizer,
-    clip_grads_by_global_norm,
-    get_learning_rate,
-    get_optimizer,
-    matrices_only,
-    momentum,
-    nesterov,
-    rmsprop,
-    set_learning_rate,
-    sgd,
-)
-from fnmlp.population import ensemble_predict_proba, fit_population
-from fnmlp.predict import predict, predict_classes, predict_proba
-from fnmlp.train import (
-    Batch,
-    EarlyStopping,
-    FitResult,
-    Trainer,
-    TrainingDiverged,
-    TrainState,
-    evaluate,
-    fit,
-    init_state,
-    make_train_step,
-    make_trainer,
-    per_example_grads,
-)
-from fnmlp.weights import compute_class_weight, compute_sample_weight
+
+_EXPORTS = {  # module: the names fnmlp takes from it, imported on first use
+    "fnmlp.activations": ("ACTIVATIONS", "get_activation"),
+    "fnmlp.compile_cache": ("enable_compile_cache",),
+    "fnmlp.data": ("load_mnist", "load_mnist_idx", "load_mnist_tfds"),
+    "fnmlp.grad": (
+        "backward", "batched_forward", "forward", "forward_with_cache", "loss", "manual_grad",
+        "manual_value_and_grad",
+    ),
+    "fnmlp.gradcheck": (
+        "GradReport", "check_gradients", "check_layer", "compare_grads", "finite_difference_grad",
+    ),
+    "fnmlp.initializers": ("INITIALIZERS",),
+    "fnmlp.io": ("SavedModel", "load_checkpoint", "load_model", "model_config", "save_checkpoint"),
+    "fnmlp.layers": (
+        "Dense", "Dropout", "Layer", "LayerNorm", "Serial", "Softmax", "mlp", "serial",
+    ),
+    "fnmlp.losses": ("LOSSES", "accuracy", "get_loss", "zero_one_loss"),
+    "fnmlp.metrics": ("classification_report", "confusion_matrix", "per_class_metrics"),
+    "fnmlp.optim": (
+        "OPTIMIZERS", "GradientTransformation", "adam", "adamw", "apply_updates",
+        "check_optimizer", "clip_grads_by_global_norm", "get_learning_rate", "get_optimizer",
+        "matrices_only", "momentum", "nesterov", "rmsprop", "set_learning_rate", "sgd",
+    ),
+    "fnmlp.population": ("ensemble_predict_proba", "fit_population"),
+    "fnmlp.predict": ("predict", "predict_classes", "predict_proba"),
+    "fnmlp.train": (
+        "Batch", "EarlyStopping", "FitResult", "Trainer", "TrainingDiverged", "TrainState",
+        "evaluate", "fit", "init_state", "make_train_step", "make_trainer", "per_example_grads",
+    ),
+    "fnmlp.weights": ("compute_class_weight", "compute_sample_weight"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    """``fnmlp.fit`` and the other exports, imported from their module on first use."""
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    elif name.startswith("__") or importlib.util.find_spec(f"fnmlp.{name}") is None:
+        raise AttributeError(f"module 'fnmlp' has no attribute {name!r}")
+    else:  # a submodule: fnmlp.data, fnmlp.train, ...
+        value = importlib.import_module(f"fnmlp.{name}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """fnmlp's module type: importing the submodule ``fnmlp.predict`` does not replace the
+    function ``fnmlp.predict`` exported under the same name."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE:
+            return
+        super().__setattr__(name, value)
+
+
+import sys  # noqa: E402
+
+sys.modules[__name__].__class__ = _Package
+del sys
 
 __all__ = [
     "ACTIVATIONS", "Batch", "Dense", "Dropout", "EarlyStopping", "FitResult", "GradReport",

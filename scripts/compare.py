@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from fnmlp._names import OPTIMIZER_NAMES, TOY_SET_NAMES
 from fnmlp.cli import (
     Parser,
     UsageError,
@@ -28,25 +29,21 @@ from fnmlp.cli import (
     positive_float,
     positive_int,
 )
-from fnmlp.optim import OPTIMIZERS
 
 
 def main() -> int:
-    from fnmlp import data
-    from fnmlp.cli import compare as lab
-
     p = Parser(description=description(__doc__))
     p.add_argument("--arch", action="append", required=True, metavar="SPEC",
                    help="an architecture, WIDTHS[:ACTIVATIONS[:DROPOUT]]; give it once per"
                         " architecture to compare (default: none)")
-    p.add_argument("--dataset", choices=["mnist", *sorted(data.TOY_SETS)], default="mnist",
+    p.add_argument("--dataset", choices=["mnist", *TOY_SET_NAMES], default="mnist",
                    help="mnist (from --mnist-dir or tfds) or a 2D toy set")
     p.add_argument("--mnist-dir", default=None,
                    help="folder with the four MNIST IDX files (default: tfds)")
     p.add_argument("--n", type=positive_int, default=600, help="examples of a toy set")
     p.add_argument("--activation", default="relu",
                    help="activation of an --arch that names none")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam", help="optimizer")
+    p.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default="adam", help="optimizer")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate")
     p.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="WD",
                    help="as train_mnist.py's (default: 0, and 0.01 for adamw)")
@@ -61,6 +58,9 @@ def main() -> int:
     p.add_argument("--out", default="runs/compare", help="folder for compare.png/.json")
     p.add_argument("--quiet", action="store_true", help="no per-run lines")
     args = p.parse_args()
+    from fnmlp import data
+    from fnmlp.cli import compare as lab
+
     try:
         archs = [lab.parse_arch(a, args.activation) for a in args.arch]
     except ValueError as e:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from fnmlp._names import LOSS_NAMES
 from fnmlp.cli import (
     LAYER_SPEC_HELP,
     Parser,
@@ -34,7 +35,6 @@ from fnmlp.cli import (
     parse_rates,
     seed_int,
 )
-from fnmlp.losses import LOSSES
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                         " layer; checked in training mode with a fixed mask (default: 0)")
     p.add_argument("--layers", type=parse_layers, default=None, metavar="SPEC",
                    help=LAYER_SPEC_HELP + " (default: none)")
-    p.add_argument("--loss", choices=sorted(LOSSES), default="softmax_cross_entropy",
+    p.add_argument("--loss", choices=LOSS_NAMES, default="softmax_cross_entropy",
                    help="loss")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="dtype of params and data (finite differences always use float64)")

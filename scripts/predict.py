@@ -94,7 +94,6 @@ def _save_input(folder: Path, name: str, x) -> None:
 
 
 def main() -> int:
-    enable_compile_cache()
     p = Parser(description=description(__doc__))
     p.add_argument("--checkpoint", default="runs/mnist/checkpoint.npz",
                    help="a checkpoint written by a training script")
@@ -105,6 +104,7 @@ def main() -> int:
     p.add_argument("--save-input", metavar="DIR", default=None,
                    help="write the 28x28 input of each picture there, enlarged to 280x280")
     args = p.parse_args()
+    enable_compile_cache()
 
     import numpy as np
 

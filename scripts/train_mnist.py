@@ -47,7 +47,6 @@ MNIST_INPUT = {
 
 
 def main() -> int:
-    enable_compile_cache()
     p = base_parser(description(__doc__), hidden="256", activation="relu",
                     optimizer="adam", lr=2e-3, batch_size=128, epochs=10, out="runs/mnist",
                     schedule="cosine")
@@ -71,6 +70,7 @@ def main() -> int:
         p.set_defaults(**RECIPES[known.recipe])
     args = p.parse_args()
     members = members_from_args(args)  # bad --sweep specs fail before any data work
+    enable_compile_cache()
 
     from fnmlp.data import load_mnist
 

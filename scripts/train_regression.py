@@ -6,6 +6,7 @@ Writes OUT/fit.png, OUT/loss_curve.png, OUT/checkpoint.npz, OUT/metrics.json.
 
 from __future__ import annotations
 
+from fnmlp._names import REGRESSION_SET_NAMES
 from fnmlp.cli import (
     base_parser,
     description,
@@ -18,18 +19,18 @@ from fnmlp.cli import (
 
 
 def main() -> int:
-    enable_compile_cache()
-    from fnmlp import data
-
     p = base_parser(description(__doc__), hidden="64,64", activation="tanh",
                     optimizer="adam", lr=0.01, batch_size=32, epochs=200,
                     out="runs/regression", log_every=10)
-    p.add_argument("--dataset", choices=sorted(data.REGRESSION_SETS), default="sine",
+    p.add_argument("--dataset", choices=REGRESSION_SET_NAMES, default="sine",
                    help="regression set (fnmlp.data.regression)")
     p.add_argument("--loss", choices=["mse", "mae", "huber"], default="mse", help="loss")
     p.add_argument("--n", type=positive_int, default=600, help="number of examples")
     args = p.parse_args()
     members = members_from_args(args)  # bad --sweep specs fail before any data work
+    enable_compile_cache()
+    from fnmlp import data
+
     ds = data.REGRESSION_SETS[args.dataset](n=args.n, seed=args.seed)
     train, test = data.train_test_split(ds.x, ds.y, 0.25, seed=args.seed)
 

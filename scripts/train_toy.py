@@ -11,6 +11,7 @@ OUT/checkpoint.npz, OUT/metrics.json. Prints epoch 1, every 10th and the last
 
 from __future__ import annotations
 
+from fnmlp._names import TOY_SET_NAMES
 from fnmlp.cli import (
     UsageError,
     base_parser,
@@ -24,19 +25,19 @@ from fnmlp.cli import (
 
 
 def main() -> int:
-    enable_compile_cache()
-    from fnmlp import data
-
     p = base_parser(description(__doc__), hidden="32", activation="tanh",
                     optimizer="adam", lr=0.01, batch_size=32, epochs=200, out="runs/toy",
                     log_every=10)
-    p.add_argument("--dataset", choices=sorted(data.TOY_SETS), default="classification",
+    p.add_argument("--dataset", choices=TOY_SET_NAMES, default="classification",
                    help="2D set (fnmlp.data.toy); 'classification' is the lesson's")
     p.add_argument("--n", type=positive_int, default=600, help="number of examples")
     p.add_argument("--test-fraction", type=float, default=0.25,
                    help="share of the examples held out for the test")
     args = p.parse_args()
     members = members_from_args(args)  # bad --sweep specs fail before any data work
+    enable_compile_cache()
+    from fnmlp import data
+
     if not 0 < args.test_fraction < 1:
         raise UsageError(f"--test-fraction must be in (0, 1); got {args.test_fraction}")
     ds = data.TOY_SETS[args.dataset](n=args.n, seed=args.seed)

@@ -6,6 +6,8 @@ import importlib
 import inspect
 import pathlib
 import pkgutil
+import subprocess
+import sys
 from typing import NamedTuple
 
 import jax
@@ -50,6 +52,10 @@ def _reexports(package: str) -> dict[str, str]:
     {name it exports: the fnmlp module it imports that name from}."""
     found = {}
     for node in _tree(package).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and getattr(node.targets[0], "id", None) == "_EXPORTS"):  # lazy: fnmlp
+            for module, names in ast.literal_eval(node.value).items():
+                found.update({name: module for name in names})
         if isinstance(node, ast.ImportFrom):
             base = _absolute(node, package)
             for a in node.names:
@@ -142,6 +148,31 @@ def test_the_import_graph_sees_through_packages():
 
 
 MAX_LINES = 600
+
+
+def test_the_names_the_flags_list_are_the_registries():
+    """fnmlp._names (jax-free, for --help) holds exactly the registries' names."""
+    from fnmlp import _names
+
+    assert _names.ACTIVATION_NAMES == tuple(sorted(activations.ACTIVATIONS))
+    assert _names.OPTIMIZER_NAMES == tuple(sorted(optim.OPTIMIZERS))
+    assert _names.LOSS_NAMES == tuple(sorted(losses.LOSSES))
+    assert _names.TOY_SET_NAMES == tuple(sorted(data.TOY_SETS))
+    assert _names.REGRESSION_SET_NAMES == tuple(sorted(data.REGRESSION_SETS))
+
+
+def test_fnmlp_imports_each_name_on_first_use():
+    """``import fnmlp`` imports no jax; every name of ``__all__`` resolves (from the module
+    _EXPORTS names), and the submodule fnmlp.predict does not shadow the function."""
+    code = ("import sys, fnmlp; assert 'jax' not in sys.modules, 'jax imported';"
+            " import fnmlp.predict; assert callable(fnmlp.predict);"
+            " [getattr(fnmlp, n) for n in fnmlp.__all__]; assert 'jax' in sys.modules;"
+            " assert fnmlp.train.fit is fnmlp.fit and fnmlp.io.load_model is fnmlp.load_model")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        fnmlp.nope  # noqa: B018
+    assert set(fnmlp.__all__) <= set(dir(fnmlp))
 
 
 def test_no_module_is_over_600_lines():

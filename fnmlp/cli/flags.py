@@ -4,10 +4,10 @@ mesh the flags ask for, and the helpers every script shares.
 Bad flags or bad data end a script with exit status 2 and a one-line message (no
 traceback): argparse errors go through :class:`Parser`, and :func:`main_guard` turns
 the library's ``ValueError``/``TypeError``/``FileNotFoundError``/``ImportError`` into one.
-The registries ``--help`` lists (:data:`fnmlp.activations.ACTIVATIONS`,
-:data:`fnmlp.optim.OPTIMIZERS`) are the only library imports at module level; everything
-else that needs jax is imported inside the function using it. (``import fnmlp.cli`` still
-imports jax today: ``fnmlp/__init__.py`` imports every module.)
+The names ``--help`` lists (:mod:`fnmlp._names`, the built-in activations and
+optimizers) are the only library import at module level; everything that needs jax is
+imported inside the function using it, so ``--help`` and a bad flag answer before jax is
+imported (``fnmlp/__init__.py`` imports each name on first use).
 
 **The architecture grammar** is ``--layers dense:N,ACTIVATION,dropout:RATE,layernorm``
 (the hidden layers; the output ``Dense(C)`` is added); ``--hidden 256,128 --activation
@@ -30,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from fnmlp.activations import ACTIVATIONS
-from fnmlp.optim import OPTIMIZERS
+from fnmlp._names import ACTIVATION_NAMES, OPTIMIZER_NAMES
 
 LAYER_SPEC_HELP = (
     "the hidden layers, in order, comma-separated: dense:N, an activation name ("
-    + ", ".join(sorted(ACTIVATIONS)) + "), dropout:RATE, layernorm; the output layer"
+    + ", ".join(sorted(ACTIVATION_NAMES)) + "), dropout:RATE, layernorm; the output layer"
     " (dense:C) is added. E.g. dense:256,tanh,dropout:0.2,dense:128,relu. Overrides"
     " --hidden, --activation and --dropout")
 
@@ -101,9 +100,10 @@ def parse_names(text: str) -> list[str]:
     """``--activation``: one name, or a comma list with one per hidden layer."""
     names = [t.strip() for t in text.split(",")]
     for name in names:
-        if name not in ACTIVATIONS:
+        if name not in ACTIVATION_NAMES:
             raise argparse.ArgumentTypeError(
-                f"{name!r} is not an activation; choose from {', '.join(sorted(ACTIVATIONS))}"
+                f"{name!r} is not an activation; choose from"
+                f" {', '.join(sorted(ACTIVATION_NAMES))}"
                 f" (one, or one per hidden layer, comma-separated); got {text!r}")
     return names
 
@@ -143,7 +143,7 @@ def parse_layers(text: str) -> list:
                 out.append(Dropout(float(arg)))
             elif name == "layernorm" and not arg:
                 out.append(LayerNorm())
-            elif name in ACTIVATIONS and not arg:
+            elif name in ACTIVATION_NAMES and not arg:
                 out.append(activation_layer(name))
             elif name == "softmax":
                 raise argparse.ArgumentTypeError(
@@ -152,7 +152,7 @@ def parse_layers(text: str) -> list:
             else:
                 raise argparse.ArgumentTypeError(
                     f"{bad}: want dense:N, dropout:RATE, layernorm or an activation name"
-                    f" ({', '.join(sorted(ACTIVATIONS))})")
+                    f" ({', '.join(sorted(ACTIVATION_NAMES))})")
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{bad}: dense:N needs a width > 0, dropout:RATE a drop probability in"
@@ -359,14 +359,14 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
                         f" linear layer) (default: {hidden})")
     p.add_argument("--activation", type=parse_names, default=[activation],
                    help=f"hidden activation: one for all, or one per hidden layer, e.g."
-                        f" tanh,relu; from {', '.join(sorted(ACTIVATIONS))} (default:"
+                        f" tanh,relu; from {', '.join(sorted(ACTIVATION_NAMES))} (default:"
                         f" {activation})")
     p.add_argument("--dropout", type=parse_rates, default=[0.0],
                    help="dropout after each hidden activation: one drop probability, or one"
                         " per hidden layer (default: 0, none)")
     p.add_argument("--layers", type=parse_layers, default=None, metavar="SPEC",
                    help=LAYER_SPEC_HELP + " (default: none)")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=optimizer,
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZER_NAMES), default=optimizer,
                    help="optimizer (fnmlp.optim)")
     p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
     p.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="WD",

@@ -1,0 +1,14 @@
+"""The names of the built-in activations, optimizers and data sets, without importing jax:
+what the scripts' flags accept and ``--help`` lists. tests/test_house.py checks them
+against the registries (:data:`fnmlp.activations.ACTIVATIONS`,
+:data:`fnmlp.optim.OPTIMIZERS`, :data:`fnmlp.losses.LOSSES`, ``fnmlp.data.TOY_SETS``,
+``fnmlp.data.REGRESSION_SETS``)."""
+
+ACTIVATION_NAMES = ("elu", "gelu", "identity", "leaky_relu", "relu", "selu", "sigmoid", "silu",
+                    "softplus", "tanh")
+OPTIMIZER_NAMES = ("adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd")
+TOY_SET_NAMES = ("blobs", "circles", "classification", "imbalanced", "linear", "moons",
+                 "spirals", "xor")  # fnmlp.data.TOY_SETS
+REGRESSION_SET_NAMES = ("multi", "sine", "surface")  # fnmlp.data.REGRESSION_SETS
+LOSS_NAMES = ("huber", "mae", "mse", "sigmoid_cross_entropy",
+              "softmax_cross_entropy")  # fnmlp.losses.LOSSES
