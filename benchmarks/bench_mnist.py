@@ -21,6 +21,11 @@ fnmlp), data, compile (JAX's own compile events, including loads from the cache)
 epoch (which includes the epoch's compile), steady epochs, evaluation. Runs are
 interleaved: each round runs every implementation once, in a shuffled order.
 
+The GEMM limit: every round also runs ``gemm``, a child timing float32 products of
+2048^3 (NumPy with all threads, and jitted ``jnp.dot``); the epoch's products (24.5 GFLOP
+for 60,000 examples) at the best of those rates, median over the rounds, is the limit
+each steady epoch is set against ("x limit").
+
 Threads: a user picks whichever thread count is faster on their machine (two OpenBLAS
 threads collapse on a busy 2-core machine; on a quiet one the second core pays), so the
 peers whose speed depends on it run both ways in every round: ``numpy`` with all threads
@@ -383,6 +388,12 @@ def child(impl, mnist_dir, n_synthetic, mnist_csv=None, tile=None):
     variant pins the process to core 0 first (before jax or numpy is imported)."""
     if impl.endswith("@1core") and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    if impl == "gemm":  # the machine's GEMM rate in this round
+        import _common
+
+        n = 256 if n_synthetic < 4096 else 2048
+        print(json.dumps({"impl": "gemm", "n": n, **_common.gemm_rates(n)}))
+        return
     t_data = time.perf_counter()
     x, y, xt, yt = load(mnist_dir, n_synthetic, mnist_csv, tile)
     data_s = time.perf_counter() - t_data
@@ -483,6 +494,7 @@ def main(argv=None):
         if value:
             cmd += [flag, str(value)]
     cmd += ["--quick"] if args.quick else []
+    impls = [*impls, "gemm"]
     runs: dict[str, list] = {impl: [] for impl in impls}
     with tempfile.TemporaryDirectory(prefix="fnmlp-bench-cache-") as cache_root:
         if "fnmlp_warm" in impls:  # fill the warm cache with one untimed run
@@ -505,6 +517,15 @@ def main(argv=None):
                 out["wall_s"], out["round"] = wall, rep
                 runs[impl].append(out)
     info["load_average_after"] = list(os.getloadavg())
+    gemm = runs.pop("gemm")
+    impls.remove("gemm")
+    limit = None
+    if gemm:
+        rate = C.median([max(o["numpy_gflops"], o["jnp_gflops"]) for o in gemm])
+        n_train = next((o["n_train"] for rs in runs.values() for o in rs), None)
+        if n_train:
+            limit = C.epoch_flops([784, 128, 10], BATCH, n_train // BATCH) / (rate * 1e9)
+        info["gemm_gflops"], info["gemm_runs"], info["epoch_limit_s"] = rate, gemm, limit
     rows = []
     for impl in impls:
         if runs[impl]:
@@ -519,12 +540,14 @@ def main(argv=None):
         r["epoch_vs_fnmlp"] = r["steady_epoch_s"] / base["steady_epoch_s"] if base else None
         r["numpy_wall_over_this"] = numpy["wall_s"] / r["wall_s"] if numpy else None
         r["startup_s"] = r["wall_s"] - r["first_epoch_s"] - r["steady_epochs_s"]
+        r["x_limit"] = r["steady_epoch_s"] / limit if limit else None
     md = C.table(rows, [("impl", "implementation", ""), ("accuracy", "test accuracy", ".4f"),
                         ("wall_s", "wall s (process start to accuracy)", ".2f"),
                         ("wall_vs_fnmlp", "x fnmlp's wall", ".2f"),
                         ("numpy_wall_over_this", "faster NumPy run's wall / this", ".2f"),
                         ("steady_epoch_s", "steady epoch s", ".3f"),
                         ("epoch_vs_fnmlp", "x fnmlp's epoch", ".2f"),
+                        ("x_limit", "steady epoch x GEMM limit", ".2f"),
                         ("first_epoch_s", "first epoch s", ".2f"),
                         ("blas_threads", "BLAS threads", ""),
                         ("affinity_cores", "cores", "")])
@@ -535,6 +558,11 @@ def main(argv=None):
                + f"; median {C.median(headline['ratios']):.2f}x. Load average (1, 5, 15 min)"
                f" before {info['load_average_before']}, after {info['load_average_after']}.")
     info["headline"] = headline
+    if limit:
+        md += (f"\n\nGEMM limit: the epoch's products"
+               f" ({C.epoch_flops([784, 128, 10], BATCH, n_train // BATCH) / 1e9:.1f} GFLOP)"
+               f" at {info['gemm_gflops']:.1f} GFLOP/s (float32 {gemm[0]['n']}^3, the best of"
+               f" NumPy and jnp.dot, median of the rounds' gemm runs) take {limit:.3f} s.")
     md += "\n\nfnmlp's wall time, part by part (seconds; medians' runs):\n\n" + C.table(
         [r for r in rows if r["impl"].startswith("fnmlp")],
         [("impl", "run", ""), ("wall_s", "wall", ".2f"),

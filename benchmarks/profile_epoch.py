@@ -23,15 +23,6 @@ from collections import defaultdict
 import _common as C
 import numpy as np
 
-
-def epoch_flops(sizes: list[int], batch: int, steps: int) -> float:
-    """The products of one epoch: forward ``a @ w`` and weight gradient ``a^T @ delta`` for
-    every layer, input gradient ``delta @ w^T`` for every layer but the first."""
-    per_step = sum(2 * batch * a * b * (2 if i == 0 else 3)
-                   for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
-    return float(per_step * steps)
-
-
 CONTAINERS = ("while", "call", "conditional")  # their events hold their bodies' events
 
 
@@ -136,7 +127,7 @@ def main(argv=None):
     gemm = max(peak_flops / C.median(times["jnp_gemm"]),
                peak_flops / C.median(times["numpy_gemm"]))  # FLOP/s
     steps = n // batch
-    flops = epoch_flops(sizes, batch, steps)
+    flops = C.epoch_flops(sizes, batch, steps)
     per_kind, per_inst, traced = profile(epoch, kinds)
     total = sum(per_kind.values())
     rows = [{"kind": k, "ms": 1e3 * s, "share": s / total, "per_step_us": 1e6 * s / steps}

@@ -48,6 +48,19 @@ def test_bench_peak_quick(tmp_path):
     d = _run("bench_peak.py", tmp_path)
     assert all(_positive(r["jnp_gflops"], r["numpy_gflops"]) for r in d["rows"])
     assert d["jnp_peak_gflops"] == max(r["jnp_gflops"] for r in d["rows"])
+    best = max(max(r["jnp_gflops"], r["numpy_gflops"]) for r in d["rows"])
+    assert d["best_gflops"] == best  # the epoch's limit: its 24.5 GFLOP at the best rate
+    assert d["mnist_epoch_limit_s"] == pytest.approx(24.51e9 / (best * 1e9), rel=1e-3)
+
+
+def test_epoch_flops_is_the_products_counted_by_hand():
+    from _common import epoch_flops
+
+    # 784-128-10 at B=128: forward 2B(784*128 + 128*10), dW the same, dX of layer 1 2B*128*10
+    per_step = 2 * 128 * (784 * 128 + 128 * 10) * 2 + 2 * 128 * 128 * 10
+    assert epoch_flops([784, 128, 10], 128, 468) == per_step * 468 == pytest.approx(24.51e9,
+                                                                                      rel=1e-3)
+    assert epoch_flops([5, 3], 2, 1) == 2 * 2 * 5 * 3 * 2  # one layer: no input gradient
 
 
 def test_bench_grads_quick(tmp_path):
@@ -93,8 +106,24 @@ def test_bench_mnist_quick(tmp_path):
         assert 0 <= r["accuracy"] <= 1 and r["epochs"] == 2
         assert r["wall_s"] >= r["wall_s_in_process"] > r["steady_epoch_s"]
     assert rows["fnmlp"]["wall_vs_fnmlp"] == 1.0
+    m = d["machine"]  # the GEMM limit, measured in the same run by the gemm child
+    assert _positive(m["gemm_gflops"], m["epoch_limit_s"]) and len(m["gemm_runs"]) == 1
+    for r in rows.values():
+        assert r["x_limit"] == pytest.approx(r["steady_epoch_s"] / m["epoch_limit_s"])
     assert rows["numpy"]["wall_vs_fnmlp"] == pytest.approx(
         rows["numpy"]["wall_s"] / rows["fnmlp"]["wall_s"])
+
+
+def test_profile_epoch_quick(tmp_path):
+    """XLA's own profile of one epoch: the events sum per kind of op, the products are
+    there, and the limit is the epoch's FLOPs at the measured GEMM rate."""
+    d = _run("profile_epoch.py", tmp_path)
+    kinds = {r["kind"]: r for r in d["rows"]}
+    assert "dot" in kinds and "sort" in kinds and kinds["dot"]["ms"] > 0
+    assert sum(r["share"] for r in d["rows"]) == pytest.approx(1)
+    assert d["events_s"] == pytest.approx(sum(r["ms"] for r in d["rows"]) / 1e3)
+    assert d["limit_s"] == pytest.approx(d["epoch_gflop"] / d["gemm_gflops"])
+    assert d["x_limit"] == pytest.approx(d["epoch_s"] / d["limit_s"])
 
 
 def test_profile_step_quick(tmp_path):
@@ -105,7 +134,8 @@ def test_profile_step_quick(tmp_path):
 
 @pytest.mark.parametrize("script", ["bench_train.py", "bench_peak.py", "bench_grads.py",
                                     "bench_scaling.py", "profile_step.py",
-                                    "bench_population.py", "bench_mnist.py"])
+                                    "bench_population.py", "bench_mnist.py",
+                                    "profile_epoch.py"])
 def test_help(script):
     r = subprocess.run([sys.executable, f"{REPO}/benchmarks/{script}", "--help"],
                        capture_output=True, text=True, timeout=60)
