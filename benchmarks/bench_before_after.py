@@ -35,7 +35,8 @@ def one_run(tree: str, args) -> list[dict]:
         env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
         cmd = [sys.executable, str(HERE / "bench_train.py"), "--no-peers", "--no-cpu-peers",
                "--models", args.models, "--batches", args.batches, "--reps", str(args.reps),
-               "--examples-l", str(args.examples_l), "--json", str(out)]
+               "--examples-s", str(args.examples_s), "--examples-l", str(args.examples_l),
+               "--json", str(out)]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
         if r.returncode != 0:
             raise SystemExit(f"bench_train.py failed on {tree}: {r.stderr[-2000:]}")
@@ -52,6 +53,7 @@ def main() -> int:
     p.add_argument("--reps", type=positive_int, default=3, help="timed epochs per process")
     p.add_argument("--models", default="S,L", help="comma list of S, L")
     p.add_argument("--batches", default="128", help="comma list of batch sizes")
+    p.add_argument("--examples-s", type=positive_int, default=60000, help="epoch size for S")
     p.add_argument("--examples-l", type=positive_int, default=15360, help="epoch size for L")
     p.add_argument("--json", default=None, help="write the results here (default: none)")
     p.add_argument("--markdown", default=None, help="write the table here (default: none)")
