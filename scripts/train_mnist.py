@@ -31,7 +31,7 @@ from fnmlp.cli import (
 RECIPES = {
     # 784-1024-1024-10 ReLU with dropout 0.2 after each hidden layer, Adam 1e-3 with a
     # cosine decay to 0 over 20 epochs, batch 128: meant for >= 98.5% on full MNIST in
-    # under 10 minutes on 2 CPU cores (README section 4 says what was measured).
+    # under 10 minutes on 2 CPU cores (scripts/README.md section 4 says what was measured).
     "strong": {"hidden": [1024, 1024], "activation": ["relu"], "dropout": [0.2],
                "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "epochs": 20,
                "batch_size": 128},

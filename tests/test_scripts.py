@@ -446,6 +446,7 @@ def test_resuming_a_run_that_stopped_early_trains_nothing(early_runs, tmp_path):
                    tmp_path / "run")
     said = [ln for ln in r.stderr.splitlines() if "stopped early" in ln]
     assert len(said) == 1 and f"keeping epoch {before['best_epoch']}" in said[0], r.stderr
+    assert "resuming from" not in r.stderr  # one line, not a second that contradicts it
     assert not [ln for ln in r.stderr.splitlines() if ln.startswith("epoch ")]  # no training
     _bitwise_equal(ckpt, _arrays(tmp_path / "run" / "checkpoint.npz"))
     m = _metrics(tmp_path / "run")

@@ -143,7 +143,8 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         if metrics_path.exists():
             history = json.loads(metrics_path.read_text()).get("history", [])
             history = [r for r in history if r["epoch"] <= int(state.epoch)]
-        print(f"resuming from {ckpt} at epoch {int(state.epoch)}", file=sys.stderr)
+        if not stopped and int(state.epoch) < args.epochs:  # else said above
+            print(f"resuming from {ckpt} at epoch {int(state.epoch)}", file=sys.stderr)
     elif args.resume:
         print(f"--resume: no checkpoint at {ckpt}; starting fresh", file=sys.stderr)
 
