@@ -61,7 +61,7 @@ def parse_positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(description=description(__doc__))
-    p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("4,8,3"),
+    p.add_argument("--sizes", type=parse_sizes, default="4,8,3",
                    help="layer sizes, input first, e.g. 5,16,16,3 (with --hidden or --layers"
                         " only the first and last count)")
     p.add_argument("--hidden", type=parse_hidden, default=None,

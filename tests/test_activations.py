@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fnmlp import activations
 from fnmlp.activations import ACTIVATIONS, DEFAULT_INIT, get_activation
 from fnmlp.initializers import INITIALIZERS, get_initializer
 from fnmlp.layers import ACTIVATION_LAYERS, Activation, activation_layer
@@ -77,3 +78,27 @@ def test_unknown_names_list_the_choices():
         activation_layer("rellu")
     with pytest.raises(ValueError, match="he_normal"):
         get_initializer("kaiming")
+
+
+# subgradients at kinks are PyTorch's (an outside oracle)
+
+SELU = activations.SELU_SCALE * activations.SELU_ALPHA
+# PyTorch's derivative at z = 0 (its backward formulas), and the numpy derivative elsewhere
+AT_ZERO = {"identity": 1.0, "relu": 0.0, "leaky_relu": activations.LEAKY_RELU_SLOPE,
+           "tanh": 1.0, "sigmoid": 0.25, "gelu": 0.5, "softplus": 0.5,
+           "elu": activations.ELU_ALPHA, "selu": SELU, "silu": 0.5}
+
+
+@pytest.mark.parametrize("name", sorted(activations.ACTIVATIONS))
+def test_activation_derivatives_agree_at_their_kinks(name, x64):
+    act = activations.ACTIVATIONS[name]
+    z = jnp.array([-1e-300, -0.0, 0.0, 1e-300])  # the kink, and the two sides next to it
+    hand = np.asarray(act.deriv(z))
+    auto = np.asarray(jax.vmap(jax.grad(act.fn))(z))
+    np.testing.assert_array_equal(hand, auto)
+    assert hand[1] == hand[2] == pytest.approx(AT_ZERO[name], rel=1e-15)
+
+
+def test_leaky_relu_at_zero_is_pytorchs_slope(x64):
+    # leaky_relu'(0) is the slope, as torch.nn.functional.leaky_relu's backward
+    assert float(activations.d_leaky_relu(jnp.zeros(()))) == activations.LEAKY_RELU_SLOPE

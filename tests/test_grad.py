@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fnmlp
+from fnmlp import activations
 from fnmlp.activations import ACTIVATIONS, get_activation
 from fnmlp.gradcheck import check_gradients, compare_grads, random_batch
 from fnmlp.losses import LOSSES, get_loss
@@ -263,3 +264,29 @@ def test_mean_of_per_example_gradients_is_the_batch_gradient(p):
         mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), pe)
         batch_grad = fnmlp.manual_grad(model, params, x, y, loss)
         assert fnmlp.compare_grads(mean, batch_grad, rtol=1e-10).passed
+
+
+# both gradient paths agree where every unit sits on its kink (an outside oracle)
+
+KINKED = ["relu", "leaky_relu", "elu", "selu"]
+ZERO_ROW = ([(a, loss) for a in sorted(activations.ACTIVATIONS)
+             for loss in ("softmax_cross_entropy", "mae")]
+            + [(a, loss) for a in KINKED for loss in ("sigmoid_cross_entropy", "huber", "mse")])
+
+
+@pytest.mark.parametrize("activation, loss", ZERO_ROW)
+def test_zero_input_row_with_zero_biases_both_paths_agree(activation, loss, x64):
+    """The default init has zero biases, so an all-zero input row puts every hidden unit
+    exactly at z = 0; mae with a target equal to the output sits on its kink too."""
+    sizes = [4, 6, 5, 3]
+    model = fnmlp.mlp(sizes, activation)
+    params = model.init_params(jax.random.key(0), dtype=jnp.float64)
+    assert all(not np.any(p["b"]) for p in params)  # what this test stands on
+    x, y = random_batch(jax.random.key(1), 5, sizes, loss, jnp.float64)
+    x = x.at[0].set(0.0)
+    if loss in ("mae", "huber", "mse"):
+        y = y.at[0].set(fnmlp.batched_forward(model, params, x[:1])[0])  # residual 0
+    hand = fnmlp.manual_grad(model, params, x, y, loss)
+    auto = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, loss)
+    report = compare_grads(hand, auto)
+    assert report.passed, str(report)

@@ -104,7 +104,7 @@ PLANTED = [
     (BuggyDense(6, bug="one_unit"), "w", "wrong only in columns (units) 2 (of 6)"),
     (TanhAtOutput(), "dx", "derivative is taken at the output"),
     (Scale(wrong=True), "dx", "got equals the incoming dy"),
-    (LayerNormNoScale(), "dx", "no common mistake fits"),
+    (LayerNormNoScale(), "dx", "none of the common mistakes fits"),
 ]
 
 
@@ -140,7 +140,36 @@ def test_a_planted_mistake_is_named_by_its_layer_and_kind(x64, middle, leaf, wor
     assert check_gradients(right, params, x, y).passed
 
 
-@pytest.mark.parametrize("layer, words", [(LayerNormNoScale(), "no common mistake fits"),
+@dataclass(frozen=True)
+class DenseDxNotTransposed(Dense):
+    """The student's most common mistake: dx = dy @ w, not dy @ w.T."""
+
+    def backward(self, params, x, dy):
+        g, _ = super().backward(params, x, dy)
+        return g, dy @ params["w"]
+
+
+def test_a_backward_that_cannot_run_is_a_clear_error_naming_the_layer():
+    """With a non-square w the forgotten transpose cannot even multiply: a ValueError that
+    names the layer's backward and the shapes, not a traceback from inside jax."""
+    with pytest.raises(ValueError, match=r"DenseDxNotTransposed\.backward failed on x \(8, 5\)"
+                       r" and dy \(8, 3\): TypeError: .*forgotten transpose"):
+        check_layer(DenseDxNotTransposed(3), 5)
+    square = check_layer(DenseDxNotTransposed(5), 5)  # square w: it runs, and fails
+    assert not square.passed and square.failing_layers() == ["DenseDxNotTransposed"]
+
+
+def test_the_note_says_passes_at_init_only_when_it_does():
+    caught_at_init = check_layer(BuggyDense(6, bug="sign"), 5)
+    row = [r for r in caught_at_init.manual_vs_autodiff.rows if r.leaf == "w"][0]
+    assert not row.passed and "perturbed" not in row.note  # it fails at init already
+    hidden = check_layer(Scale(wrong=True), 5)
+    row = [r for r in hidden.manual_vs_autodiff.rows if r.leaf == "dx"][0]
+    assert "fails only at params perturbed from init" in row.note
+    assert "passes at init" in row.note
+
+
+@pytest.mark.parametrize("layer, words", [(LayerNormNoScale(), "none of the common mistakes fits"),
                                           (Scale(wrong=True), "got equals the incoming dy")])
 def test_hidden_bugs_are_caught_at_perturbed_params(layer, words):
     """At init (scale ones) these two backwards are right: only the perturbed points see them."""
@@ -207,7 +236,7 @@ def test_diagnose_each_shape():
     pe = rng.normal(size=(3, 7))
     assert "example 2's gradient alone" in diagnose(pe[2], pe.sum(0), per_example=pe)
     text = diagnose(rng.normal(size=(5, 5)), r)
-    assert text.startswith("no common mistake fits") and "got" in text and "want" in text
+    assert text.startswith("none of the common mistakes fits") and "got" in text and "want" in text
     assert diagnose(np.full(3, np.nan), np.ones(3)).startswith("not finite")
     assert diagnose(r, r) == ""
 
@@ -242,9 +271,12 @@ def test_a_relu_net_with_an_all_zero_row_passes_and_names_the_kinks(x64):
     result = check_gradients(model, params, x, y)
     assert result.passed, str(result)
     rows = {(r.layer, r.leaf): r for r in result.manual_vs_finite_diff.rows}
-    assert rows[("0", "b")].kinks == 8 and rows[("0", "b")].status == "inconclusive"
-    assert rows[("0", "w")].inconclusive == 0 and rows[("0", "w")].status == "ok"
-    assert "1:Relu input, example 3" in rows[("0", "b")].note
+    # every table names a layer as the per-layer one does: "index:Name" in the model
+    assert sorted({r.layer for r in result.manual_vs_autodiff.rows}) == [
+        "0:Dense", "2:Dense", "4:Dense"]
+    assert rows[("0:Dense", "b")].kinks == 8 and rows[("0:Dense", "b")].status == "inconclusive"
+    assert rows[("0:Dense", "w")].inconclusive == 0 and rows[("0:Dense", "w")].status == "ok"
+    assert "1:Relu input, example 3" in rows[("0:Dense", "b")].note
     assert any("straddle a kink" in t for t in result.inconclusive())
     assert "inconclusive" in str(result) and "straddle a kink" in str(result)
     # the hand backward takes PyTorch's subgradient: equal to autodiff's
@@ -440,3 +472,49 @@ def test_script_wrong_derivative_exits_1_and_names_it(monkeypatch, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["passed"] is False and d["max_rel_err_manual_vs_autodiff"] > 1e-3
     assert d["failing_layers"] == ["1:Tanh"] and d["diagnoses"][0].startswith("1:Tanh dx: ")
+
+
+# every leaf checked, a wrong small leaf caught (from test_trust.py)
+
+def test_every_leaf_gets_finite_difference_coordinates():
+    """784-256-10 with the default 4,096 samples left the 10 biases of layer 1 with none
+    (they hold 1/20,000 of the coordinates) and still printed 'ok'; 784-64-10 with 512
+    samples is the same case at a tenth of the cost."""
+    sizes = [784, 64, 10]
+    model = fnmlp.mlp(sizes)
+    params = model.init_params(jax.random.key(0))
+    x, y = random_batch(jax.random.key(1), 8, sizes, "softmax_cross_entropy")
+    result = fnmlp.check_gradients(model, params, x, y, max_evals=512)
+    rows = {(r.layer, r.leaf): r for r in result.manual_vs_finite_diff.rows}
+    assert rows[("2:Dense", "b")].checked == 10 and rows[("2:Dense", "b")].total == 10
+    assert rows[("2:Dense", "w")].checked >= 32 and rows[("0:Dense", "b")].checked >= 32
+    assert sum(r.checked for r in rows.values()) <= 512 + 4 * 32
+    assert "10/10" in str(result.manual_vs_finite_diff)
+    leaf = result.to_dict()["manual_vs_finite_diff"]["leaves"][2]
+    assert (leaf["layer"], leaf["leaf"], leaf["checked"], leaf["total"]) == ("2:Dense", "b", 10, 10)
+    assert result.passed
+
+
+def test_a_leaf_with_nothing_checked_is_never_ok():
+    g = [{"w": jnp.ones((3, 2)), "b": jnp.ones(2)}]
+    mask = [{"w": np.ones((3, 2), bool), "b": np.zeros(2, bool)}]
+    report = compare_grads(g, g, mask=mask)
+    row = [r for r in report.rows if r.leaf == "b"][0]
+    assert row.checked == 0 and row.total == 2 and not row.passed
+    assert not report.passed
+    assert "UNCHECKED" in str(report) and "0/2" in str(report)
+
+
+def test_a_wrong_small_leaf_is_caught_on_a_big_net(x64):
+    """A bug confined to the last layer's 10 biases must show in the finite-difference
+    comparison even when the 200k weights dominate the sample."""
+    sizes = [784, 64, 10]
+    model = fnmlp.mlp(sizes)
+    params = model.init_params(jax.random.key(0), dtype=jnp.float64)
+    x, y = random_batch(jax.random.key(1), 4, sizes, "softmax_cross_entropy", jnp.float64)
+    good = fnmlp.manual_grad(model, params, x, y)
+    wrong = [good[0], {"w": good[1]["w"], "b": good[1]["b"] * 1.5}]
+    fd, mask = finite_difference_grad(lambda p: fnmlp.loss(model, p, x, y), params,
+                                      max_evals=256)
+    report = compare_grads(wrong, fd, 1e-6, mask=mask)
+    assert [(r.layer, r.leaf) for r in report.failing()] == [("1", "b")]

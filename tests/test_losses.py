@@ -3,12 +3,14 @@ by hand, numerical stability at extreme logits, accuracy, and what each loss tak
 (logits or probabilities) checked against what a model outputs."""
 
 import math
+from decimal import Decimal, getcontext
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fnmlp import losses
 from fnmlp.losses import (
     LOSSES,
     PROBABILITY_LOSSES,
@@ -119,3 +121,64 @@ def test_a_loss_is_accepted_for_the_output_it_takes_and_refused_for_the_other(na
     else:  # log of raw scores
         assert "add Softmax() as the last layer" in msg
         assert "loss='softmax_cross_entropy'" in msg
+
+
+# subgradients at kinks, small-loss precision (an outside oracle)
+
+KINKS = [  # (loss, out, target, PyTorch's d loss / d out)
+    ("mae", 0.5, 0.5, 0.0),  # sign(0) = 0
+    ("mae", 0.0, 0.0, 0.0),
+    ("huber", 1.0, 0.0, 1.0),  # |d| = delta: both branches meet
+    ("huber", -1.0, 0.0, -1.0),
+    ("huber", 0.0, 0.0, 0.0),
+    ("sigmoid_cross_entropy", 0.0, 0.0, 0.5),  # max and |.| kinks at z = 0 cancel
+    ("sigmoid_cross_entropy", 0.0, 0.3, 0.2),
+    ("sigmoid_cross_entropy", 0.0, 1.0, -0.5),
+    ("mse", 0.0, 0.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("loss, out, target, want", KINKS)
+def test_loss_derivatives_agree_at_their_kinks(loss, out, target, want, x64):
+    lossdef = losses.get_loss(loss)
+    o, t = jnp.full((1, 1), out), jnp.full((1, 1), target)
+    hand = float(lossdef.deriv(o, t)[0, 0])
+    auto = float(jax.grad(lambda o: lossdef.fn(o, t)[0])(o)[0, 0])
+    assert hand == pytest.approx(want, abs=1e-15)
+    assert auto == pytest.approx(want, abs=1e-15)
+
+
+def _exact_ce(z, y) -> float:
+    getcontext().prec = 60
+    zs = [Decimal(float(v)) for v in z]
+    return float(sum((v - zs[y]).exp() for v in zs).ln())
+
+
+CE_CASES = [(s * np.array([1.0, 0.99, 0.98]), y) for s in (1, 10, 100, 1000, 3000, 1e4)
+            for y in (0, 2)] + [(np.array([5.0, 5.0, -3.0]), 0), (np.array([0.0, 0.0]), 1)]
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-14), ("float32", 2e-6)])
+@pytest.mark.parametrize("z, y", CE_CASES)
+def test_softmax_cross_entropy_keeps_its_precision_when_small(z, y, dtype, rtol):
+    """[1000, 990, 980] with label 0 is 4.540e-5 exactly; logsumexp(z) - z_y gave 6.10e-5
+    in float32 (and 0 at scale 1e4)."""
+    with jax.enable_x64(dtype == "float64"):
+        got = float(losses.softmax_cross_entropy(jnp.asarray(z[None], dtype),
+                                                 jnp.array([y]))[0])
+    exact = _exact_ce(np.asarray(z, dtype), y)  # the logits as rounded to dtype
+    tiny = np.finfo(dtype).tiny
+    if exact > tiny:
+        assert got == pytest.approx(exact, rel=rtol), (got, exact)
+    else:  # below the normal range: at most a subnormal's worth off
+        assert abs(got - exact) <= tiny
+
+
+def test_cross_entropy_gradient_keeps_its_precision_when_small():
+    z = jnp.array([[1000.0, 990.0, 980.0]], jnp.float32)
+    g = np.asarray(losses.d_softmax_cross_entropy(z, jnp.array([0])))[0]
+    getcontext().prec = 60
+    e = [Decimal(-10).exp(), Decimal(-20).exp()]
+    s = e[0] + e[1]
+    want = [float(-s / (1 + s)), float(e[0] / (1 + s)), float(e[1] / (1 + s))]
+    np.testing.assert_allclose(g, want, rtol=2e-6)  # softmax - 1 would be -4.5776e-5

@@ -119,18 +119,24 @@ def _merge(reports: list[GradReport], notes: list[str]) -> GradReport:
     (a failure first, then the largest error), its note saying at which point."""
     first = reports[0]
     best: dict = {}
-    for rep, where in zip(reports, notes):
+    failed: dict = {}  # leaf -> the points (0: init) where it failed
+    for t, rep in enumerate(reports):
         for r in rep.rows:
             k = (r.layer, r.leaf)
+            if not r.passed:
+                failed.setdefault(k, []).append(t)
             old = best.get(k)
             if r.inconclusive and old is not None:
                 old = old._replace(inconclusive=max(old.inconclusive, r.inconclusive))
                 best[k] = old
             if old is None or (old.passed and not r.passed) or (
                     old.passed == r.passed and r.max_rel_err > old.max_rel_err):
-                if not r.passed and where:
-                    r = r._replace(note="; ".join(filter(None, [f"fails {where}", r.note])))
                 best[k] = r
+    for k, points in failed.items():
+        if points[0] > 0 and notes[points[0]]:  # passes at init: the mistake init hides
+            r = best[k]
+            best[k] = r._replace(note="; ".join(filter(None, [
+                f"fails only {notes[points[0]]}; passes at init", r.note])))
     order = list(dict.fromkeys((r.layer, r.leaf) for rep in reports for r in rep.rows))
     return GradReport(first.title, [best[k] for k in order])
 
@@ -159,6 +165,34 @@ def _layer_forward(layer, p, x, key, *, train):
 @functools.partial(jax.jit, static_argnames=("layer",))
 def _layer_backward(layer, p, res, dy):
     return layer.backward(p, res, dy)
+
+
+def _checked_backward(layer, params, res, x, dy):
+    """``layer.backward``'s ``(dparams, dx)``, or a ValueError naming the layer when it
+    fails or returns gradients of the wrong shapes (a forgotten transpose, typically)."""
+    name = layer.name
+    hint = (f"dx must be like x {tuple(x.shape)} and each gradient like its param; a"
+            " product with a forgotten transpose (dy @ w instead of dy @ w.T)?")
+    try:
+        dp, dx = _layer_backward(layer, params, res, dy)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}.backward failed on x {tuple(x.shape)} and dy"
+                         f" {tuple(dy.shape)}: {type(e).__name__}: {str(e)[:300]}; {hint}"
+                         ) from None
+    wrong = [f"dx {tuple(np.shape(dx))}"] if np.shape(dx) != x.shape else []
+    try:
+        pairs = zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(dp),
+                    strict=True)
+        wrong += [f"d{jax.tree_util.keystr(path)} {tuple(np.shape(g))} for a param of"
+                  f" shape {tuple(np.shape(p))}" for (path, p), g in pairs
+                  if np.shape(g) not in (np.shape(p), np.shape(p)[::-1])]  # .T: diagnosed
+    except ValueError:
+        wrong.append(f"gradients {jax.tree.structure(dp)} for params"
+                     f" {jax.tree.structure(params)}")
+    if wrong:
+        raise ValueError(f"{name}.backward returned gradients of the wrong shape: "
+                         f"{', '.join(wrong)}; {hint}")
+    return dp, dx
 
 
 @functools.partial(jax.jit, static_argnames=("layer", "train"))
@@ -309,8 +343,9 @@ def check_gradients(
       :class:`GradCheckResult`. ``.layers`` has one row per layer (``"index:Name"``, the
       index in the model) and leaf (``dx`` and each parameter), the worst over the points;
       ``.failing_layers()`` names the wrong ones and ``.diagnoses()`` what is wrong. The
-      network-wide reports have one row per params leaf, named by its pytree path
-      (``layer`` is the index in the params list).
+      network-wide reports have one row per params leaf, its ``layer`` named the same way
+      (``"2:Dense"``: the model's layer 2, whose params are ``params[1]`` when layer 1 has
+      none).
 
     Raises:
       ValueError: bad arguments (named), or a backward of the wrong structure (each layer's
@@ -386,7 +421,22 @@ def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_e
         fd2 = compare_grads(g_auto, g_fd, tol, "autodiff vs finite differences", mask,
                             noise=n2, context=lambda leaf: {"batch": int(x.shape[0])})
     checks.check_finite(value, "loss")
+    named = _by_layer_name(model)
+    m_vs_a, fd1, fd2 = (None if r is None else r._replace(rows=[
+        row._replace(layer=named.get(row.layer, row.layer)) for row in r.rows])
+        for r in (m_vs_a, fd1, fd2))
     return GradCheckResult(m_vs_a, fd1, fd2, float(value), layers)
+
+
+def _by_layer_name(model: Layer) -> dict[str, str]:
+    """``{"1": "2:Dense", ...}``: a Serial's params-list index -> the layer's ``index:Name``
+    in the model, so every table names a layer the same way ("1" would be the second layer
+    with params; "2:Dense" is the model's third layer)."""
+    if not isinstance(model, Serial):
+        return {}
+    with_params = [f"{i}:{layer.name}" for i, layer in enumerate(model.layers)
+                   if layer.has_params]
+    return {str(j): name for j, name in enumerate(with_params)}
 
 
 def check_layer(
@@ -448,7 +498,7 @@ def check_layer(
             x = _normal(rng, (batch, in_features), jnp.float64)
             y, res = _layer_forward(layer, params, x, ckey, train=train)
             dy = _normal(rng, y.shape, jnp.float64)
-            dp, dx = _layer_backward(layer, params, res, dy)
+            dp, dx = _checked_backward(layer, params, res, x, dy)
             dp_ref, dx_ref = _layer_vjp(layer, params, x, ckey, dy, train=train)
             lctx = _leaf_context(layer, params, x, ckey, dy, train)
             reps[0].append(compare_grads(_flat(dp, dx), _flat(dp_ref, dx_ref), rtol,

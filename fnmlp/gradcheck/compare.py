@@ -434,5 +434,5 @@ def diagnose(got: Any, ref: Any, *, leaf: str = "", batch: int | None = None,
     worst = "; ".join(
         f"{tuple(int(i) for i in np.unravel_index(k, r.shape))}: got {g.ravel()[k]:.4g},"
         f" want {r.ravel()[k]:.4g}" for k in flat)
-    return (f"no common mistake fits (not transposed, sign, constant factor, zero, rows or"
-            f" columns); worst entries: {worst}")
+    return (f"none of the common mistakes fits (checked: transposed, sign, constant factor,"
+            f" zero, rows or columns); worst entries: {worst}")
