@@ -126,6 +126,28 @@ def test_profile_epoch_quick(tmp_path):
     assert d["x_limit"] == pytest.approx(d["epoch_s"] / d["limit_s"])
 
 
+def test_bench_products_are_the_epochs_products_and_the_floor_adds_up(tmp_path):
+    """The step's products are those epoch_flops counts; each row's ms an epoch is its
+    FLOPs at jnp's best rate, and the floor is their sum against the GEMM limit."""
+    from _common import epoch_flops
+    from bench_products import products
+
+    for sizes in ([784, 128, 10], [784, 1024, 1024, 10], [2, 3]):
+        flops = sum(2 * p["m"] * p["k"] * p["n"] for p in products(sizes, 64))
+        assert flops == epoch_flops(sizes, 64, 1)
+    d = _run("bench_products.py", tmp_path)
+    assert [r["shape"] for r in d["rows"]] == ["128x784x128", "784x128x128", "128x128x10",
+                                               "128x128x10", "128x10x128"]
+    for r in d["rows"]:
+        best_jnp = max(r["jnp_1"], r.get("jnp_all", 0))
+        assert _positive(r["jnp_1"], r["numpy_1"], best_jnp)
+        assert r["jnp_ms_epoch"] == pytest.approx(r["mflop_step"] * 20 / best_jnp)
+    assert d["products_s_jnp"] == pytest.approx(sum(r["jnp_ms_epoch"] for r in d["rows"]) / 1e3)
+    gemm = d["gemm_gflops"][max(d["gemm_gflops"], key=int)]
+    assert d["limit_s"] == pytest.approx(d["epoch_gflop"] / gemm)
+    assert d["runs"]["1"][0]["cores"] == [min(os.sched_getaffinity(0))]
+
+
 def test_profile_step_quick(tmp_path):
     d = _run("profile_step.py", tmp_path)
     assert set(d["hlo_ops"]) == {"manual", "autodiff"}
@@ -135,7 +157,7 @@ def test_profile_step_quick(tmp_path):
 @pytest.mark.parametrize("script", ["bench_train.py", "bench_peak.py", "bench_grads.py",
                                     "bench_scaling.py", "profile_step.py",
                                     "bench_population.py", "bench_mnist.py",
-                                    "profile_epoch.py"])
+                                    "profile_epoch.py", "bench_products.py"])
 def test_help(script):
     r = subprocess.run([sys.executable, f"{REPO}/benchmarks/{script}", "--help"],
                        capture_output=True, text=True, timeout=60)

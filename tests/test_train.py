@@ -569,3 +569,35 @@ def test_early_stopping_and_its_resume_compile_nothing_new():
     assert not bool(part.state.early.stopped)  # the resume had epochs to train
     assert int(resumed.state.epoch) == 6 and resumed.state.early is not None
     assert again.history[0]["learning_rate"] == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 128, 1000, 60000])
+def test_the_shuffle_is_a_permutation_of_every_example(n):
+    from fnmlp.train.step import permutation
+
+    perm = np.asarray(jax.jit(permutation, static_argnums=1)(jax.random.key(n), n))
+    assert perm.dtype == np.int32 and perm.shape == (n,)
+    np.testing.assert_array_equal(np.sort(perm), np.arange(n))
+
+
+@pytest.mark.parametrize("n", [4, 300])
+def test_the_shuffle_is_uniform(n):
+    """Chi-square against the uniform law: for n = 4 over all 24 orders, for n = 300 over
+    where element 0 and element n-1 land (the positions' bits cross the pass boundary)."""
+    from fnmlp.train.step import permutation
+
+    draws = 24_000
+    keys = jax.random.split(jax.random.key(7), draws)
+    perms = np.asarray(jax.jit(jax.vmap(lambda k: permutation(k, n)))(keys))
+    if n == 4:
+        codes = perms @ (4 ** np.arange(3, -1, -1))
+        counts = np.unique(codes, return_counts=True)[1]
+        assert len(counts) == 24
+        cells = [counts]
+    else:
+        cells = [np.bincount(np.argmax(perms == e, axis=1), minlength=n) for e in (0, n - 1)]
+    for counts in cells:
+        expected = draws / len(counts)
+        chi2 = ((counts - expected) ** 2 / expected).sum()
+        dof = len(counts) - 1
+        assert chi2 < dof + 5 * np.sqrt(2 * dof), (chi2, dof)  # 5 sd above the mean

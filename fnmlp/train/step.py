@@ -148,12 +148,36 @@ def make_train_step(model: Layer, optimizer: GradientTransformation,
 
 
 def permutation(key: Array, n: int) -> Array:
-    """A uniformly random permutation of ``arange(n)`` ``[n]`` int32: one sort by 64 random
-    bits per element (two uint32 keys), so ties (probability about ``n^2 / 2^65``) are
-    negligible. ``jax.random.permutation`` sorts twice by 32 bits for the same end; one
-    sort is about 17 ms less per epoch of 60,000 (benchmarks/results/cpu-profile-epoch.md)."""
-    bits = jax.random.bits(key, (2, n), jnp.uint32)
-    *_, perm = jax.lax.sort((bits[0], bits[1], jnp.arange(n, dtype=jnp.int32)), num_keys=2)
+    """A uniformly random permutation of ``arange(n)``: ``[n]`` int32.
+
+    Each element gets a random key of ``R >= 3 log2(n)`` bits (so a tie anywhere has
+    probability about ``n^2 / 2^(R+1) <= 1/n``, the bound ``jax.random.permutation``
+    uses); the order is that of the keys. The keys are sorted least significant part
+    first, in passes of **single-operand** ``uint32`` sorts: each word holds
+    ``32 - b`` random bits above the ``b = ceil(log2 n)`` bits of the element's current
+    position, so it is unique, the sort needs no payload, and the previous passes break
+    ties. XLA:CPU sorts one ``uint32`` operand with its fast comparator: the shuffle of
+    ``n = 60,000`` (3 passes of 16 bits) took 11.5 ms of the epoch against 30.4 ms for
+    one sort of ``(uint32, uint32, int32)`` by two keys, on a 2-core Xeon
+    (benchmarks/results/cpu-profile-epoch-shuffle-xeon-{before,after}.md). Beyond
+    ``n = 2^24`` (fewer than 8 random bits a pass) it sorts by two ``uint32`` keys with
+    the positions as payload.
+
+    Raises nothing; ``n`` is a Python int (a static shape)."""
+    b = max(1, (n - 1).bit_length())  # bits of a position
+    if b > 24:
+        bits = jax.random.bits(key, (2, n), jnp.uint32)
+        *_, perm = jax.lax.sort((bits[0], bits[1], jnp.arange(n, dtype=jnp.int32)), num_keys=2)
+        return perm
+    r = 32 - b  # random bits per pass
+    passes = -(-3 * max(n - 1, 1).bit_length() // r)  # ceil(3 * ceil(log2 n) / r)
+    bits = jax.random.bits(key, (passes, n), jnp.uint32) >> b << b
+    position = jnp.arange(n, dtype=jnp.uint32)
+    mask = jnp.uint32((1 << b) - 1)
+    perm = None
+    for p in range(passes):
+        order = (jax.lax.sort(bits[p] | position) & mask).astype(jnp.int32)
+        perm = order if perm is None else perm[order]
     return perm
 
 
