@@ -21,13 +21,14 @@ the GEMM limit (the epoch's FLOPs at the square GEMM's rate on all cores).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 
 import _common as C
 
-from fnmlp.cli import Parser, description, positive_int
+from fnmlp.cli import positive_int
 
 
 def products(sizes: list[int], batch: int) -> list[dict]:
@@ -59,7 +60,7 @@ def _operands(p: dict):
             rng.standard_normal(rhs).astype(np.float32))
 
 
-def child(cores: int, args) -> dict:
+def child(args) -> dict:
     """Runs in the pinned process: GFLOP/s of every product (jnp in a loop, NumPy in a
     loop) and of the square GEMM, best of ``args.reps``."""
     import jax
@@ -67,7 +68,7 @@ def child(cores: int, args) -> dict:
     import numpy as np
 
     out = {"cores": sorted(os.sched_getaffinity(0)), "products": []}
-    for p in products([int(s) for s in args.sizes.split(",")], args.batch):
+    for p in products(args.sizes, args.batch):
         a, b = _operands(p)
         dims = (((p["contract"][0],), (p["contract"][1],)), ((), ()))
 
@@ -87,10 +88,10 @@ def child(cores: int, args) -> dict:
             for _ in range(args.steps):
                 np.dot(at, bt)
 
-        flops = 2.0 * p["m"] * p["k"] * p["n"] * args.steps
         def jnp_loop(ja=ja, jb=jb, loop=loop):
             loop(ja, jb).block_until_ready()
 
+        flops = 2.0 * p["m"] * p["k"] * p["n"] * args.steps
         jnp_s = min(C.timed(jnp_loop) for _ in range(args.reps))
         numpy_s = min(C.timed(numpy_loop) for _ in range(args.reps))
         out["products"].append({**p, "contract": list(p["contract"]),
@@ -101,25 +102,22 @@ def child(cores: int, args) -> dict:
 
 
 def main() -> int:
-    p = Parser(description=description(__doc__))
-    p.add_argument("--sizes", default="784,128,10", help="layer sizes")
+    p = C.parser(__doc__)
+    p.add_argument("--sizes", type=lambda t: [int(s) for s in t.split(",")],
+                   default=[784, 128, 10], help="layer sizes, comma-separated")
     p.add_argument("--batch", type=positive_int, default=128, help="minibatch rows")
     p.add_argument("--steps", type=positive_int, default=468,
                    help="products per timing (468: one epoch of 60,000)")
     p.add_argument("--n", type=positive_int, default=2048, help="the square GEMM's size")
     p.add_argument("--rounds", type=positive_int, default=3,
                    help="alternating pairs of child processes (one core, all cores)")
-    p.add_argument("--reps", type=positive_int, default=5, help="timings per child, best kept")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, one round (a smoke run)")
-    p.add_argument("--child", type=positive_int, default=None, help=argparse_hidden())
-    p.add_argument("--json", default=None, help="write the results here (default: none)")
-    p.add_argument("--markdown", default=None, help="write the table here (default: none)")
+    p.add_argument("--child", type=positive_int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.quick:
         args.steps, args.n, args.rounds, args.reps = 20, 256, 1, 2
     if args.child is not None:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.child])
-        print(json.dumps(child(args.child, args)))
+        print(json.dumps(child(args)))
         return 0
 
     every = len(os.sched_getaffinity(0))
@@ -137,8 +135,7 @@ def main() -> int:
         return C.median([(g["products"][i] if i is not None else g)[key] for g in runs[c]])
 
     rows = []
-    shapes = products([int(s) for s in args.sizes.split(",")], args.batch)
-    for i, s in enumerate(shapes):
+    for i, s in enumerate(products(args.sizes, args.batch)):
         row = {"product": s["product"], "shape": f"{s['m']}x{s['k']}x{s['n']}",
                "mflop_step": 2 * s["m"] * s["k"] * s["n"] / 1e6}
         for c in counts:
@@ -153,8 +150,7 @@ def main() -> int:
         row["best_ms_epoch"] = row["mflop_step"] * args.steps / best
         rows.append(row)
     gemm = {c: max(med(c, "numpy_gflops"), med(c, "jnp_gflops")) for c in counts}
-    sizes = [int(s) for s in args.sizes.split(",")]
-    epoch_gflop = C.epoch_flops(sizes, args.batch, args.steps) / 1e9
+    epoch_gflop = C.epoch_flops(args.sizes, args.batch, args.steps) / 1e9
     limit_s = epoch_gflop / gemm[counts[-1]]
     jnp_s = sum(r["jnp_ms_epoch"] for r in rows) / 1e3
     best_s = sum(r["best_ms_epoch"] for r in rows) / 1e3
@@ -185,14 +181,8 @@ def main() -> int:
 
 def child_args(args) -> list[str]:
     """The measurement's own arguments, passed on to each child."""
-    return ["--sizes", args.sizes, "--batch", str(args.batch), "--steps", str(args.steps),
-            "--n", str(args.n), "--reps", str(args.reps)]
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
+    return ["--sizes", ",".join(map(str, args.sizes)), "--batch", str(args.batch),
+            "--steps", str(args.steps), "--n", str(args.n), "--reps", str(args.reps)]
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def permutation(key: Array, n: int) -> Array:
         *_, perm = jax.lax.sort((bits[0], bits[1], jnp.arange(n, dtype=jnp.int32)), num_keys=2)
         return perm
     r = 32 - b  # random bits per pass
-    passes = -(-3 * max(n - 1, 1).bit_length() // r)  # ceil(3 * ceil(log2 n) / r)
+    passes = -(-3 * b // r)  # ceil(3 b / r): R = passes * r >= 3 log2(n) random bits
     bits = jax.random.bits(key, (passes, n), jnp.uint32) >> b << b
     position = jnp.arange(n, dtype=jnp.uint32)
     mask = jnp.uint32((1 << b) - 1)
