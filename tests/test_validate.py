@@ -62,6 +62,37 @@ def test_non_finite_inputs(params, bad):
         fnmlp.batched_forward(MODEL, params, x)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, jnp.bfloat16])
+@pytest.mark.parametrize("values", [(np.nan,), (np.inf,), (-np.inf,), (np.inf, -np.inf),
+                                    (np.nan, np.inf)])
+def test_check_finite_finds_every_kind_and_counts(dtype, values):
+    # the fast path (min and max) must not miss a NaN beside an inf, nor opposite infs
+    from fnmlp._validate import check_finite
+
+    a = np.zeros((7, 5), np.float32)
+    for i, v in enumerate(values):
+        a[3 + i, 4 - i] = v
+    with pytest.raises(ValueError, match=rf"x must be finite; got .* at index \(3, 4\)"
+                                         rf" \({len(values)} non-finite"):
+        check_finite(a.astype(dtype), "x")
+    check_finite(np.zeros((0, 5), dtype), "x")  # empty: nothing to check
+    check_finite(np.full((7, 5), jnp.finfo(dtype).max, dtype), "x")  # large, finite
+
+
+def test_the_inputs_are_checked_for_finiteness_once(params, monkeypatch):
+    # check_batch checks x's shape before the params' and then again against them: the
+    # finiteness pass over x (the cost of validating a large x) must run once, not twice
+    import fnmlp._validate as V
+
+    names = []
+    real = V.check_finite
+    monkeypatch.setattr(V, "check_finite", lambda a, name: (names.append(name),
+                                                             real(a, name))[1])
+    V.check_batch(MODEL, params, X, Y, "softmax_cross_entropy")
+    V.check_x(MODEL, params, X)
+    assert names.count("x") == 2, names
+
+
 def test_forward_checks(params):
     with pytest.raises(ValueError, match=r"x must have 1 dimension.*\[D\] with D=4"):
         fnmlp.forward(MODEL, params, X)
