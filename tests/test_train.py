@@ -601,3 +601,28 @@ def test_the_shuffle_is_uniform(n):
         chi2 = ((counts - expected) ** 2 / expected).sum()
         dof = len(counts) - 1
         assert chi2 < dof + 5 * np.sqrt(2 * dof), (chi2, dof)  # 5 sd above the mean
+
+
+def test_the_training_programs_are_compiled_with_fnmlps_cpu_options(monkeypatch):
+    """On the CPU the step, the epoch and the evaluation get compiler_options() (the
+    512-bit vector width), unless XLA_FLAGS sets the width itself. An option XLA cannot
+    parse fails the compile, so every program that gets it is seen to get it."""
+    from fnmlp.train import step as S
+
+    assert S.compiler_options() == {"xla_cpu_prefer_vector_width": 512}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
+    assert S.compiler_options() is None
+    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.setattr(S, "compiler_options",
+                        lambda: {"xla_cpu_prefer_vector_width": "not-a-width"})
+    S.jitted_eval.cache_clear()
+    model, opt = fnmlp.mlp([2, 4, 3]), fnmlp.sgd(0.1)
+    trainer = make_trainer(model, opt, batch_size=4)
+    state = init_state(model.init_params(jax.random.key(0)), opt)
+    x, y = jnp.zeros((8, 2)), jnp.zeros(8, jnp.int32)
+    for call in [lambda: trainer.epoch(state, x, y, jax.random.key(0)),
+                 lambda: trainer.step(state, fnmlp.Batch(x[:4], y[:4])),
+                 lambda: trainer.evaluate(state.params, x, y)]:
+        with pytest.raises(Exception, match="not-a-width"):
+            call()
+    S.jitted_eval.cache_clear()  # no later test gets the broken option's evaluation
