@@ -293,10 +293,12 @@ def compiler_options() -> dict[str, Any] | None:
     """XLA options fnmlp compiles its training programs with: on the CPU,
     ``xla_cpu_prefer_vector_width=512`` (XLA:CPU's default is 256 bits).
 
-    Measured on the lesson's 784-128-10 epoch (``benchmarks/README.md``): about 6% a
-    steady epoch on a 2-core AMD EPYC (Zen 5) and on an Intel Xeon with AVX-512, mostly the
-    minibatch gather and the Adam update; on a CPU without AVX-512 LLVM keeps the widest
-    vectors it has. ``None`` (XLA's defaults) on other backends, and when ``XLA_FLAGS``
+    Measured on the lesson's 784-128-10 epoch on a 2-core AMD EPYC (Zen 5, AVX-512;
+    ``benchmarks/README.md``): 1.04-1.14x the examples/s in three of four interleaved
+    before/after runs (0.97x, inside the noise, in the fourth), mostly the Adam update of
+    the first layer's weights (8.1 -> 4.5 ms an epoch in XLA's profile); on a CPU without
+    AVX-512 the preference cannot be met and LLVM uses the widest vectors it has (not
+    measured here). ``None`` (XLA's defaults) on other backends, and when ``XLA_FLAGS``
     already sets the vector width (the user's choice wins). The options are part of
     JAX's compilation-cache key, so cached programs never mix the two.
     """
