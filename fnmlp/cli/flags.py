@@ -394,7 +394,8 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
                         " pictures describe it); needs --val-split (default: off)")
     p.add_argument("--devices", type=positive_int, default=1,
                    help="train data-parallel over the first N devices")
-    p.add_argument("--out", default=out, help="folder for checkpoint.npz and metrics.json")
+    p.add_argument("--out", default=out,
+                   help="folder for checkpoint.npz, metrics.json and the run's pictures (.png)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz (same config) up to --epochs")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")

@@ -294,11 +294,12 @@ def compiler_options() -> dict[str, Any] | None:
     ``xla_cpu_prefer_vector_width=512`` (XLA:CPU's default is 256 bits).
 
     Measured on the lesson's 784-128-10 epoch on a 2-core AMD EPYC (Zen 5, AVX-512;
-    ``benchmarks/README.md``): 1.04-1.14x the examples/s in three of four interleaved
-    before/after runs (0.97x, inside the noise, in the fourth), mostly the Adam update of
-    the first layer's weights (8.1 -> 4.5 ms an epoch in XLA's profile); on a CPU without
-    AVX-512 the preference cannot be met and LLVM uses the widest vectors it has (not
-    measured here). ``None`` (XLA's defaults) on other backends, and when ``XLA_FLAGS``
+    ``benchmarks/README.md``), new / old examples/s in four interleaved before/after runs:
+    manual backward 1.143, 0.966, 1.043, 1.007 (0.966 inside the noise), autodiff 1.052,
+    1.015, 1.062, 1.063; on 784-1024-1024-10 1.04-1.14x in two runs of each. Mostly the
+    Adam update of the first layer's weights (8.1 -> 4.5 ms an epoch in XLA's profile).
+    On a CPU without AVX-512 the preference cannot be met and LLVM uses the widest vectors
+    it has (not measured here). ``None`` (XLA's defaults) on other backends, and when ``XLA_FLAGS``
     already sets the vector width (the user's choice wins). The options are part of
     JAX's compilation-cache key, so cached programs never mix the two.
     """
