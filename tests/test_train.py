@@ -609,20 +609,47 @@ def test_the_training_programs_are_compiled_with_fnmlps_cpu_options(monkeypatch)
     parse fails the compile, so every program that gets it is seen to get it."""
     from fnmlp.train import step as S
 
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
     assert S.compiler_options() == {"xla_cpu_prefer_vector_width": 512}
-    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
+    monkeypatch.setattr(S.jax, "default_backend", lambda: "gpu")
     assert S.compiler_options() is None
-    monkeypatch.delenv("XLA_FLAGS")
+    monkeypatch.undo()
     monkeypatch.setattr(S, "compiler_options",
                         lambda: {"xla_cpu_prefer_vector_width": "not-a-width"})
     S.jitted_eval.cache_clear()
-    model, opt = fnmlp.mlp([2, 4, 3]), fnmlp.sgd(0.1)
-    trainer = make_trainer(model, opt, batch_size=4)
-    state = init_state(model.init_params(jax.random.key(0)), opt)
-    x, y = jnp.zeros((8, 2)), jnp.zeros(8, jnp.int32)
-    for call in [lambda: trainer.epoch(state, x, y, jax.random.key(0)),
-                 lambda: trainer.step(state, fnmlp.Batch(x[:4], y[:4])),
-                 lambda: trainer.evaluate(state.params, x, y)]:
-        with pytest.raises(Exception, match="not-a-width"):
-            call()
-    S.jitted_eval.cache_clear()  # no later test gets the broken option's evaluation
+    try:
+        model, opt = fnmlp.mlp([2, 4, 3]), fnmlp.sgd(0.1)
+        trainer = make_trainer(model, opt, batch_size=4)
+        state = init_state(model.init_params(jax.random.key(0)), opt)
+        x, y = jnp.zeros((8, 2)), jnp.zeros(8, jnp.int32)
+        for call in [lambda: trainer.epoch(state, x, y, jax.random.key(0)),
+                     lambda: trainer.step(state, fnmlp.Batch(x[:4], y[:4])),
+                     lambda: trainer.evaluate(state.params, x, y)]:
+            with pytest.raises(Exception, match="not-a-width"):
+                call()
+    finally:
+        S.jitted_eval.cache_clear()  # no later test gets the broken option's evaluation
+
+
+@pytest.mark.parametrize("xla_flags, user_sets_width", [
+    ("", False),
+    ("--xla_cpu_enable_fast_math=false", False),
+    ("--xla_cpu_prefer_vector_width=256", True),
+    ("--xla_cpu_enable_fast_math=false  --xla_cpu_prefer_vector_width=128 --xla_dump_to=/d", True),
+    # a flag whose value merely contains the name does not set it
+    ("--xla_dump_to=/tmp/xla_cpu_prefer_vector_width_dumps", False),
+    ("--xla_cpu_prefer_vector_width_x=1", False),
+    ("FILE", True),  # not starting with '-': XLA reads flags from that file
+    ("MISSING", False),
+])
+def test_the_users_xla_flags_vector_width_wins(monkeypatch, tmp_path, xla_flags,
+                                               user_sets_width):
+    from fnmlp.train import step as S
+
+    flag_file = tmp_path / "flags"
+    flag_file.write_text("--xla_cpu_enable_fast_math=false\n--xla_cpu_prefer_vector_width=128\n")
+    xla_flags = {"FILE": str(flag_file), "MISSING": str(tmp_path / "none")}.get(xla_flags,
+                                                                                   xla_flags)
+    monkeypatch.setenv("XLA_FLAGS", xla_flags)
+    expected = None if user_sets_width else {"xla_cpu_prefer_vector_width": 512}
+    assert S.compiler_options() == expected

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -299,13 +300,37 @@ def compiler_options() -> dict[str, Any] | None:
     1.015, 1.062, 1.063; on 784-1024-1024-10 1.04-1.14x in two runs of each. Mostly the
     Adam update of the first layer's weights (8.1 -> 4.5 ms an epoch in XLA's profile).
     On a CPU without AVX-512 the preference cannot be met and LLVM uses the widest vectors
-    it has (not measured here). ``None`` (XLA's defaults) on other backends, and when ``XLA_FLAGS``
-    already sets the vector width (the user's choice wins). The options are part of
-    JAX's compilation-cache key, so cached programs never mix the two.
+    it has (not measured here).
+
+    Returns ``None`` (XLA's defaults) on other backends, and when ``XLA_FLAGS`` already
+    sets ``--xla_cpu_prefer_vector_width`` (the user's choice wins), given inline or in
+    the file of flags XLA reads when ``XLA_FLAGS`` does not start with ``-``. XLA reads
+    ``XLA_FLAGS`` once, when its backend starts, and fnmlp reads it when each program is
+    built: set it before JAX starts. The options are part of JAX's compilation-cache key,
+    so cached programs never mix the two.
     """
-    if "xla_cpu_prefer_vector_width" in os.environ.get("XLA_FLAGS", ""):
+    if _xla_flags_set(os.environ.get("XLA_FLAGS", ""), "xla_cpu_prefer_vector_width"):
         return None
     return {"xla_cpu_prefer_vector_width": 512} if jax.default_backend() == "cpu" else None
+
+
+def _xla_flags_set(xla_flags: str, name: str) -> bool:
+    """Whether the ``XLA_FLAGS`` value ``xla_flags`` sets the flag ``name``, read as XLA
+    reads it: flags (``--name=value`` or ``--name``, whitespace-separated, shell quoting)
+    when it starts with ``-``, else the name of a file of such flags. An unreadable file
+    counts as not setting it (XLA itself refuses to start then)."""
+    text = xla_flags.strip()
+    if text and not text.startswith("-"):
+        try:
+            with open(text, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError):
+            return False
+    try:
+        tokens = shlex.split(text)
+    except ValueError:  # an unbalanced quote
+        tokens = text.split()
+    return any(t.startswith("-") and t.lstrip("-").split("=", 1)[0] == name for t in tokens)
 
 
 class Trainer(NamedTuple):
