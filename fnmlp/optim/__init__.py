@@ -27,7 +27,11 @@ scalars on the host, so it compiles nothing new per call.
 
 **Precision.** Every scalar of an update (learning rate, weight decay, bias corrections)
 is held and computed in the params' float dtype: float64 params get float64 optimizer
-arithmetic (PyTorch's optimizers compute these scalars in Python float64, too). A schedule
+arithmetic (PyTorch's optimizers compute these scalars in Python float64, too).
+float16 and bfloat16 params get float32 scalars, buffers (momentum, Adam's moments,
+RMSprop's mean square) and update arithmetic, cast to the param's dtype only in the
+update (:func:`state_dtype`): in float16 Adam's ``eps = 1e-8`` is 0, so the first
+exactly-zero gradient (an always-blank pixel) would give ``0 / 0`` (optax #1754). A schedule
 is called as ``schedule(count, dtype)`` with that dtype, so a scheduled rate is float64
 too (a user's one-argument ``schedule(count)`` is called so and its result cast).
 
@@ -51,263 +55,58 @@ names differ: ``decay`` here is PyTorch's ``alpha`` (RMSprop), ``b1, b2`` are ``
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from fnmlp._validate import check_positive_float
+from fnmlp.optim.base import (
+    CLIP_EPS,
+    AdamState,
+    GradientTransformation,
+    RMSPropState,
+    SGDState,
+    _check_common,
+    _decayed,
+    _lr_parts,
+    _prepare,
+    _scalars,
+    _shared,
+    apply_updates,
+    check_optimizer,
+    clip_grads_by_global_norm,
+    get_learning_rate,
+    global_norm,
+    host_scalar,
+    matrices_only,
+    set_learning_rate,
+    set_weight_decay,
+    state_dtype,
+    zeros_like_tree,
+)
 from fnmlp.schedules import Schedule
 
 Array = jax.Array
-Params = Any
-Updates = Any
-OptState = Any
 
-CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (norm + 1e-6)
-
-
-class GradientTransformation(NamedTuple):
-    """A pair of pure functions ``init(params) -> state`` and
-    ``update(grads, state, params) -> (updates, state)``."""
-
-    init: Callable[[Params], OptState]
-    update: Callable[[Any, OptState, Params], tuple[Updates, OptState]]
-
-
-class SGDState(NamedTuple):
-    count: Array  # shape=(), int32: updates applied
-    learning_rate: Array  # shape=(), the params' float dtype
-    weight_decay: Array  # shape=(), the params' float dtype
-    velocity: Any  # like params; () when momentum == 0
-
-
-class AdamState(NamedTuple):
-    count: Array  # shape=(), int32
-    learning_rate: Array  # shape=(), the params' float dtype
-    weight_decay: Array  # shape=(), the params' float dtype
-    mu: Any  # first moment, like params
-    nu: Any  # second moment, like params
-
-
-class RMSPropState(NamedTuple):
-    count: Array  # shape=(), int32
-    learning_rate: Array  # shape=(), the params' float dtype
-    weight_decay: Array  # shape=(), the params' float dtype
-    nu: Any  # running mean of g^2, like params
-
-
-# ----------------------------------------------------------------------------- contract
-
-
-def check_optimizer(optimizer: Any, params: Params) -> None:
-    """Raises a clear error, before anything compiles, unless ``optimizer`` is a
-    :class:`GradientTransformation` whose state has a scalar ``learning_rate`` field
-    (the contract in the module doc). Runs ``init`` abstractly (``jax.eval_shape``)."""
-    if not isinstance(optimizer, GradientTransformation):
-        raise ValueError(f"optimizer must be a name or a fnmlp.GradientTransformation;"
-                         f" got {optimizer!r}"[:200])
-    state = jax.eval_shape(optimizer.init, params)
-    fields = getattr(state, "_fields", None)
-    lr = getattr(state, "learning_rate", None)
-    if lr is None or getattr(lr, "shape", None) != ():
-        raise ValueError(
-            "optimizer state must be a NamedTuple with a scalar array field 'learning_rate'"
-            " (fnmlp's training loop reads the rate through optim.get_learning_rate and sets"
-            " it through optim.set_learning_rate); got"
-            f" {type(state).__name__} with fields {list(fields) if fields else None}")
-
-
-def get_learning_rate(opt_state: OptState) -> Array:
-    """The learning rate the last update used (``opt_state.learning_rate``)."""
-    return opt_state.learning_rate
-
-
-def set_learning_rate(opt_state: OptState, learning_rate: float) -> OptState:
-    """A copy of ``opt_state`` whose constant learning rate is ``learning_rate``.
-
-    The new rate is an array of the same shape and dtype, so a jitted step or epoch
-    does not recompile. (With a schedule, the schedule decides and this is overwritten.)
-    """
-    lr = check_positive_float(learning_rate, "learning_rate")
-    return opt_state._replace(learning_rate=host_scalar(lr, opt_state.learning_rate.dtype))
-
-
-def set_weight_decay(opt_state: OptState, weight_decay: float) -> OptState:
-    """A copy of ``opt_state`` with another weight decay (same dtype: no recompile).
-
-    Only takes effect in an optimizer built with ``weight_decay > 0`` (which decides at
-    build time whether the decay term is computed at all)."""
-    wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
-    return opt_state._replace(weight_decay=host_scalar(wd, opt_state.weight_decay.dtype))
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def apply_updates(params: Params, updates: Updates) -> Params:
-    """``params + updates`` leaf by leaf, keeping each param's dtype."""
-    return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
-
-
-def global_norm(tree: Any) -> Array:
-    """``sqrt(sum of squares)`` over every leaf."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
-
-
-def clip_grads_by_global_norm(grads: Any, max_norm: float) -> Any:
-    """Scales ``grads`` by ``min(1, max_norm / (global_norm(grads) + 1e-6))``.
-
-    Exactly PyTorch's ``clip_grad_norm_`` (the ``1e-6`` included). Not optax's
-    ``clip_by_global_norm``, which is a GradientTransformation and has no ``1e-6``.
-    """
-    norm = global_norm(grads)
-    scale = jnp.minimum(1.0, max_norm / (norm + CLIP_EPS))
-    return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
-
-
-def _float_dtype(params: Params):
-    floats = [a.dtype for a in jax.tree.leaves(params) if jnp.issubdtype(a.dtype, jnp.floating)]
-    return floats[0] if floats else jnp.dtype(jnp.float32)
-
-
-def _lr_parts(learning_rate: float | Schedule) -> tuple[Schedule | None, float | None]:
-    """``(schedule, None)`` for a schedule (its first rate is taken in ``init``, in the
-    params' dtype), ``(None, lr)`` for a constant rate."""
-    if callable(learning_rate):
-        return learning_rate, None
-    return None, check_positive_float(learning_rate, "learning_rate")
-
-
-def _takes_dtype(schedule: Callable) -> bool:
-    """Whether ``schedule`` accepts a ``dtype`` keyword (fnmlp's schedules do)."""
-    try:
-        params = inspect.signature(schedule).parameters.values()
-    except (TypeError, ValueError):  # no signature (some builtins): call it with the step
-        return False
-    return any(p.name == "dtype" or p.kind is p.VAR_KEYWORD for p in params)
-
-
-def _rate(schedule: Callable, count: Any, dtype: Any) -> Array:
-    """``schedule(count, dtype=dtype)``, or ``schedule(count)`` cast to ``dtype`` for a
-    one-argument schedule: a ``dtype`` scalar."""
-    if _takes_dtype(schedule):
-        return jnp.asarray(schedule(count, dtype=dtype), dtype)
-    return jnp.asarray(schedule(count), dtype)
-
-
-def host_scalar(value: float, dtype: Any) -> Array:
-    """A scalar array made on the host and transferred (``jax.device_put``): unlike
-    ``jnp.asarray(value, dtype)`` it compiles no conversion program."""
-    return jax.device_put(np.asarray(value, dtype=np.dtype(dtype)))
-
-
-@jax.jit
-def zeros_like_tree(tree: Any) -> Any:
-    """Zeros like every leaf of ``tree``: one compiled program per tree structure (eager
-    ``jnp.zeros_like`` compiles one per leaf shape); inlined under a trace."""
-    return jax.tree.map(jnp.zeros_like, tree)
-
-
-def _scalars(params, lr0: float | None, schedule: Schedule | None,
-             weight_decay: float) -> tuple[Array, Array, Array]:
-    dtype = _float_dtype(params)
-    if schedule is not None:  # the rate at step 0, in dtype, on the host even under a trace
-        with jax.ensure_compile_time_eval():
-            lr0 = float(_rate(schedule, np.int32(0), dtype))
-    return (host_scalar(0, np.int32), host_scalar(lr0, dtype), host_scalar(weight_decay, dtype))
-
-
-def matrices_only(path: Any, leaf: Any) -> bool:
-    """A weight-decay ``mask``: decay the leaves with ``ndim >= 2``, nothing else.
-
-    nanoGPT's rule: weight matrices decay, biases and normalisation scales (1-D) do
-    not. It reads only the leaf's rank, never the layer's names, so it holds for any
-    layer, a user's included. Pass it as ``mask=matrices_only`` to any optimizer.
-
-    Args:
-      path: the leaf's key path (unused), as in ``jax.tree_util.tree_flatten_with_path``.
-      leaf: the param array (or its abstract value under a trace).
-
-    Returns:
-      ``True`` for a matrix or higher-rank array, ``False`` for a vector or scalar.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> matrices_only((), jnp.ones((3, 2))), matrices_only((), jnp.ones(2))
-      (True, False)
-    """
-    return jnp.ndim(leaf) >= 2
-
-
-def _decayed(mask: Callable | None, params: Params) -> Any:
-    """A tree like ``params`` of Python bools: which leaves weight decay touches.
-    Evaluated at trace time."""
-    if mask is None:
-        return jax.tree.map(lambda _: True, params)
-
-    def one(path, leaf):
-        d = mask(path, leaf)
-        if not isinstance(d, (bool, np.bool_)):
-            raise TypeError(
-                f"mask(path, leaf) must return a Python bool at trace time; got {d!r}"
-                f" for the leaf at {jax.tree_util.keystr(path)}"[:300])
-        return bool(d)
-
-    return jax.tree.map_with_path(one, params)
-
-
-def _shared(factory: Callable, *static) -> Callable:
-    """``factory(*static)``, one object per distinct (hashable) ``static`` tuple; a fresh
-    one when some option is unhashable (e.g. a schedule or mask object without
-    ``__hash__``)."""
-    try:
-        return _shared_cache(factory, *static)
-    except TypeError:
-        return factory(*static)
-
-
-@functools.lru_cache(maxsize=256)
-def _shared_cache(factory: Callable, *static) -> Callable:
-    return factory(*static)
-
-
-def _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled, mask):
-    """Clipping, coupled L2 weight decay on the leaves ``mask`` selects, and the rate of
-    this step (params' dtype)."""
-    dtype = state.learning_rate.dtype
-    lr = _rate(schedule, state.count, dtype) if schedule is not None else state.learning_rate
-    if clip_norm is not None:
-        grads = clip_grads_by_global_norm(grads, clip_norm)
-    if use_wd and not decoupled:
-        wd = state.weight_decay
-        grads = jax.tree.map(lambda g, p, d: g + wd.astype(g.dtype) * p if d else g,  # L2
-                             grads, params, _decayed(mask, params))
-    return grads, jnp.asarray(lr, dtype)
-
-
-def _check_common(weight_decay, clip_norm, mask):
-    """Checks the shared options; returns the mask to key the shared update on (None when
-    there is no decay term, so that a mask without decay changes nothing)."""
-    wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
-    if clip_norm is not None:
-        check_positive_float(clip_norm, "clip_norm")
-    if mask is not None and not callable(mask):
-        raise ValueError("mask must be None or a callable mask(path, leaf) -> bool (e.g."
-                         f" optim.matrices_only); got {mask!r}"[:200])
-    return mask if wd > 0 else None
+__all__ = [
+    "CLIP_EPS", "OPTIMIZERS", "AdamState", "GradientTransformation", "RMSPropState",
+    "SGDState", "adam", "adamw", "apply_updates", "check_optimizer",
+    "clip_grads_by_global_norm", "default_learning_rate", "get_learning_rate",
+    "get_optimizer", "global_norm", "host_scalar", "matrices_only", "momentum", "nesterov",
+    "rmsprop", "set_learning_rate", "set_weight_decay", "sgd", "state_dtype",
+    "zeros_like_tree",
+]
 
 
 # ----------------------------------------------------------------------------- optimizers
 
 
 def sgd(
-    learning_rate: float | Schedule,
+    learning_rate: float | Schedule = 0.1,
     momentum: float = 0.0,
     nesterov: bool = False,
     weight_decay: float = 0.0,
@@ -326,7 +125,8 @@ def sgd(
     (``v`` starts at 0, so the first step is ``v = g`` as in PyTorch; no dampening.)
 
     Args:
-      learning_rate: ``lr`` (no default, as PyTorch), or a schedule of the step count,
+      learning_rate: ``lr``; default 0.1 (the lesson's; PyTorch's has none, Keras's is
+        0.01), or a schedule of the step count,
         called as ``schedule(count, dtype=params' float dtype)`` (:mod:`fnmlp.schedules`;
         a one-argument ``schedule(count)`` is called so, its result cast).
       momentum: the momentum factor, in ``[0, 1)``; default 0.
@@ -372,6 +172,7 @@ def _sgd_update(schedule, momentum, nesterov, use_wd, clip_norm, mask):
     def update(grads, state, params):
         g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False, mask)
         if momentum:
+            g = jax.tree.map(lambda v, g: g.astype(v.dtype), state.velocity, g)
             v = jax.tree.map(lambda v, g: momentum * v + g, state.velocity, g)  # v = mu v + g
             step = jax.tree.map(lambda v, g: g + momentum * v, v, g) if nesterov else v
         else:
@@ -382,14 +183,14 @@ def _sgd_update(schedule, momentum, nesterov, use_wd, clip_norm, mask):
     return update
 
 
-def momentum(learning_rate, momentum: float = 0.9, **kw) -> GradientTransformation:
+def momentum(learning_rate=0.1, momentum: float = 0.9, **kw) -> GradientTransformation:
     """SGD with heavy-ball momentum: ``sgd(learning_rate, momentum=0.9, **kw)``.
 
     ``v <- momentum v + g;  p <- p - lr v`` (PyTorch's form; see :func:`sgd`)."""
     return sgd(learning_rate, momentum=momentum, **kw)
 
 
-def nesterov(learning_rate, momentum: float = 0.9, **kw) -> GradientTransformation:
+def nesterov(learning_rate=0.1, momentum: float = 0.9, **kw) -> GradientTransformation:
     """SGD with Nesterov momentum: ``sgd(learning_rate, momentum=0.9, nesterov=True)``.
 
     ``v <- momentum v + g;  p <- p - lr (g + momentum v)`` (PyTorch's form)."""
@@ -465,6 +266,7 @@ def _adam_update(schedule, b1, b2, eps, use_wd, clip_norm, decoupled, mask):
         t = (state.count + 1).astype(lr.dtype)
         c1, c2 = _bias_correction(b1, t), _bias_correction(b2, t)
         step_size, root_c2 = lr / c1, jnp.sqrt(c2)
+        g = jax.tree.map(lambda m, g: g.astype(m.dtype), state.mu, g)  # half: in float32
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, g)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, g)
 
@@ -542,9 +344,11 @@ def rmsprop(
 def _rmsprop_update(schedule, decay, eps, use_wd, clip_norm, mask):
     def update(grads, state, params):
         g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False, mask)
-        nu = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.nu, g)
+        g32 = jax.tree.map(lambda v, g: g.astype(v.dtype), state.nu, g)  # half: in float32
+        nu = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.nu, g32)
         updates = jax.tree.map(
-            lambda g, v: (-lr.astype(g.dtype) * g / (jnp.sqrt(v) + eps)).astype(g.dtype), g, nu)
+            lambda g, v, p: (-lr.astype(v.dtype) * g / (jnp.sqrt(v) + eps)).astype(p.dtype),
+            g32, nu, params)
         return updates, state._replace(count=state.count + 1, learning_rate=lr, nu=nu)
 
     return update
@@ -560,8 +364,32 @@ OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = {
 }
 
 
-def get_optimizer(name: str, learning_rate: float | Schedule, **kwargs) -> GradientTransformation:
-    """Builds the optimizer called ``name`` (one of :data:`OPTIMIZERS`)."""
+def default_learning_rate(name: str) -> float:
+    """The rate the optimizer ``name`` takes when none is given: its builder's default,
+    PyTorch's where PyTorch has one (``adam``, ``adamw`` 1e-3; ``rmsprop`` 1e-2), 0.1 for
+    ``sgd``, ``momentum`` and ``nesterov`` (PyTorch's SGD has none).
+
+    Raises:
+      ValueError: an unknown name.
+    """
+    _check_name(name)
+    return inspect.signature(OPTIMIZERS[name]).parameters["learning_rate"].default
+
+
+def _check_name(name: Any) -> None:
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}; got {name!r}")
+
+
+def get_optimizer(name: str, learning_rate: float | Schedule | None = None,
+                  **kwargs) -> GradientTransformation:
+    """Builds the optimizer called ``name`` (one of :data:`OPTIMIZERS`) with
+    ``learning_rate``, or its own default rate (:func:`default_learning_rate`) when None.
+
+    Raises:
+      ValueError: an unknown name, or a bad hyperparameter (named).
+    """
+    _check_name(name)
+    if learning_rate is None:
+        return OPTIMIZERS[name](**kwargs)
     return OPTIMIZERS[name](learning_rate, **kwargs)

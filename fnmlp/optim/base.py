@@ -1,0 +1,300 @@
+"""The optimizer contract and the per-array helpers the optimizers share.
+
+:class:`GradientTransformation` and the state NamedTuples, the learning-rate and
+weight-decay accessors the training loop uses (see :mod:`fnmlp.optim` for the contract),
+and the arithmetic every optimizer builds on: :func:`apply_updates`, an overflow-free
+:func:`global_norm` and PyTorch's clipping, the dtype of optimizer state
+(:func:`state_dtype`), the weight-decay mask, the shared ``update`` cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnmlp._validate import check_positive_float
+from fnmlp.schedules import Schedule
+
+Array = jax.Array
+Params = Any
+Updates = Any
+OptState = Any
+
+CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (norm + 1e-6)
+
+
+class GradientTransformation(NamedTuple):
+    """A pair of pure functions ``init(params) -> state`` and
+    ``update(grads, state, params) -> (updates, state)``."""
+
+    init: Callable[[Params], OptState]
+    update: Callable[[Any, OptState, Params], tuple[Updates, OptState]]
+
+
+class SGDState(NamedTuple):
+    count: Array  # shape=(), int32: updates applied
+    learning_rate: Array  # shape=(), the params' float dtype
+    weight_decay: Array  # shape=(), the params' float dtype
+    velocity: Any  # like params; () when momentum == 0
+
+
+class AdamState(NamedTuple):
+    count: Array  # shape=(), int32
+    learning_rate: Array  # shape=(), the params' float dtype
+    weight_decay: Array  # shape=(), the params' float dtype
+    mu: Any  # first moment, like params
+    nu: Any  # second moment, like params
+
+
+class RMSPropState(NamedTuple):
+    count: Array  # shape=(), int32
+    learning_rate: Array  # shape=(), the params' float dtype
+    weight_decay: Array  # shape=(), the params' float dtype
+    nu: Any  # running mean of g^2, like params
+
+
+# ----------------------------------------------------------------------------- contract
+
+
+def check_optimizer(optimizer: Any, params: Params) -> None:
+    """Raises a clear error, before anything compiles, unless ``optimizer`` is a
+    :class:`GradientTransformation` whose state has a scalar ``learning_rate`` field
+    (the contract in the module doc). Runs ``init`` abstractly (``jax.eval_shape``)."""
+    if not isinstance(optimizer, GradientTransformation):
+        raise ValueError(f"optimizer must be a name or a fnmlp.GradientTransformation;"
+                         f" got {optimizer!r}"[:200])
+    state = jax.eval_shape(optimizer.init, params)
+    fields = getattr(state, "_fields", None)
+    lr = getattr(state, "learning_rate", None)
+    if lr is None or getattr(lr, "shape", None) != ():
+        raise ValueError(
+            "optimizer state must be a NamedTuple with a scalar array field 'learning_rate'"
+            " (fnmlp's training loop reads the rate through optim.get_learning_rate and sets"
+            " it through optim.set_learning_rate); got"
+            f" {type(state).__name__} with fields {list(fields) if fields else None}")
+
+
+def get_learning_rate(opt_state: OptState) -> Array:
+    """The learning rate the last update used (``opt_state.learning_rate``)."""
+    return opt_state.learning_rate
+
+
+def set_learning_rate(opt_state: OptState, learning_rate: float) -> OptState:
+    """A copy of ``opt_state`` whose constant learning rate is ``learning_rate``.
+
+    The new rate is an array of the same shape and dtype, so a jitted step or epoch
+    does not recompile. (With a schedule, the schedule decides and this is overwritten.)
+    """
+    lr = check_positive_float(learning_rate, "learning_rate")
+    return opt_state._replace(learning_rate=host_scalar(lr, opt_state.learning_rate.dtype))
+
+
+def set_weight_decay(opt_state: OptState, weight_decay: float) -> OptState:
+    """A copy of ``opt_state`` with another weight decay (same dtype: no recompile).
+
+    Only takes effect in an optimizer built with ``weight_decay > 0`` (which decides at
+    build time whether the decay term is computed at all)."""
+    wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+    return opt_state._replace(weight_decay=host_scalar(wd, opt_state.weight_decay.dtype))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """``params + updates`` leaf by leaf, keeping each param's dtype."""
+    return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
+
+
+def global_norm(tree: Any) -> Array:
+    """``sqrt(sum of squares)`` over every leaf, without overflow or underflow: a scalar in
+    the leaves' float dtype, at least float32.
+
+    Computed as ``m * sqrt(sum((x / m)^2))`` with ``m = max |x|`` (the scaling of LAPACK's
+    ``nrm2`` and of ``torch.linalg.vector_norm``), in at least float32 (PyTorch
+    #46849: a float16 gradient's squares overflow): the norm of a float32 gradient
+    ``[1e20]`` is 1e20 and of a float16 ``[300]`` is 300, where the plain sum of squares is
+    ``inf``. A norm that is itself beyond the dtype's range is ``inf``; a NaN anywhere gives
+    NaN. All zeros give 0."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.size(x)]
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    dtype = jnp.result_type(jnp.float32, *[x.dtype for x in leaves])
+    leaves = [x.astype(dtype) for x in leaves]
+    m = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in leaves])  # [] >= 0
+    safe = jnp.where(jnp.isfinite(m) & (m > 0), m, jnp.ones_like(m))  # 0, inf, NaN: 1
+    ssq = sum(jnp.sum(jnp.square(x / safe)) for x in leaves)  # each term <= 1: no overflow
+    return jnp.where(m > 0, safe * jnp.sqrt(ssq), m)  # 0 -> 0; inf -> inf; NaN -> NaN
+
+
+def clip_grads_by_global_norm(grads: Any, max_norm: float) -> Any:
+    """Scales ``grads`` by ``min(1, max_norm / (global_norm(grads) + 1e-6))``.
+
+    PyTorch's ``clip_grad_norm_`` (the ``1e-6`` included), with the norm computed without
+    overflow (:func:`global_norm`): a finite gradient of any size keeps its direction and
+    comes out with norm ``max_norm`` (a float32 ``[1e20]`` becomes ``[max_norm]``, not 0).
+    The scale is computed in at least float32 and each leaf is multiplied in that dtype,
+    then cast back. Not optax's ``clip_by_global_norm``, which is a GradientTransformation
+    and has no ``1e-6``.
+
+    Args:
+      grads: a pytree of float arrays.
+      max_norm: the largest global norm kept, > 0.
+
+    Returns:
+      ``grads`` scaled, same structure, shapes and dtypes.
+    """
+    norm = global_norm(grads)
+    scale = jnp.minimum(1.0, max_norm / (norm + CLIP_EPS))
+    return jax.tree.map(
+        lambda g: (g.astype(jnp.result_type(g.dtype, scale.dtype)) * scale).astype(g.dtype),
+        grads)
+
+
+def _float_dtype(params: Params):
+    """The dtype of the optimizer's scalars and buffers: the params' float dtype, at least
+    float32 (half-precision params keep their moments and rates in float32)."""
+    floats = [a.dtype for a in jax.tree.leaves(params) if jnp.issubdtype(a.dtype, jnp.floating)]
+    return state_dtype(floats[0] if floats else jnp.float32)
+
+
+def state_dtype(dtype: Any) -> Any:
+    """The dtype an optimizer keeps state of a ``dtype`` param in: ``dtype`` itself, or
+    float32 for float16 and bfloat16, where Adam's ``eps = 1e-8`` is 0 and ``g^2`` of a
+    gradient of 1e-4 underflows (optax #1754: the first exactly-zero gradient gives
+    ``0 / 0``)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _lr_parts(learning_rate: float | Schedule) -> tuple[Schedule | None, float | None]:
+    """``(schedule, None)`` for a schedule (its first rate is taken in ``init``, in the
+    params' dtype), ``(None, lr)`` for a constant rate."""
+    if callable(learning_rate):
+        return learning_rate, None
+    return None, check_positive_float(learning_rate, "learning_rate")
+
+
+def _takes_dtype(schedule: Callable) -> bool:
+    """Whether ``schedule`` accepts a ``dtype`` keyword (fnmlp's schedules do)."""
+    try:
+        params = inspect.signature(schedule).parameters.values()
+    except (TypeError, ValueError):  # no signature (some builtins): call it with the step
+        return False
+    return any(p.name == "dtype" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _rate(schedule: Callable, count: Any, dtype: Any) -> Array:
+    """``schedule(count, dtype=dtype)``, or ``schedule(count)`` cast to ``dtype`` for a
+    one-argument schedule: a ``dtype`` scalar."""
+    if _takes_dtype(schedule):
+        return jnp.asarray(schedule(count, dtype=dtype), dtype)
+    return jnp.asarray(schedule(count), dtype)
+
+
+def host_scalar(value: float, dtype: Any) -> Array:
+    """A scalar array made on the host and transferred (``jax.device_put``): unlike
+    ``jnp.asarray(value, dtype)`` it compiles no conversion program."""
+    return jax.device_put(np.asarray(value, dtype=np.dtype(dtype)))
+
+
+@jax.jit
+def zeros_like_tree(tree: Any) -> Any:
+    """Zeros like every leaf of ``tree``, in :func:`state_dtype` of its dtype (float32 for
+    half-precision leaves): one compiled program per tree structure (eager
+    ``jnp.zeros_like`` compiles one per leaf shape); inlined under a trace."""
+    return jax.tree.map(lambda a: jnp.zeros(a.shape, state_dtype(a.dtype)), tree)
+
+
+def _scalars(params, lr0: float | None, schedule: Schedule | None,
+             weight_decay: float) -> tuple[Array, Array, Array]:
+    dtype = _float_dtype(params)
+    if schedule is not None:  # the rate at step 0, in dtype, on the host even under a trace
+        with jax.ensure_compile_time_eval():
+            lr0 = float(_rate(schedule, np.int32(0), dtype))
+    return (host_scalar(0, np.int32), host_scalar(lr0, dtype), host_scalar(weight_decay, dtype))
+
+
+def matrices_only(path: Any, leaf: Any) -> bool:
+    """A weight-decay ``mask``: decay the leaves with ``ndim >= 2``, nothing else.
+
+    nanoGPT's rule: weight matrices decay, biases and normalisation scales (1-D) do
+    not. It reads only the leaf's rank, never the layer's names, so it holds for any
+    layer, a user's included. Pass it as ``mask=matrices_only`` to any optimizer.
+
+    Args:
+      path: the leaf's key path (unused), as in ``jax.tree_util.tree_flatten_with_path``.
+      leaf: the param array (or its abstract value under a trace).
+
+    Returns:
+      ``True`` for a matrix or higher-rank array, ``False`` for a vector or scalar.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> matrices_only((), jnp.ones((3, 2))), matrices_only((), jnp.ones(2))
+      (True, False)
+    """
+    return jnp.ndim(leaf) >= 2
+
+
+def _decayed(mask: Callable | None, params: Params) -> Any:
+    """A tree like ``params`` of Python bools: which leaves weight decay touches.
+    Evaluated at trace time."""
+    if mask is None:
+        return jax.tree.map(lambda _: True, params)
+
+    def one(path, leaf):
+        d = mask(path, leaf)
+        if not isinstance(d, (bool, np.bool_)):
+            raise TypeError(
+                f"mask(path, leaf) must return a Python bool at trace time; got {d!r}"
+                f" for the leaf at {jax.tree_util.keystr(path)}"[:300])
+        return bool(d)
+
+    return jax.tree.map_with_path(one, params)
+
+
+def _shared(factory: Callable, *static) -> Callable:
+    """``factory(*static)``, one object per distinct (hashable) ``static`` tuple; a fresh
+    one when some option is unhashable (e.g. a schedule or mask object without
+    ``__hash__``)."""
+    try:
+        return _shared_cache(factory, *static)
+    except TypeError:
+        return factory(*static)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_cache(factory: Callable, *static) -> Callable:
+    return factory(*static)
+
+
+def _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled, mask):
+    """Clipping, coupled L2 weight decay on the leaves ``mask`` selects, and the rate of
+    this step (params' dtype)."""
+    dtype = state.learning_rate.dtype
+    lr = _rate(schedule, state.count, dtype) if schedule is not None else state.learning_rate
+    if clip_norm is not None:
+        grads = clip_grads_by_global_norm(grads, clip_norm)
+    if use_wd and not decoupled:
+        wd = state.weight_decay
+        grads = jax.tree.map(lambda g, p, d: g + wd.astype(g.dtype) * p if d else g,  # L2
+                             grads, params, _decayed(mask, params))
+    return grads, jnp.asarray(lr, dtype)
+
+
+def _check_common(weight_decay, clip_norm, mask):
+    """Checks the shared options; returns the mask to key the shared update on (None when
+    there is no decay term, so that a mask without decay changes nothing)."""
+    wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+    if clip_norm is not None:
+        check_positive_float(clip_norm, "clip_norm")
+    if mask is not None and not callable(mask):
+        raise ValueError("mask must be None or a callable mask(path, leaf) -> bool (e.g."
+                         f" optim.matrices_only); got {mask!r}"[:200])
+    return mask if wd > 0 else None
