@@ -42,9 +42,18 @@ def _describe(x: Any) -> str:
 
 
 def as_numeric_array(x: Any, name: str) -> Any:
-    """Returns ``x`` as an array of a real numeric dtype (bool is refused)."""
+    """Returns ``x`` as an array of a real numeric dtype (bool is refused).
+
+    Raises:
+      ValueError: a sparse matrix (scipy's or another with ``toarray``), or what NumPy
+        cannot turn into an array.
+      TypeError: a dtype that is not int or float.
+    """
     if is_traced(x) or isinstance(x, jax.Array):
         arr = x
+    elif callable(getattr(x, "toarray", None)) and not isinstance(x, np.ndarray):
+        raise ValueError(f"{name} must be a dense array; got a sparse {type(x).__name__} of"
+                         f" shape {getattr(x, 'shape', '?')}: pass {name}.toarray()")
     else:
         try:
             arr = np.asarray(x)
@@ -240,12 +249,32 @@ def check_model_params(model: Layer, params: Any, d_in: int) -> tuple[int, int]:
     return d, int(out.shape[-1])
 
 
-def cast(x: Any, params: Any) -> Array:
-    """``x`` in the params' dtype; a host array is converted on the host and transferred
-    (``jnp.asarray`` of a NumPy array compiles a small program per shape)."""
-    dtype = dtype_of(params)
+def cast(x: Any, params: Any, name: str = "x") -> Array:
+    """``x`` in the params' dtype, the dtype the model computes in; a host array is
+    converted on the host and transferred (``jnp.asarray`` of a NumPy array compiles a
+    small program per shape).
+
+    Raises:
+      ValueError: a finite value that the conversion turns into ``inf`` (float64 1e39 in a
+        float32 model), named by its index: the model would see inf, not what was passed.
+    """
+    dtype = np.dtype(dtype_of(params))
+    src = np.dtype(x.dtype) if hasattr(x, "dtype") else None
+    if src is not None and src.kind == "f" and src.itemsize > dtype.itemsize and not (
+            is_traced(x)):
+        a = np.asarray(x)
+        big = float(np.finfo(dtype).max)
+        lo, hi = (float(np.min(a)), float(np.max(a))) if a.size else (0.0, 0.0)
+        if max(abs(lo), abs(hi)) > big and np.isfinite(lo) and np.isfinite(hi):
+            bad = np.abs(a) > big
+            idx = np.unravel_index(int(np.argmax(bad)), a.shape)
+            raise ValueError(
+                f"{name} must fit the model's dtype {dtype.name} (|v| <= {big:.4g}); got"
+                f" {a[idx]:g} at index {tuple(int(i) for i in idx)} ({int(bad.sum())}"
+                f" value(s) in all), which would become inf: scale {name}, or use"
+                f" {src.name} params")
     if isinstance(x, np.ndarray):
-        return jax.device_put(np.asarray(x, dtype=np.dtype(dtype)))
+        return jax.device_put(np.asarray(x, dtype=dtype))
     return jnp.asarray(x, dtype=dtype)
 
 
@@ -270,7 +299,10 @@ def check_batch(model: Any, params: Any, x: Any, y: Any, loss: str, names=("x", 
     d_in, n_out = check_model_params(model, params, x.shape[-1])
     x = check_inputs(x, d_in, names[0], finite=not early)
     y = check_targets(y, x.shape[0], loss, n_out, names[1])
-    return cast(x, params), (jax.device_put(y) if isinstance(y, np.ndarray) else jnp.asarray(y))
+    if get_loss(loss).kind != "multiclass":  # targets in the dtype the model computes in
+        return cast(x, params, names[0]), cast(y, params, names[1])
+    return (cast(x, params, names[0]),
+            jax.device_put(y) if isinstance(y, np.ndarray) else jnp.asarray(y))
 
 
 def check_x(model: Any, params: Any, x: Any, batched: bool = True) -> Array:

@@ -491,7 +491,7 @@ def ensemble_predict_proba(model: Layer, stacked_params: Any, x: Any,
       ValueError: a member index out of range (JAX would clamp it), a loss that does not
         take the model's output, or bad ``x``.
     """
-    kind = task(model, loss)
+    task(model, loss, 0)  # the model, and the loss against its output, before any work
     count = len(jax.tree.leaves(stacked_params)[0])
     if members is None:
         chosen = stacked_params
@@ -502,6 +502,7 @@ def ensemble_predict_proba(model: Layer, stacked_params: Any, x: Any,
         chosen = jax.tree.map(lambda a: a[np.asarray(idx, np.int32)], stacked_params)
     x = checks.check_x(model, take(chosen, 0), x)
     out = _members_forward(model)(chosen, x)  # [K, N, C], evaluation mode
+    kind = task(model, loss, out.shape[-1])
     return jnp.mean(probabilities(out, model.outputs, kind), axis=0)
 
 

@@ -8,6 +8,13 @@ other model outputs logits, turned into probabilities by ``softmax`` (one label 
 example) or, with ``loss="sigmoid_cross_entropy"``, ``sigmoid`` per output (independent
 labels). Softmax is never applied twice: a loss that does not take the model's output is
 refused.
+
+What a model predicts is decided in one place, :func:`task`, from the loss when given and
+otherwise from the model itself: a model with **one output** is a binary classifier
+(``sigmoid`` of its logit, class ``logit > 0``: the softmax of one logit is 1 whatever
+it is), a model with more outputs a multiclass one. Every entry point asks it
+(:func:`predict_proba`, :func:`predict_classes`, :func:`fnmlp.ensemble_predict_proba`,
+``SavedModel``, ``scripts/predict.py``).
 """
 
 from __future__ import annotations
@@ -42,12 +49,26 @@ def predict(model: Layer, params: Params, x: Any) -> jax.Array:
     return _jit_apply(model)(params, checks.check_x(model, params, x))
 
 
-def task(model: Layer, loss: str | None) -> str:
-    """``"multiclass"``, ``"binary"`` (independent sigmoid labels) or ``"regression"``:
-    the loss's kind when given (checked against the model's output), else multiclass."""
+def task(model: Layer, loss: str | None, n_out: int) -> str:
+    """What the model predicts: ``"multiclass"`` (one label of ``C``), ``"binary"``
+    (independent sigmoid labels) or ``"regression"``.
+
+    Args:
+      model: the Layer.
+      loss: the loss it was trained with, or None.
+      n_out: its output width ``C``.
+
+    Returns:
+      The loss's kind when given (checked against the model's output); else ``"binary"``
+      for a one-output model ending in logits (``C = 1``: the only classifier one logit
+      makes) and ``"multiclass"`` otherwise.
+
+    Raises:
+      ValueError: a loss that does not take the model's output.
+    """
     model = check_model(model)
     if loss is None:
-        return "multiclass"
+        return "binary" if n_out == 1 and model.outputs == "logits" else "multiclass"
     return check_loss_for_model(loss, model.outputs).kind
 
 
@@ -66,31 +87,36 @@ def predict_proba(model: Layer, params: Params, x: Any, loss: str | None = None)
 
     Args:
       model, params, x: as :func:`predict`.
-      loss: the loss the model was trained with; None reads the task off the model (one
-        label per example). ``"sigmoid_cross_entropy"``: independent labels, ``sigmoid``
-        of each logit.
+      loss: the loss the model was trained with; None reads the task off the model
+        (:func:`task`: one output, a binary classifier; more, one label per example).
+        ``"sigmoid_cross_entropy"``: independent labels, ``sigmoid`` of each logit.
 
     Returns:
       A model ending in ``Softmax``: its output, unchanged. Otherwise ``softmax`` of the
-      logits (rows sum to 1), or ``sigmoid`` per output.
+      logits (rows sum to 1), or ``sigmoid`` per output (``[N, 1]`` for one output: the
+      probability of class 1).
 
     Raises:
       ValueError: a regression loss, or a loss that does not take the model's output.
     """
-    kind = task(model, loss)
-    return probabilities(predict(model, params, x), model.outputs, kind)
+    if loss is not None:
+        task(model, loss, 0)  # the loss against the model's output, before any work
+    out = predict(model, params, x)
+    return probabilities(out, model.outputs, task(model, loss, out.shape[-1]))
 
 
 def predict_classes(model: Layer, params: Params, x: Any, loss: str | None = None
                     ) -> jax.Array:
     """Predicted labels: ``argmax`` of the outputs ``[N]`` (one label per example), or
-    ``logit > 0`` per output ``[N, C]`` (``loss="sigmoid_cross_entropy"``).
+    ``logit > 0`` per output ``[N, C]`` (``loss="sigmoid_cross_entropy"``, or a
+    one-output model: ``[N, 1]`` of 0/1, see :func:`task`).
 
     Raises:
       ValueError: as :func:`predict_proba`.
     """
-    kind = task(model, loss)
-    if kind == "regression":
+    if loss is not None and task(model, loss, 0) == "regression":
         raise ValueError(f"classes need a classification loss; got loss={loss!r}")
     out = predict(model, params, x)
-    return jnp.argmax(out, axis=1) if kind == "multiclass" else (out > 0).astype(jnp.int32)
+    if task(model, loss, out.shape[-1]) == "multiclass":
+        return jnp.argmax(out, axis=1)
+    return (out > 0).astype(jnp.int32)

@@ -41,12 +41,47 @@ def test_raw_input_scale_divides_raw_pixels_by_255():
 
 
 @pytest.mark.parametrize("x, needle", [
-    (np.full((1, 784), 300.0), r"pixels / 255 in \[0, 1\].*got values in \[300, 300\]"),
-    (np.full((1, 784), -0.5), r"got values in \[-0.5, -0.5\]"),
+    (np.full((1, 784), 400.0), r"pixels / 255.*got float64 values in \[400, 400\].*neither"),
+    (np.full((1, 784), -0.6), r"got float64 values in \[-0.6, -0.6\]"),
+    (np.array([[0.0, 1.0, 7.0]]), r"values in \[0, 7\], which is neither"),  # 1.5 < 7 < 16
+    (np.array([[0, 256]], np.int32), r"integer inputs are raw pixels 0..255.*\[0, 256\]"),
+    (np.array([[-1, 3]], np.int64), r"integer inputs are raw pixels"),
 ])
 def test_raw_input_scale_refuses_what_is_not_pixels(x, needle):
     with pytest.raises(ValueError, match=needle):
         raw_input_scale(x, MNIST)
+
+
+def test_the_rule_is_the_dtype_and_a_clear_range_never_one_stray_value():
+    """Issue 39 item 1: a scaled batch with one bicubic overshoot (1.02) used to be
+    divided by 255 as a whole. Integers are raw, floats in [-0.5, 1.5] scaled, floats
+    reaching 16 (within 255 x that range) raw; the same row gets the same answer in any
+    batch."""
+    scaled = _pixels(20).astype(np.float32) / 255
+    stray = scaled.copy()
+    stray[3, 100] = 1.02  # one of 15,680 values
+    np.testing.assert_array_equal(raw_input_scale(stray, MNIST), stray)
+    under = scaled.copy()
+    under[0, 0] = -0.03  # an undershoot too
+    assert raw_input_scale(under, MNIST) is under
+    # raw pixels as floats, with an overshoot beyond 255 and below 0: divided by 255
+    raw = _pixels(20).astype(np.float32)
+    raw[0, 0], raw[1, 1] = 262.0, -4.0
+    np.testing.assert_allclose(raw_input_scale(raw, MNIST), raw / 255, rtol=1e-7)
+    # integers: raw whatever their range within 0..255, even all 0/1
+    np.testing.assert_array_equal(raw_input_scale(np.array([[0, 1]], np.int64), MNIST),
+                                  np.array([[0, 1 / 255]], np.float32))
+
+
+def test_a_saved_model_answers_a_row_the_same_whatever_its_neighbours(mnist_model):
+    scaled = _pixels(40, seed=3).astype(np.float32) / 255
+    stray = scaled.copy()
+    stray[7, 300] = 1.02
+    a = np.asarray(mnist_model.predict_proba(scaled))
+    b = np.asarray(mnist_model.predict_proba(stray))
+    np.testing.assert_array_equal(np.delete(a, 7, 0), np.delete(b, 7, 0))
+    one = np.asarray(mnist_model.predict_proba(scaled[:1]))
+    np.testing.assert_allclose(one, a[:1], rtol=1e-6, atol=1e-7)
 
 
 def test_an_unknown_recorded_scale_refuses_raw_inputs_and_says_how():
@@ -99,7 +134,7 @@ def test_model_predict_star_on_raw_uint8_equals_on_scaled(mnist_model):
     free = np.asarray(fnmlp.predict_proba(mnist_model.model, mnist_model.params,
                                           raw.astype(np.float32)))
     assert np.abs(free - np.asarray(mnist_model.predict_proba(scaled))).max() > 0.05
-    with pytest.raises(ValueError, match="got values in"):
+    with pytest.raises(ValueError, match="which is neither"):
         mnist_model.predict_proba(np.full((1, 784), 1000.0))
 
 

@@ -6,8 +6,9 @@ confident nonsense. The training scripts record the scaling in the checkpoint's 
 (``config["input"]["scale"] == "pixel / 255"``), and two small functions use it:
 
 * :func:`raw_input_scale` applies that scaling to raw inputs where the checkpoint
-  records one (``Model.predict*`` and ``scripts/predict.py`` call it: one rule for both),
-  or refuses inputs it cannot place, with one line saying how to scale them;
+  records one (``SavedModel.predict*`` and ``scripts/predict.py`` call it: one rule for
+  both, decided by the dtype and a range that is clearly one or the other, never by one
+  stray value), or refuses inputs it cannot place, with one line saying how to scale them;
 * :func:`input_range_warning` is the message ``fit`` warns with when its inputs look
   unscaled (uint8, or far outside the usual range of scaled features).
 """
@@ -27,20 +28,32 @@ def _range(x: np.ndarray) -> tuple[float, float]:
     return (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 0.0)
 
 
+SCALED = (-0.5, 1.5)  # floats here are scaled pixels: [0, 1] with an interpolation's overshoot
+RAW_MIN_PEAK = 16.0  # floats reaching this (up to 255 x SCALED) are raw pixels 0..255
+
+
 def raw_input_scale(x: Any, input_config: dict | None) -> Any:
     """Inputs ``[N, D]`` (or ``[D]``) scaled the way the checkpoint's model was trained.
 
     ``input_config`` is a checkpoint's ``config["input"]`` (``None`` or without a
-    ``"scale"`` entry: ``x`` is returned as it is). With ``"scale": "pixel / 255"``:
+    ``"scale"`` entry: ``x`` is returned as it is). With ``"scale": "pixel / 255"`` the
+    rule, the same for a whole array whatever else is in it, is:
 
-    * uint8 inputs, or inputs with a value above 1, are raw pixels: returned as float32
-      ``x / 255`` (the same rule as ``scripts/predict.py``);
-    * inputs already in ``[0, 1]`` are returned as they are (float32 for integer dtypes).
+    * **integer dtypes** (uint8, as pictures and IDX files hold them) are raw pixels
+      0..255: returned as float32 ``x / 255``;
+    * **floats within [-0.5, 1.5]** are pixels already scaled (``[0, 1]``, with room for a
+      resampling's overshoot, e.g. bicubic's 1.02): returned as they are;
+    * **floats within [-127.5, 382.5]** (255 times that range) that reach 16 or more are
+      raw pixels stored as floats: returned as float32 ``x / 255``.
+
+    A batch is never judged by one stray value: a scaled batch with one 1.02 stays
+    scaled. Anything else (floats whose largest value lies between 1.5 and 16, which
+    could be either; values beyond the raw range) is refused.
 
     Raises:
-      ValueError: with ``"pixel / 255"``, values below 0 or above 255 (neither pixels
-        nor scaled pixels); or a ``"scale"`` this version does not know, for raw-looking
-        inputs (uint8 or above 1). The message says how to scale.
+      ValueError: an array that fits neither rule, or integers outside 0..255; or a
+        ``"scale"`` this version does not know, for raw-looking inputs (integers, or
+        floats outside [-0.5, 1.5]). The message gives the range seen and how to scale.
     """
     scale = (input_config or {}).get("scale")
     if scale is None:
@@ -49,18 +62,27 @@ def raw_input_scale(x: Any, input_config: dict | None) -> Any:
     if a.dtype.kind not in "iuf":
         return x  # not numbers: the model's own checks say so
     lo, hi = _range(a)
-    raw = a.dtype == np.uint8 or hi > 1
+    integer = a.dtype.kind in "iu"
+    scaled = not integer and SCALED[0] <= lo and hi <= SCALED[1]
     if scale != PIXEL_SCALE:
-        if raw:
+        if not scaled:
             raise ValueError(f"x: the model was trained on inputs scaled as {scale!r};"
-                             f" got values in [{lo:g}, {hi:g}]: scale them that way first")
+                             f" got {a.dtype} values in [{lo:g}, {hi:g}]: scale them that"
+                             " way first")
         return x
-    if lo < 0 or hi > 255:
-        raise ValueError(f"x: the model takes pixels / 255 in [0, 1] (or raw pixels 0..255,"
-                         f" divided by 255 here); got values in [{lo:g}, {hi:g}]")
-    if raw:
+    if integer:
+        if lo < 0 or hi > 255:
+            raise ValueError(f"x: integer inputs are raw pixels 0..255 (divided by 255"
+                             f" here); got {a.dtype} values in [{lo:g}, {hi:g}]")
         return a.astype(np.float32) / 255.0
-    return a.astype(np.float32) if a.dtype.kind in "iu" else x
+    if scaled:
+        return x
+    if 255 * SCALED[0] <= lo and hi <= 255 * SCALED[1] and hi >= RAW_MIN_PEAK:
+        return a.astype(np.float32) / 255.0
+    raise ValueError(f"x: the model takes pixels / 255 (floats in [0, 1], up to"
+                     f" [{SCALED[0]:g}, {SCALED[1]:g}]) or raw pixels 0..255 (uint8, or"
+                     f" floats reaching at least {RAW_MIN_PEAK:g}); got {a.dtype} values in"
+                     f" [{lo:g}, {hi:g}], which is neither: scale them to [0, 1] yourself")
 
 
 def input_range_warning(x: Any) -> str | None:

@@ -36,6 +36,7 @@ from numpy.lib import format as npy
 
 from fnmlp._version import __version__
 from fnmlp.io.atomic import write_atomic
+from fnmlp.layers.base import plain
 
 FORMAT = "fnmlp-checkpoint-v1"
 # what reading a truncated or corrupted .npz raises, at the archive or at one member
@@ -60,7 +61,8 @@ def save_checkpoint(path: str | os.PathLike, state: Any, config: dict | None = N
     """Writes ``state`` (any pytree of arrays, usually a TrainState) and ``config``.
 
     Raises ``ValueError`` if any floating-point leaf holds NaN or Inf (a diverged run must
-    not overwrite a good checkpoint). Returns the path written.
+    not overwrite a good checkpoint), or if ``config`` holds what JSON cannot (NumPy
+    scalars are written as numbers). Returns the path written.
     """
     path = Path(path)
     named = _flatten(state)
@@ -74,7 +76,12 @@ def save_checkpoint(path: str | os.PathLike, state: Any, config: dict | None = N
         arrays[name] = a
     meta = {"format": FORMAT, "fnmlp_version": __version__, "config": config or {},
             "paths": [n for n, _ in named]}
-    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    try:  # NumPy scalars (a layer's np.float32 rate, a config's np.int64) as numbers
+        text = json.dumps(plain(meta))
+    except TypeError as e:
+        raise ValueError(f"config must hold only what JSON can (numbers, strings, lists,"
+                         f" dicts, None); {e}") from None
+    arrays["__meta__"] = np.frombuffer(text.encode(), np.uint8)
     return write_atomic(path, lambda f: np.savez(f, **arrays))
 
 

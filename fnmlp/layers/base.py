@@ -108,12 +108,24 @@ class Layer:
         return _jitted_init(self, d, jnp.dtype(dtype).name)(key)
 
     def to_config(self) -> dict:
-        """A JSON-able description: ``{"type": name, field: value, ...}``."""
+        """A JSON-able description: ``{"type": name, field: value, ...}`` (tuples as lists,
+        NumPy scalars such as ``np.float32(0.1)`` as Python numbers)."""
         out = {"type": self.name}
         for f in dataclasses.fields(self) if dataclasses.is_dataclass(self) else ():
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
+            out[f.name] = plain(getattr(self, f.name))
         return out
+
+
+def plain(v: Any) -> Any:
+    """``v`` as JSON can hold it: NumPy scalars and 0-d arrays as Python numbers, tuples
+    as lists, recursively through lists and dicts; anything else as it is."""
+    if isinstance(v, (np.generic, np.ndarray)) and np.ndim(v) == 0:
+        return v.item()
+    if isinstance(v, (tuple, list)):
+        return [plain(a) for a in v]
+    if isinstance(v, dict):
+        return {k: plain(a) for k, a in v.items()}
+    return v
 
 
 def input_width(model: Layer, in_features: Any = None) -> int:

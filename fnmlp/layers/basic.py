@@ -174,6 +174,7 @@ class Dropout(Layer):
                                                                  np.floating)) or not 0 <= r < 1:
             raise ValueError(f"Dropout rate (the drop probability) must be a number in"
                              f" [0, 1); got {r!r}")
+        object.__setattr__(self, "rate", float(r))  # np.float32(0.1) -> 0.1...: JSON, one hash
 
     def init(self, key, in_features, dtype=jnp.float32):
         return in_features, ()
@@ -217,6 +218,7 @@ class LayerNorm(Layer):
         if (isinstance(e, bool) or not isinstance(e, (int, float, np.integer, np.floating))
                 or not math.isfinite(e) or e <= 0):
             raise ValueError(f"LayerNorm eps must be a finite number > 0; got {e!r}")
+        object.__setattr__(self, "eps", float(e))  # a NumPy scalar -> float: JSON, one hash
 
     def init(self, key, in_features, dtype=jnp.float32):
         return in_features, {"scale": jnp.ones((in_features,), dtype),

@@ -111,8 +111,10 @@ class Serial(Layer):
         layers = self._resolved()
         keys = jax.random.split(key, max(1, sum(layer.has_params for layer in layers)))
         params, width, j = [], in_features, 0
-        for layer in layers:
-            width, p = layer.init(keys[j] if layer.has_params else key, width, dtype)
+        for i, layer in enumerate(layers):
+            said, p = layer.init(keys[j] if layer.has_params else key, width, dtype)
+            _check_width(i, layer, p, width, said, dtype)
+            width = said
             if layer.has_params:
                 params.append(p)
                 j += 1
@@ -148,6 +150,31 @@ class Serial(Layer):
         if self.in_features is not None:
             out["in_features"] = self.in_features
         return out
+
+
+def _check_width(i: int, layer: Layer, params, width: int, said: Any, dtype) -> None:
+    """The width ``layer.init`` reports must be what its forward returns for inputs of
+    ``width`` features (shapes only, ``jax.eval_shape``): a user layer that says ``d``
+    and returns ``2d`` would otherwise fail later inside JAX, naming no layer.
+
+    Raises:
+      ValueError: naming the layer ``i:Name``, the width said and the width returned.
+    """
+    if isinstance(layer, Serial):
+        return  # its children are checked in its own init
+    x = jax.ShapeDtypeStruct((1, width), jnp.dtype(dtype))
+    try:
+        y = jax.eval_shape(lambda p, x: layer.forward(p, x)[0], params, x)
+    except Exception as e:  # the forward cannot run on what init made
+        raise ValueError(f"layer {i}:{layer.name}: its forward fails on inputs [B, {width}]"
+                         f" with the params its init returns: {type(e).__name__}: {e}"
+                         [:600]) from None
+    got = getattr(y, "shape", None)
+    if got is None or len(got) != 2 or got[0] != 1 or got[1] != said:
+        raise ValueError(f"layer {i}:{layer.name}: init reports {said!r} output features for"
+                         f" inputs of width {width}, but its forward returns shape {got} for"
+                         f" inputs [1, {width}]: make init return the forward's output"
+                         " width")
 
 
 def serial(*layers: Layer, in_features: int | None = None) -> Serial:

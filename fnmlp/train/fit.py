@@ -46,7 +46,6 @@ from fnmlp.train.step import (
 from fnmlp.weights import check_weights
 
 Array = jax.Array
-DEFAULT_LEARNING_RATE = 0.1
 
 
 class TrainingDiverged(FloatingPointError):
@@ -102,14 +101,20 @@ def fit(
         training only.
       params: initial params (``model.init_params(key)``).
       x: inputs ``[N, D]``; y: labels ``[N]`` or targets ``[N, C]``.
-      epochs: the epoch to train up to (a resumed ``state`` continues from its epoch).
+      epochs: the epoch to train up to (a resumed ``state`` continues from its epoch;
+        ``epochs`` not above the state's epoch is refused, unless the run stopped early,
+        which trains nothing and says so).
       batch_size: minibatch size, 1..N (the partial last batch is dropped each epoch).
       optimizer: a name from :data:`fnmlp.optim.OPTIMIZERS` or a GradientTransformation
         (its state must hold ``learning_rate``: see :mod:`fnmlp.optim`).
-      learning_rate: for an optimizer given by name; default 0.1, or, when resuming a
-        ``state``, the rate the state holds. **A rate asked for is applied on resume**:
-        ``learning_rate=`` (or the rate a GradientTransformation was built with) replaces
-        the state's, as the scripts' ``--lr`` does.
+      learning_rate: for an optimizer given by name. **One rule, fresh and resumed**
+        (:func:`choose_optimizer`): a rate asked for is applied, ``learning_rate=`` with a
+        name or the rate (or schedule) a GradientTransformation was built with, replacing
+        a resumed state's, as the scripts' ``--lr`` does. A name alone trains at the
+        optimizer's own default (:func:`fnmlp.optim.default_learning_rate`: ``adam`` and
+        ``adamw`` 1e-3, ``rmsprop`` 1e-2, ``sgd`` 0.1) when fresh, and keeps the state's
+        rate on resume. Both a GradientTransformation and ``learning_rate=`` are two rates
+        for one run: refused (``ValueError``).
       loss: a loss name; it must take what the model outputs (logits, or probabilities
         after a final ``Softmax``): a mismatch is refused before anything compiles.
       grad: ``"manual"`` or ``"autodiff"``.
@@ -154,17 +159,18 @@ def fit(
     Raises:
       ValueError: a bad argument, weights included (negative, non-finite, the wrong
         length, an unknown class, all zero), a loss that does not take the model's output,
-        or a state that does not fit, before anything compiles.
+        two learning rates (a GradientTransformation and ``learning_rate=``), a state that
+        does not fit or is already at ``epochs``, before anything compiles.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    model, named = check_config(model, loss, grad), isinstance(optimizer, str)
-    optimizer, x, y, validation_data, w = _check_fit_args(
+    model = check_config(model, loss, grad)
+    optimizer, asked, x, y, validation_data, w = _check_fit_args(
         model, params, x, y, epochs, batch_size, optimizer, learning_rate, loss,
         seed, validation_split, validation_data, patience, sample_weight, class_weight,
         log_every, state)
     warn_input_range(x)  # uint8 or 0..255 inputs: once, pointing at the caller
     state = (fresh_state(params, optimizer) if state is None  # optimizer checked
-             else resumed_state(state, optimizer, named, learning_rate))
+             else resumed_state(state, optimizer, asked))
     trainer = cached_trainer(model, optimizer, batch_size, loss, grad,
                              compute_dtype=compute_dtype, mesh=mesh)
     if mesh is not None:
@@ -263,17 +269,50 @@ def _one_epoch(trainer: Trainer, state: TrainState, data: tuple, epoch: int, his
     return new, record
 
 
-def resumed_state(state: TrainState, optimizer: GradientTransformation, named: bool,
-                  learning_rate: float | None) -> TrainState:
-    """The state to resume from, with the learning rate this fit asks for: ``learning_rate``
-    when given, else the rate a GradientTransformation was built with (read from its
-    ``init``); the state's own for an optimizer given by name without a rate. The same
-    rule as the scripts' ``--lr`` on ``--resume``."""
-    if learning_rate is None and named:
+def choose_optimizer(optimizer: Any, learning_rate: float | None, params: Params
+                     ) -> tuple[GradientTransformation, bool]:
+    """Which optimizer trains, and whether a rate was asked for: the one rule for the
+    learning rate, fresh and resumed, that :func:`fit` and the scripts follow.
+
+    * a name and ``learning_rate``: that optimizer at that rate (asked for);
+    * a name alone: the optimizer at its own default rate
+      (:func:`fnmlp.optim.default_learning_rate`); nothing asked for, so a resumed state
+      keeps its rate;
+    * a GradientTransformation: the rate (or schedule) it was built with (asked for);
+    * a GradientTransformation and ``learning_rate``: two rates for one run, refused.
+
+    Returns:
+      ``(optimizer, asked)``, the optimizer checked against ``params``.
+
+    Raises:
+      ValueError: a bad rate or name, a GradientTransformation that breaks the state
+        contract, or both rates given.
+    """
+    if learning_rate is not None:
+        checks.check_positive_float(learning_rate, "learning_rate")
+    asked = True
+    if isinstance(optimizer, str):
+        asked = learning_rate is not None
+        optimizer = get_optimizer(optimizer, learning_rate)
+    elif learning_rate is not None:
+        raise ValueError(
+            f"learning_rate={learning_rate:g} given with an optimizer object, which has its"
+            " own rate: give the rate once, as fnmlp.sgd(lr) (or adam(lr), ...) or as"
+            f" optimizer='sgd', learning_rate={learning_rate:g}")
+    check_optimizer(optimizer, params)
+    return optimizer, asked
+
+
+def resumed_state(state: TrainState, optimizer: GradientTransformation, asked: bool
+                  ) -> TrainState:
+    """The state to resume from, with the learning rate this fit asks for (the rate
+    ``optimizer`` starts at, when :func:`choose_optimizer` says one was asked for) in
+    place of the state's; the state as it is otherwise. The same rule as the scripts'
+    ``--lr`` on ``--resume``. (A schedule then decides each step from the state's count.)"""
+    if not asked:
         return state
-    if learning_rate is None:
-        learning_rate = float(get_learning_rate(optimizer.init(state.params)))
-    return state._replace(opt_state=set_learning_rate(state.opt_state, learning_rate))
+    rate = float(get_learning_rate(optimizer.init(state.params)))
+    return state._replace(opt_state=set_learning_rate(state.opt_state, rate))
 
 
 def check_resumed_state(state: Any, params: Params, optimizer: GradientTransformation) -> None:
@@ -303,17 +342,18 @@ def _check_fit_args(model, params, x, y, epochs, batch_size, optimizer, learning
                     loss, seed, validation_split, validation_data, patience,
                     sample_weight=None, class_weight=None, log_every=1, state=None):
     """Every check of :func:`fit`, on the host, before anything compiles. Returns the
-    optimizer, the data as checked arrays (the validation split taken off) and the
-    training examples' weights ``[N]`` (None when unweighted)."""
+    optimizer and whether a rate was asked for (:func:`choose_optimizer`), the data as
+    checked arrays (the validation split taken off) and the training examples' weights
+    ``[N]`` (None when unweighted)."""
     checks.check_positive_int(epochs, "epochs")
-    if learning_rate is not None:
-        checks.check_positive_float(learning_rate, "learning_rate")
-    if isinstance(optimizer, str):
-        optimizer = get_optimizer(optimizer, DEFAULT_LEARNING_RATE if learning_rate is None
-                                  else learning_rate)
-    check_optimizer(optimizer, params)
+    optimizer, asked = choose_optimizer(optimizer, learning_rate, params)
     if state is not None:
         check_resumed_state(state, params, optimizer)
+        stopped = patience is not None and state.early is not None and bool(state.early.stopped)
+        if not stopped and int(state.epoch) >= epochs:
+            raise ValueError(f"epochs={epochs} but the state is already at epoch"
+                             f" {int(state.epoch)}: epochs is the epoch to train up to; give"
+                             f" more than {int(state.epoch)} to continue")
     x, y = checks.as_numeric_array(x, "x"), checks.as_numeric_array(y, "y")
     if x.ndim >= 1 and y.ndim >= 1 and len(x) != len(y):
         raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
@@ -346,7 +386,7 @@ def _check_fit_args(model, params, x, y, epochs, batch_size, optimizer, learning
     if patience is not None:
         checks.check_positive_int(patience, "patience")
     checks.check_positive_int(log_every, "log_every")
-    return optimizer, x, y, validation_data, w
+    return optimizer, asked, x, y, validation_data, w
 
 
 def epoch_record(epoch: int, m: dict, seconds: float, examples: int) -> dict:

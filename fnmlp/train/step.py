@@ -118,7 +118,7 @@ def make_train_step(model: Layer, optimizer: GradientTransformation,
 
     ``metrics`` holds ``loss`` (the weighted mean when ``batch.w`` is given, and then
     ``weight``, the batch's ``sum(w)``, so an epoch can weigh its batches) and, for
-    classification, ``accuracy`` (unweighted; float32 scalars).
+    classification, ``accuracy`` (unweighted; scalars in :func:`metric_dtype`).
     The model runs in training mode; dropout's mask comes from :func:`dropout_key` of
     ``key`` (the run's seed key) and ``state.step``. With ``compute_dtype`` (e.g.
     ``jnp.bfloat16``) every dense product takes its operands in that dtype and accumulates
@@ -139,11 +139,12 @@ def make_train_step(model: Layer, optimizer: GradientTransformation,
         grads = jax.tree.map(lambda g, m: g.astype(m.dtype), grads, state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = apply_updates(state.params, updates)
-        metrics = {"loss": value.astype(jnp.float32)}
+        md = metric_dtype(state.params)
+        metrics = {"loss": value.astype(md)}
         if batch.w is not None:
-            metrics["weight"] = jnp.sum(batch.w.astype(jnp.float32))
+            metrics["weight"] = jnp.sum(batch.w.astype(md))
         if classify:
-            metrics["accuracy"] = jnp.mean(correct(out.astype(jnp.float32), batch.y, loss))
+            metrics["accuracy"] = jnp.mean(correct(out.astype(md), batch.y, loss).astype(md))
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
     return step
@@ -245,10 +246,18 @@ def weight_stats(params: Params) -> dict[str, Array]:
             "weight_norm": jnp.stack([jnp.linalg.norm(w.astype(jnp.float32)) for w in ws])}
 
 
+def metric_dtype(params: Params) -> Any:
+    """The dtype of every loss and metric fnmlp reports for ``params``: their float dtype,
+    at least float32 (float64 params are trained, validated and evaluated in float64;
+    float16 and bfloat16 params report float32). The one dtype policy: the params decide;
+    inputs and targets are cast to the params' dtype at the boundary (``check_batch``)."""
+    return jnp.promote_types(checks.dtype_of(params), jnp.float32)
+
+
 def eval_fn(model: Layer, loss: str, chunk: int) -> Callable:
     """The pure ``(params, x, y, w=None) -> {loss, accuracy | mse, mae}`` over padded
-    chunks. With weights ``w [N]`` the loss is the weighted mean ``sum w_i l_i / sum w_i``;
-    accuracy, MSE and MAE count every example once."""
+    chunks, in :func:`metric_dtype`. With weights ``w [N]`` the loss is the weighted mean
+    ``sum w_i l_i / sum w_i``; accuracy, MSE and MAE count every example once."""
 
     lossdef = get_loss(loss)
     classify = lossdef.kind != "regression"
@@ -258,28 +267,30 @@ def eval_fn(model: Layer, loss: str, chunk: int) -> Callable:
         pad = (-n) % chunk
         xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
         ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1))
-        mask = (jnp.arange(n + pad) < n).astype(jnp.float32)
+        md = metric_dtype(params)
+        mask = (jnp.arange(n + pad) < n).astype(md)
         k = (n + pad) // chunk
         xs = xs.reshape(k, chunk, *x.shape[1:])
         ys = ys.reshape(k, chunk, *y.shape[1:])
         mask = mask.reshape(k, chunk)
         # the loss's weight per example: the mask, times w when given
-        lw = mask if w is None else mask * jnp.pad(w.astype(jnp.float32), (0, pad)).reshape(
+        lw = mask if w is None else mask * jnp.pad(w.astype(md), (0, pad)).reshape(
             k, chunk)
 
         def body(acc, c):
             xc, yc, mc, wc = c
-            out = model.apply(params, xc).astype(jnp.float32)  # [chunk, C], evaluation mode
-            sums = {"loss": jnp.sum(lossdef.fn(out, yc) * wc)}
+            out = model.apply(params, xc).astype(md)  # [chunk, C], evaluation mode
+            yc = yc if lossdef.kind == "multiclass" else yc.astype(md)
+            sums = {"loss": jnp.sum(lossdef.fn(out, yc).astype(md) * wc)}
             if classify:
-                sums["accuracy"] = jnp.sum(correct(out, yc, loss) * mc)
+                sums["accuracy"] = jnp.sum(correct(out, yc, loss).astype(md) * mc)
             else:
                 d = out - yc
                 sums["mse"] = jnp.sum(jnp.mean(d * d, axis=1) * mc)
                 sums["mae"] = jnp.sum(jnp.mean(jnp.abs(d), axis=1) * mc)
             return jax.tree.map(jnp.add, acc, sums), None
 
-        zero = {k: jnp.zeros((), jnp.float32) for k in
+        zero = {k: jnp.zeros((), md) for k in
                 (["loss", "accuracy"] if classify else ["loss", "mse", "mae"])}
         sums, _ = jax.lax.scan(body, zero, (xs, ys, mask, lw))
         out = {k: v / n for k, v in sums.items()}

@@ -1,0 +1,320 @@
+"""Answers you can trust (issue 39): each fact decided in one place, tested through every
+entry point that reports it, against an outside witness where there is one.
+
+* what a one-output model predicts: ``fnmlp.predict.task`` (predict_proba,
+  predict_classes, ensemble_predict_proba, SavedModel);
+* which learning rate applies: ``fnmlp.train.fit.choose_optimizer`` (fresh and resumed)
+  and the builders' own defaults (``fnmlp.optim.default_learning_rate``);
+* a gradient's norm: ``fnmlp.optim.global_norm`` (clipping at any finite size);
+* the dtype the model sees and reports in: ``_validate.cast`` (x and targets, checked
+  after the cast) and ``train.step.metric_dtype`` (losses and metrics);
+* half-precision optimizer state: ``fnmlp.optim.state_dtype``;
+* JSON of a layer's settings: ``fnmlp.layers.base.plain``; a layer's width: checked in
+  ``Serial.init``.
+"""
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fnmlp
+from fnmlp.layers import Dense, Dropout, Layer, LayerNorm, Relu, serial
+from fnmlp.optim import clip_grads_by_global_norm, global_norm
+
+
+def _blobs(n=200, seed=0, d=2):
+    """Two separable blobs: x [n, d] float32, y [n] in {0, 1}."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, d)).astype(np.float32) * 0.5 + (2 * y[:, None] - 1) * 2.0
+    return x.astype(np.float32), y
+
+
+# ----------------------------------------------------------------------------- item 2
+
+
+@pytest.fixture(scope="module")
+def binary_one_output():
+    """mlp([2, 16, 1]) trained with sigmoid_cross_entropy to accuracy 1.0."""
+    x, y = _blobs()
+    model = fnmlp.mlp([2, 16, 1], "tanh")
+    r = fnmlp.fit(model, model.init_params(jax.random.key(0)), x, y.astype(np.float32),
+                  loss="sigmoid_cross_entropy", optimizer="adam", learning_rate=1e-2,
+                  epochs=20, batch_size=20, verbose=False)
+    assert fnmlp.evaluate(model, r.params, x, y, loss="sigmoid_cross_entropy")[
+        "accuracy"] == 1.0
+    return model, r, x, y
+
+
+def test_a_one_output_model_predicts_two_classes_without_loss(binary_one_output, tmp_path):
+    model, r, x, y = binary_one_output
+    logit = np.asarray(fnmlp.predict(model, r.params, x))[:, 0]
+    witness = 1 / (1 + np.exp(-logit.astype(np.float64)))  # sigmoid, by hand
+    classes = np.asarray(fnmlp.predict_classes(model, r.params, x))
+    assert classes.shape == (200, 1)
+    np.testing.assert_array_equal(classes[:, 0], y)  # was all 0 (argmax of one column)
+    np.testing.assert_array_equal(
+        classes, fnmlp.predict_classes(model, r.params, x, loss="sigmoid_cross_entropy"))
+    proba = np.asarray(fnmlp.predict_proba(model, r.params, x))
+    np.testing.assert_allclose(proba[:, 0], witness, rtol=1e-5, atol=1e-7)  # was all 1.0
+    stacked = jax.tree.map(lambda a: jnp.stack([a, a]), r.params)
+    ens = np.asarray(fnmlp.ensemble_predict_proba(model, stacked, x))
+    np.testing.assert_allclose(ens, proba, rtol=1e-6)
+    path = tmp_path / "c.npz"
+    fnmlp.save_checkpoint(path, r.state, fnmlp.model_config(model, "sigmoid_cross_entropy"))
+    saved = fnmlp.load_model(path)
+    np.testing.assert_array_equal(np.asarray(saved.predict_classes(x)), classes)
+    # two outputs and no loss: still one label of two (softmax), as before
+    two = fnmlp.mlp([2, 2])
+    p2 = two.init_params(jax.random.key(1))
+    assert fnmlp.predict_classes(two, p2, x).shape == (200,)
+
+
+# ----------------------------------------------------------------------------- item 3 and defaults
+
+
+def _lr_after(result):
+    return result.history[-1]["learning_rate"]
+
+
+def test_one_learning_rate_rule_fresh_and_resumed():
+    x, y = _blobs(64)
+    model = fnmlp.mlp([2, 4, 2])
+    params = model.init_params(jax.random.key(0))
+    kw = dict(batch_size=16, verbose=False)
+    # two rates for one run: refused in one line, fresh and resumed alike
+    with pytest.raises(ValueError, match=r"learning_rate=1e-06 given with an optimizer object"):
+        fnmlp.fit(model, params, x, y, optimizer=fnmlp.sgd(0.1), learning_rate=1e-6,
+                  epochs=1, **kw)
+    first = fnmlp.fit(model, params, x, y, optimizer="sgd", learning_rate=0.1, epochs=1, **kw)
+    with pytest.raises(ValueError, match="given with an optimizer object"):
+        fnmlp.fit(model, params, x, y, optimizer=fnmlp.sgd(0.1), learning_rate=1e-6,
+                  epochs=2, state=first.state, **kw)
+    sched = fnmlp.sgd(fnmlp.schedules.step_decay(0.1, 2, 0.5))
+    with pytest.raises(ValueError, match="given with an optimizer object"):
+        fnmlp.fit(model, params, x, y, optimizer=sched, learning_rate=1e-6, epochs=2,
+                  state=first.state, **kw)
+    # a name and a rate: applied fresh and on resume
+    fresh = fnmlp.fit(model, params, x, y, optimizer="sgd", learning_rate=1e-6, epochs=1, **kw)
+    resumed = fnmlp.fit(model, params, x, y, optimizer="sgd", learning_rate=1e-6, epochs=2,
+                        state=first.state, **kw)
+    assert _lr_after(fresh) == _lr_after(resumed) == pytest.approx(1e-6, rel=1e-6)
+    # a name alone keeps the state's rate on resume
+    kept = fnmlp.fit(model, params, x, y, optimizer="sgd", epochs=2, state=first.state, **kw)
+    assert _lr_after(kept) == pytest.approx(0.1, rel=1e-6)
+    # the effect, not just the record: sgd at 1e-6 barely moves the params
+    moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in
+                zip(jax.tree.leaves(fresh.params), jax.tree.leaves(params)))
+    assert 0 < moved < 1e-4
+
+
+@pytest.mark.parametrize("name, rate", [("adam", 1e-3), ("adamw", 1e-3), ("rmsprop", 1e-2),
+                                        ("sgd", 0.1), ("momentum", 0.1), ("nesterov", 0.1)])
+def test_each_optimizer_trains_at_its_own_default_rate(name, rate):
+    x, y = _blobs(32)
+    model = fnmlp.mlp([2, 2])
+    r = fnmlp.fit(model, model.init_params(jax.random.key(0)), x, y, optimizer=name,
+                  epochs=1, batch_size=16, verbose=False)
+    assert _lr_after(r) == pytest.approx(rate, rel=1e-6)  # adam was 0.1
+    assert fnmlp.optim.default_learning_rate(name) == rate
+
+
+# ----------------------------------------------------------------------------- item 4
+
+
+@pytest.mark.parametrize("g, dtype", [([300.0], jnp.float16), ([1e20], jnp.float32),
+                                      ([3e19, -4e19], jnp.float32), ([1e-30, 2e-30], jnp.float32),
+                                      ([60000.0, 60000.0], jnp.float16)])
+def test_clipping_keeps_the_direction_at_any_finite_size(g, dtype):
+    grads = {"w": jnp.asarray(g, dtype)}
+    witness = np.asarray(g, np.float64)  # the norm in float64, by NumPy
+    norm = np.linalg.norm(witness)
+    assert float(global_norm(grads)) == pytest.approx(norm, rel=1e-3 if dtype == jnp.float16
+                                                      else 1e-6)
+    clipped = np.asarray(clip_grads_by_global_norm(grads, 1.0)["w"], np.float64)
+    want = witness * min(1.0, 1.0 / (norm + 1e-6))  # PyTorch's clip_grad_norm_
+    tol = 2e-3 if dtype == jnp.float16 else 1e-6
+    np.testing.assert_allclose(clipped, want, rtol=tol, atol=1e-45)
+    assert clipped.dtype == np.float64 and np.all(np.isfinite(clipped))
+
+
+def test_a_clipped_sgd_step_is_the_clip_norm_times_the_rate():
+    opt = fnmlp.sgd(0.1, clip_norm=1.0)
+    params = {"w": jnp.array([1.0, 1.0])}
+    updates, _ = opt.update({"w": jnp.array([3e20, -4e20])}, opt.init(params), params)
+    np.testing.assert_allclose(np.asarray(updates["w"]), [-0.06, 0.08], rtol=1e-6)  # was -0.0
+    assert float(global_norm({"a": jnp.zeros(3)})) == 0.0
+    assert np.isinf(float(global_norm({"a": jnp.array([np.inf, 1.0])})))
+    assert np.isnan(float(global_norm({"a": jnp.array([np.nan, 1.0])})))
+
+
+# ----------------------------------------------------------------------------- item 5
+
+
+def test_float64_inputs_beyond_float32_are_refused_where_the_model_sees_them():
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x = np.array([[1e39, 0.0], [1.0, 2.0]])  # float64, finite; inf in float32
+    y = np.array([0, 1])
+    msg = r"x must fit the model's dtype float32.*got 1e\+39 at index \(0, 0\)"
+    with pytest.raises(ValueError, match=msg):
+        fnmlp.predict(model, params, x)
+    with pytest.raises(ValueError, match=msg):
+        fnmlp.evaluate(model, params, x, y)
+    with pytest.raises(ValueError, match=msg):
+        fnmlp.fit(model, params, x, y, epochs=1, batch_size=2, verbose=False)
+    with pytest.raises(ValueError, match=r"y must fit the model's dtype float32"):
+        fnmlp.evaluate(fnmlp.mlp([2, 1]), fnmlp.mlp([2, 1]).init_params(jax.random.key(0)),
+                       x[1:], np.array([[-1e300]]), loss="mse")
+    # float64 values within float32's range are fine
+    assert fnmlp.predict(model, params, np.array([[3e38, 0.0]])).shape == (1, 2)
+
+
+# ----------------------------------------------------------------------------- item 6
+
+
+def test_float64_regression_evaluates_and_validates_in_float64(x64):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3))
+    y = (x @ np.array([[1.0], [-2.0], [0.5]])) + 0.1  # NumPy float64 targets [N, 1]
+    model = fnmlp.mlp([3, 8, 1], "tanh")
+    params = model.init_params(jax.random.key(0), dtype=jnp.float64)
+    got = fnmlp.evaluate(model, params, x, y, loss="mse", batch_size=16)  # crashed
+    out = np.asarray(fnmlp.predict(model, params, x), np.float64)
+    assert got["mse"] == pytest.approx(np.mean((out - y) ** 2), rel=1e-13)
+    assert got["mae"] == pytest.approx(np.mean(np.abs(out - y)), rel=1e-13)
+    r = fnmlp.fit(model, params, x, y, loss="mse", validation_split=0.25, epochs=2,
+                  batch_size=10, verbose=False)  # crashed after the first epoch
+    assert np.isfinite(r.history[-1]["val_loss"])
+    assert r.state.params[0]["w"].dtype == jnp.float64
+    pop = fnmlp.fit_population(model, x[:30], y[:30], fnmlp.population.grid(lr=(1e-2, 1e-3)),
+                               loss="mse", validation_data=(x[30:], y[30:]), epochs=1,
+                               batch_size=10, verbose=False)  # crashed in validation
+    assert all(np.isfinite(h[-1]["val_loss"]) for h in pop.history)
+
+
+def test_a_float64_classifier_is_evaluated_in_float64(x64):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 4)), np.arange(30) % 3
+    model = fnmlp.mlp([4, 5, 3], "tanh")
+    params = model.init_params(jax.random.key(0), dtype=jnp.float64)
+    params = jax.tree.map(lambda a: a * 7.3, params)  # a loss with many digits
+    want = float(fnmlp.loss(model, params, x, y))  # float64
+    got = fnmlp.evaluate(model, params, x, y)["loss"]
+    assert got == pytest.approx(want, rel=1e-13)  # was 1.8e-7 off (float32)
+
+
+# ----------------------------------------------------------------------------- item 7
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop"])
+def test_float16_params_train_through_an_always_zero_gradient(optimizer):
+    x, y = _blobs(64, d=3)
+    x[:, 2] = 0.0  # an always-blank pixel: its weights' gradient is exactly 0
+    model = fnmlp.mlp([3, 4, 2], "tanh")
+    p16 = model.init_params(jax.random.key(0), dtype=jnp.float16)
+    r = fnmlp.fit(model, p16, x, y, optimizer=optimizer, epochs=3, batch_size=16,
+                  verbose=False)  # was TrainingDiverged at epoch 1 (0 / 0 in float16)
+    assert all(np.isfinite(h["train_loss"]) for h in r.history)
+    assert r.state.params[0]["w"].dtype == jnp.float16
+    state = r.state.opt_state
+    buffers = state.nu if hasattr(state, "nu") else state.mu
+    assert buffers[0]["w"].dtype == jnp.float32 and state.learning_rate.dtype == jnp.float32
+    # the same run in float32 follows the same path, to float16's precision
+    r32 = fnmlp.fit(model, jax.tree.map(lambda a: a.astype(jnp.float32), p16), x, y,
+                    optimizer=optimizer, epochs=3, batch_size=16, verbose=False)
+    assert r.history[-1]["train_loss"] == pytest.approx(r32.history[-1]["train_loss"],
+                                                        abs=0.02)
+
+
+# ----------------------------------------------------------------------------- item 8
+
+
+def test_resuming_to_an_epoch_already_reached_is_refused():
+    x, y = _blobs(32)
+    model = fnmlp.mlp([2, 2])
+    params = model.init_params(jax.random.key(0))
+    r = fnmlp.fit(model, params, x, y, epochs=5, batch_size=16, verbose=False)
+    for epochs in (3, 5):
+        with pytest.raises(ValueError, match=r"epochs=\d but the state is already at epoch 5"):
+            fnmlp.fit(model, params, x, y, epochs=epochs, batch_size=16, state=r.state,
+                      verbose=False)
+    more = fnmlp.fit(model, params, x, y, epochs=6, batch_size=16, state=r.state,
+                     verbose=False)
+    assert [h["epoch"] for h in more.history] == [6]
+
+
+# ----------------------------------------------------------------------------- item 9
+
+
+def test_numpy_scalars_in_layers_save_after_training(tmp_path):
+    model = serial(Dense(np.int64(8)), Relu(), Dropout(np.float32(0.1)),
+                   LayerNorm(eps=np.float32(1e-5)), Dense(2), in_features=2)
+    x, y = _blobs(32)
+    seen = []
+
+    def save(state, record):  # an on_epoch_end checkpoint, as the scripts write it
+        seen.append(fnmlp.save_checkpoint(tmp_path / "c.npz", state,
+                                          fnmlp.model_config(model, "softmax_cross_entropy",
+                                                             extra=np.int64(3))))
+
+    fnmlp.fit(model, model.init_params(jax.random.key(0)), x, y, epochs=2, batch_size=16,
+              verbose=False, on_epoch_end=save)
+    assert len(seen) == 2
+    saved = fnmlp.load_model(tmp_path / "c.npz")
+    assert saved.model == model and saved.config["extra"] == 3
+    assert isinstance(model.layers[2].rate, float) and model.layers[2].rate == pytest.approx(0.1)
+    assert Dropout(np.float32(0.5)) == Dropout(0.5) and hash(LayerNorm(np.float64(1e-3))) == \
+        hash(LayerNorm(1e-3))
+    with pytest.raises(ValueError, match="config must hold only what JSON can"):
+        fnmlp.save_checkpoint(tmp_path / "d.npz", {"a": jnp.ones(1)}, {"bad": object()})
+
+
+# ----------------------------------------------------------------------------- item 10
+
+
+@dataclass(frozen=True)
+class WithSquares(Layer):
+    """[x, x^2]: width 2d, but its init says d (the mistake of keras #11753)."""
+
+    has_params = False
+
+    def init(self, key, in_features, dtype=jnp.float32):
+        return in_features, ()
+
+    def forward(self, params, x, ctx=None):
+        return jnp.concatenate([x, x * x], axis=-1), x
+
+    def backward(self, params, x, dy):
+        d = x.shape[1]
+        return (), dy[:, :d] + 2 * x * dy[:, d:]
+
+
+def test_a_layer_whose_init_reports_the_wrong_width_is_named():
+    model = serial(Dense(4), WithSquares(), Dense(2), in_features=3)
+    msg = r"layer 1:WithSquares: init reports 4 output features .* returns shape \(1, 8\)"
+    with pytest.raises(ValueError, match=msg):
+        model.init_params(jax.random.key(0))
+    x, y = _blobs(16, d=3)
+    good = serial(Dense(4), Dense(2), in_features=3).init_params(jax.random.key(0))
+    with pytest.raises(ValueError, match=msg):
+        fnmlp.fit(model, good, x, y, epochs=1, batch_size=8, verbose=False)
+
+
+# ----------------------------------------------------------------------------- item 11
+
+
+def test_sparse_inputs_get_told_to_densify():
+    sparse = pytest.importorskip("scipy.sparse")
+    model = fnmlp.mlp([2, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = _blobs(8)
+    for call in (lambda: fnmlp.predict(model, params, sparse.csr_matrix(x)),
+                 lambda: fnmlp.fit(model, params, sparse.csr_matrix(x), y, epochs=1,
+                                   batch_size=4, verbose=False)):
+        with pytest.raises(ValueError, match=r"x must be a dense array; got a sparse"
+                                             r" csr_matrix of shape \(8, 2\): pass x.toarray"):
+            call()
