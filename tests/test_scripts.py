@@ -827,6 +827,27 @@ def test_predict_py_reads_npy_and_idx(digit_model, tmp_path):
     assert got == [*y[:4].tolist(), *y[:3].tolist()]
 
 
+def test_predict_py_reads_a_scaled_array_with_one_overshoot_as_scaled(digit_model, tmp_path):
+    """Issue 39 item 1: one bicubic overshoot (1.02) among scaled floats used to make the
+    whole array raw pixels (divided by 255 again): the same rows, the same answers."""
+    saved = fnmlp.load_model(digit_model[0])
+    path, x, y = tmp_path / "scaled_model.npz", digit_model[1], digit_model[2]
+    fnmlp.save_checkpoint(path, saved.params, fnmlp.model_config(
+        saved.model, saved.loss, input={"kind": "mnist", "scale": "pixel / 255"}))
+    scaled = x[:6].astype(np.float32)
+    stray = scaled.copy()
+    stray[2, 300] = 1.02
+    np.save(tmp_path / "scaled.npy", scaled)
+    np.save(tmp_path / "stray.npy", stray)
+    r = run_script("predict.py", "--checkpoint", path, tmp_path / "scaled.npy",
+                   tmp_path / "stray.npy", "--json")
+    outs = json.loads(r.stdout)["predictions"]
+    classes = [o["class"] for o in outs]
+    assert classes[:6] == classes[6:] == [int(v) for v in y[:6]], outs
+    top = [o["top"][0][1] for o in outs]
+    np.testing.assert_allclose(np.delete(top[:6], 2), np.delete(top[6:], 2), rtol=1e-6)
+
+
 def test_predict_py_bad_input_is_exit_2_and_one_line(digit_model, tmp_path):
     path, _, _ = digit_model
     not_image = tmp_path / "notes.png"
