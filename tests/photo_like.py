@@ -3,7 +3,8 @@ tests/test_images.py and benchmarks/bench_photos.py.
 
 ``ink`` is a digit's ink density ``[h, w]`` in [0, 1] (an MNIST digit, or one rendered
 with Pillow's font); :func:`save_picture` writes it as a picture file of one ``KIND``.
-Each kind is what a photo of paper brings; none of them changes which digit it is.
+Each kind is what a photo of paper brings, or (``mnist_28``) MNIST's own format; none of
+them changes which digit it is.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from scipy import ndimage
 
 KINDS = ("clean", "grey_paper_noise", "shadow", "exif_rotated_jpeg", "png16", "speck",
          "thin", "thick", "small_on_page", "light_on_dark", "speck_near", "page_on_dark_desk",
-         "all_at_once")
+         "all_at_once", "mnist_28")
 
 
 def render_digit(d: str, size: int = 200) -> np.ndarray:
@@ -26,6 +27,28 @@ def render_digit(d: str, size: int = 200) -> np.ndarray:
     return np.asarray(img, np.float32) / 255
 
 
+def mnist_digit(ink: np.ndarray) -> np.ndarray:
+    """``ink`` drawn as MNIST draws a digit (LeCun et al. 1998), ``[28, 28]`` in [0, 1] on
+    the 8-bit grid of a PNG: white on black, scaled (Lanczos, aspect kept) so its box's
+    longer side is 20 pixels, placed in 28x28 and shifted by whole pixels so its centre
+    of mass is at (14, 14), its brightest pixel 1. An ink that is already 28x28 is taken
+    for one of MNIST's own digits and kept as it is."""
+    ink = np.clip(np.asarray(ink, np.float32), 0, 1)
+    if ink.shape == (28, 28):
+        return np.round(ink * 255) / 255
+    rows, cols = np.nonzero(ink > 0.05)
+    box = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    h, w = box.shape
+    new = (max(1, round(w * 20 / max(h, w))), max(1, round(h * 20 / max(h, w))))  # (W, H)
+    small = np.clip(np.asarray(Image.fromarray(box, "F").resize(new, Image.LANCZOS)), 0, None)
+    out = np.zeros((28, 28), np.float32)
+    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
+    out[top: top + small.shape[0], left: left + small.shape[1]] = small / small.max()
+    out = np.round(out * 255) / 255  # 8 bits, then centred: a PNG keeps the centre
+    cy, cx = ndimage.center_of_mass(out)
+    return np.roll(out, (round(14 - cy), round(14 - cx)), (0, 1))  # whole pixels, as MNIST
+
+
 def _canvas(ink: np.ndarray, up: int, margin: float) -> np.ndarray:
     """``ink`` scaled up ``up`` times (bilinear) on a blank margin, ``[H, W]`` in [0, 1]."""
     big = np.clip(ndimage.zoom(ink, up, order=1), 0, 1)
@@ -34,7 +57,10 @@ def _canvas(ink: np.ndarray, up: int, margin: float) -> np.ndarray:
 
 
 def picture(ink: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """Grey levels ``[H, W]`` in [0, 1] of ``ink`` photographed as ``kind`` (not saved)."""
+    """Grey levels ``[H, W]`` in [0, 1] of ``ink`` photographed as ``kind`` (not saved);
+    ``mnist_28`` is no photo but MNIST's own format (:func:`mnist_digit`)."""
+    if kind == "mnist_28":
+        return mnist_digit(ink)
     up = 280 // max(ink.shape) if max(ink.shape) < 100 else 1
     d = _canvas(ink, max(up, 1), 0.15)
     paper, pen, noise, light = 1.0, 0.0, 0.0, 1.0
@@ -71,11 +97,11 @@ def picture(ink: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     return np.clip(g, 0, 1).astype(np.float32)
 
 
-def _on_desk(page: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``page`` turned by 5 degrees on a dark wooden desk that shows around it (a third
-    of the page's size on each side), ``[H', W']``."""
+def _on_desk(page: np.ndarray, rng: np.random.Generator, angle: float = 5.0) -> np.ndarray:
+    """``page`` turned by ``angle`` degrees on a dark wooden desk that shows around it (a
+    third of the page's size on each side), ``[H', W']``."""
     h, w = page.shape
-    turned = ndimage.rotate(page, 5, reshape=True, order=1, cval=-1.0)  # -1: off the page
+    turned = ndimage.rotate(page, angle, reshape=True, order=1, cval=-1.0)  # -1: off the page
     ph, pw = int(0.35 * h), int(0.35 * w)
     turned = np.pad(turned, ((ph, ph), (pw, pw)), constant_values=-1.0)
     grain = ndimage.gaussian_filter(rng.normal(0, 1, turned.shape), (2, 25))  # wood grain

@@ -62,6 +62,26 @@ def test_idx_loader_reads_what_was_written(tmp_path, gz):
         assert ds.x.min() >= 0 and ds.x.max() <= 1
 
 
+@pytest.mark.parametrize("written, named", [(True, ""), (False, ".gz")],
+                         ids=["gzip_named_raw", "raw_named_gz"])
+def test_gzip_is_told_by_its_bytes_not_its_name(tmp_path, written, named):
+    """Issue 39 item 12: a gzipped IDX file saved without its .gz (a browser or a copy
+    that dropped it) read as 'wrong IDX magic number 0x1f8b0800'; gzip is now told by the
+    file's first two bytes, so it loads, and so does a raw file named .gz."""
+    arrays = _write_mnist(tmp_path, gz=written)
+    for stem in (s for pair in data.IDX_FILES.values() for s in pair):
+        old = tmp_path / (stem + (".gz" if written else ""))
+        assert (old.read_bytes()[:2] == b"\x1f\x8b") == written  # what is inside
+        os.rename(old, tmp_path / (stem + named))
+    for split in ("train", "test"):
+        ds = load_mnist_idx(tmp_path, split, cache=False)
+        img, lab = arrays[split]
+        np.testing.assert_array_equal(ds.x, img.reshape(-1, 784).astype(np.float32) / 255)
+        np.testing.assert_array_equal(ds.y, lab.astype(np.int32))
+    np.testing.assert_array_equal(read_idx(tmp_path / ("t10k-labels-idx1-ubyte" + named), 1),
+                                  arrays["test"][1])
+
+
 def test_idx_cache_is_used_and_invalidated(tmp_path):
     _write_mnist(tmp_path)
     first = load_mnist_idx(tmp_path, "train")

@@ -44,21 +44,28 @@ class MnistUnavailableError(FileNotFoundError):
     """MNIST is neither on disk nor downloadable; the message says how to get it."""
 
 
+_GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952: every gzip file starts with these two bytes
+
+
 def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     """Reads one IDX file of uint8 data (gzipped or raw) and checks it.
 
     The format: a 4-byte big-endian magic number (``0x00000803`` for 3-D images,
     ``0x00000801`` for 1-D labels), ``ndim`` big-endian int32 sizes, then the uint8 data.
-    A wrong magic number, a truncated file or trailing bytes raise ``ValueError``
-    naming the file.
+    Gzip is told by the file's first two bytes (``1f 8b``, RFC 1952), not by its name: a
+    gzipped file saved without ``.gz`` and a raw one named ``.gz`` both read (an IDX
+    file starts with ``00 00``, so the two cannot be confused). A wrong magic number, a
+    truncated file or trailing bytes raise ``ValueError`` naming the file.
     """
     path = Path(path)
+    gzipped = False
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as f:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == _GZIP_MAGIC
+        with (gzip.open if gzipped else open)(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:  # BadGzipFile is an OSError
-        raise ValueError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'IDX'}"
+        raise ValueError(f"{path}: cannot be read as {'gzip' if gzipped else 'IDX'}"
                          f" ({e})") from None
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -128,7 +135,8 @@ def _to_dataset(images: np.ndarray, labels: np.ndarray, where: str) -> Dataset:
 
 def load_mnist_idx(folder: str | os.PathLike, split: str = "train",
                    cache: bool = True) -> Dataset:
-    """MNIST from the four standard IDX files in ``folder`` (gzipped or raw).
+    """MNIST from the four standard IDX files in ``folder`` (gzipped or raw, told by
+    their first bytes, whether or not their names end in ``.gz``: :func:`read_idx`).
 
     Returns ``Dataset(x [N, 784] float32 in [0, 1], y [N] int32)``; N is 60,000 for
     ``"train"`` and 10,000 for ``"test"`` with the real files. The decoded arrays are
