@@ -81,3 +81,33 @@ def enable_compile_cache(path: str | os.PathLike | None = None, *,
         jax.config.update("jax_compilation_cache_dir", str(path))
         cc.reset_cache()  # programs compiled from now on use the new folder
     return path
+
+
+class CompileTimer:
+    """Seconds JAX spent turning programs into executables inside a ``with`` block:
+    tracing, lowering and XLA's compile (or loading from the persistent cache), summed
+    from JAX's own ``jax.monitoring`` events (``/jax/core/compile/*`` durations). A
+    training loop subtracts it to report examples/s of training alone.
+
+    ``seconds`` is 0.0 when nothing was compiled. Events of other threads inside the block
+    are counted too."""
+
+    PREFIX = "/jax/core/compile/"
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def _listen(self, event: str, duration: float, **_) -> None:
+        if event.startswith(self.PREFIX):
+            self.seconds += duration
+
+    def __enter__(self) -> CompileTimer:
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import jax.monitoring
+
+        jax.monitoring.unregister_event_duration_listener(self._listen)

@@ -49,6 +49,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnmlp import _validate as checks
+from fnmlp.compile_cache import CompileTimer
 from fnmlp.layers import Layer
 from fnmlp.optim import (
     GradientTransformation,
@@ -282,14 +283,16 @@ def fit_population(
 
     def run_epoch(state, e, _):
         t0 = time.perf_counter()
-        state, m = epoch(state, x, y, seeds, base_lr, w)
-        m = jax.device_get(m)
+        with CompileTimer() as compiling:
+            state, m = epoch(state, x, y, seeds, base_lr, w)
+            m = jax.device_get(m)
         seconds = time.perf_counter() - t0
         v = jax.device_get(evaluate(state.params, *validation_data)) if (
             validation_data is not None) else {}
         records = []
         for i in range(k):
-            r = epoch_record(e, {name: val[i] for name, val in m.items()}, seconds, examples)
+            r = epoch_record(e, {name: val[i] for name, val in m.items()}, seconds, examples,
+                             compiling.seconds)
             r.update({f"val_{name}": float(val[i]) for name, val in v.items()})
             alive[i] &= bool(m["params_finite"][i]) and math.isfinite(r["train_loss"])
             r["diverged"] = not alive[i]

@@ -203,12 +203,22 @@ def host_scalar(value: float, dtype: Any) -> Array:
     return jax.device_put(np.asarray(value, dtype=np.dtype(dtype)))
 
 
-@jax.jit
 def zeros_like_tree(tree: Any) -> Any:
     """Zeros like every leaf of ``tree``, in :func:`state_dtype` of its dtype (float32 for
-    half-precision leaves): one compiled program per tree structure (eager
-    ``jnp.zeros_like`` compiles one per leaf shape); inlined under a trace."""
-    return jax.tree.map(lambda a: jnp.zeros(a.shape, state_dtype(a.dtype)), tree)
+    half-precision leaves). Made on the host and transferred (``jax.device_put``; to the
+    leaf's sharding when the leaf is committed to one): nothing is compiled. Under a trace
+    (a leaf is a tracer), traced ``jnp.zeros`` instead (a host array would be baked into
+    the program)."""
+    leaves = jax.tree.leaves(tree)
+    if any(isinstance(a, jax.core.Tracer) for a in leaves):
+        return jax.tree.map(lambda a: jnp.zeros(a.shape, state_dtype(a.dtype)), tree)
+
+    def zeros(a):  # placed as a jitted zeros_like would be: committed like ``a``
+        z = np.zeros(np.shape(a), np.dtype(state_dtype(a.dtype)))
+        committed = isinstance(a, jax.Array) and a.committed
+        return jax.device_put(z, a.sharding if committed else None)
+
+    return jax.tree.map(zeros, tree)
 
 
 def _scalars(params, lr0: float | None, schedule: Schedule | None,

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from fnmlp import _validate as checks
+from fnmlp.compile_cache import CompileTimer
 from fnmlp.data import train_test_split
 from fnmlp.data.scaling import warn_input_range
 from fnmlp.grad import Params
@@ -39,7 +40,6 @@ from fnmlp.train.step import (
     TrainState,
     cached_trainer,
     check_config,
-    copy_tree,
     fresh_state,
     jitted_eval,
 )
@@ -130,7 +130,7 @@ def fit(
         trains nothing (it says so).
       state: a :class:`TrainState` to resume from (e.g. from a checkpoint, or the
         ``.state`` of an earlier FitResult); it is left intact (the compiled epoch donates
-        a copy), so a resume loop ``r = fit(..., state=r.state)`` compiles and deletes
+        nothing), so a resume loop ``r = fit(..., state=r.state)`` compiles and deletes
         nothing.
       verbose: print one line per epoch (through ``log``, default stderr), after
         ``on_epoch_end``, so entries it adds are printed too.
@@ -235,14 +235,14 @@ def run_epochs(run_epoch: Callable, state: TrainState, epochs: int, *, monitor: 
 
 def track_best(state: TrainState, value: float, patience: int) -> EarlyStopping:
     """Early stopping's bookkeeping after an epoch whose monitored loss is ``value``: a new
-    best (strictly lower) keeps a copy of ``state`` and resets the wait; otherwise the wait
-    grows, and reaching ``patience`` marks the run stopped."""
+    best (strictly lower) keeps ``state`` (its arrays are never changed in place) and resets
+    the wait; otherwise the wait grows, and reaching ``patience`` marks the run stopped."""
     early = state.early
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
     if early is None or value < float(early.best_value):
         return EarlyStopping(host_scalar(value, dtype), host_scalar(int(state.epoch), np.int32),
                              host_scalar(0, np.int32), host_scalar(False, np.bool_),
-                             copy_tree(state._replace(early=None)))
+                             state._replace(early=None))  # arrays: never changed in place
     waited = int(early.waited) + 1
     return early._replace(waited=host_scalar(waited, np.int32),
                           stopped=host_scalar(waited >= patience, np.bool_))
@@ -251,13 +251,16 @@ def track_best(state: TrainState, value: float, patience: int) -> EarlyStopping:
 def _one_epoch(trainer: Trainer, state: TrainState, data: tuple, epoch: int, history: list,
                validation_data) -> tuple[TrainState, dict]:
     """Trains epoch ``epoch`` (1-based) and returns the new state and its history record
-    (validation scores added). The compiled epoch donates a copy, so the state it started
+    (validation scores added). The compiled epoch donates nothing, so the state it started
     from (kept for :class:`TrainingDiverged`, or a caller's resumed state) stays valid."""
     x, y, key, w = data
     t0 = time.perf_counter()
-    new, m = trainer.epoch(copy_tree(state), x, y, key, w)
-    m, seconds = jax.device_get(m), time.perf_counter() - t0
-    record = epoch_record(epoch, m, seconds, (len(x) // trainer.batch_size) * trainer.batch_size)
+    with CompileTimer() as compiling:  # epoch 1 of a configuration compiles its program
+        new, m = trainer.epoch(state, x, y, key, w)
+        m = jax.device_get(m)
+    seconds = time.perf_counter() - t0
+    record = epoch_record(epoch, m, seconds, (len(x) // trainer.batch_size) * trainer.batch_size,
+                          compiling.seconds)
     if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
         raise TrainingDiverged(
             f"training diverged in epoch {epoch}: train loss {record['train_loss']}"
@@ -389,13 +392,19 @@ def _check_fit_args(model, params, x, y, epochs, batch_size, optimizer, learning
     return optimizer, asked, x, y, validation_data, w
 
 
-def epoch_record(epoch: int, m: dict, seconds: float, examples: int) -> dict:
+def epoch_record(epoch: int, m: dict, seconds: float, examples: int,
+                 compile_seconds: float = 0.0) -> dict:
     """One epoch's history entry from its metrics (``loss``, ``accuracy``,
-    ``learning_rate``) and time; ``examples`` trained in the epoch."""
+    ``learning_rate``) and time: ``epoch_seconds`` the wall time, ``compile_seconds``
+    the part of it JAX spent compiling (:class:`fnmlp.compile_cache.CompileTimer`; 0.0
+    but in a configuration's first epoch), ``examples_per_second`` the ``examples``
+    trained over the time left, training alone."""
     record = {"epoch": epoch, "train_loss": float(m["loss"])}
     if "accuracy" in m:
         record["train_accuracy"] = float(m["accuracy"])
-    record.update(epoch_seconds=seconds, examples_per_second=examples / seconds,
+    compile_seconds = min(float(compile_seconds), seconds)
+    record.update(epoch_seconds=seconds, compile_seconds=compile_seconds,
+                  examples_per_second=examples / max(seconds - compile_seconds, 1e-9),
                   learning_rate=float(m["learning_rate"]))
     for key in ("weight_max_abs", "weight_norm"):  # one per weight matrix, in layer order
         if key in m:
@@ -414,6 +423,8 @@ def format_record(r: dict, epochs: int | None = None) -> str:
         if key in r:
             parts.append(f"{name} {r[key]:{fmt}}")
     parts.append(f"{r['examples_per_second']:,.0f} ex/s")
+    if r.get("compile_seconds", 0) >= 0.01:
+        parts.append(f"(+{r['compile_seconds']:.2f} s compiling)")
     return "  ".join(parts)
 
 

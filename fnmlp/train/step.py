@@ -4,7 +4,7 @@ Shapes: ``N`` examples, ``B`` batch, ``D`` features, ``C`` outputs, ``S = N // B
 
 * :func:`make_trainer` builds, for one model / optimizer / loss / gradient path, the
   jitted functions ``step(state, batch[, key]) -> (state, metrics)`` (state donated) and
-  ``epoch(state, x, y, key) -> (state, metrics)``, which shuffles with
+  ``epoch(state, x, y, key) -> (state, metrics)`` (nothing donated), which shuffles with
   ``fold_in(key, state.epoch)`` and ``lax.scan``s the step over the ``S`` minibatches, so
   Python runs once per epoch. Anything that changes (step, epoch, learning rate) lives in
   arrays in the state: nothing recompiles from one epoch to the next.
@@ -79,21 +79,21 @@ class Batch(NamedTuple):
 
 
 def init_state(params: Params, optimizer: GradientTransformation) -> TrainState:
-    """A fresh state at step 0. The params are copied: the jitted step and epoch donate
-    the state, and the caller's arrays must stay valid. The optimizer is checked against
-    the state contract of :mod:`fnmlp.optim` first (a clear error, nothing compiled)."""
+    """A fresh state at step 0, for :attr:`Trainer.step`, which donates its state: the
+    params are copied (:func:`copy_tree`), so the caller's arrays stay valid. The
+    optimizer is checked against the state contract of :mod:`fnmlp.optim` first (a clear
+    error, nothing compiled)."""
     check_optimizer(optimizer, params)
-    return fresh_state(params, optimizer)
+    return copy_tree(fresh_state(params, optimizer))
 
 
 def fresh_state(params: Params, optimizer: GradientTransformation) -> TrainState:
-    """:func:`init_state` without the optimizer check, for callers that made it once.
-
-    Compiles at most two small programs per params structure, shared by every later call:
-    the optimizer's zero buffers and :func:`copy_tree` (the same copy that ``fit`` takes
-    of the state before each epoch)."""
+    """A state at step 0 holding ``params`` themselves (not copied: :attr:`Trainer.epoch`,
+    which ``fit`` runs, donates nothing), without the optimizer check, for callers that
+    made it once. fnmlp's optimizers make their zero buffers on the host: nothing is
+    compiled."""
     zero = host_scalar(0, np.int32)
-    return copy_tree(TrainState(params, optimizer.init(params), zero, zero))
+    return TrainState(params, optimizer.init(params), zero, zero)
 
 
 def dropout_key(key: Array | None, step: Array) -> Array:
@@ -348,7 +348,7 @@ class Trainer(NamedTuple):
     """Jitted functions for one configuration (see :func:`make_trainer`)."""
 
     step: Callable  # (state, batch, key=None) -> (state, metrics); state donated
-    epoch: Callable  # (state, x [N, D], y, key, w=None) -> (state, metrics); state donated
+    epoch: Callable  # (state, x [N, D], y, key, w=None) -> (state, metrics); not donated
     evaluate: Callable  # (params, x, y, w=None) -> {"loss", "accuracy" | "mse", "mae"}
     batch_size: int
 
@@ -388,8 +388,9 @@ def make_trainer(
     options = compiler_options()
     return Trainer(
         step=jax.jit(step, donate_argnums=0, compiler_options=options, **placement),
-        epoch=jax.jit(epoch_fn(step, batch_size), donate_argnums=0, compiler_options=options,
-                      **placement),
+        # not donated: the state fit resumes from stays valid without a copy (a copy is one
+        # more program to compile; one epoch's new buffers cost nothing measurable)
+        epoch=jax.jit(epoch_fn(step, batch_size), compiler_options=options, **placement),
         evaluate=jitted_eval(model, loss, eval_batch_size),
         batch_size=batch_size,
     )
