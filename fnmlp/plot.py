@@ -73,6 +73,106 @@ def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray
     plt.close(fig)
 
 
+def _plane(x: np.ndarray, resolution: int):
+    """A grid over the data's box, 0.5 wider on each side: ``(gx, gy, grid [M, 2])``."""
+    lo, hi = x.min(0) - 0.5, x.max(0) + 0.5
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], resolution),
+                         np.linspace(lo[1], hi[1], resolution))
+    return gx, gy, np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32)
+
+
+def _class_of(out: np.ndarray) -> np.ndarray:
+    return (out[:, 0] > 0).astype(int) if out.shape[1] == 1 else out.argmax(1)
+
+
+def decision_boundaries(panels: list[tuple[str, Callable[[np.ndarray], np.ndarray]]],
+                        x: np.ndarray, y: np.ndarray, path: str, title: str = "",
+                        resolution: int = 150, cols: int | None = None) -> None:
+    """Several decision boundaries side by side, on the same data: one panel per
+    ``(caption, predict)``, each shading the plane by the predicted class (as
+    :func:`decision_boundary`) with the points ``x [N, 2]`` coloured by their true class
+    ``y``. For the boundary over the epochs (one panel per snapshot) and one per
+    architecture."""
+    plt = _plt()
+    x, y = np.asarray(x), np.asarray(y)
+    gx, gy, grid = _plane(x, resolution)
+    cols = cols or min(len(panels), 5)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.1 * rows + 0.9),
+                             squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (caption, predict) in zip(axes.ravel(), panels):
+        cls = _class_of(np.asarray(predict(grid)))
+        ax.contourf(gx, gy, cls.reshape(gx.shape), alpha=0.3, cmap="tab10",
+                    levels=np.arange(11) - 0.5, vmin=0, vmax=9)
+        ax.scatter(x[:, 0], x[:, 1], c=y, cmap="tab10", vmin=0, vmax=9, s=5,
+                   edgecolors="k", linewidths=0.2)
+        ax.set_title(caption, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("x0", fontsize=7, labelpad=1)
+        ax.set_ylabel("x1", fontsize=7, labelpad=1)
+    fig.suptitle((title + "\n" if title else "") + "shading: the predicted class; points:"
+                 " the true class", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def hidden_units(layers: list[tuple[str, Callable[[np.ndarray], np.ndarray]]],
+                 x: np.ndarray, y: np.ndarray, path: str, title: str = "",
+                 n_units: int = 8, importance: list | None = None,
+                 resolution: int = 80) -> None:
+    """What each hidden unit computes on the plane: for every hidden layer (a row per
+    layer, ``(name, activations)`` where ``activations(points [M, 2]) -> [M, H]``), up to
+    ``n_units`` units drawn as heat maps of their output over the data's box, the points
+    ``x [N, 2]`` faint on top (coloured by ``y``). The units shown are those that move
+    the network's output most: the spread (standard deviation) of their output over the
+    data times ``importance`` (one ``[H]`` array per layer, e.g. the norm of each unit's
+    outgoing weights; None: 1). One colour scale per layer, so a unit that barely
+    changes looks pale: blue below 0, white 0, red above."""
+    plt = _plt()
+    x, y = np.asarray(x), np.asarray(y)
+    gx, gy, grid = _plane(x, resolution)
+    maps = []
+    for k, (name, acts) in enumerate(layers):
+        a = np.asarray(acts(grid))
+        spread = np.asarray(acts(x.astype(np.float32))).std(0)  # [H] over the data
+        rank = None if importance is None else importance[k]
+        score = spread * (1.0 if rank is None else np.asarray(rank))
+        order = np.argsort(-score, kind="stable")[:n_units]
+        lim = float(np.abs(a[:, order]).max()) or 1.0
+        maps.append((name, a, order, a.shape[1], lim, score))
+    cols = max(len(m[2]) for m in maps)
+    fig, axes = plt.subplots(len(maps), cols, figsize=(1.8 * cols + 1.0,
+                                                       1.9 * len(maps) + 0.9),
+                             squeeze=False, layout="constrained")
+    cmap = plt.get_cmap("tab10")
+    for row, (name, a, order, width, lim, _score) in zip(axes, maps):
+        for ax in row[len(order):]:
+            ax.axis("off")
+        for j, (ax, u) in enumerate(zip(row, order)):
+            img = a[:, u].reshape(gx.shape)
+            im = ax.imshow(img, origin="lower", cmap="bwr", vmin=-lim, vmax=lim,
+                           extent=(gx.min(), gx.max(), gy.min(), gy.max()))
+            ax.scatter(x[:, 0], x[:, 1], c=[cmap(int(c)) for c in y], s=1.5, alpha=0.35,
+                       linewidths=0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"unit {u}\n[{img.min():.2g}, {img.max():.2g}]", fontsize=7)
+            ax.set_xlabel("x0", fontsize=6, labelpad=1)
+            ax.set_ylabel(f"{name}\n{len(order)} of {width} units\nx1" if j == 0 else "x1",
+                          fontsize=8 if j == 0 else 6, labelpad=1)
+        fig.colorbar(im, ax=list(row), shrink=0.8, pad=0.01)
+    fig.suptitle((title + "\n" if title else "") + "what each hidden unit computes: its output"
+                 " at every point of the plane (the units that move the output most;\neach"
+                 " unit's range under its name; the points are the data, coloured by class)",
+                 fontsize=9)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def scatter_classes(x: np.ndarray, y: np.ndarray, path: str, title: str = "") -> None:
     """The 2D points ``x: [N, 2]`` coloured by their label ``y``."""
     plt = _plt()
@@ -91,23 +191,43 @@ def scatter_classes(x: np.ndarray, y: np.ndarray, path: str, title: str = "") ->
 
 
 def loss_curve(history: list[dict], path: str, title: str = "") -> None:
-    """Training, validation and test loss per epoch (those present), log scale; the
-    epoch early stopping kept is marked."""
+    """Training, validation and test loss per epoch (those present), log scale, and the
+    accuracy beside it when the history has one; the epoch early stopping kept is
+    marked. When a held-out loss ends below the training loss, a note under the panels
+    says why that is no bug."""
     plt = _plt()
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [r["train_loss"] for r in history], label="train loss")
-    for key, label in (("val_loss", "validation loss"), ("test_loss", "test loss")):
-        if history and key in history[0]:
-            ax.plot(epochs, [r[key] for r in history], label=label)
-    _mark_restored(ax, history)
-    ax.set_yscale("log")
-    _epoch_axis(ax)
-    ax.set_ylabel("loss (log scale)")
-    ax.set_title(f"{title}: loss per epoch" if title else "loss per epoch")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    acc = bool(history and "train_accuracy" in history[0])
+    fig, axes = plt.subplots(1, 2 if acc else 1, figsize=(11 if acc else 6, 4.4),
+                             squeeze=False)
+    for ax, what in zip(axes[0], ("loss", "accuracy")):
+        ax.plot(epochs, [r[f"train_{what}"] for r in history],
+                label=f"train {what} (mean over the epoch, as trained)")
+        for part, name in HELD:
+            if history and f"{part}_{what}" in history[0]:
+                ax.plot(epochs, [r[f"{part}_{what}"] for r in history],
+                        label=f"{name} {what} (after the epoch)")
+        _mark_restored(ax, history)
+        if what == "loss":
+            ax.set_yscale("log")
+        _epoch_axis(ax)
+        ax.set_ylabel(what + (" (log scale)" if what == "loss" else ""))
+        ax.set_title(f"{title}: {what} per epoch" if title else f"{what} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    last = history[-1] if history else {}
+    below = [name for part, name in HELD if last.get(f"{part}_loss", np.inf)
+             < last.get("train_loss", -np.inf)]
+    if below:
+        fig.text(0.01, 0.01, f"Why the {' and '.join(below)} loss can sit below the training"
+                 " loss (no bug): the training loss is averaged over the epoch while the weights"
+                 " were still changing (and with dropout on, if any);\nthe held-out loss is"
+                 " measured after the epoch. And on a small set with label noise, the split"
+                 " decides how many mislabelled or borderline points, which dominate the"
+                 " loss, land on each side.", fontsize=7.5, va="bottom", color="0.25")
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -346,36 +466,96 @@ def ensemble_bars(member_accuracy: list[float], ensemble_accuracy: float, path: 
 
 
 def weight_norms(history: list[dict], path: str, title: str = "",
-                 at_init: dict | None = None, shapes: list | None = None) -> None:
-    """Each weight matrix's largest absolute weight (left) and Frobenius norm (right) per
-    epoch, from the history's ``weight_max_abs`` / ``weight_norm`` lists (one entry per
-    matrix, :func:`fnmlp.train.weight_matrices`; no layer layout assumed); ``at_init``
-    (the same keys) is drawn at epoch 0; ``shapes`` (each matrix's shape) labels the
-    curves ``matrix 1 (784x64)``."""
+                 at_init: dict | None = None, shapes: list | None = None,
+                 grad_at_init: list | None = None, grad_batch: int | None = None) -> None:
+    """Each weight matrix's largest absolute weight and Frobenius norm per epoch, from the
+    history's ``weight_max_abs`` / ``weight_norm`` lists (one entry per matrix,
+    :func:`fnmlp.train.weight_matrices`; no layer layout assumed); ``at_init`` (the same
+    keys) is drawn at epoch 0; ``shapes`` (each matrix's shape) labels the curves
+    ``matrix 1 (784x64)``. When the records hold ``grad_norm`` (one per matrix: the norm
+    of the loss's gradient with respect to it, on a fixed batch of ``grad_batch``
+    training examples, :mod:`fnmlp.cli.probe`), a third panel draws it, log scale
+    (``grad_at_init`` at epoch 0): the first layers' gradients fading is vanishing
+    gradients, seen."""
     plt = _plt()
     rows = [r for r in history if "weight_max_abs" in r]
     if not rows:
         raise ValueError("the history has no weight_max_abs entries to draw")
     n_layers = len(rows[0]["weight_max_abs"])
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
-    for ax, key, name in ((axes[0], "weight_max_abs", "max |w| in the matrix"),
-                          (axes[1], "weight_norm", "||w|| (Frobenius norm)")):
+    panels = [("weight_max_abs", "max |w| in the matrix"),
+              ("weight_norm", "||w|| (Frobenius norm)")]
+    grads = all("grad_norm" in r for r in rows)
+    if grads:
+        panels.append(("grad_norm", "||dL/dw|| (gradient norm)"))
+    starts = {**(at_init or {}), **({"grad_norm": grad_at_init} if grad_at_init else {})}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels) + 1.5, 4.4))
+    for ax, (key, name) in zip(axes, panels):
         for i in range(n_layers):
             epochs = [r["epoch"] for r in rows]
             vals = [r[key][i] for r in rows]
-            if at_init and key in at_init:
-                epochs, vals = [0] + epochs, [at_init[key][i]] + vals
+            if key in starts:
+                epochs, vals = [0] + epochs, [starts[key][i]] + vals
             ax.plot(epochs, vals, "o-" if len(epochs) <= 30 else "-", ms=3,
                     label=f"matrix {i + 1}"
                     + (f" ({'x'.join(map(str, shapes[i]))})" if shapes else "")
                     + (" (output)" if i == n_layers - 1 else ""))
         _mark_restored(ax, rows)
         _epoch_axis(ax)
-        ax.set_ylabel(name)
-        ax.set_title(f"{name} per epoch" + (" (0 = at init)" if at_init else ""))
+        ax.set_ylabel(name + (" (log scale)" if key == "grad_norm" else ""))
+        at0 = " (0 = at init)" if key in starts else ""
+        if key == "grad_norm":
+            ax.set_yscale("log")
+            ax.set_title(f"gradient norm after each epoch{at0}\non a fixed batch of"
+                         f" {grad_batch or 0:,} training examples", fontsize=10)
+        else:
+            ax.set_title(f"{name} per epoch{at0}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.suptitle(title or "weight magnitudes per weight matrix")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def gradient_norms(runs: list[tuple[str, list[dict], list | None]], path: str,
+                   title: str = "", grad_batch: int | None = None) -> None:
+    """One panel per run (architecture): each weight matrix's gradient norm per epoch
+    (``grad_norm`` in each record; the third item of a run, if given, is the norms at
+    initialisation, drawn at epoch 0), log scale, the same y axis for all, the first
+    matrix darkest: where the first layers' curves sit far below the last's, the
+    gradient vanishes on its way back."""
+    plt = _plt()
+    runs = [r for r in runs if r[1] and "grad_norm" in r[1][0]]
+    if not runs:
+        raise ValueError("no run has grad_norm entries to draw")
+    cols = min(4, len(runs))
+    nrows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows + 0.8),
+                             sharey=True, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax in axes.ravel()[len(runs):]:
+        ax.axis("off")
+    for ax, (name, hist, at_init) in zip(axes.ravel(), runs):
+        n = len(hist[0]["grad_norm"])
+        for i in range(n):
+            epochs = [r["epoch"] for r in hist]
+            vals = [r["grad_norm"][i] for r in hist]
+            if at_init:
+                epochs, vals = [0] + epochs, [at_init[i]] + vals
+            ax.plot(epochs, vals, "o-" if len(epochs) <= 30 else "-", ms=2.5,
+                    color=cmap(0.9 * i / max(1, n - 1)),
+                    label=f"matrix {i + 1}" + (" (output)" if i == n - 1 else
+                                               " (input)" if i == 0 else ""))
+        ax.set_yscale("log")
+        _epoch_axis(ax)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in axes.ravel()[:len(runs)]:
+        ax.set_ylabel("||dL/dw|| (log scale)")
+    fig.suptitle((title + "\n" if title else "") + "each weight matrix's gradient norm per"
+                 f" epoch, on a fixed batch of {grad_batch or 0:,} training examples"
+                 " (0 = at init)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

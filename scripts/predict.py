@@ -3,11 +3,12 @@
 
 The checkpoint's config says how the model was trained (sizes, activation, loss, input
 scaling), so nothing else is needed: `python scripts/predict.py --checkpoint
-runs/mnist/checkpoint.npz my_digit.png`. Pictures (PNG, JPEG, ...; any size) are turned
-into MNIST's convention first: white digit on black, scaled into a 20x20 box and centred
-by mass in 28x28 (fnmlp.data.images). A .npy array holds one input [D] or several [N, D]
-(for MNIST also [28, 28] or [N, 28, 28]); uint8 or values above 1 are divided by 255. An
-IDX file holds images [N, 28, 28] (read as MNIST's own files).
+runs/mnist/checkpoint.npz my_digit.png` (or `--checkpoint runs/mnist`, the run's folder).
+Pictures (PNG, JPEG, ...; any size) are turned into MNIST's convention first: white digit
+on black, scaled into a 20x20 box and centred by mass in 28x28 (fnmlp.data.images). A
+.npy array holds one input [D] or several [N, D] (for MNIST also [28, 28] or [N, 28, 28]);
+uint8 or values above 1 are divided by 255. An IDX file holds images [N, 28, 28] (read as
+MNIST's own files).
 
 Doubts about a picture (no clear digit, ink covering the whole picture, several large
 components) are printed on stderr and carried by --json; --save-input DIR writes the 28x28
@@ -96,7 +97,8 @@ def _save_input(folder: Path, name: str, x) -> None:
 def main() -> int:
     p = Parser(description=description(__doc__))
     p.add_argument("--checkpoint", default="runs/mnist/checkpoint.npz",
-                   help="a checkpoint written by a training script")
+                   help="a checkpoint written by a training script, or the run's folder"
+                        " (--out DIR: DIR/checkpoint.npz is read)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="pictures (.png, .jpg, ...), .npy arrays or IDX files")
     p.add_argument("--top", type=positive_int, default=3, help="how many classes to list")
@@ -104,15 +106,21 @@ def main() -> int:
     p.add_argument("--save-input", metavar="DIR", default=None,
                    help="write the 28x28 input of each picture there, enlarged to 280x280")
     args = p.parse_args()
+    if Path(args.checkpoint).is_dir():  # a run's --out folder: its checkpoint
+        folder = args.checkpoint
+        args.checkpoint = str(Path(folder) / "checkpoint.npz")
+        if not Path(args.checkpoint).is_file():
+            raise UsageError(f"--checkpoint {folder!r} is a folder without checkpoint.npz"
+                             " (give a training run's --out folder, or the .npz itself)")
+    if not Path(args.checkpoint).is_file():
+        raise UsageError(f"--checkpoint {args.checkpoint!r}: no such file (train first, e.g."
+                         " python scripts/train_mnist.py)")
     enable_compile_cache()
 
     import numpy as np
 
     from fnmlp.io import load_model
 
-    if not Path(args.checkpoint).is_file():
-        raise UsageError(f"--checkpoint {args.checkpoint!r}: no such file (train first, e.g."
-                         " python scripts/train_mnist.py)")
     model = load_model(args.checkpoint)
     if model.loss != "softmax_cross_entropy":
         raise UsageError(f"{args.checkpoint}: a model trained with loss {model.loss!r};"

@@ -6,10 +6,14 @@ Defaults: 784-256-10 ReLU, Adam 2e-3 with cosine decay to 0, batch 128, 10 epoch
 architecture comes from --hidden / --activation / --dropout (one per hidden layer, or one
 for all; --hidden 0 is the lesson's single linear layer) or from a --layers spec.
 --val-split F holds out a validation set (what --patience watches; the test set is only
-reported). --recipe strong is the recipe meant for >= 98.5% on full MNIST (see RECIPES).
+reported). --train-size N trains on N digits of the training set, drawn with --seed and
+stratified (each digit keeps its share), as the lab in scripts/README.md does.
+--recipe strong is the recipe meant for >= 98.5% on full MNIST (see RECIPES).
 Writes OUT/checkpoint.npz (every epoch; `python scripts/predict.py --checkpoint` uses it),
 OUT/metrics.json (test loss and accuracy of every epoch), and the pictures
-curves.png, confusion_matrix.png, predictions.png, weights.png and weight_norms.png.
+curves.png, confusion_matrix.png, predictions.png, weights.png and weight_norms.png (each
+weight matrix's size and its gradient's norm per epoch, on a fixed batch of 1,024
+training digits).
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ import sys
 from pathlib import Path
 
 from fnmlp.cli import (
+    add_train_size,
     base_parser,
+    check_mnist_dir,
+    check_resume_architecture,
     description,
     enable_compile_cache,
     main_guard,
     members_from_args,
     positive_int,
     run,
+    train_subset,
 )
 
 # --recipe NAME: defaults for the flags; a flag given on the command line still wins.
@@ -65,17 +73,22 @@ def main() -> int:
     p.add_argument("--ensemble", type=positive_int, default=None, metavar="K",
                    help="train K models (seeds SEED..SEED+K-1) in one program and report the"
                         " ensemble's test accuracy beside theirs (default: one model)")
+    add_train_size(p)
     known, _ = p.parse_known_args()
     if known.recipe:
         p.set_defaults(**RECIPES[known.recipe])
     args = p.parse_args()
+    check_mnist_dir(args.mnist_dir)  # plain Python: before jax is imported
     members = members_from_args(args)  # bad --sweep specs fail before any data work
+    check_resume_architecture(args, 784, 10)  # before the data is read
     enable_compile_cache()
 
     from fnmlp.data import load_mnist
 
     kw = dict(mnist_dir=args.mnist_dir, data_dir=args.data_dir, download=not args.no_download)
     train, test = load_mnist("train", **kw), load_mnist("test", **kw)
+    n_all = len(train.x)
+    train = train_subset(args, train)  # --train-size N: seeded, stratified
     source = f"idx:{args.mnist_dir}" if args.mnist_dir else "tfds"
 
     def pictures(params, metrics):
@@ -98,9 +111,11 @@ def main() -> int:
         plot.learning_curves(metrics["history"], str(out / "curves.png"),
                              f"{name}: test accuracy {acc:.4f} ({which})")
         plot.weight_norms(metrics["history"], str(out / "weight_norms.png"),
-                          f"{name}: weight magnitudes per weight matrix",
+                          f"{name}: weight magnitudes and gradient norms per weight matrix",
                           metrics["weights_at_init"],
-                          shapes=[w.shape for w in weight_matrices(params)])
+                          shapes=[w.shape for w in weight_matrices(params)],
+                          grad_at_init=metrics.get("grad_norm_at_init"),
+                          grad_batch=metrics["config"].get("grad_norm_batch"))
         plot.confusion_heatmap(test.y, pred, str(out / "confusion_matrix.png"),
                               f"{name}\nconfusion matrix on {len(test.y):,} test digits"
                               f" ({int((pred != test.y).sum())} errors)", n_classes=10)
@@ -119,7 +134,7 @@ def main() -> int:
                   file=sys.stderr)
 
     extra = {"source": source, "n_train": len(train.x), "n_test": len(test.x),
-             "input": MNIST_INPUT}
+             "train_size": args.train_size, "n_train_available": n_all, "input": MNIST_INPUT}
     run(args, members=members, train=train, test=test, loss="softmax_cross_entropy",
         dataset="mnist", extra_config=extra, after=pictures)
     return 0

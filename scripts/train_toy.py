@@ -4,9 +4,11 @@
 ``--dataset imbalanced`` is two blobs 95:5; compare the boundary with and without
 ``--class-weight balanced`` (metrics.json holds per-class precision and recall).
 
-Writes OUT/decision_boundary.png, OUT/loss_curve.png, OUT/weight_norms.png,
-OUT/checkpoint.npz, OUT/metrics.json. Prints epoch 1, every 10th and the last
-(--log-every); --val-split F adds a validation set, which --patience watches.
+Writes OUT/decision_boundary.png, OUT/boundary_epochs.png (the boundary over the epochs,
+from the initialisation on), OUT/hidden_units.png (what each hidden unit computes on the
+plane), OUT/loss_curve.png (loss and accuracy), OUT/weight_norms.png (with each weight
+matrix's gradient norm), OUT/checkpoint.npz, OUT/metrics.json. Prints epoch 1, every 10th
+and the last (--log-every); --val-split F adds a validation set, which --patience watches.
 """
 
 from __future__ import annotations
@@ -43,9 +45,24 @@ def main() -> int:
     ds = data.TOY_SETS[args.dataset](n=args.n, seed=args.seed)
     train, test = data.train_test_split(ds.x, ds.y, args.test_fraction, seed=args.seed)
 
+    from fnmlp.cli.probe import snapshot_epochs
+
+    wanted = snapshot_epochs(args.epochs)
+    snapshots = {}  # epoch -> params, for the boundary over the epochs
+
+    def keep(state, record):
+        if record["epoch"] in wanted:
+            import jax
+
+            snapshots[record["epoch"]] = (jax.device_get(state.params),
+                                          record.get("train_accuracy"))
+
     def plots(params, metrics):
+        import jax
+
         from fnmlp import plot
         from fnmlp.cli import architecture_name, network
+        from fnmlp.cli.probe import hidden_activations, unit_importance
         from fnmlp.predict import predict
         from fnmlp.train import weight_matrices
 
@@ -58,14 +75,35 @@ def main() -> int:
                       f" bal. acc {metrics['test_balanced_accuracy']:.3f}")
         plot.decision_boundary(lambda g: predict(model, params, g), ds.x, ds.y,
                                f"{args.out}/decision_boundary.png", title)
+        name = f"{args.dataset}: {architecture_name(metrics['config'])}"
+        if 0 in wanted:
+            snapshots[0] = (network(metrics).init_params(jax.random.key(args.seed), 2), None)
+        panels = [(f"epoch {e}" + (" (init)" if e == 0 else "")
+                   + (f"\ntrain acc {acc:.3f}" if acc is not None else "\n"),
+                   lambda g, p=p: predict(model, p, g))
+                  for e, (p, acc) in sorted(snapshots.items())]
+        plot.decision_boundaries(panels, ds.x, ds.y, f"{args.out}/boundary_epochs.png",
+                                 f"{name}: the decision boundary as it learns"
+                                 " (train acc: the epoch's mean, as trained)",
+                                 cols=min(4, len(panels)))
+        layers = [n for n, _ in hidden_activations(model, params, ds.x[:1])]
+        if layers:  # --hidden 0 has no hidden unit to draw
+            plot.hidden_units([(n, lambda g, k=k: hidden_activations(model, params, g)[k][1])
+                               for k, n in enumerate(layers)],
+                              ds.x, ds.y, f"{args.out}/hidden_units.png",
+                              f"{name}, after epoch {metrics['history'][-1]['epoch']}"
+                              if metrics["history"] else name,
+                              importance=unit_importance(model, params))
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
         plot.weight_norms(metrics["history"], f"{args.out}/weight_norms.png",
-                          f"{args.dataset}: {architecture_name(metrics['config'])}, weight"
-                          " magnitudes per weight matrix", metrics["weights_at_init"],
-                          shapes=[w.shape for w in weight_matrices(params)])
+                          f"{name}, weight magnitudes and gradient norms per weight matrix",
+                          metrics["weights_at_init"],
+                          shapes=[w.shape for w in weight_matrices(params)],
+                          grad_at_init=metrics.get("grad_norm_at_init"),
+                          grad_batch=metrics["config"].get("grad_norm_batch"))
 
     run(args, members=members, train=train, test=test, loss="softmax_cross_entropy",
-        dataset=args.dataset, after=plots)
+        dataset=args.dataset, after=plots, each_epoch=keep)
     return 0
 
 

@@ -435,3 +435,122 @@ def test_confusion_heatmap_and_decision_boundary_are_titled_and_labelled(tmp_pat
     plot.loss_curve([{"epoch": e, "train_loss": 1 / e} for e in (1, 2, 3)],
                     str(tmp_path / "l.png"), "t")
     _titled_and_labelled(figures[-1])
+
+
+# ----------------------------------------------------------------------------- issue 43
+
+
+def test_flags_are_never_abbreviated():
+    """--n is not --no-download (argparse's allow_abbrev is off in the one Parser)."""
+    p = cli.Parser(prog="t")
+    p.add_argument("--no-download", action="store_true")
+    assert p.parse_args(["--no-download"]).no_download
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--no-d"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        _parse("--hid", "8")  # base_parser's --hidden
+
+
+def test_mnist_files_checked_before_jax_agree_with_the_loader():
+    from fnmlp.data.mnist import IDX_FILES
+
+    assert list(cli.MNIST_FILES) == [s for pair in IDX_FILES.values() for s in pair]
+
+
+def test_mnist_dir_is_checked_for_its_four_files(tmp_path):
+    from test_mnist import _write_mnist
+
+    with pytest.raises(cli.UsageError, match="does not exist"):
+        cli.check_mnist_dir(str(tmp_path / "nowhere"))
+    _write_mnist(tmp_path, n_train=10, n_test=10)
+    cli.check_mnist_dir(str(tmp_path))  # the four files, gzipped
+    next(tmp_path.glob("t10k-labels*")).unlink()
+    with pytest.raises(cli.UsageError, match="no t10k-labels-idx1-ubyte"):
+        cli.check_mnist_dir(str(tmp_path))
+
+
+def test_gradient_norms_are_autodiffs_per_weight_matrix():
+    from fnmlp.cli.probe import gradient_norms_fn
+
+    model = fnmlp.mlp([3, 5, 4, 2], "tanh")
+    params = model.init_params(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (16, 3))
+    y = jnp.arange(16) % 2
+    got = gradient_norms_fn(model, "softmax_cross_entropy", x, y)(params)
+    g = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y)  # the independent witness
+    want = [float(jnp.linalg.norm(layer["w"])) for layer in g]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_the_fixed_batch_leaves_the_validation_examples_out():
+    from fnmlp.cli.probe import fixed_batch
+
+    x = np.arange(100, dtype=np.float32)[:, None]
+    xb, yb = fixed_batch(x, np.arange(100), seed=3, val_split=0.2, n=1000)
+    held = fnmlp.data.train_test_split(x, np.arange(100), 0.2, seed=3)[1].y  # fit's split
+    assert len(xb) == 80 and not set(yb.tolist()) & set(held.tolist())
+    assert np.array_equal(fixed_batch(x, np.arange(100), seed=3, val_split=0.2, n=8)[1],
+                          yb[:8])  # the same examples every call
+
+
+def test_hidden_activations_are_each_hidden_layer_by_hand():
+    from fnmlp.cli.probe import hidden_activations, snapshot_epochs, unit_importance
+
+    model = fnmlp.mlp([2, 4, 3, 2], ("tanh", "relu"), dropout=0.5)
+    params = model.init_params(jax.random.key(0))
+    x = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
+    (n1, h1), (n2, h2) = hidden_activations(model, params, x)
+    want1 = np.tanh(x @ np.asarray(params[0]["w"]) + np.asarray(params[0]["b"]))
+    want2 = np.maximum(want1 @ np.asarray(params[1]["w"]) + np.asarray(params[1]["b"]), 0)
+    assert (n1, n2) == ("layer 1 (tanh)", "layer 2 (relu)")
+    np.testing.assert_allclose(h1, want1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h2, want2, rtol=1e-5, atol=1e-6)
+    imp = unit_importance(model, params)
+    np.testing.assert_allclose(imp[1], np.linalg.norm(np.asarray(params[2]["w"]), axis=1))
+    assert snapshot_epochs(200) == [0, 1, 2, 6, 14, 34, 83, 200]
+    assert snapshot_epochs(1) == [0, 1]
+
+
+def test_gradient_and_weight_norm_panels_one_curve_per_matrix(tmp_path, figures):
+    hist = [{"epoch": e, "weight_max_abs": [1, 2], "weight_norm": [3, 4],
+             "grad_norm": [10.0 ** -e, 1.0]} for e in (1, 2, 3)]
+    plot.weight_norms(hist, str(tmp_path / "w.png"), "t", grad_at_init=[1.0, 2.0],
+                      grad_batch=1024)
+    fig = figures[-1]
+    ax_grad = fig.axes[2]
+    assert ax_grad.get_yscale() == "log" and "1,024" in ax_grad.get_title()
+    np.testing.assert_array_equal(ax_grad.get_lines()[0].get_xydata(),
+                                  [[0, 1], [1, 0.1], [2, 0.01], [3, 0.001]])
+    _titled_and_labelled(fig)
+    plot.gradient_norms([("a", hist, [1.0, 2.0]), ("b", hist, None)],
+                        str(tmp_path / "g.png"), "t", grad_batch=64)
+    fig = figures[-1]
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    assert [len(ax.get_lines()) for ax in fig.axes] == [2, 2]
+    assert len(fig.axes[0].get_lines()[0].get_xydata()) == 4  # epoch 0 drawn
+    _titled_and_labelled(fig)
+
+
+def test_boundaries_hidden_units_and_the_loss_with_accuracy(tmp_path, figures):
+    x = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    panels = [(f"epoch {e}", lambda g, e=e: np.stack([g[:, 0] * e, -g[:, 0] * e], 1))
+              for e in (0, 1, 2)]
+    plot.decision_boundaries(panels, x, y, str(tmp_path / "b.png"), "t")
+    fig = figures[-1]
+    assert [ax.get_title() for ax in fig.axes] == ["epoch 0", "epoch 1", "epoch 2"]
+    _titled_and_labelled(fig)
+    # unit 1 varies most over the data (and unit 2 not at all): it is drawn first
+    acts = lambda g: np.stack([0.1 * g[:, 0], np.tanh(3 * g[:, 1]), 0 * g[:, 0]], 1)  # noqa: E731
+    plot.hidden_units([("layer 1 (tanh)", acts)], x, y, str(tmp_path / "h.png"), n_units=2)
+    fig = figures[-1]
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes[:2]] == ["unit 1", "unit 0"]
+    _titled_and_labelled(fig)
+    hist = [{"epoch": e, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 0.5,
+             "test_accuracy": 0.6} for e in (1, 2, 3)]
+    plot.loss_curve(hist, str(tmp_path / "l.png"), "t")
+    fig = figures[-1]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss (log scale)", "accuracy"]
+    assert any("below the training loss" in t.get_text() for t in fig.texts)
+    _titled_and_labelled(fig)

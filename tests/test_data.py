@@ -51,3 +51,27 @@ def test_train_test_split():
     assert sorted(map(tuple, joined)) == sorted(map(tuple, ds.x))
     with pytest.raises(ValueError, match="test_fraction"):
         data.train_test_split(ds.x, ds.y, 1.5)
+
+
+def test_stratified_subset_keeps_each_class_share_and_is_seeded():
+    y = np.repeat(np.arange(10), [600, 700, 500, 800, 400, 600, 500, 700, 600, 600])
+    x = np.arange(len(y), dtype=np.float32)[:, None]
+    sub = data.stratified_subset(x, y, 400, seed=0)
+    assert len(sub.y) == 400
+    assert np.abs(np.bincount(sub.y) - 400 * np.bincount(y) / len(y)).max() < 1  # rounded
+    assert np.array_equal(sub.y, y[sub.x[:, 0].astype(int)])  # rows stay paired
+    assert np.all(np.diff(sub.x[:, 0]) > 0)  # drawn without replacement, order kept
+    again, other = (data.stratified_subset(x, y, 400, seed=s) for s in (0, 1))
+    assert np.array_equal(again.x, sub.x) and not np.array_equal(other.x, sub.x)
+    everything = data.stratified_subset(x, y, len(y), seed=5)
+    assert np.array_equal(everything.x, x)
+
+
+def test_stratified_subset_keeps_every_class_and_names_a_bad_size():
+    y = np.array([0] * 997 + [1] * 2 + [2])
+    x = np.zeros((1000, 1), np.float32)
+    assert np.bincount(data.stratified_subset(x, y, 10).y).tolist() == [8, 1, 1]
+    with pytest.raises(ValueError, match=r"--train-size must be an integer in \[1, 1000\]"):
+        data.stratified_subset(x, y, 1001, name="--train-size")
+    with pytest.raises(ValueError, match="labels"):
+        data.stratified_subset(x, np.zeros((1000, 2)), 10)

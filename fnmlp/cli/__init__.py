@@ -5,13 +5,16 @@ itself). Re-exports only."""
 
 from fnmlp.cli.flags import (
     LAYER_SPEC_HELP,
+    MNIST_FILES,
     HelpFormatter,
     Parser,
     UsageError,
+    add_train_size,
     architecture_name,
     base_parser,
     build_model,
     check_class_weight,
+    check_mnist_dir,
     check_model_size,
     check_out_dir,
     cosine_factor,
@@ -38,22 +41,28 @@ from fnmlp.cli.flags import (
     run_config,
     seed_int,
     total_steps,
+    train_subset,
+    wall_seconds,
     weight_decay,
     write_json,
 )
-from fnmlp.cli.run import resume_template, run
+from fnmlp.cli.run import check_resume_architecture, resume_template, run
 from fnmlp.cli.sweep import members_from_args, run_population
 
 __all__ = [
     "HelpFormatter",
     "LAYER_SPEC_HELP",
+    "MNIST_FILES",
     "Parser",
     "UsageError",
+    "add_train_size",
     "architecture_name",
     "base_parser",
     "build_model",
     "check_class_weight",
+    "check_mnist_dir",
     "check_model_size",
+    "check_resume_architecture",
     "check_out_dir",
     "cosine_factor",
     "description",
@@ -83,6 +92,8 @@ __all__ = [
     "run_population",
     "seed_int",
     "total_steps",
+    "train_subset",
+    "wall_seconds",
     "weight_decay",
     "write_json",
 ]

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fnmlp.activations import ACTIVATIONS
+from fnmlp._names import ACTIVATION_NAMES as ACTIVATIONS  # names only: no jax
 
 
 class Arch(NamedTuple):
@@ -77,37 +77,59 @@ def build(arch: Arch, d_in: int, n_out: int):
 
 def compare(archs: list[Arch], x: Any, y: Any, test: tuple[Any, Any], *, epochs: int,
             batch_size: int, optimizer_for: Any, val_split: float, seed: int = 0,
-            log: Any = None) -> list[dict]:
+            log: Any = None, on_run_end: Any = None, log_every: int = 1) -> list[dict]:
     """Trains each architecture in turn with :func:`fnmlp.fit` (the same seed, so the
     same validation split and the same shuffles) and evaluates the test set once at the
     end (reported, never used to choose). ``optimizer_for(n_train)`` builds a fresh
-    optimizer. Returns one dict per architecture: ``name``, ``history``, ``val_accuracy``,
-    ``test_accuracy``, ``test_loss``, ``seconds``."""
+    optimizer. ``log(line)``, if given, gets one line per epoch of every run (epoch 1,
+    every ``log_every``-th and the last; prefixed with the architecture's name) and one
+    per finished run. After every epoch each weight
+    matrix's gradient norm on a fixed batch of the training part is recorded as
+    ``grad_norm`` (:mod:`fnmlp.cli.probe`, outside ``fit``).
+    ``on_run_end(arch, model, params, run)``, if given, is called after each run (e.g. to
+    draw its decision boundary). Returns one dict per architecture: ``name``, ``history``,
+    ``grad_norm_at_init``, ``val_accuracy``, ``test_accuracy``, ``test_loss``,
+    ``seconds``."""
     import jax
 
+    from fnmlp.cli.probe import fixed_batch, gradient_norms_fn
     from fnmlp.data import split_sizes
     from fnmlp.train import evaluate, fit
 
     x, y = np.asarray(x), np.asarray(y)
     n_out = int(y.max()) + 1
     n_train = split_sizes(len(x), val_split)[0]
+    probe = fixed_batch(x, y, seed=seed, val_split=val_split)
     runs = []
-    for arch in archs:
+    for k, arch in enumerate(archs):
         model = build(arch, x.shape[1], n_out)
         params = model.init_params(jax.random.key(seed))
+        grad_norms = gradient_norms_fn(model, "softmax_cross_entropy", *probe)
+        at_init = grad_norms(params)
+
+        def on_epoch_end(state, record, grad_norms=grad_norms):
+            record["grad_norm"] = grad_norms(state.params)
+
+        prefix = f"[{k + 1}/{len(archs)}] {arch.name}:"
         t0 = time.perf_counter()
         res = fit(model, params, x, y, epochs=epochs, batch_size=batch_size,
                   optimizer=optimizer_for(n_train), seed=seed, validation_split=val_split,
-                  verbose=False)
+                  on_epoch_end=on_epoch_end, verbose=log is not None, log_every=log_every,
+                  log=None if log is None else (lambda s, p=prefix: log(f"{p} {s}")))
         seconds = time.perf_counter() - t0
         scores = evaluate(model, res.params, test[0], test[1])
         last = res.history[-1]
+        compiling = sum(r.get("compile_seconds", 0.0) for r in res.history)
         run = {"name": arch.name, "arch": arch._asdict(), "history": res.history,
+               "grad_norm_at_init": at_init,
                "train_accuracy": last["train_accuracy"], "val_accuracy": last["val_accuracy"],
                "test_accuracy": scores["accuracy"], "test_loss": scores["loss"],
-               "seconds": seconds}
+               "seconds": seconds, "compile_seconds": compiling}
         runs.append(run)
+        if on_run_end is not None:
+            on_run_end(arch, model, res.params, run)
         if log is not None:
-            log(f"{arch.name:>28}: train {run['train_accuracy']:.4f}  val"
-                f" {run['val_accuracy']:.4f}  test {run['test_accuracy']:.4f}  {seconds:.1f} s")
+            log(f"{prefix} done: train {run['train_accuracy']:.4f}  val"
+                f" {run['val_accuracy']:.4f}  test {run['test_accuracy']:.4f}"
+                f"  {seconds:.1f} s ({compiling:.1f} s of it compiling)")
     return runs

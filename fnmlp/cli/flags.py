@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from typing import Any
 import numpy as np
 
 from fnmlp._names import ACTIVATION_NAMES, OPTIMIZER_NAMES
+
+_IMPORTED = time.perf_counter()  # a script imports fnmlp.cli first: its start, near enough
 
 LAYER_SPEC_HELP = (
     "the hidden layers, in order, comma-separated: dense:N, an activation name ("
@@ -56,8 +59,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, every default in ``--help``, and **no
+    abbreviations**: ``--n 5000`` is an error, never ``--no-download`` (argparse's
+    ``allow_abbrev``, off)."""
+
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args, **kwargs):
@@ -71,14 +79,15 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, *args, **kwargs):
         """Parses, then checks that the architecture flags fit together (exit 2, one line
-        naming the bad item) and sets ``args.hidden_layers``."""
+        naming the bad item), in plain Python: a mistake is answered before jax is
+        imported."""
         ns = super().parse_args(*args, **kwargs)
         if getattr(ns, "patience", None) and not getattr(ns, "val_split", None):
             self.error("--patience monitors the validation set and needs --val-split F"
                        " (e.g. 0.1); early stopping never looks at the test set")
         if getattr(ns, "hidden", None) is not None and hasattr(ns, "activation"):
             try:
-                ns.hidden_layers = hidden_layers(ns)
+                _check_counts(ns)
             except (UsageError, ValueError) as e:
                 self.error(str(e))
         return ns
@@ -126,8 +135,25 @@ def parse_rates(text: str) -> list[float]:
 
 def parse_layers(text: str) -> list:
     """``--layers``: the hidden layers (see :data:`LAYER_SPEC_HELP`) as Layers."""
+    items = _layer_items(text)  # every item checked before jax is imported
     from fnmlp.layers import Dense, Dropout, LayerNorm, activation_layer
 
+    out = []
+    for name, arg in items:
+        if name == "dense":
+            out.append(Dense(int(arg)))
+        elif name == "dropout":
+            out.append(Dropout(float(arg)))
+        elif name == "layernorm":
+            out.append(LayerNorm())
+        else:
+            out.append(activation_layer(name))
+    return out
+
+
+def _layer_items(text: str) -> list[tuple[str, str]]:
+    """``--layers`` read as ``[(name, arg)]`` and checked, item by item, in plain Python
+    (a bad item is named before jax is imported)."""
     out = []
     for i, item in enumerate(t.strip() for t in text.split(",")):
         name, _, arg = item.partition(":")
@@ -138,13 +164,11 @@ def parse_layers(text: str) -> list:
                 width = int(arg)
                 if width <= 0:
                     raise ValueError
-                out.append(Dense(width))
             elif name == "dropout":
-                out.append(Dropout(float(arg)))
-            elif name == "layernorm" and not arg:
-                out.append(LayerNorm())
-            elif name in ACTIVATION_NAMES and not arg:
-                out.append(activation_layer(name))
+                if not 0 <= float(arg) < 1:
+                    raise ValueError
+            elif (name == "layernorm" or name in ACTIVATION_NAMES) and not arg:
+                pass
             elif name == "softmax":
                 raise argparse.ArgumentTypeError(
                     f"{bad}: the scripts train on logits with the fused"
@@ -157,6 +181,7 @@ def parse_layers(text: str) -> list:
             raise argparse.ArgumentTypeError(
                 f"{bad}: dense:N needs a width > 0, dropout:RATE a drop probability in"
                 " [0, 1)") from None
+        out.append((name, arg))
     return out
 
 
@@ -166,13 +191,21 @@ def hidden_layers(args: argparse.Namespace) -> list:
     that fits neither is a :class:`UsageError` naming the flag."""
     if getattr(args, "layers", None):
         return list(args.layers)
+    _check_counts(args)
+    return list(_mlp_from_flags(args, 1, 1).layers[:-1])
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """One ``--activation`` and ``--dropout`` for all hidden layers, or one per layer (a
+    :class:`UsageError` naming the flag); plain Python, no jax."""
+    if getattr(args, "layers", None):
+        return
     hidden = args.hidden
     for flag, values in (("--activation", _activations(args)), ("--dropout", _rates(args))):
         if len(values) not in (1, len(hidden)):
             raise UsageError(f"{flag} gives {len(values)} values for {len(hidden)} hidden"
                              f" layers ({','.join(map(str, hidden)) or 'none'}); give one, or"
                              " one per hidden layer")
-    return list(_mlp_from_flags(args, 1, 1).layers[:-1])
 
 
 def _activations(args: argparse.Namespace) -> list[str]:
@@ -546,3 +579,65 @@ def make_mesh_for(args: argparse.Namespace):
     from fnmlp.parallel import make_mesh
 
     return make_mesh(args.devices)
+
+
+def wall_seconds() -> float:
+    """Seconds since this process started: from ``/proc`` on Linux (the interpreter's
+    start included), else since :mod:`fnmlp.cli` was imported."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+# fnmlp.data.mnist.IDX_FILES, repeated here so that --mnist-dir is checked before jax is
+# imported (tests/test_cli.py checks the two agree)
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def check_mnist_dir(path: str | None) -> None:
+    """``--mnist-dir``: a folder holding the four MNIST IDX files (raw or ``.gz``, named
+    ``-idx`` or ``.idx``), checked in plain Python before jax is imported or any data is
+    read; a :class:`UsageError` naming what is missing. ``None`` (tfds) passes."""
+    if path is None:
+        return
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"--mnist-dir {path!r} is not a folder"
+                         + (" (it is a file)" if folder.exists() else " (it does not exist)")
+                         + f"; give the folder that holds the four MNIST files"
+                         f" {', '.join(MNIST_FILES)} (gzipped or raw)")
+    missing = [stem for stem in MNIST_FILES if not any(
+        (folder / n).exists() for n in (stem, stem + ".gz", stem.replace("-idx", ".idx"),
+                                        stem.replace("-idx", ".idx") + ".gz"))]
+    if missing:
+        raise UsageError(f"--mnist-dir {path!r} has no {', '.join(missing)} (or .gz); it"
+                         f" must hold the four MNIST files {', '.join(MNIST_FILES)} (gzipped"
+                         " or raw)")
+
+
+def add_train_size(p: argparse.ArgumentParser) -> None:
+    """``--train-size N``: a seeded, stratified subset of the training set."""
+    p.add_argument("--train-size", type=positive_int, default=None, metavar="N",
+                   help="train on N examples of the training set, drawn with --seed, each"
+                        " digit keeping its share (fnmlp.data.stratified_subset); the test set"
+                        " is whole; taken before --val-split (default: all)")
+
+
+def train_subset(args: argparse.Namespace, train):
+    """``train`` cut to ``--train-size`` (:func:`fnmlp.data.stratified_subset`, seeded with
+    ``--seed``); larger than the training set is a :class:`UsageError`."""
+    n = getattr(args, "train_size", None)
+    if n is None:
+        return train
+    from fnmlp.data import stratified_subset
+
+    if n > len(train.x):
+        raise UsageError(f"--train-size {n} is more than the {len(train.x):,} training"
+                         " examples there are")
+    return stratified_subset(train.x, train.y, n, seed=args.seed, name="--train-size")

@@ -15,6 +15,8 @@ from typing import Any
 
 from fnmlp.cli.flags import (
     UsageError,
+    architecture_name,
+    build_model,
     check_class_weight,
     check_out_dir,
     device_description,
@@ -23,6 +25,7 @@ from fnmlp.cli.flags import (
     n_fit,
     per_class_scores,
     run_config,
+    wall_seconds,
     weight_decay,
     write_json,
 )
@@ -44,9 +47,32 @@ def resume_template(state: Any, paths: list[str]) -> Any:
                                               state))
 
 
+def check_resume_architecture(args: argparse.Namespace, d_in: int, n_out: int) -> None:
+    """``--resume`` of a checkpoint made with another architecture, refused (a
+    :class:`UsageError`) before any data is read: the network the flags describe for
+    ``d_in`` inputs and ``n_out`` outputs against the checkpoint's. :func:`run` checks the
+    rest of the configuration once the data is there."""
+    from pathlib import Path
+
+    ckpt = Path(args.out) / "checkpoint.npz"
+    if not getattr(args, "resume", False) or not ckpt.is_file():
+        return
+    from fnmlp.io.checkpoint import read_checkpoint_meta
+
+    old = read_checkpoint_meta(ckpt)["config"]
+    model = build_model(args, d_in, n_out).to_config()
+    if "model" in old and old["model"] != model:
+        sizes = [d_in, *(c["features"] for c in model["layers"] if c["type"] == "Dense")]
+        raise UsageError(
+            f"--resume: {ckpt} holds a {architecture_name(old)} network; the flags ask for"
+            f" {architecture_name({'sizes': sizes, 'model': model})}: give the checkpoint's"
+            " architecture, or another --out to start a new run")
+
+
 def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
         dataset: str, extra_config: dict | None = None,
-        after: Callable[[Any, dict], None] | None = None, members: list | None = None) -> dict:
+        after: Callable[[Any, dict], None] | None = None, members: list | None = None,
+        each_epoch: Callable[[Any, dict], None] | None = None) -> dict:
     """Trains per ``args`` on ``train = (x, y)``; evaluates on ``test``; writes OUT.
 
     ``--val-split F`` holds out ``F`` of ``train`` (shuffled with ``--seed``) as the
@@ -66,7 +92,10 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     schedule's horizon is the run's epochs: continuing past it would restart the decay); a
     changed ``--lr`` is applied (one line says so), as ``fit(state=..., learning_rate=...)``
     does.
-    ``after(params, metrics)`` may add plots. With ``members`` (see
+    Every epoch's record also gets ``grad_norm``: each weight matrix's gradient norm on a
+    fixed batch of the training set (:mod:`fnmlp.cli.probe`, computed after the epoch,
+    outside ``fit``); ``each_epoch(state, record)`` is then called (e.g. to keep snapshots
+    for pictures). ``after(params, metrics)`` may add plots. With ``members`` (see
     :func:`members_from_args`) it trains them as a population instead
     (:func:`run_population`). Returns metrics.
     """
@@ -152,12 +181,21 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     test_x, test_y = check_batch(model, params, test[0], test[1], loss)  # once, on the host
     test_eval = jitted_eval(model, loss, 1024)
 
+    from fnmlp.cli.probe import fixed_batch, gradient_norms_fn
+
+    probe = fixed_batch(x, y, seed=args.seed, val_split=getattr(args, "val_split", None))
+    grad_norms = gradient_norms_fn(model, loss, *check_batch(model, params, *probe, loss))
+    config["grad_norm_batch"] = len(probe[0])  # the fixed batch's size (PROBE_BATCH at most)
+
     def on_epoch_end(s, record):  # the test set: reported, never used to choose
         scores = jax.device_get(test_eval(s.params, test_x, test_y))
         record.update({f"test_{k}": float(v) for k, v in scores.items()})
+        record["grad_norm"] = grad_norms(s.params)
         save_checkpoint(ckpt, s, config)
+        if each_epoch is not None:
+            each_epoch(s, record)
 
-    best_epoch = None
+    best_epoch, trained = None, []
     if not stopped and (state is None or int(state.epoch) < args.epochs):
         try:
             result = fit(model, params, x, y, epochs=args.epochs, batch_size=args.batch_size,
@@ -175,7 +213,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
             raise TrainingDiverged(
                 f"training diverged in epoch {e.epoch}; no checkpoint of it was written"
                 f" ({kept}); try a smaller --lr", e.epoch, e.state, e.history) from None
-        final_params, history = result.params, history + result.history
+        final_params, history, trained = result.params, history + result.history, result.history
         if result.best_state is not None:  # early stopping: keep what is reported
             best_epoch = result.best_epoch
             for r in history:  # one record restored, the kept one (resumed runs included)
@@ -190,8 +228,11 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     else:
         final_params = state.params
     scores = evaluate(model, final_params, test[0], test[1], loss=loss)
+    compiling = sum(r.get("compile_seconds", 0.0) for r in trained)
     metrics = {"config": config, "history": history, "device": device_description(),
-               "wall_seconds": time.perf_counter() - t_start,
+               "training_seconds": sum(r["epoch_seconds"] for r in trained) - compiling,
+               "compile_seconds": compiling,
+               "grad_norm_at_init": grad_norms(params),
                "weights_at_init": {k: [float(v) for v in np.asarray(a)] for k, a in
                                    jax.device_get(weight_stats(params)).items()}}
     if best_epoch is not None:
@@ -214,6 +255,8 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
             after(final_params, metrics)
         except ImportError as e:  # matplotlib is the 'plot' extra: train, just no pictures
             print(f"no pictures: {e}", file=sys.stderr)
+    metrics["run_seconds"] = time.perf_counter() - t_start  # training to pictures
+    metrics["wall_seconds"] = wall_seconds()  # since the script started
     write_json(metrics_path, metrics)
     shown = next((r for r in history if r.get("restored")), history[-1]) if history else None
     last = format_record(shown) if shown else "no epochs run"
@@ -221,6 +264,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
                         if k in metrics)
     if best_epoch is not None:
         summary += f" (epoch {best_epoch}, kept by early stopping)"
-    print(f"done: {len(history)} epochs, {summary}, {metrics['wall_seconds']:.1f} s"
-          f" [{last}] -> {out}")
+    print(f"done: {len(history)} epochs, {summary}; training {metrics['training_seconds']:.1f} s"
+          f" (+{compiling:.1f} s compiling), wall {metrics['wall_seconds']:.1f} s (since the"
+          f" script started: imports, data, evaluation, pictures) [{last}] -> {out}")
     return metrics

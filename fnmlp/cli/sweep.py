@@ -152,7 +152,6 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
                                [f"seed {r['seed']}" for r in rows])
     except ImportError as e:
         print(f"no pictures: {e}", file=sys.stderr)
-    write_json(out / "metrics.json", summary)
     key = "test_accuracy" if classify else "test_mse"
     vcol = f"  {'val_loss':>9}" if val_split else ""
     print(f"{'rank':>4}  {'member':>6}  {'lr':>8}  {'wd':>8}  {'seed':>4}{vcol}  {'test_loss':>9}"
@@ -165,6 +164,11 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     if "ensemble_test_accuracy" in summary:
         print(f"ensemble of {len(summary['ensemble_members'])} members (mean probability):"
               f" test_accuracy {summary['ensemble_test_accuracy']:.4f}")
-    print(f"done: {len(members)} members, best #{best} (by {rank_by}),"
-          f" {summary['wall_seconds']:.1f} s -> {out}")
+    from fnmlp.cli.flags import wall_seconds
+
+    summary["script_seconds"] = wall_seconds()
+    write_json(out / "metrics.json", summary)
+    print(f"done: {len(members)} members, best #{best} (by {rank_by}); training and evaluation"
+          f" {summary['wall_seconds']:.1f} s, wall {summary['script_seconds']:.1f} s"
+          f" (since the script started) -> {out}")
     return summary

@@ -9,7 +9,7 @@ Shapes: ``N`` examples, ``D`` features, ``C`` classes or regression outputs. Inp
 ``x: [N, D]`` float32; targets are int32 labels ``[N]`` or float32 ``[N, C]``.
 """
 
-from fnmlp.data._common import Dataset, split_sizes, train_test_split
+from fnmlp.data._common import Dataset, split_sizes, stratified_subset, train_test_split
 from fnmlp.data.mnist import (
     IDX_FILES,
     MIRROR_ENV,
@@ -48,6 +48,6 @@ __all__ = [
     "load_mnist_idx", "load_mnist_tfds", "make_blobs", "make_circles", "make_classification",
     "make_imbalanced", "make_linear", "make_moons", "make_multi_output", "make_sine",
     "make_spirals", "make_surface", "make_xor", "read_idx", "registered_files", "split_sizes",
-    "train_test_split",
+    "stratified_subset", "train_test_split",
     "write_idx",
 ]

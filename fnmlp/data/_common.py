@@ -59,3 +59,48 @@ def train_test_split(
     te, tr = perm[:n_test], perm[n_test:]
     return Dataset(x[tr], y[tr]), Dataset(x[te], y[te])
 
+
+
+def stratified_subset(x: np.ndarray, y: np.ndarray, n: int, seed: int = 0,
+                      name: str = "n") -> Dataset:
+    """``n`` examples of ``(x, y)``, drawn with ``seed`` without replacement, each class
+    keeping its share: class ``c`` (``N_c`` of ``N`` examples) gets ``n * N_c / N``
+    rounded by largest remainders (so the counts add up to ``n``), at least one example
+    for every class when ``n`` is at least the number of classes. The examples keep
+    their order in ``x``. ``n == N`` returns everything; ``y`` must be ``[N]`` labels.
+    ``name`` is the argument's name in error messages (``--train-size`` for the scripts).
+
+    Examples:
+      >>> import numpy as np
+      >>> y = np.array([0] * 90 + [1] * 10)
+      >>> sub = stratified_subset(np.arange(100.0)[:, None], y, 20, seed=0)
+      >>> np.bincount(sub.y).tolist()   # 18:2, as 90:10
+      [18, 2]
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
+    if y.ndim != 1:
+        raise ValueError(f"a stratified subset needs labels y [N]; got y of shape {y.shape}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(x):
+        raise ValueError(f"{name} must be an integer in [1, {len(x)}] (the training set has"
+                         f" {len(x):,} examples); got {n!r}")
+    n = int(n)
+    classes, counts = np.unique(y, return_counts=True)
+    exact = n * counts / len(y)
+    take = np.floor(exact).astype(np.int64)
+    if n >= len(classes):  # every class present: one each first, then by share
+        take = np.maximum(take, 1)
+    order = np.lexsort((classes, -(exact - np.floor(exact))))  # largest remainder first
+    for c in order:  # hand out what is left, one each, by largest remainder
+        if take.sum() >= n:
+            break
+        if take[c] < counts[c]:
+            take[c] += 1
+    while take.sum() > n:  # the at-least-one rule overshot: take from a class kept > 1
+        take[np.argmax(np.where(take > 1, take - exact, -np.inf))] -= 1
+    r = rng(seed)
+    keep = np.concatenate([r.permutation(np.flatnonzero(y == c))[:k]
+                           for c, k in zip(classes, take)])
+    keep.sort()
+    return Dataset(x[keep], y[keep])
