@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp.layers import Layer, check_model
-from fnmlp.losses import check_loss_for_model, get_loss
+from fnmlp.losses import check_loss_for_model, get_loss, task_of
 
 Array = jax.Array
 
@@ -193,6 +193,11 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def check_positive_float(value: Any, name: str, allow_zero: bool = False) -> float:
+    """``value`` as a float: a finite number > 0 (>= 0 with ``allow_zero``); Python, NumPy
+    and 0-d JAX or NumPy float/int arrays are numbers; ``ValueError`` naming ``name``."""
+    if isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0 and not is_traced(
+            value) and np.dtype(value.dtype).kind in "iuf":
+        value = value.item()  # jnp.float32(0.1) -> 0.1
     ok_type = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
         value, bool
     )
@@ -255,27 +260,39 @@ def cast(x: Any, params: Any, name: str = "x") -> Array:
     small program per shape).
 
     Raises:
-      ValueError: a finite value that the conversion turns into ``inf`` (float64 1e39 in a
-        float32 model), named by its index: the model would see inf, not what was passed.
+      ValueError: a finite value that the conversion turns into ``inf`` (float64 1e39, or
+        the integer 70000 in a float16 model), named by its index: the model would see
+        inf, not what was passed.
     """
     dtype = np.dtype(dtype_of(params))
     src = np.dtype(x.dtype) if hasattr(x, "dtype") else None
-    if src is not None and src.kind == "f" and src.itemsize > dtype.itemsize and not (
-            is_traced(x)):
-        a = np.asarray(x)
-        big = float(np.finfo(dtype).max)
-        lo, hi = (float(np.min(a)), float(np.max(a))) if a.size else (0.0, 0.0)
-        if max(abs(lo), abs(hi)) > big and np.isfinite(lo) and np.isfinite(hi):
-            bad = np.abs(a) > big
-            idx = np.unravel_index(int(np.argmax(bad)), a.shape)
-            raise ValueError(
-                f"{name} must fit the model's dtype {dtype.name} (|v| <= {big:.4g}); got"
-                f" {a[idx]:g} at index {tuple(int(i) for i in idx)} ({int(bad.sum())}"
-                f" value(s) in all), which would become inf: scale {name}, or use"
-                f" {src.name} params")
-    if isinstance(x, np.ndarray):
-        return jax.device_put(np.asarray(x, dtype=dtype))
-    return jnp.asarray(x, dtype=dtype)
+    host = isinstance(x, np.ndarray)
+    with np.errstate(over="ignore"):  # an overflow is reported below, by index
+        out = np.asarray(x, dtype=dtype) if host else jnp.asarray(x, dtype=dtype)
+    if src is not None and _may_overflow(src, dtype) and not is_traced(out):
+        seen = out if host else np.asarray(out)
+        lo, hi = (float(np.min(seen)), float(np.max(seen))) if seen.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)):  # x itself was checked finite
+            a = np.asarray(x)
+            bad = ~np.isfinite(seen) & np.isfinite(a.astype(np.float64))
+            if bad.any():
+                idx = np.unravel_index(int(np.argmax(bad)), a.shape)
+                raise ValueError(
+                    f"{name} must fit the model's dtype {dtype.name} (|v| <="
+                    f" {float(np.finfo(dtype).max):.4g}); got {a[idx]:g} at index"
+                    f" {tuple(int(i) for i in idx)} ({int(bad.sum())} value(s) in all), which"
+                    f" would become inf: scale {name}, or use params of a wider dtype")
+    return jax.device_put(out) if host else out
+
+
+def _may_overflow(src: np.dtype, dtype: np.dtype) -> bool:
+    """Whether a finite ``src`` value can become inf as ``dtype`` (a float dtype)."""
+    if src.kind in "iu":
+        return float(np.iinfo(src).max) > float(np.finfo(dtype).max)
+    try:
+        return float(np.finfo(src).max) > float(np.finfo(dtype).max)
+    except ValueError:  # not a float dtype: nothing to check
+        return False
 
 
 def check_model_loss(model: Any, loss: str) -> Layer:
@@ -297,6 +314,7 @@ def check_batch(model: Any, params: Any, x: Any, y: Any, loss: str, names=("x", 
         check_inputs(x, getattr(model, "in_features", None) or (x.shape[-1] if x.ndim else 0),
                      names[0])
     d_in, n_out = check_model_params(model, params, x.shape[-1])
+    task_of(loss, model.outputs, n_out)  # one output cannot be multiclass
     x = check_inputs(x, d_in, names[0], finite=not early)
     y = check_targets(y, x.shape[0], loss, n_out, names[1])
     if get_loss(loss).kind != "multiclass":  # targets in the dtype the model computes in

@@ -246,6 +246,36 @@ def check_loss_for_model(loss: str, outputs: str) -> Loss:
                      " loss='softmax_cross_entropy' on the logits (the stable choice)")
 
 
+def task_of(loss: str | None, outputs: str, n_out: int) -> str:
+    """What a model predicts, decided here for every entry point: ``"multiclass"`` (one
+    label of ``C``), ``"binary"`` (independent sigmoid labels) or ``"regression"``.
+
+    Args:
+      loss: the loss the model was trained with, or None.
+      outputs: what the model outputs, ``"logits"`` or ``"probabilities"``.
+      n_out: its output width ``C`` (0 when not known yet: only the loss is checked).
+
+    Returns:
+      The loss's kind when given; else ``"binary"`` for one output of logits (the only
+      classifier one logit makes: ``sigmoid``, class ``logit > 0``) and ``"multiclass"``
+      otherwise.
+
+    Raises:
+      ValueError: a loss that does not take the model's output, or a multiclass task with
+        one output (softmax of one output is 1 whatever it is: every answer constant).
+    """
+    if loss is None:
+        kind = "binary" if n_out == 1 and outputs == "logits" else "multiclass"
+    else:
+        kind = check_loss_for_model(loss, outputs).kind
+    if kind == "multiclass" and n_out == 1:
+        raise ValueError(
+            "a model with one output cannot pick one label of C (softmax of one output is"
+            " 1 whatever it is): for two classes use loss='sigmoid_cross_entropy' on one"
+            " logit (and no final Softmax), or give the model 2 outputs")
+    return kind
+
+
 def get_loss(name: str) -> Loss:
     """Returns the loss called ``name``; a ``ValueError`` lists the valid names."""
     every = {**LOSSES, **PROBABILITY_LOSSES}
@@ -257,27 +287,41 @@ def get_loss(name: str) -> Loss:
 # ----------------------------------------------------------------------------- metrics
 
 
-def correct(out: Array, targets: Array, loss: str) -> Array:
-    """Per-example correctness ``[B]`` as a float in [0, 1].
+def correct(out: Array, targets: Array, loss: str | None) -> Array:
+    """Per-example correctness ``[B]`` as a float in [0, 1], for outputs ``out [B, C]``.
 
-    Multiclass: ``argmax(out) == label``. Binary / multi-label: the fraction of the C
-    outputs whose sign (``out > 0``, i.e. probability > 0.5) matches the 0/1 target.
-    Regression losses have no accuracy: a ``ValueError`` says so.
+    Multiclass: ``argmax(out) == label`` (labels ``[B]``). Binary / multi-label: the
+    fraction of the C outputs whose sign (``out > 0``, i.e. probability > 0.5) matches the
+    0/1 target ``[B, C]`` (``[B]`` when ``C = 1``). ``loss=None`` reads the task off ``C``
+    (:func:`task_of`: one output is binary). Regression losses have no accuracy.
+
+    Raises:
+      ValueError: a regression loss, or targets whose shape does not fit ``out`` (they
+        would broadcast to ``[B, B]``).
     """
-    kind = get_loss(loss).kind
+    kind = task_of(loss, "logits", out.shape[1]) if loss is None else get_loss(loss).kind
     if kind == "multiclass":
+        if targets.shape != out.shape[:1]:
+            raise ValueError(f"targets must be labels of shape {out.shape[:1]}; got shape"
+                             f" {targets.shape}")
         return (jnp.argmax(out, axis=1) == targets).astype(jnp.float32)
     if kind == "binary":
+        if targets.ndim == 1 and out.shape[1] == 1:
+            targets = targets[:, None]  # [B] -> [B, 1]
+        if targets.shape != out.shape:
+            raise ValueError(f"targets must have shape {out.shape} (or ({out.shape[0]},) for"
+                             f" one output); got shape {targets.shape}")
         hit = (out > 0) == (targets > 0.5)
         return jnp.mean(hit.astype(jnp.float32), axis=1)
     raise ValueError(f"accuracy is defined for classification losses; got loss={loss!r}")
 
 
-def accuracy(out: Array, targets: Array, loss: str = "softmax_cross_entropy") -> Array:
-    """Mean accuracy over the batch, a scalar in [0, 1] (see :func:`correct`)."""
+def accuracy(out: Array, targets: Array, loss: str | None = None) -> Array:
+    """Mean accuracy over the batch, a scalar in [0, 1] (see :func:`correct`; ``loss``
+    None: a one-output model is binary, more outputs multiclass)."""
     return jnp.mean(correct(out, targets, loss))
 
 
-def zero_one_loss(out: Array, targets: Array, loss: str = "softmax_cross_entropy") -> Array:
+def zero_one_loss(out: Array, targets: Array, loss: str | None = None) -> Array:
     """The 0-1 loss, ``1 - accuracy``: the fraction of examples classified wrongly."""
     return 1 - accuracy(out, targets, loss)

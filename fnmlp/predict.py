@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from fnmlp import _validate as checks
 from fnmlp.grad import Params
 from fnmlp.layers import Layer, check_model
-from fnmlp.losses import check_loss_for_model
+from fnmlp.losses import task_of
 
 __all__ = ["predict", "predict_classes", "predict_proba", "probabilities", "task"]
 
@@ -64,12 +64,10 @@ def task(model: Layer, loss: str | None, n_out: int) -> str:
       makes) and ``"multiclass"`` otherwise.
 
     Raises:
-      ValueError: a loss that does not take the model's output.
+      ValueError: a loss that does not take the model's output, or a multiclass task
+        with one output (:func:`fnmlp.losses.task_of`, where this is decided).
     """
-    model = check_model(model)
-    if loss is None:
-        return "binary" if n_out == 1 and model.outputs == "logits" else "multiclass"
-    return check_loss_for_model(loss, model.outputs).kind
+    return task_of(loss, check_model(model).outputs, n_out)
 
 
 def probabilities(out: jax.Array, outputs: str, kind: str) -> jax.Array:

@@ -7,7 +7,9 @@ runs/mnist/checkpoint.npz my_digit.png` (or `--checkpoint runs/mnist`, the run's
 Pictures (PNG, JPEG, ...; any size) are turned into MNIST's convention first: white digit
 on black, scaled into a 20x20 box and centred by mass in 28x28 (fnmlp.data.images). A
 .npy array holds one input [D] or several [N, D] (for MNIST also [28, 28] or [N, 28, 28]);
-uint8 or values above 1 are divided by 255. An IDX file holds images [N, 28, 28] (read as
+scaled as the checkpoint records (fnmlp.data.scaling, the rule SavedModel uses: integers
+are raw pixels, divided by 255; floats in [-0.5, 1.5] are scaled already; floats reaching
+16 are raw; anything else is refused). An IDX file holds images [N, 28, 28] (read as
 MNIST's own files).
 
 Doubts about a picture (no clear digit, ink covering the whole picture, several large
@@ -70,7 +72,7 @@ def _inputs(path: Path, width: int, input_config: dict):
     if a.dtype.kind not in "iuf":
         raise UsageError(f"{path}: must hold numbers; got dtype {a.dtype}")
     try:
-        a = np.asarray(raw_input_scale(a, input_config or {"scale": "pixel / 255"}), np.float32)
+        a = np.asarray(raw_input_scale(a, input_config), np.float32)
     except ValueError as e:
         raise UsageError(f"{path}: {e}") from None
     if is_mnist and a.shape[-2:] == (28, 28):
@@ -119,6 +121,7 @@ def main() -> int:
 
     import numpy as np
 
+    from fnmlp.data.scaling import input_record
     from fnmlp.io import load_model
 
     model = load_model(args.checkpoint)
@@ -126,7 +129,7 @@ def main() -> int:
         raise UsageError(f"{args.checkpoint}: a model trained with loss {model.loss!r};"
                          " predict.py classifies with softmax_cross_entropy models")
     width = model.config["sizes"][0]
-    input_config = model.config.get("input", {})
+    input_config = input_record(model.config) or {}  # as SavedModel reads it
     items, failed = [], []
     for path in args.inputs:
         try:

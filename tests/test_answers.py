@@ -13,6 +13,7 @@ entry point that reports it, against an outside witness where there is one.
   ``Serial.init``.
 """
 
+import os
 from dataclasses import dataclass
 
 import jax
@@ -318,3 +319,113 @@ def test_sparse_inputs_get_told_to_densify():
         with pytest.raises(ValueError, match=r"x must be a dense array; got a sparse"
                                              r" csr_matrix of shape \(8, 2\): pass x.toarray"):
             call()
+
+
+# ----------------------------------------------------------------------------- a breaker's findings
+
+
+def test_accuracy_of_a_one_output_model_against_labels():
+    out = jnp.array([[3.0], [-2.0], [4.0], [-1.0]])
+    y = np.array([1, 0, 1, 0])
+    for loss in ("sigmoid_cross_entropy", None):  # was 0.5: [N, 1] == [N] broadcast to [N, N]
+        assert float(fnmlp.accuracy(out, y, loss)) == 1.0
+        assert float(fnmlp.zero_one_loss(out, y, loss)) == 0.0
+    with pytest.raises(ValueError, match=r"targets must have shape \(4, 1\)"):
+        fnmlp.accuracy(out, np.ones((4, 2)), "sigmoid_cross_entropy")
+
+
+def test_a_one_output_multiclass_task_is_refused_everywhere():
+    model = fnmlp.mlp([2, 1])
+    params = model.init_params(jax.random.key(0))
+    x, _ = _blobs(8)
+    soft = serial(Dense(1), fnmlp.layers.Softmax(), in_features=2)
+    msg = "a model with one output cannot pick one label of C"
+    for call in (
+            lambda: fnmlp.evaluate(model, params, x, np.zeros(8, int)),
+            lambda: fnmlp.fit(model, params, x, np.zeros(8, int), epochs=1, batch_size=4,
+                              verbose=False),
+            lambda: fnmlp.predict_proba(model, params, x, loss="softmax_cross_entropy"),
+            lambda: fnmlp.predict_classes(soft, soft.init_params(jax.random.key(0)), x)):
+        with pytest.raises(ValueError, match=msg):
+            call()
+
+
+def test_bfloat16_raw_pixels_are_scaled_like_any_float(tmp_path):
+    from fnmlp.data.scaling import raw_input_scale
+
+    mnist = {"kind": "mnist", "scale": "pixel / 255"}
+    raw = np.array([[0.0, 128.0, 255.0]], np.float32)
+    got = np.asarray(raw_input_scale(raw.astype(jnp.bfloat16), mnist), np.float32)
+    np.testing.assert_allclose(got, raw / 255, rtol=1e-2)  # was returned unscaled
+    with pytest.raises(ValueError, match="x must be finite"):
+        raw_input_scale(np.array([[np.nan, 1.0]]), mnist)
+
+
+def test_clipping_under_jit_near_float32s_largest():
+    opt = fnmlp.sgd(0.1, clip_norm=1.0)
+    params = {"w": jnp.zeros(2)}
+    step = jax.jit(opt.update)  # XLA flushes subnormals: 1 / 1e38 is 0 there
+    for g in ([1e38, -1e38], [3.4e38, 3.4e38], [1e38, -5e37]):
+        updates, _ = step({"w": jnp.array(g, jnp.float32)}, opt.init(params), params)
+        want = -0.1 * np.asarray(g, np.float64) / np.linalg.norm(np.asarray(g, np.float64))
+        np.testing.assert_allclose(np.asarray(updates["w"]), want, rtol=1e-6)
+    assert float(jax.jit(global_norm)({"w": jnp.array([1e38, -5e37])})) == pytest.approx(
+        np.hypot(1e38, 5e37), rel=1e-6)
+
+
+def test_integers_beyond_a_float16_models_range_are_refused():
+    model = fnmlp.mlp([2, 3, 2])
+    p16 = model.init_params(jax.random.key(0), dtype=jnp.float16)
+    for x in (np.array([[70000, 0]]), jnp.array([[70000, 0]])):
+        with pytest.raises(ValueError, match=r"x must fit the model's dtype float16.*70000"):
+            fnmlp.predict(model, p16, x)
+    assert np.isfinite(np.asarray(fnmlp.predict(model, p16, np.array([[6, 0]])))).all()
+
+
+def test_a_schedule_resumes_from_a_zero_rate_and_compiles_one_program_for_it():
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import count_compiles
+
+    x, y = _blobs(64, d=3)
+    model = fnmlp.mlp([3, 9, 2])  # widths of this test alone
+    params = model.init_params(jax.random.key(0))
+    opt = fnmlp.sgd(fnmlp.schedules.cosine_warmup(0.1, 4, 20, init_value=0.0))
+    with count_compiles() as compiles:  # was 7-15: the schedule's first rate op by op
+        r = fnmlp.fit(model, params, x, y, optimizer=opt, epochs=2, batch_size=16,
+                      verbose=False)
+    assert len(compiles) == 2, compiles  # its first rate, the epoch
+    again = fnmlp.fit(model, params, x, y, optimizer=opt, epochs=4, batch_size=16,
+                      state=r.state, verbose=False)  # was "learning_rate must be > 0"
+    whole = fnmlp.fit(model, params, x, y, optimizer=opt, epochs=4, batch_size=16,
+                      verbose=False)
+    for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(whole.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # a schedule given with a name is a rate asked for, as a number is
+    named = fnmlp.fit(model, params, x, y, optimizer="sgd", epochs=2, batch_size=16,
+                      learning_rate=fnmlp.schedules.step_decay(0.1, 2, 0.5), verbose=False)
+    assert named.history[-1]["learning_rate"] == pytest.approx(0.1 * 0.5 ** 3)
+
+
+def test_numpy_scalars_and_widths_at_the_builders():
+    model = fnmlp.mlp([3, 4, 2], dropout=np.float32(0.2))  # was a TypeError (not iterable)
+    rate = model.layers[2].rate
+    assert type(rate) is float and rate == pytest.approx(0.2)
+
+    @dataclass(frozen=True)
+    class FloatWidth(Layer):
+        has_params = False
+
+        def init(self, key, in_features, dtype=jnp.float32):
+            return float(in_features), ()
+
+        def forward(self, params, x, ctx=None):
+            return x, None
+
+        def backward(self, params, r, dy):
+            return (), dy
+
+    with pytest.raises(ValueError, match="layer 0:FloatWidth: init must report its output"
+                                         " width as an int; got 3.0"):
+        serial(FloatWidth(), Dense(2), in_features=3).init_params(jax.random.key(0))

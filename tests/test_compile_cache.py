@@ -67,7 +67,7 @@ def test_warm_run_loads_programs_and_damaged_entries_only_cost_a_recompile(tmp_p
     assert any("epoch" in e.name for e in entries), [e.name for e in entries]
     assert oct(cache.stat().st_mode & 0o777) == oct(0o700)  # private: the cache is trusted
     warm, _ = _run(cache)
-    assert warm["hits"] >= 3  # the zero buffers, the state copy, the epoch (at least)
+    assert warm["hits"] >= 3  # the init, the epoch, the evaluation (at least)
     assert warm["w"] == cold["w"] and warm["eval"] == cold["eval"]
     # damage every entry: random bytes, truncated, empty, a corrupted tail
     for i, e in enumerate(entries):

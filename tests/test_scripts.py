@@ -1011,3 +1011,20 @@ def test_readme_imbalanced_recall_is_what_the_command_gives(tmp_path):
                "--activation", "relu", "--epochs", "20", "--out", tmp_path, "--quiet")
     # 32 minority points in the test set: one point is 0.03; allow one either way
     assert _metrics(tmp_path)["test_recall"][1] == pytest.approx(float(quoted[1]), abs=0.035)
+
+
+def test_resume_without_lr_keeps_the_checkpoints_rate(tmp_path):
+    """A breaker's finding: --lr has a default, so --resume without --lr trained at the
+    script's default instead of the checkpoint's rate (fit's rule: a name alone keeps
+    the state's rate; a rate asked for is applied)."""
+    args = ["--dataset", "moons", "--n", "200", "--seed", "3", "--quiet", "--out", tmp_path]
+    run_script("train_toy.py", *args, "--epochs", "2", "--lr", "0.05")
+    r = run_script("train_toy.py", *args, "--epochs", "3", "--resume")
+    assert "learning rate" not in r.stderr
+    rates = [h["learning_rate"] for h in
+             json.loads((tmp_path / "metrics.json").read_text())["history"]]
+    assert rates == pytest.approx([0.05] * 3)
+    r = run_script("train_toy.py", *args, "--epochs", "4", "--resume", "--lr", "0.02")
+    assert "learning rate 0.05 -> 0.02" in r.stderr
+    last = json.loads((tmp_path / "metrics.json").read_text())["history"][-1]
+    assert last["learning_rate"] == pytest.approx(0.02)

@@ -93,6 +93,12 @@ class Parser(argparse.ArgumentParser):
         return ns
 
 
+
+class DefaultRate(float):
+    """``--lr``'s default: a float that says it was not given, so ``--resume`` keeps the
+    checkpoint's rate (fit's rule: a name alone keeps the state's; a rate asked for is
+    applied)."""
+
 def description(doc: str) -> str:
     """The first paragraph of a module docstring, as one line (for ``--help``)."""
     return " ".join(doc.strip().split("\n\n")[0].split())
@@ -401,7 +407,9 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
                    help=LAYER_SPEC_HELP + " (default: none)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZER_NAMES), default=optimizer,
                    help="optimizer (fnmlp.optim)")
-    p.add_argument("--lr", type=positive_float, default=lr, help="learning rate")
+    p.add_argument("--lr", type=positive_float, default=DefaultRate(lr),
+                   help="learning rate (default: %(default)s; with --resume, the"
+                        " checkpoint's)")
     p.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="WD",
                    help="PyTorch's weight_decay, on the weight matrices only (biases and"
                         " LayerNorm scales are not decayed: fnmlp.matrices_only): an L2 penalty"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fnmlp.cli.flags import (
+    DefaultRate,
     UsageError,
     architecture_name,
     build_model,
@@ -124,11 +125,14 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
     sizes, config = run_config(args, x, y, loss, dataset, extra_config)
-    config.update(lr=args.lr, seed=args.seed, patience=args.patience,
-                  class_weight=getattr(args, "class_weight", None),
-                  val_split=getattr(args, "val_split", None), weight_decay=weight_decay(args))
     out = check_out_dir(args.out)
     ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
+    if args.resume and ckpt.exists() and isinstance(args.lr, DefaultRate):
+        kept = read_checkpoint_meta(ckpt)["config"].get("lr")  # no --lr: the state's rate
+        args.lr = float(kept) if kept is not None else float(args.lr)
+    config.update(lr=float(args.lr), seed=args.seed, patience=args.patience,
+                  class_weight=getattr(args, "class_weight", None),
+                  val_split=getattr(args, "val_split", None), weight_decay=weight_decay(args))
 
     optimizer = make_optimizer(args, n_fit(args, len(x)))
     model = from_config(config["model"])

@@ -256,7 +256,7 @@ def _stroke_width(mask: np.ndarray) -> float:
     return float(mask.sum()) / max(edge / 2, 1.0) if edge else 0.0
 
 
-def is_mnist_format(grey: np.ndarray) -> bool:
+def is_mnist_format(grey: np.ndarray, centred: bool = True) -> bool:
     """True when ``grey`` ``[H, W]`` (grey levels in [0, 1]) is already in MNIST's format,
     the one the module's steps bring pictures to (module doc):
 
@@ -271,6 +271,8 @@ def is_mnist_format(grey: np.ndarray) -> bool:
       pixel shifts: within 0.5; a JPEG's ringing moves it by up to 0.9).
 
     A dark digit on white is not (its negative may be: :func:`preprocess_grey` tries both).
+    ``centred=False`` leaves out the last rule (a digit of MNIST's size that is off-centre,
+    which :func:`preprocess_grey` shifts by whole pixels, as MNIST did).
     """
     g = np.asarray(grey, np.float32)
     if g.shape != (28, 28) or np.mean(g <= 0.1) < 0.5 or g.max() < 0.9:
@@ -278,8 +280,21 @@ def is_mnist_format(grey: np.ndarray) -> bool:
     rows, cols = np.nonzero(g > 0.2)
     if not BOX - 3 <= max(np.ptp(rows), np.ptp(cols)) + 1 <= BOX:
         return False
+    if not centred:
+        return True
     centre = np.asarray(ndimage.center_of_mass(g))  # [2] (row, column)
     return bool(np.all(np.abs(centre - MNIST_CENTRE) <= 1.0))
+
+
+def _recentred(g: np.ndarray) -> np.ndarray | None:
+    """``g`` ``[28, 28]`` shifted by whole pixels so that its centre of mass is at MNIST's
+    centre (as MNIST placed its digits), or None when the shift would cut ink off."""
+    shift = np.round(MNIST_CENTRE - np.asarray(ndimage.center_of_mass(g))).astype(int)
+    rows, cols = np.nonzero(g > 0)
+    if (rows.min() + shift[0] < 0 or rows.max() + shift[0] > 27 or cols.min() + shift[1] < 0
+            or cols.max() + shift[1] > 27):
+        return None
+    return ndimage.shift(g, shift, order=0, mode="constant", cval=0.0)
 
 
 def _solidity(mask: np.ndarray) -> float:
@@ -385,6 +400,10 @@ def preprocess_grey(grey: np.ndarray, where: str = "image",
     for candidate, inverted in ((g, False), (1 - g, True)):
         if is_mnist_format(candidate):  # already the model's input (module doc)
             return _as_it_is(candidate, inverted, size, work)
+        if is_mnist_format(candidate, centred=False):  # MNIST's size, off-centre: shifted
+            moved = _recentred(candidate)
+            if moved is not None:
+                return _as_it_is(moved, inverted, size, work)
     g, page = _on_page(g)
     h, w = g.shape
     side = min(h, w)

@@ -59,9 +59,15 @@ def raw_input_scale(x: Any, input_config: dict | None) -> Any:
     if scale is None:
         return x
     a = np.asarray(x)
+    if a.dtype.name == "bfloat16":  # ml_dtypes' kind is "V": a float all the same
+        a = a.astype(np.float32)
     if a.dtype.kind not in "iuf":
         return x  # not numbers: the model's own checks say so
     lo, hi = _range(a)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = ~np.isfinite(a)
+        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), a.shape))
+        raise ValueError(f"x must be finite; got {a[idx]} at index {idx}")
     integer = a.dtype.kind in "iu"
     scaled = not integer and SCALED[0] <= lo and hi <= SCALED[1]
     if scale != PIXEL_SCALE:
@@ -83,6 +89,17 @@ def raw_input_scale(x: Any, input_config: dict | None) -> Any:
                      f" [{SCALED[0]:g}, {SCALED[1]:g}]) or raw pixels 0..255 (uint8, or"
                      f" floats reaching at least {RAW_MIN_PEAK:g}); got {a.dtype} values in"
                      f" [{lo:g}, {hi:g}], which is neither: scale them to [0, 1] yourself")
+
+
+def input_record(config: dict) -> dict | None:
+    """How a checkpoint's model takes raw inputs: ``config["input"]``; for an MNIST
+    checkpoint that records no scale (written before the scale was recorded),
+    ``"pixel / 255"``, which every MNIST run used. ``SavedModel.predict*`` and
+    ``scripts/predict.py`` both read it here, so they scale alike."""
+    record = config.get("input")
+    if isinstance(record, dict) and record.get("kind") == "mnist" and "scale" not in record:
+        return {**record, "scale": PIXEL_SCALE}
+    return record
 
 
 def input_range_warning(x: Any) -> str | None:

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from fnmlp import _validate as checks
-from fnmlp.data.scaling import raw_input_scale
+from fnmlp.data.scaling import input_record, raw_input_scale
 from fnmlp.grad import Params
 from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta
 from fnmlp.layers import Layer, check_model, check_sizes, from_config, input_width, mlp
@@ -53,17 +53,17 @@ class SavedModel(NamedTuple):
 
     def predict(self, x: Any) -> jax.Array:
         """Outputs ``[N, C]`` for inputs ``[N, D]`` (raw pixels scaled as in training)."""
-        x = raw_input_scale(x, self.config.get("input"))
+        x = raw_input_scale(x, input_record(self.config))
         return predict(self.model, self.params, x)
 
     def predict_proba(self, x: Any) -> jax.Array:
         """Probabilities ``[N, C]`` (see :func:`fnmlp.predict_proba`)."""
-        x = raw_input_scale(x, self.config.get("input"))
+        x = raw_input_scale(x, input_record(self.config))
         return predict_proba(self.model, self.params, x, self.loss)
 
     def predict_classes(self, x: Any) -> jax.Array:
         """Labels (see :func:`fnmlp.predict_classes`)."""
-        x = raw_input_scale(x, self.config.get("input"))
+        x = raw_input_scale(x, input_record(self.config))
         return predict_classes(self.model, self.params, x, self.loss)
 
 

@@ -119,7 +119,7 @@ class Layer:
 def plain(v: Any) -> Any:
     """``v`` as JSON can hold it: NumPy scalars and 0-d arrays as Python numbers, tuples
     as lists, recursively through lists and dicts; anything else as it is."""
-    if isinstance(v, (np.generic, np.ndarray)) and np.ndim(v) == 0:
+    if isinstance(v, (np.generic, np.ndarray, jax.Array)) and np.ndim(v) == 0:
         return v.item()
     if isinstance(v, (tuple, list)):
         return [plain(a) for a in v]

@@ -169,6 +169,9 @@ def _check_width(i: int, layer: Layer, params, width: int, said: Any, dtype) -> 
         raise ValueError(f"layer {i}:{layer.name}: its forward fails on inputs [B, {width}]"
                          f" with the params its init returns: {type(e).__name__}: {e}"
                          [:600]) from None
+    if isinstance(said, (bool, np.bool_)) or not isinstance(said, (int, np.integer)):
+        raise ValueError(f"layer {i}:{layer.name}: init must report its output width as an"
+                         f" int; got {said!r} for inputs of width {width}")
     got = getattr(y, "shape", None)
     if got is None or len(got) != 2 or got[0] != 1 or got[1] != said:
         raise ValueError(f"layer {i}:{layer.name}: init reports {said!r} output features for"
@@ -252,6 +255,8 @@ def check_sizes(sizes: Any) -> list[int]:
 
 
 def _per_hidden(value, hidden: int, what: str) -> tuple:
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()  # np.float32(0.2) -> 0.2
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return (value,) * hidden
     values = tuple(value)

@@ -112,36 +112,53 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     return jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params, updates)
 
 
+def _scaled(tree: Any) -> tuple[list, Array, Array, Array]:
+    """``(leaves s, norm s, h, e)`` with ``s = 2^-e`` the power of two that brings
+    ``m = max |x|`` into ``[0.5, 1)``, ``h = e // 2``; leaves in at least float32. ``s`` is
+    applied as two factors ``2^-h`` and ``2^(h-e)``, each a normal number, because XLA:CPU
+    flushes subnormals to zero (``1 / 1e38`` is 0 there), and only by multiplying (XLA
+    turns ``x / a / b`` into ``x / (a b)``). ``m`` 0, inf or NaN: ``s = 1``."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.size(x)]
+    dtype = jnp.result_type(jnp.float32, *[x.dtype for x in leaves])
+    leaves = [x.astype(dtype) for x in leaves]
+    m = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in leaves])  # [] >= 0
+    ok = jnp.isfinite(m) & (m > 0)
+    _, e = jnp.frexp(jnp.where(ok, m, jnp.ones_like(m)))  # m = f 2^e, f in [0.5, 1)
+    half = e // 2
+    s1 = jnp.ldexp(jnp.ones_like(m), -half)  # both factors normal numbers
+    s2 = jnp.ldexp(jnp.ones_like(m), half - e)
+    scaled = [x * s1 * s2 for x in leaves]  # each |entry| < 1: the squares cannot overflow
+    return scaled, jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in scaled)), half, e
+
+
 def global_norm(tree: Any) -> Array:
     """``sqrt(sum of squares)`` over every leaf, without overflow or underflow: a scalar in
     the leaves' float dtype, at least float32.
 
-    Computed as ``m * sqrt(sum((x / m)^2))`` with ``m = max |x|`` (the scaling of LAPACK's
-    ``nrm2`` and of ``torch.linalg.vector_norm``), in at least float32 (PyTorch
+    The leaves are first scaled by a power of two ``s`` that brings ``m = max |x|`` into
+    ``[0.5, 1)`` (the scaling of LAPACK's ``nrm2`` and of ``torch.linalg.vector_norm``;
+    exact, so the result is ``sqrt(sum((x s)^2)) / s``), in at least float32 (PyTorch
     #46849: a float16 gradient's squares overflow): the norm of a float32 gradient
-    ``[1e20]`` is 1e20 and of a float16 ``[300]`` is 300, where the plain sum of squares is
-    ``inf``. A norm that is itself beyond the dtype's range is ``inf``; a NaN anywhere gives
-    NaN. All zeros give 0."""
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.size(x)]
-    if not leaves:
+    ``[1e20]`` is 1e20, of ``[1e38, 5e37]`` 1.118e38, of a float16 ``[300]`` 300, where the
+    plain sum of squares is ``inf``. A norm beyond the dtype's range is ``inf``; a NaN
+    anywhere gives NaN. All zeros (or no leaves) give 0."""
+    if not [x for x in jax.tree.leaves(tree) if jnp.size(x)]:
         return jnp.zeros((), jnp.float32)
-    dtype = jnp.result_type(jnp.float32, *[x.dtype for x in leaves])
-    leaves = [x.astype(dtype) for x in leaves]
-    m = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in leaves])  # [] >= 0
-    safe = jnp.where(jnp.isfinite(m) & (m > 0), m, jnp.ones_like(m))  # 0, inf, NaN: 1
-    ssq = sum(jnp.sum(jnp.square(x / safe)) for x in leaves)  # each term <= 1: no overflow
-    return jnp.where(m > 0, safe * jnp.sqrt(ssq), m)  # 0 -> 0; inf -> inf; NaN -> NaN
+    _, norm_s, h, e = _scaled(tree)
+    one = jnp.ones_like(norm_s)
+    return norm_s * jnp.ldexp(one, h) * jnp.ldexp(one, e - h)  # exact; inf only if it is
 
 
 def clip_grads_by_global_norm(grads: Any, max_norm: float) -> Any:
     """Scales ``grads`` by ``min(1, max_norm / (global_norm(grads) + 1e-6))``.
 
-    PyTorch's ``clip_grad_norm_`` (the ``1e-6`` included), with the norm computed without
-    overflow (:func:`global_norm`): a finite gradient of any size keeps its direction and
-    comes out with norm ``max_norm`` (a float32 ``[1e20]`` becomes ``[max_norm]``, not 0).
-    The scale is computed in at least float32 and each leaf is multiplied in that dtype,
-    then cast back. Not optax's ``clip_by_global_norm``, which is a GradientTransformation
-    and has no ``1e-6``.
+    PyTorch's ``clip_grad_norm_`` (the ``1e-6`` included), computed without overflow or
+    flushed subnormals: a clipped leaf is ``(g s) max_norm / (norm s + 1e-6 s)``, with
+    ``s`` the power of two of :func:`global_norm` (the same value, exactly rescaled), so a
+    finite gradient of any size keeps its direction and comes out with norm ``max_norm``
+    (a float32 ``[1e38, -1e38]`` becomes ``max_norm [0.707, -0.707]``, not 0). Computed in
+    at least float32, each leaf cast back to its dtype. Not optax's
+    ``clip_by_global_norm``, which is a GradientTransformation and has no ``1e-6``.
 
     Args:
       grads: a pytree of float arrays.
@@ -150,11 +167,20 @@ def clip_grads_by_global_norm(grads: Any, max_norm: float) -> Any:
     Returns:
       ``grads`` scaled, same structure, shapes and dtypes.
     """
-    norm = global_norm(grads)
-    scale = jnp.minimum(1.0, max_norm / (norm + CLIP_EPS))
-    return jax.tree.map(
-        lambda g: (g.astype(jnp.result_type(g.dtype, scale.dtype)) * scale).astype(g.dtype),
-        grads)
+    if not [x for x in jax.tree.leaves(grads) if jnp.size(x)]:
+        return grads
+    _, norm_s, h, e = _scaled(grads)
+    one = jnp.ones_like(norm_s)
+    s1, s2 = jnp.ldexp(one, -h), jnp.ldexp(one, h - e)  # s = s1 s2, each a normal number
+    eps_s = CLIP_EPS * s1 * s2  # 1e-6 in the scaled units (0 if it underflows: negligible)
+    clip = norm_s + eps_s > max_norm * s1 * s2  # norm + eps > max_norm; norm may be inf
+    factor = max_norm / (norm_s + eps_s)  # for the scaled leaves
+
+    def one_leaf(g):
+        wide = g.astype(jnp.result_type(g.dtype, factor.dtype))
+        return jnp.where(clip, (wide * s1) * s2 * factor, wide).astype(g.dtype)
+
+    return jax.tree.map(one_leaf, grads)
 
 
 def _float_dtype(params: Params):
@@ -224,10 +250,30 @@ def zeros_like_tree(tree: Any) -> Any:
 def _scalars(params, lr0: float | None, schedule: Schedule | None,
              weight_decay: float) -> tuple[Array, Array, Array]:
     dtype = _float_dtype(params)
-    if schedule is not None:  # the rate at step 0, in dtype, on the host even under a trace
-        with jax.ensure_compile_time_eval():
-            lr0 = float(_rate(schedule, np.int32(0), dtype))
+    if schedule is not None and any(isinstance(a, jax.core.Tracer)
+                                    for a in jax.tree.leaves(params)):
+        # under a trace (eval_shape, jit, vmap): the rate at step 0 traced with the rest
+        rate = jnp.asarray(_rate(schedule, jnp.int32(0), dtype), dtype)
+        return host_scalar(0, np.int32), rate, host_scalar(weight_decay, dtype)
+    if schedule is not None:  # the rate at step 0, in dtype: one small compiled program
+        lr0 = _first_rate(schedule, jnp.dtype(dtype).name)
     return (host_scalar(0, np.int32), host_scalar(lr0, dtype), host_scalar(weight_decay, dtype))
+
+
+def _first_rate(schedule: Schedule, dtype: str) -> float:
+    """``schedule(0)`` in ``dtype``, as a float: one compiled program per schedule and
+    dtype (evaluated op by op, a cosine warm-up compiled 15 small programs), or op by op
+    where the schedule cannot be hashed)."""
+    try:
+        return _first_rate_jitted(schedule, dtype)
+    except TypeError:  # an unhashable schedule
+        with jax.ensure_compile_time_eval():
+            return float(_rate(schedule, np.int32(0), jnp.dtype(dtype)))
+
+
+@functools.lru_cache(maxsize=64)
+def _first_rate_jitted(schedule: Schedule, dtype: str) -> float:
+    return float(jax.jit(lambda: _rate(schedule, np.int32(0), jnp.dtype(dtype)))())
 
 
 def matrices_only(path: Any, leaf: Any) -> bool:

@@ -31,7 +31,6 @@ from fnmlp.optim import (
     get_learning_rate,
     get_optimizer,
     host_scalar,
-    set_learning_rate,
 )
 from fnmlp.parallel import place_on_mesh
 from fnmlp.train.step import (
@@ -107,9 +106,10 @@ def fit(
       batch_size: minibatch size, 1..N (the partial last batch is dropped each epoch).
       optimizer: a name from :data:`fnmlp.optim.OPTIMIZERS` or a GradientTransformation
         (its state must hold ``learning_rate``: see :mod:`fnmlp.optim`).
-      learning_rate: for an optimizer given by name. **One rule, fresh and resumed**
-        (:func:`choose_optimizer`): a rate asked for is applied, ``learning_rate=`` with a
-        name or the rate (or schedule) a GradientTransformation was built with, replacing
+      learning_rate: for an optimizer given by name (a number or a schedule). **One
+        rule, fresh and resumed** (:func:`choose_optimizer`): a rate asked for is
+        applied, ``learning_rate=`` with a name or the rate (or schedule) a
+        GradientTransformation was built with, replacing
         a resumed state's, as the scripts' ``--lr`` does. A name alone trains at the
         optimizer's own default (:func:`fnmlp.optim.default_learning_rate`: ``adam`` and
         ``adamw`` 1e-3, ``rmsprop`` 1e-2, ``sgd`` 0.1) when fresh, and keeps the state's
@@ -291,17 +291,18 @@ def choose_optimizer(optimizer: Any, learning_rate: float | None, params: Params
       ValueError: a bad rate or name, a GradientTransformation that breaks the state
         contract, or both rates given.
     """
-    if learning_rate is not None:
-        checks.check_positive_float(learning_rate, "learning_rate")
+    if learning_rate is not None and not callable(learning_rate):  # a schedule is callable
+        learning_rate = checks.check_positive_float(learning_rate, "learning_rate")
     asked = True
     if isinstance(optimizer, str):
         asked = learning_rate is not None
         optimizer = get_optimizer(optimizer, learning_rate)
     elif learning_rate is not None:
+        lr = "a schedule" if callable(learning_rate) else f"{learning_rate:g}"
         raise ValueError(
-            f"learning_rate={learning_rate:g} given with an optimizer object, which has its"
-            " own rate: give the rate once, as fnmlp.sgd(lr) (or adam(lr), ...) or as"
-            f" optimizer='sgd', learning_rate={learning_rate:g}")
+            f"learning_rate={lr} given with an optimizer object, which has its own rate:"
+            " give the rate once, as fnmlp.sgd(lr) (or adam(lr), ...) or as"
+            f" optimizer='sgd', learning_rate={lr}")
     check_optimizer(optimizer, params)
     return optimizer, asked
 
@@ -314,8 +315,10 @@ def resumed_state(state: TrainState, optimizer: GradientTransformation, asked: b
     ``--lr`` on ``--resume``. (A schedule then decides each step from the state's count.)"""
     if not asked:
         return state
-    rate = float(get_learning_rate(optimizer.init(state.params)))
-    return state._replace(opt_state=set_learning_rate(state.opt_state, rate))
+    rate = get_learning_rate(optimizer.init(state.params))  # may be 0: a warm-up's start
+    held = state.opt_state.learning_rate
+    return state._replace(opt_state=state.opt_state._replace(
+        learning_rate=host_scalar(float(rate), held.dtype)))
 
 
 def check_resumed_state(state: Any, params: Params, optimizer: GradientTransformation) -> None:
