@@ -106,8 +106,8 @@ def predict_proba(model: Layer, params: Params, x: Any, loss: str | None = None)
 def predict_classes(model: Layer, params: Params, x: Any, loss: str | None = None
                     ) -> jax.Array:
     """Predicted labels: ``argmax`` of the outputs ``[N]`` (one label per example), or
-    ``logit > 0`` per output ``[N, C]`` (``loss="sigmoid_cross_entropy"``, or a
-    one-output model: ``[N, 1]`` of 0/1, see :func:`task`).
+    ``logit > 0`` per output ``[N, C]`` (``loss="sigmoid_cross_entropy"``); a one-output
+    model's labels are ``[N]`` of 0/1 (:func:`task`), comparable with ``y [N]``.
 
     Raises:
       ValueError: as :func:`predict_proba`.
@@ -117,4 +117,5 @@ def predict_classes(model: Layer, params: Params, x: Any, loss: str | None = Non
     out = predict(model, params, x)
     if task(model, loss, out.shape[-1]) == "multiclass":
         return jnp.argmax(out, axis=1)
-    return (out > 0).astype(jnp.int32)
+    labels = (out > 0).astype(jnp.int32)  # [N, C]
+    return labels[:, 0] if out.shape[-1] == 1 else labels

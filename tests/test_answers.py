@@ -55,8 +55,8 @@ def test_a_one_output_model_predicts_two_classes_without_loss(binary_one_output,
     logit = np.asarray(fnmlp.predict(model, r.params, x))[:, 0]
     witness = 1 / (1 + np.exp(-logit.astype(np.float64)))  # sigmoid, by hand
     classes = np.asarray(fnmlp.predict_classes(model, r.params, x))
-    assert classes.shape == (200, 1)
-    np.testing.assert_array_equal(classes[:, 0], y)  # was all 0 (argmax of one column)
+    assert classes.shape == (200,)  # [N] labels, as y: (classes == y).mean() is accuracy
+    np.testing.assert_array_equal(classes, y)  # was all 0 (argmax of one column)
     np.testing.assert_array_equal(
         classes, fnmlp.predict_classes(model, r.params, x, loss="sigmoid_cross_entropy"))
     proba = np.asarray(fnmlp.predict_proba(model, r.params, x))

@@ -1,5 +1,6 @@
-"""What the training scripts share: flags and the one architecture grammar
-(:mod:`.flags`), one run with checkpoints and metrics.json (:mod:`.run`), populations
+"""What the training scripts share: flags (:mod:`.flags`, with the argument types of
+:mod:`.types` and the one architecture grammar of :mod:`.arch`), one run with checkpoints
+and metrics.json (:mod:`.run`), populations
 (:mod:`.sweep`), the lab's comparisons (:mod:`.compare`, imported by ``scripts/compare.py``
 itself). Re-exports only."""
 
