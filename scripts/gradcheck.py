@@ -116,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         result = check_gradients(model, params, x, y, loss=args.loss,
                                  max_evals=args.max_evals, train=dropout)
     if args.json:
+        from fnmlp.gradcheck.check import json_safe
+
         d = result.to_dict()
         d["config"] = {k: getattr(args, k) for k in
                        ("sizes", "activation", "dropout", "loss", "dtype", "batch_size", "seed")}
         d["config"]["model"] = model.to_config()
-        print(json.dumps(d, indent=2))
+        print(json.dumps(json_safe(d), indent=2, allow_nan=False))  # strict JSON: inf as null
     else:
         print(f"model={architecture_name({'sizes': args.sizes, 'model': model.to_config()})}"
               f" loss={args.loss} dtype={args.dtype} batch={args.batch_size}"

@@ -429,3 +429,44 @@ def test_numpy_scalars_and_widths_at_the_builders():
     with pytest.raises(ValueError, match="layer 0:FloatWidth: init must report its output"
                                          " width as an int; got 3.0"):
         serial(FloatWidth(), Dense(2), in_features=3).init_params(jax.random.key(0))
+
+
+# ----------------------------------------------------------------------------- items 10 and 13
+
+
+def test_check_layer_names_a_layer_whose_init_reports_the_wrong_width():
+    with pytest.raises(ValueError, match=r"layer 0:WithSquares: init reports 3 output features"):
+        fnmlp.check_layer(WithSquares(), 3)
+
+
+def test_a_gradcheck_report_is_strict_json():
+    import json
+
+    @dataclass(frozen=True)
+    class Zero(Layer):
+        """y = 0 x, with a wrong backward dx = dy where the reference is exactly 0: an
+        infinite relative error, which json.dumps wrote as Infinity."""
+
+        has_params = False
+
+        def init(self, key, in_features, dtype=jnp.float32):
+            return in_features, ()
+
+        def forward(self, params, x, ctx=None):
+            return 0 * x, None
+
+        def backward(self, params, r, dy):
+            return (), dy
+
+    result = fnmlp.check_layer(Zero(), 3)
+    assert not result.passed
+    text = result.to_json()
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    assert json.loads(text, parse_constant=refuse)["passed"] is False
+    from fnmlp.gradcheck.check import json_safe
+
+    assert json_safe({"a": [float("inf"), np.float32(2.0), float("nan")]}) == {
+        "a": [None, 2.0, None]}

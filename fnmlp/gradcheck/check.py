@@ -35,6 +35,7 @@ from fnmlp.gradcheck.differences import (
     perturb,
 )
 from fnmlp.layers import EVAL, Context, Layer, Serial
+from fnmlp.layers.serial import _check_width
 from fnmlp.losses import get_loss
 from fnmlp.weights import check_weights
 
@@ -43,6 +44,21 @@ dtype_of = checks.dtype_of
 Array = jax.Array
 
 # ----------------------------------------------------------------------------- results
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (and NumPy scalar) as JSON holds it: ``inf`` and
+    ``nan`` as None, NumPy scalars as Python numbers, recursively through dicts, lists
+    and tuples."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 class GradCheckResult(NamedTuple):
@@ -106,7 +122,10 @@ class GradCheckResult(NamedTuple):
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        """:meth:`to_dict` as strict JSON (RFC 8259): a non-finite number (an infinite
+        relative error where the reference is 0) is written as ``null``, never as
+        ``Infinity`` or ``NaN``, which ``jq`` and ``JSON.parse`` refuse."""
+        return json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False)
 
     def __str__(self) -> str:
         parts = [str(r) for r in self._reports()]
@@ -491,7 +510,8 @@ def check_layer(
     with jax.enable_x64(True), jax.default_matmul_precision("highest"):
         kp, kc = jax.random.split(key)
         ckey = kc if train else None
-        _, params0 = layer.init(kp, in_features, jnp.float64)
+        said, params0 = layer.init(kp, in_features, jnp.float64)
+        _check_width(0, layer, params0, in_features, said, jnp.float64)  # named, not JAX's
         rng = _rng(key)
         for t in range(points):
             params = params0 if t == 0 else perturb(params0, int(rng.integers(2**31)))
