@@ -33,6 +33,7 @@ from fnmlp.cli import (
     parse_layers,
     parse_names,
     parse_rates,
+    positive_int,
     seed_int,
 )
 
@@ -47,16 +48,6 @@ def parse_sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"must list at least two positive layer sizes (input first); got {text!r}")
     return sizes
-
-
-def parse_positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loss")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="dtype of params and data (finite differences always use float64)")
-    p.add_argument("--batch-size", type=parse_positive, default=8, help="examples in the batch")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="examples in the batch")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="seed for params and data, in [0, 2**32)")
-    p.add_argument("--max-evals", type=parse_positive, default=4096,
+    p.add_argument("--max-evals", type=positive_int, default=4096,
                    help="about this many coordinates get a finite difference, at least 32 (or"
                         " all) in every leaf")
     p.add_argument("--json", action="store_true", help="print one JSON object")
