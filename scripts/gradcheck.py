@@ -11,8 +11,9 @@ The first table checks each layer's own backward against jax.vjp of its forward 
 per layer and leaf, dx included), at the params init gives and at params perturbed from
 them; the others compare the whole gradient. A failing leaf is diagnosed (transposed, sign
 flipped, off by a factor such as the batch size, zero, wrong in some rows or columns, ...);
-entries the finite differences cannot resolve (their own noise, or a kink within the step)
-are reported inconclusive, never failed. --sizes is input width, hidden widths, classes
+entries the finite differences cannot resolve (their own noise, or a kink within the step),
+or where round-off decides, are reported inconclusive, never failed; --json is strict JSON
+(a non-finite number is null). --sizes is input width, hidden widths, classes
 (20,32,32,10); with --hidden or --layers only its first and last entries count.
 """
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         result = check_gradients(model, params, x, y, loss=args.loss,
                                  max_evals=args.max_evals, train=dropout)
     if args.json:
-        from fnmlp.gradcheck.check import json_safe
+        from fnmlp.gradcheck import json_safe
 
         d = result.to_dict()
         d["config"] = {k: getattr(args, k) for k in

@@ -466,7 +466,7 @@ def test_a_gradcheck_report_is_strict_json():
         raise ValueError(f"not JSON: {name}")
 
     assert json.loads(text, parse_constant=refuse)["passed"] is False
-    from fnmlp.gradcheck.check import json_safe
+    from fnmlp.gradcheck import json_safe
 
     assert json_safe({"a": [float("inf"), np.float32(2.0), float("nan")]}) == {
         "a": [None, 2.0, None]}

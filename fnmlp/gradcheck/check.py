@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fnmlp import _validate as checks
-from fnmlp.grad import Params, loss_delta, manual_value_and_grad_kernel, mean_loss
+from fnmlp.grad import Params, loss_delta
 from fnmlp.gradcheck.compare import (
     GradReport,
     LeafReport,
@@ -34,6 +33,25 @@ from fnmlp.gradcheck.differences import (
     finite_difference_estimate,
     perturb,
 )
+from fnmlp.gradcheck.kernels import (
+    _autodiff,
+    _checked_backward,
+    _children,
+    _flat,
+    _layer_forward,
+    _layer_vjp,
+    _manual,
+)
+from fnmlp.gradcheck.result import GradCheckResult, _merge
+from fnmlp.gradcheck.roundoff import (
+    _example_terms,
+    _layer_floor,
+    _layer_sum_floor,
+    _lazy,
+    _sum_floor,
+    _tree_add,
+    roundoff_floor,
+)
 from fnmlp.layers import EVAL, Context, Layer, Serial
 from fnmlp.layers.serial import _check_width
 from fnmlp.losses import get_loss
@@ -42,199 +60,6 @@ from fnmlp.weights import check_weights
 dtype_of = checks.dtype_of
 
 Array = jax.Array
-
-# ----------------------------------------------------------------------------- results
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every non-finite float (and NumPy scalar) as JSON holds it: ``inf`` and
-    ``nan`` as None, NumPy scalars as Python numbers, recursively through dicts, lists
-    and tuples."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-class GradCheckResult(NamedTuple):
-    """The three-way comparison from :func:`check_gradients` (and :func:`check_layer`),
-    with the per-layer report ``layers`` (one row per layer and leaf, ``dx`` included)."""
-
-    manual_vs_autodiff: GradReport
-    manual_vs_finite_diff: GradReport | None
-    autodiff_vs_finite_diff: GradReport | None
-    loss: float
-    layers: GradReport | None = None
-
-    def _reports(self) -> list[GradReport]:
-        return [r for r in (self.layers, self.manual_vs_autodiff, self.manual_vs_finite_diff,
-                            self.autodiff_vs_finite_diff) if r is not None]
-
-    @property
-    def passed(self) -> bool:
-        return all(r.passed for r in self._reports())
-
-    def failing_layers(self) -> list[str]:
-        """The layers (``"2:Tanh"``) whose own backward disagrees with ``jax.vjp`` (for
-        :func:`check_layer`: the layer checked, when it fails)."""
-        report = self.layers if self.layers is not None else self.manual_vs_autodiff
-        rows = report.failing()
-        if self.layers is None and not self.passed:  # check_layer: one layer, any report
-            rows = [r for rep in self._reports() for r in rep.failing()]
-        return list(dict.fromkeys(r.layer for r in rows))
-
-    def diagnoses(self) -> list[str]:
-        """``"layer leaf: diagnosis"`` for each failing leaf of the most precise report
-        that fails (each layer against ``jax.vjp`` first)."""
-        for rep in self._reports():
-            rows = [r for r in rep.failing() if r.diagnosis]
-            if rows:
-                return [f"{r.layer} {r.leaf}: {r.diagnosis}" for r in rows]
-        return []
-
-    def inconclusive(self) -> list[str]:
-        """``"layer leaf: why"`` for each leaf with entries the differences could not
-        resolve (never counted as failures)."""
-        return [f"{r.layer} {r.leaf}: {r.note}" for rep in self._reports() for r in rep.rows
-                if r.inconclusive]
-
-    def to_dict(self) -> dict:
-        fd = self.manual_vs_finite_diff
-        return {
-            "passed": self.passed,
-            "loss": self.loss,
-            "max_rel_err_manual_vs_autodiff": self.manual_vs_autodiff.max_rel_err,
-            "max_rel_err_vs_finite_diff": None if fd is None else max(
-                fd.max_rel_err, self.autodiff_vs_finite_diff.max_rel_err),
-            "failing_layers": self.failing_layers(),
-            "diagnoses": self.diagnoses(),
-            "inconclusive": self.inconclusive(),
-            "layers": None if self.layers is None else self.layers.to_dict(),
-            "manual_vs_autodiff": self.manual_vs_autodiff.to_dict(),
-            "manual_vs_finite_diff": None if fd is None else fd.to_dict(),
-            "autodiff_vs_finite_diff": None if fd is None
-            else self.autodiff_vs_finite_diff.to_dict(),
-        }
-
-    def to_json(self) -> str:
-        """:meth:`to_dict` as strict JSON (RFC 8259): a non-finite number (an infinite
-        relative error where the reference is 0) is written as ``null``, never as
-        ``Infinity`` or ``NaN``, which ``jq`` and ``JSON.parse`` refuse."""
-        return json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False)
-
-    def __str__(self) -> str:
-        parts = [str(r) for r in self._reports()]
-        parts.append(f"overall: {'PASSED' if self.passed else 'FAILED'}")
-        return "\n\n".join(parts)
-
-
-def _merge(reports: list[GradReport], notes: list[str]) -> GradReport:
-    """One report from the same comparison at several points: per leaf the worst row
-    (a failure first, then the largest error), its note saying at which point."""
-    first = reports[0]
-    best: dict = {}
-    failed: dict = {}  # leaf -> the points (0: init) where it failed
-    for t, rep in enumerate(reports):
-        for r in rep.rows:
-            k = (r.layer, r.leaf)
-            if not r.passed:
-                failed.setdefault(k, []).append(t)
-            old = best.get(k)
-            if r.inconclusive and old is not None:
-                old = old._replace(inconclusive=max(old.inconclusive, r.inconclusive))
-                best[k] = old
-            if old is None or (old.passed and not r.passed) or (
-                    old.passed == r.passed and r.max_rel_err > old.max_rel_err):
-                best[k] = r
-    for k, points in failed.items():
-        if points[0] > 0 and notes[points[0]]:  # passes at init: the mistake init hides
-            r = best[k]
-            best[k] = r._replace(note="; ".join(filter(None, [
-                f"fails only {notes[points[0]]}; passes at init", r.note])))
-    order = list(dict.fromkeys((r.layer, r.leaf) for rep in reports for r in rep.rows))
-    return GradReport(first.title, [best[k] for k in order])
-
-
-# ----------------------------------------------------------------------------- kernels
-
-
-@functools.partial(jax.jit, static_argnames=("model", "loss", "train"))
-def _manual(model, params, x, y, w, key, *, loss, train):
-    ctx = Context(True, key) if train else EVAL
-    value, grads, out = manual_value_and_grad_kernel(model, params, x, y, loss, ctx, w=w)
-    return value, grads, out, loss_delta(get_loss(loss), out, y, w)  # delta: [B, C]
-
-
-@functools.partial(jax.jit, static_argnames=("model", "loss", "train"))
-def _autodiff(model, params, x, y, w, key, *, loss, train):
-    ctx = Context(True, key) if train else EVAL
-    return jax.grad(mean_loss, argnums=1)(model, params, x, y, loss, ctx, w=w)
-
-
-@functools.partial(jax.jit, static_argnames=("layer", "train"))
-def _layer_forward(layer, p, x, key, *, train):
-    return layer.forward(p, x, Context(True, key) if train else EVAL)
-
-
-@functools.partial(jax.jit, static_argnames=("layer",))
-def _layer_backward(layer, p, res, dy):
-    return layer.backward(p, res, dy)
-
-
-def _checked_backward(layer, params, res, x, dy):
-    """``layer.backward``'s ``(dparams, dx)``, or a ValueError naming the layer when it
-    fails or returns gradients of the wrong shapes (a forgotten transpose, typically)."""
-    name = layer.name
-    hint = (f"dx must be like x {tuple(x.shape)} and each gradient like its param; a"
-            " product with a forgotten transpose (dy @ w instead of dy @ w.T)?")
-    try:
-        dp, dx = _layer_backward(layer, params, res, dy)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name}.backward failed on x {tuple(x.shape)} and dy"
-                         f" {tuple(dy.shape)}: {type(e).__name__}: {str(e)[:300]}; {hint}"
-                         ) from None
-    wrong = [f"dx {tuple(np.shape(dx))}"] if np.shape(dx) != x.shape else []
-    try:
-        pairs = zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(dp),
-                    strict=True)
-        wrong += [f"d{jax.tree_util.keystr(path)} {tuple(np.shape(g))} for a param of"
-                  f" shape {tuple(np.shape(p))}" for (path, p), g in pairs
-                  if np.shape(g) not in (np.shape(p), np.shape(p)[::-1])]  # .T: diagnosed
-    except ValueError:
-        wrong.append(f"gradients {jax.tree.structure(dp)} for params"
-                     f" {jax.tree.structure(params)}")
-    if wrong:
-        raise ValueError(f"{name}.backward returned gradients of the wrong shape: "
-                         f"{', '.join(wrong)}; {hint}")
-    return dp, dx
-
-
-@functools.partial(jax.jit, static_argnames=("layer", "train"))
-def _layer_vjp(layer, p, x, key, dy, *, train):
-    ctx = Context(True, key) if train else EVAL
-    out, vjp = jax.vjp(lambda q, z: layer.forward(q, z, ctx)[0], p, x)
-    return vjp(dy.astype(out.dtype))
-
-
-def _children(model: Layer, params: Params) -> tuple[list, list, Any]:
-    """``(layers, per-layer params, serial or None)`` of a model's top level."""
-    if isinstance(model, Serial):
-        return list(model.layers), model.split_params(params), model
-    return [model], [params], None
-
-
-def _flat(dparams: Any, dx: Array) -> dict:
-    """``{"dx": dx, "<param path>": leaf, ...}``: one layer's gradients as a flat dict."""
-    out = {"dx": dx}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(dparams):
-        out[jax.tree_util.keystr(path).strip("[]'\"").replace("']['", "/") or "p"] = leaf
-    return out
-
 
 def _layer_rows(report: GradReport, name: str) -> list[LeafReport]:
     return [r._replace(layer=name) for r in report.rows]
@@ -259,12 +84,94 @@ def _leaf_context(layer, p, x, key, dy, train):
 
     def ctx(name):
         if name == "dx":
+            c = Context(True, key) if train else EVAL
+
+            def forward(z):  # the layer's forward in z's dtype (diagnose runs it in float64)
+                q = jax.tree.map(lambda a: a.astype(z.dtype) if jnp.issubdtype(
+                    a.dtype, jnp.floating) else a, p)
+                return layer.forward(q, z, c)[0]
+
             return {"batch": int(x.shape[0]), "dy": np.asarray(dy), "x": np.asarray(x),
-                    "layer": layer}
+                    "layer": layer, "forward": forward}
         return {"batch": int(x.shape[0]), "layer": layer,
                 "per_example": _per_example(layer, p, x, key, dy, train, name)}
 
     return ctx
+
+
+def _largest(*trees) -> float:
+    """The largest finite ``|entry|`` of the trees (0 when none)."""
+    tops = [float(np.max(np.abs(v[np.isfinite(v)]), initial=0.0)) for t in trees
+            for v in (np.asarray(a).astype(np.float64) for a in jax.tree.leaves(t))]
+    return max(tops, default=0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "train"))
+def _all_layers(model, params, x, delta, key, *, train):
+    """Every top-level layer's ``(backward's, vjp's flat gradients, the dy its backward
+    gets, its input)``, in one compiled program (one compile per model, not three per
+    layer)."""
+    ctx = Context(True, key) if train else EVAL
+    layers, per, serial = _children(model, params)
+    inputs, residuals, ctxs, h = [], [], [], x
+    for i, (layer, p) in enumerate(zip(layers, per)):
+        c = serial.child_context(ctx, i) if serial is not None else ctx
+        inputs.append(h)
+        ctxs.append(c)
+        h, r = layer.forward(p, h, c)
+        residuals.append(r)
+    out, dy = [None] * len(layers), delta.astype(h.dtype)
+    for i in reversed(range(len(layers))):
+        layer, p, c = layers[i], per[i], ctxs[i]
+        y, vjp = jax.vjp(lambda q, z, layer=layer, c=c: layer.forward(q, z, c)[0], p,
+                         inputs[i])
+        dp_ref, dx_ref = vjp(dy.astype(y.dtype))
+        dp, dx = layer.backward(p, residuals[i], dy)
+        out[i] = (_flat(dp, dx), _flat(dp_ref, dx_ref), dy, inputs[i])
+        dy = dx
+    return out
+
+
+def _all_layers_checked(model, params, x, delta, ctx) -> list | None:
+    """:func:`_all_layers`, or None when a backward fails or returns gradients of the wrong
+    shapes (then :func:`_layer_by_layer` names the layer and says what is wrong)."""
+    try:
+        out = _all_layers(model, params, x, delta, ctx.key, train=ctx.train)
+    except (TypeError, ValueError):
+        return None
+    for got, ref, _, h in out:
+        if got["dx"].shape != h.shape or jax.tree.structure(got) != jax.tree.structure(ref):
+            return None
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+            if a.shape not in (b.shape, b.shape[::-1]):
+                return None
+    return out
+
+
+def _layer_by_layer(layers, per, ctxs, x, delta, raised):
+    """The per-layer report's gradients one layer at a time (each layer's programs its
+    own), so that a backward that fails is named: ``({i: (got, ref, dy) or None}, inputs)``;
+    the messages appended to ``raised``."""
+    inputs, residuals, h = [], [], x
+    for layer, p, c in zip(layers, per, ctxs):
+        inputs.append(h)
+        h, r = _layer_forward(layer, p, h, c.key, train=c.train)
+        residuals.append(r)
+    done, dy = {}, delta.astype(h.dtype)
+    for i in reversed(range(len(layers))):
+        layer, p, c = layers[i], per[i], ctxs[i]
+        dp_ref, dx_ref = _layer_vjp(layer, p, inputs[i], c.key, dy, train=c.train)
+        name = f"{i}:{layer.name}"
+        try:
+            dp, dx = _checked_backward(layer, p, residuals[i], inputs[i], dy, name)
+        except ValueError as e:  # a gradient of the wrong structure or shape
+            raised.append(f"{name}: {' '.join(str(e).split())}"[:400])
+            done[i] = None
+            dy = dx_ref  # go on with the right cotangent: the layers below are checked too
+            continue
+        done[i] = (_flat(dp, dx), _flat(dp_ref, dx_ref), dy)
+        dy = dx
+    return done, inputs
 
 
 def layer_report(model: Layer, params: Params, x: Array, delta: Array, ctx: Context = EVAL,
@@ -272,36 +179,42 @@ def layer_report(model: Layer, params: Params, x: Array, delta: Array, ctx: Cont
     """Each top-level layer's backward against ``jax.vjp`` of its forward, at the input
     it sees in the network and with the cotangent its own backward receives there.
 
+    Every row is measured against the largest gradient entry of all the layers (the
+    floor of :func:`compare_grads`' ``scale``: a layer whose own gradients are ~0, a Selu
+    far below 0, compares its round-off against the model's, not against itself), and an
+    entry beyond the tolerance gets its round-off floor (:func:`roundoff_floor`).
+
     Returns a :class:`GradReport` with one row per layer and leaf: ``dx`` and each of the
     layer's parameters, the layer named ``"index:Name"``; a failing row carries its
     ``diagnosis``.
     """
     layers, per, serial = _children(model, params)
-    inputs, residuals, ctxs, h = [], [], [], x
-    for i, (layer, p) in enumerate(zip(layers, per)):
-        c = serial.child_context(ctx, i) if serial is not None else ctx
-        inputs.append(h)
-        ctxs.append(c)
-        h, r = _layer_forward(layer, p, h, c.key, train=c.train)
-        residuals.append(r)
-    rows, dy, raised = [], delta.astype(h.dtype), []
-    for i in reversed(range(len(layers))):
-        layer, p, c = layers[i], per[i], ctxs[i]
-        dp_ref, dx_ref = _layer_vjp(layer, p, inputs[i], c.key, dy, train=c.train)
-        name = f"{i}:{layer.name}"
-        try:
-            dp, dx = _layer_backward(layer, p, residuals[i], dy)
-            rep = compare_grads(_flat(dp, dx), _flat(dp_ref, dx_ref), rtol, name,
-                                context=_leaf_context(layer, p, inputs[i], c.key, dy,
-                                                      c.train))
-        except (TypeError, ValueError) as e:  # a gradient of the wrong structure or shape
-            rows = [LeafReport(name, "(backward)", (), math.inf, math.inf, rtol or 0.0, False,
-                               0, 0, diagnosis="wrong structure or shape")] + rows
-            raised.append(f"{name}: {' '.join(str(e).split())}"[:300])
-            dy = dx_ref  # go on with the right cotangent: the layers below are checked too
+    ctxs = [serial.child_context(ctx, i) if serial is not None else ctx
+            for i in range(len(layers))]
+    raised: list[str] = []
+    done = _all_layers_checked(model, params, x, delta, ctx)  # one program: the fast path
+    if done is None:
+        done, inputs = _layer_by_layer(layers, per, ctxs, x, delta, raised)
+    else:
+        inputs = [t[3] for t in done]
+        done = {i: t[:3] for i, t in enumerate(done)}
+    top = _largest(*[t[:2] for t in done.values() if t is not None])
+    rows = []
+    for i in range(len(layers)):
+        layer, p, c, name = layers[i], per[i], ctxs[i], f"{i}:{layers[i].name}"
+        if done[i] is None:
+            rows.append(LeafReport(name, "(backward)", (), math.inf, math.inf, rtol or 0.0,
+                                   False, 0, 0, diagnosis="wrong structure or shape"))
             continue
-        rows = _layer_rows(rep, name) + rows
-        dy = dx
+        got, ref, dy_i = done[i]
+        floor = _lazy(functools.partial(_layer_floor, layer, c.train, p, inputs[i], c.key,
+                                        dy_i, got, ref))
+        sums = _lazy(functools.partial(_layer_sum_floor, layer, c.train, p, inputs[i],
+                                       c.key, dy_i, got))
+        rep = compare_grads(got, ref, rtol, name, scale=top,
+                            roundoff=(lambda f=floor: _tree_add(*f()), sums),
+                            context=_leaf_context(layer, p, inputs[i], c.key, dy_i, c.train))
+        rows += _layer_rows(rep, name)
     title = "each layer's backward vs jax.vjp of its forward"
     return GradReport(title + "".join(f"\n  {r}" for r in raised), rows)
 
@@ -384,16 +297,37 @@ def check_gradients(
                                 fd_eps, max_evals, run, w, perturbed)
 
 
+def _grad_pair(model, loss, train, params, x, y, w, key):
+    """``(manual, autodiff)`` gradients of the model's loss at ``params``, ``x``."""
+    kw = {"loss": loss, "train": train}
+    return (_manual(model, params, x, y, w, key, **kw)[1],
+            _autodiff(model, params, x, y, w, key, **kw))
+
+
+def _grad_floor(model, loss, ctx, params, x, y, w, g_manual, g_auto):
+    """The round-off floors of the whole manual and autodiff gradients: ``(pair, sums)``,
+    both lazy: :func:`roundoff_floor` and :func:`_sum_floor` of each example's term."""
+    pair = _lazy(functools.partial(
+        roundoff_floor, functools.partial(_grad_pair, model, loss, ctx.train),
+        (params, x, y, w, ctx.key), (True, True, False, False, False), (g_manual, g_auto)))
+    sums = _lazy(lambda: _sum_floor(_example_terms(model, params, x, y, w, ctx.key,
+                                                   loss=loss, train=ctx.train)))
+    return pair, sums
+
+
 def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_eps,
                      max_evals, ctx, w=None, perturbed=2) -> GradCheckResult:
     dtype = dtype_of(params)  # bfloat16 params get bfloat16's tolerance, though their
     rtol = rtol if rtol is not None else default_tolerance(dtype)  # gradients are float32
     kw = {"loss": loss, "train": ctx.train}
+    batch = {"batch": int(x.shape[0])}
     try:
         g_auto = _autodiff(model, params, x, y, w, ctx.key, **kw)
         value, g_manual, out, delta = _manual(model, params, x, y, w, ctx.key, **kw)
+        floors, sums = _grad_floor(model, loss, ctx, params, x, y, w, g_manual, g_auto)
         m_vs_a = compare_grads(g_manual, g_auto, rtol, "manual vs autodiff",
-                               context=lambda leaf: {"batch": int(x.shape[0])})
+                               context=lambda leaf: batch,
+                               roundoff=(lambda: _tree_add(*floors()), sums))
     except (TypeError, ValueError):  # a gradient of the wrong structure or shape
         out = model.forward(params, x, ctx)[0]
         delta = loss_delta(get_loss(loss), out, y, w)
@@ -412,10 +346,11 @@ def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_e
         where.append(f"at params perturbed from the given ones (point {k + 2} of"
                      f" {perturbed + 1}: scales not 1, biases not 0, a random cotangent)")
         if k == 0:
-            g2a = _autodiff(model, p2, x, y, w, ctx.key, **kw)
-            g2m = _manual(model, p2, x, y, w, ctx.key, **kw)[1]
+            g2m, g2a = _grad_pair(model, loss, ctx.train, p2, x, y, w, ctx.key)
+            f2, s2 = _grad_floor(model, loss, ctx, p2, x, y, w, g2m, g2a)
             mva_reps.append(compare_grads(g2m, g2a, rtol, "manual vs autodiff",
-                                          context=lambda leaf: {"batch": int(x.shape[0])}))
+                                          context=lambda leaf: batch,
+                                          roundoff=(lambda f=f2: _tree_add(*f()), s2)))
     layers = _merge(layer_reps, where)
     m_vs_a = _merge(mva_reps, where[:len(mva_reps)])
     fd1 = fd2 = None
@@ -436,9 +371,11 @@ def _check_gradients(model, params, x, y, loss, finite_diff, rtol, fd_rtol, fd_e
         n1 = _with_asymmetry(g_manual, g_fd, noise, tol)
         n2 = _with_asymmetry(g_auto, g_fd, noise, tol)
         fd1 = compare_grads(g_manual, g_fd, tol, "manual vs finite differences", mask,
-                            noise=n1, context=lambda leaf: {"batch": int(x.shape[0])})
+                            noise=n1, context=lambda leaf: batch,
+                            roundoff=(lambda: floors()[0], sums))
         fd2 = compare_grads(g_auto, g_fd, tol, "autodiff vs finite differences", mask,
-                            noise=n2, context=lambda leaf: {"batch": int(x.shape[0])})
+                            noise=n2, context=lambda leaf: batch,
+                            roundoff=(lambda: floors()[1], sums))
     checks.check_finite(value, "loss")
     named = _by_layer_name(model)
     m_vs_a, fd1, fd2 = (None if r is None else r._replace(rows=[
@@ -521,8 +458,14 @@ def check_layer(
             dp, dx = _checked_backward(layer, params, res, x, dy)
             dp_ref, dx_ref = _layer_vjp(layer, params, x, ckey, dy, train=train)
             lctx = _leaf_context(layer, params, x, ckey, dy, train)
-            reps[0].append(compare_grads(_flat(dp, dx), _flat(dp_ref, dx_ref), rtol,
-                                         f"{name}: backward vs jax.vjp", context=lctx))
+            got, ref = _flat(dp, dx), _flat(dp_ref, dx_ref)
+            floor = _lazy(functools.partial(_layer_floor, layer, train, params, x, ckey, dy,
+                                            got, ref))
+            sums = _lazy(functools.partial(_layer_sum_floor, layer, train, params, x, ckey,
+                                           dy, got))
+            reps[0].append(compare_grads(got, ref, rtol, f"{name}: backward vs jax.vjp",
+                                         context=lctx, roundoff=(
+                                             lambda f=floor: _tree_add(*f()), sums)))
             fn = _DotFn(layer, train)
             g_fd, mask, noise = finite_difference_estimate(
                 fn, {"p": params, "x": x}, (dy, ckey), fd_eps, max_evals)
@@ -534,13 +477,13 @@ def check_layer(
             fd_flat, mask_flat = order(g_fd), order(mask)
             tol = fd_rtol if fd_rtol is not None else default_tolerance(jnp.float64, True)
             reps[1].append(compare_grads(
-                _flat(dp, dx), fd_flat, tol, f"{name}: backward vs finite differences",
-                mask_flat, noise=_with_asymmetry(_flat(dp, dx), fd_flat, nz, tol),
-                context=lctx))
+                got, fd_flat, tol, f"{name}: backward vs finite differences", mask_flat,
+                noise=_with_asymmetry(got, fd_flat, nz, tol), context=lctx,
+                roundoff=(lambda f=floor: f()[0], sums)))
             reps[2].append(compare_grads(
-                _flat(dp_ref, dx_ref), fd_flat, tol, f"{name}: jax.vjp vs finite differences",
-                mask_flat, noise=_with_asymmetry(_flat(dp_ref, dx_ref), fd_flat, nz, tol),
-                context=lctx))
+                ref, fd_flat, tol, f"{name}: jax.vjp vs finite differences", mask_flat,
+                noise=_with_asymmetry(ref, fd_flat, nz, tol), context=lctx,
+                roundoff=(lambda f=floor: f()[1], sums)))
             where.append("" if t == 0 else f"at params perturbed from init (point {t + 1} of"
                          f" {points}: scales not 1, biases not 0)")
             if value is None:

@@ -28,6 +28,10 @@ ROUND_ULPS = 8.0  # round-off of one loss evaluation, in ulps of its magnitude
 NOISE_FACTOR = 3.0  # an entry fails only beyond tol * S + NOISE_FACTOR * its noise
 RESOLVE = 0.1  # noise above this fraction of the leaf's scale cannot vouch for an entry
 FIT = 1e-3  # a diagnosis fits when ||got - candidate|| <= FIT * ||candidate||
+ROUNDOFF_ULPS = 4.0  # the round-off probe moves every input by up to this many ulps
+ROUNDOFF_FACTOR = 4.0  # an entry is beyond round-off past this many probe spreads
+HIGH_FACTOR = 2.0  # ... plus this many times its distance to a float64 re-run (below float64)
+SUM_ULPS = 16  # a batch sum of B terms t_i errs by up to (B + SUM_ULPS) eps sum |t_i|, each side
 KINKY = ("relu", "leaky_relu", "selu")  # activations with a kink (at 0)
 LOSS_KINKS = ("mae",)  # losses with a kink at out == target
 
@@ -186,7 +190,9 @@ def compare_grads(
     mask: Any = None,
     *,
     noise: Noise | None = None,
-    context: Callable[[int], dict] | None = None,
+    context: Callable[[str], dict] | None = None,
+    scale: float | None = None,
+    roundoff: Callable[[], Any] | tuple[Callable[[], Any], ...] | None = None,
 ) -> GradReport:
     """Compares two gradient pytrees leaf by leaf.
 
@@ -203,11 +209,22 @@ def compare_grads(
         ``|a - b| > rtol * S + 3 * noise``; one whose noise is too large to decide, or
         whose difference straddles a kink, is counted ``inconclusive``, never failed.
       context: ``leaf name -> dict`` of what :func:`diagnose` may use for that leaf
-        (``batch``, ``dy``, ``x``, ``layer``, ``per_example``), asked only when it fails.
+        (``batch``, ``dy``, ``x``, ``layer``, ``forward``, ``per_example``), asked only
+        when it fails.
+      scale: the largest gradient entry ``G`` of the whole comparison when it spans more
+        than these two pytrees (:func:`layer_report`: every layer's gradients); default:
+        the largest entry here.
+      roundoff: ``() -> pytree like checked``: each entry's round-off floor, how far apart
+        the two may be from round-off alone (:func:`fnmlp.gradcheck.check.roundoff_floor`),
+        asked only when some entry is beyond the tolerance; or a tuple of them, each added
+        only while entries are beyond the floors so far (the costlier last). An entry within
+        ``rtol * S + floor`` (plus the noise) is not failed: ok where that floor is below
+        ``RESOLVE`` of ``S``, else inconclusive: round-off, not a mistake, decides there.
 
     Returns:
       A :class:`GradReport`. Mismatched structures raise ``TypeError``; mismatched
-      shapes raise ``ValueError`` naming the leaf.
+      shapes raise ``ValueError`` naming the leaf, except a 2-D leaf whose shape is the
+      reference's reversed: a failing row, diagnosed (transposed).
     """
     s1, s2 = jax.tree.structure(checked), jax.tree.structure(reference)
     if s1 != s2:
@@ -224,49 +241,58 @@ def compare_grads(
         layer, leaf = _path_names(path)
         a_np = np.asarray(a).astype(np.float64)
         b_np = np.asarray(b, dtype=np.float64)
-        if a_np.shape != b_np.shape:
-            raise ValueError(f"gradient leaf layer {layer} {leaf!r}: shapes differ,"
-                             f" {a_np.shape} vs {b_np.shape}")
-        sel = np.ones(a_np.shape, bool) if m is None else np.asarray(m, dtype=bool)
+        if a_np.shape != b_np.shape and not (a_np.ndim == 2 and a_np.shape == b_np.shape[::-1]):
+            raise ValueError(f"gradient leaf of layer {layer} {leaf!r}: shapes differ, got"
+                             f" {a_np.shape} where the reference has {b_np.shape}")
+        sel = np.ones(b_np.shape, bool) if m is None else np.asarray(m, dtype=bool)
         arrays.append((layer, leaf, a, a_np, b_np, sel))
-    tops = [max(float(np.max(np.abs(x[3][x[5]]), initial=0.0)),
+    tops = [max(float(np.max(np.abs(x[3]), initial=0.0)) if x[3].shape != x[4].shape else
+                float(np.max(np.abs(x[3][x[5]]), initial=0.0)),
                 float(np.max(np.abs(x[4][x[5]]), initial=0.0))) for x in arrays]
-    top = max([t for t in tops if math.isfinite(t)], default=0.0)
+    top = max([t for t in tops if math.isfinite(t)] + [scale or 0.0], default=0.0)
+    tiers = () if roundoff is None else tuple(roundoff) if isinstance(
+        roundoff, (tuple, list)) else (roundoff,)
+    floors: dict = {}
+
+    def floor_of(t: int, j: int) -> np.ndarray:
+        if t not in floors:
+            floors[t] = [np.asarray(f, np.float64) for f in jax.tree.leaves(tiers[t]())]
+        return floors[t][j]
+
     rows = []
     for j, (layer, leaf, a, a_np, b_np, sel) in enumerate(arrays):
         tol = rtol if rtol is not None else default_tolerance(np.asarray(a).dtype)
-        total = int(np.size(a_np))
+        total = int(np.size(b_np))
+        if a_np.shape != b_np.shape:  # a 2-D gradient of the reversed shape
+            ctx = context(leaf) if context is not None else {}
+            rows.append(LeafReport(layer, leaf, tuple(b_np.shape), math.inf, math.inf, tol,
+                                   False, int(sel.sum()), total,
+                                   diagnosis=_reversed_shape(a_np, b_np, ctx.get("batch"))))
+            continue
         ga, gb = a_np[sel], b_np[sel]
         checked_n = int(ga.size)
-        scale = max(tops[j], math.sqrt(tol) * top)
+        lscale = max(tops[j], math.sqrt(tol) * top)
         err = np.abs(ga - gb)
         bad = ~np.isfinite(ga) | ~np.isfinite(gb)
         err = np.where(bad, np.inf, err)
-        inconcl = np.zeros(ga.shape, bool)
+        base = tol * lscale
+        e_fd = np.zeros(ga.shape)
         kink = np.zeros(ga.shape, bool)
-        note = ""
         if noise is not None:
-            e = NOISE_FACTOR * np.asarray(noises[j], np.float64)[sel]
+            e_fd = NOISE_FACTOR * np.asarray(noises[j], np.float64)[sel]
             kink = np.asarray(kinks[j], bool)[sel]
-            ok = (err <= tol * scale) | ((err <= tol * scale + e) & (e <= RESOLVE * scale))
-            within = err <= tol * scale + e
-            inconcl = kink | (~ok & within)
-            failed = ~ok & ~inconcl
-            if inconcl.any():
-                n_k, n_n = int(kink.sum()), int((inconcl & ~kink).sum())
-                parts = []
-                if n_n:
-                    worst = float(np.max(e[inconcl & ~kink]))
-                    parts.append(f"{n_n} entries inconclusive: the differences' noise (up to"
-                                 f" {worst:.1e}) is above {RESOLVE:g} of the leaf's largest"
-                                 f" gradient ({scale:.1e}); they agree within it")
-                if n_k:
-                    where = whys[j] if whys is not None else ""
-                    parts.append(f"{n_k} entries straddle a kink (inconclusive, not failed)"
-                                 + (f": {where}" if where else ""))
-                note = "; ".join(parts)
-        else:
-            failed = ~(err <= tol * scale)
+        e_ro = np.zeros(ga.shape)
+        for t in range(len(tiers)):
+            if not np.any((err > base + e_fd + e_ro) & ~kink & ~bad):
+                break
+            e_ro = e_ro + np.nan_to_num(floor_of(t, j)[sel], nan=0.0, posinf=0.0)
+        e = e_fd + e_ro
+        ok = (err <= base) | ((err <= base + e) & (e <= RESOLVE * lscale))
+        within = err <= base + e
+        inconcl = kink | (~ok & within)
+        failed = ~ok & ~inconcl
+        note = _note(inconcl, kink, ok & (err > base + e_fd) & ~kink, e_fd, e_ro, lscale,
+                     whys[j] if noise is not None and whys is not None else "")
         resolved = ~inconcl
         if checked_n == 0:
             abs_err, rel_err = 0.0, (0.0 if total == 0 else math.nan)
@@ -274,19 +300,60 @@ def compare_grads(
             abs_err = rel_err = 0.0
         else:
             abs_err = float(np.max(err[resolved]))
-            rel_err = 0.0 if abs_err == 0 else (abs_err / scale if scale > 0 else math.inf)
+            rel_err = 0.0 if abs_err == 0 else (abs_err / lscale if lscale > 0 else math.inf)
         passed = bool((checked_n > 0 or total == 0) and not failed.any())
         diagnosis = ""
         if not passed and checked_n > 0:
             ctx = context(leaf) if context is not None else {}
+            # entries within their floors (noise, round-off, a kink) count as agreeing: the
+            # diagnosis describes the disagreements that failed, not the round-off
+            covered = ~failed & (err > base)
+            seen = np.where(covered, gb, ga)
             if sel.all():
-                diagnosis = diagnose(a_np, b_np, leaf=leaf, **ctx)
+                diagnosis = diagnose(seen.reshape(a_np.shape), b_np, leaf=leaf, **ctx)
             else:  # a sample of the entries: only the shapes that need no matrix
-                diagnosis = diagnose(ga, gb, leaf=leaf, batch=ctx.get("batch"))
+                diagnosis = diagnose(seen, gb, leaf=leaf, batch=ctx.get("batch"))
         rows.append(LeafReport(layer, leaf, tuple(np.shape(a_np)), abs_err, rel_err, tol,
                                passed, checked_n, total, int(inconcl.sum()), int(kink.sum()),
                                diagnosis, note))
     return GradReport(title, rows)
+
+
+def _note(inconcl, kink, by_floor, e_fd, e_ro, scale, where) -> str:
+    """Why entries are inconclusive (the differences' noise, round-off, a kink), and how
+    many agree only within their round-off floor."""
+    parts = []
+    rest = inconcl & ~kink
+    by_ro = rest & (e_ro >= e_fd)
+    if (rest & ~by_ro).any():
+        worst = float(np.max(e_fd[rest & ~by_ro]))
+        parts.append(f"{int((rest & ~by_ro).sum())} entries inconclusive: the differences'"
+                     f" noise (up to {worst:.1e}) is above {RESOLVE:g} of the leaf's largest"
+                     f" gradient ({scale:.1e}); they agree within it")
+    if by_ro.any():
+        worst = float(np.max(e_ro[by_ro]))
+        parts.append(f"{int(by_ro.sum())} entries inconclusive: round-off decides, not a"
+                     f" mistake (their round-off, up to {worst:.1e}, is above {RESOLVE:g} of"
+                     f" the leaf's largest gradient {scale:.1e}: an ill-conditioned"
+                     " computation, or an input exactly at a kink); they agree within it")
+    if kink.any():
+        parts.append(f"{int(kink.sum())} entries straddle a kink (inconclusive, not failed)"
+                     + (f": {where}" if where else ""))
+    if by_floor.any() and e_ro[by_floor].max() > 0:
+        parts.append(f"{int(by_floor.sum())} entries agree only within their estimated"
+                     f" round-off (up to {float(np.max(e_ro[by_floor])):.1e}), not within"
+                     " the tolerance alone")
+    return "; ".join(parts)
+
+
+def _reversed_shape(g, r, batch) -> str:
+    if _fits(g.T, r):
+        return (f"transposed: got has shape {g.shape} where the param has {r.shape}, and"
+                " got.T = the reference (the product's operands in the wrong order, e.g."
+                " dy.T @ x for x.T @ dy)")
+    return (f"transposed shape: got has shape {g.shape} where the param has {r.shape} (the"
+            " product's operands in the wrong order?), and got.T is not the reference"
+            " either")
 
 
 # ----------------------------------------------------------------------------- diagnosis
@@ -318,7 +385,8 @@ def _indices(mask) -> str:
 
 def _concentrated(d, r, axis: int) -> np.ndarray | None:
     """The rows (axis 0) or columns (axis 1) that carry the residual ``d``, when the rest
-    fits; None when the error is spread over all of them."""
+    fits and they are at most half of them; None when the error is spread wider (wrong in
+    15 columns of 16 is not "wrong only in" those)."""
     other = 1 - axis
     energy = np.sum(d * d, axis=other)
     total = float(np.sum(energy))
@@ -328,22 +396,73 @@ def _concentrated(d, r, axis: int) -> np.ndarray | None:
     scale = float(np.sum(r * r))
     # the rest must fit: the residual outside the bad lines is small
     rest = total - float(np.sum(energy[bad]))
-    if rest > (FIT ** 2) * scale or bad.all():
+    if rest > (FIT ** 2) * scale or 2 * int(bad.sum()) > bad.size:
         return None
     return bad
 
 
+def _scattered(g, r) -> str:
+    """Got right in some entries and wrong in others, neither whole rows nor columns: the
+    count, and whether one side is zero at every wrong entry (a mask that differs)."""
+    tiny = FIT * max(float(np.max(np.abs(r))), float(np.max(np.abs(g))))
+    wrong = np.abs(g - r) > tiny
+    n_wrong, n = int(wrong.sum()), wrong.size
+    right = ~wrong & (np.abs(r) > tiny)  # matches that are not two zeros
+    if n_wrong == 0 or n < 4 or int(right.sum()) < max(2, n // 10):
+        return ""
+    text = f"wrong in {n_wrong} of {n} entries, scattered; the other {n - n_wrong} match"
+    zero_g, zero_r = np.abs(g) <= tiny, np.abs(r) <= tiny
+    if np.all(zero_g[wrong] ^ zero_r[wrong]):
+        text += (": at each wrong entry one of got and the reference is 0 and the other is"
+                 " not (a mask or a branch that differs from the forward's, e.g. a dropout"
+                 " mask drawn again)")
+    return text
+
+
+def _elementwise(forward: Callable, x: np.ndarray, dy: np.ndarray, name: str) -> list:
+    """``[(candidate dx, what it means)]`` for a layer that is elementwise at ``x`` (its
+    Jacobian diagonal, as ``jax.vjp`` of ``forward`` shows): the derivative taken at the
+    output, ``dy`` left out, the output in place of the derivative. ``[]`` otherwise."""
+    try:
+        with jax.enable_x64(True):
+            xi = jnp.asarray(x, jnp.float64)
+            y, vjp = jax.vjp(forward, xi)
+            if y.shape != xi.shape:
+                return []
+            fx = np.asarray(vjp(jnp.ones_like(y))[0], np.float64)  # f'(x), if elementwise
+            v = np.random.default_rng(0).standard_normal(x.shape)
+            jv = np.asarray(vjp(jnp.asarray(v, y.dtype))[0], np.float64)
+            if _norm(jv - v * fx) > 1e-6 * max(_norm(jv), 1e-300):
+                return []  # not elementwise: the Jacobian is not diagonal
+            y_np = np.asarray(y, np.float64)
+            _, vjp_y = jax.vjp(forward, y)
+            fy = np.asarray(vjp_y(jnp.ones_like(y))[0], np.float64)  # f'(y)
+    except Exception:  # noqa: BLE001  (a user forward that cannot run in float64: say less)
+        return []
+    return [
+        (dy * fy, f"the {name} derivative is taken at the output: got = dy * f'(y) with y ="
+                  " f(x); the backward needs f'(x), at the input that forward keeps"),
+        (fx, "dy is not multiplied in: got = f'(x) alone (dx = dy * f'(x))"),
+        (dy * y_np, "got = dy * y, the layer's output in place of its derivative (a factor"
+                    " of f'(x) missing: sigmoid' = s (1 - s), tanh' = 1 - y^2)"),
+    ]
+
+
 def diagnose(got: Any, ref: Any, *, leaf: str = "", batch: int | None = None,
              dy: Any = None, x: Any = None, layer: Layer | None = None,
-             per_example: Any = None) -> str:
+             forward: Callable | None = None, per_example: Any = None) -> str:
     """Which common shape of a wrong backward fits ``got`` against the reference ``ref``.
 
-    Tried in order: non-finite entries; zero; sign flipped; a constant factor (the batch
-    size ``B`` or ``1/B`` named); transposed (and reshaped); ``dy`` passed through
-    (``dx = dy``) or ``dy`` missing; a built-in activation's derivative taken at its output;
-    a parameter gradient equal to one example's alone (not summed over the batch); wrong
-    only in some rows or columns (named); each column off by its own factor. Otherwise it
-    says that none fits and shows the worst entries side by side.
+    Tried in order: non-finite entries; zero; sign flipped; ``dy`` passed through
+    (``dx = dy``), a skip connection's ``dy`` missing (``dx = ref - dy``); for an
+    elementwise layer, the derivative taken at its output, ``dy`` missing, or the output in
+    place of the derivative (before a constant factor: a Tanh fed only +-1 takes it at its
+    output by a constant factor); a constant factor (the batch size ``B`` or ``1/B``
+    named); transposed (and reshaped); a parameter gradient equal to one example's alone (not summed
+    over the batch); wrong only in some rows or columns (at most half of them, named); each
+    column off by its own factor; wrong in scattered entries (a mask that differs).
+    Otherwise it says that none fits and shows the worst entries side by side: where it is
+    not sure, it says less rather than name a wrong kind.
 
     Args:
       got, ref: arrays of one shape (``ref`` the right gradient).
@@ -351,7 +470,8 @@ def diagnose(got: Any, ref: Any, *, leaf: str = "", batch: int | None = None,
       batch: the batch size ``B``.
       dy, x: the cotangent the layer's backward received ``[B, D_out]`` and its input
         ``[B, D_in]``.
-      layer: the layer checked (for the activation test).
+      layer: the layer checked (its name in the wording).
+      forward: ``x -> y``, the layer's forward with its params (the elementwise tests).
       per_example: ``[B, *ref.shape]``, each example's own parameter gradient.
 
     Returns:
@@ -378,6 +498,23 @@ def diagnose(got: Any, ref: Any, *, leaf: str = "", batch: int | None = None,
                 " computed, or a mask that keeps nothing)")
     if _fits(g, -r):
         return "sign flipped: got = -1 x the reference (a minus sign lost or added)"
+    if dy is not None:
+        d = np.asarray(dy, np.float64)
+        if d.shape == g.shape and _fits(g, d):
+            return ("got equals the incoming dy: the layer's own factor is missing"
+                    " (dx = dy, as if the layer were the identity)")
+        if d.shape == g.shape and _fits(g, r - d):
+            return ("got = reference - dy: the identity path's dy is missing (a residual"
+                    " y = x + f(x) needs dx = dy + the part through f)")
+        if forward is None and isinstance(layer, Activation):
+            act = get_activation(layer.fn)
+            forward = act.fn
+        if forward is not None and x is not None and d.shape == g.shape:
+            name = layer.fn if isinstance(layer, Activation) else (
+                layer.name if layer is not None else "layer's")
+            for cand, text in _elementwise(forward, np.asarray(x, np.float64), d, name):
+                if _fits(g, cand):
+                    return text
     c = float(np.sum(g * r) / np.sum(r * r))
     if abs(c - 1) > FIT and _fits(g, c * r):
         return _factor_text(c, batch)
@@ -388,23 +525,6 @@ def diagnose(got: Any, ref: Any, *, leaf: str = "", batch: int | None = None,
         if r.shape[0] != r.shape[1] and _fits(g, r.T.reshape(r.shape)):
             return ("transposed and reshaped: got = reference.T.reshape(reference.shape)"
                     " (e.g. (dy.T @ x).reshape(w.shape) for x.T @ dy)")
-    if dy is not None:
-        d = np.asarray(dy, np.float64)
-        if d.shape == g.shape and _fits(g, d):
-            return ("got equals the incoming dy: the layer's own factor is missing"
-                    " (dx = dy, as if the layer were the identity)")
-        if (isinstance(layer, Activation) and x is not None and d.shape == g.shape):
-            act = get_activation(layer.fn)
-            xi = jnp.asarray(np.asarray(x, np.float64))
-            with jax.enable_x64(True):
-                at_out = np.asarray(d * np.asarray(act.deriv(act.fn(xi)), np.float64))
-                no_dy = np.asarray(act.deriv(xi), np.float64)
-            if _fits(g, at_out):
-                return (f"the {layer.fn} derivative is taken at the output: got = dy *"
-                        f" f'(y) with y = f(x); the backward needs f'(x), at the input that"
-                        " forward keeps")
-            if _fits(g, no_dy):
-                return "dy is not multiplied in: got = f'(x) alone (dx = dy * f'(x))"
     if per_example is not None:
         pe = np.asarray(per_example, np.float64)
         for i in range(pe.shape[0]):
@@ -430,6 +550,9 @@ def diagnose(got: Any, ref: Any, *, leaf: str = "", batch: int | None = None,
             shown = ", ".join(f"{v:.3g}" for v in cj[:6]) + (", ..." if cj.size > 6 else "")
             return (f"each column j off by its own factor c_j (c = [{shown}]): a per-feature"
                     " factor (a scale parameter?) missing or extra")
+    scattered = _scattered(g, r)
+    if scattered:
+        return scattered
     flat = np.argsort(-np.abs(d).ravel())[:3]
     worst = "; ".join(
         f"{tuple(int(i) for i in np.unravel_index(k, r.shape))}: got {g.ravel()[k]:.4g},"
