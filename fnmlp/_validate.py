@@ -41,6 +41,14 @@ def _describe(x: Any) -> str:
     return f"{type(x).__name__} {x!r}"[:120]
 
 
+def refuse_sparse(x: Any, name: str) -> None:
+    """Raises ValueError for a sparse matrix (scipy's, or another with ``toarray``),
+    saying to pass ``x.toarray()``: NumPy would make it a 0-d object array."""
+    if callable(getattr(x, "toarray", None)) and not isinstance(x, np.ndarray):
+        raise ValueError(f"{name} must be a dense array; got a sparse {type(x).__name__} of"
+                         f" shape {getattr(x, 'shape', '?')}: pass {name}.toarray()")
+
+
 def as_numeric_array(x: Any, name: str) -> Any:
     """Returns ``x`` as an array of a real numeric dtype (bool is refused).
 
@@ -51,10 +59,8 @@ def as_numeric_array(x: Any, name: str) -> Any:
     """
     if is_traced(x) or isinstance(x, jax.Array):
         arr = x
-    elif callable(getattr(x, "toarray", None)) and not isinstance(x, np.ndarray):
-        raise ValueError(f"{name} must be a dense array; got a sparse {type(x).__name__} of"
-                         f" shape {getattr(x, 'shape', '?')}: pass {name}.toarray()")
     else:
+        refuse_sparse(x, name)
         try:
             arr = np.asarray(x)
         except Exception as e:  # ragged lists and the like

@@ -32,6 +32,7 @@ __all__ = ["classification_report", "confusion_matrix", "per_class_metrics"]
 
 
 def _labels(a: Any, n_classes: int, name: str) -> np.ndarray:
+    checks.refuse_sparse(a, name)
     a = np.asarray(a)
     if a.ndim != 1 or a.dtype.kind not in "iu":
         raise ValueError(f"{name} must be integer class labels of shape (N,); got"

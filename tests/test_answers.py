@@ -470,3 +470,78 @@ def test_a_gradcheck_report_is_strict_json():
 
     assert json_safe({"a": [float("inf"), np.float32(2.0), float("nan")]}) == {
         "a": [None, 2.0, None]}
+
+
+# ----------------------------------------------------------------------------- the breaker's last four
+
+
+def test_a_float64_saved_model_scales_raw_pixels_in_float64(tmp_path, x64):
+    """Before: raw pixels were divided in float32 (1.5e-7 off) and then fed to a float64
+    model; now in the model's dtype, so raw and pre-scaled float64 inputs agree exactly."""
+    from fnmlp.io import model_config
+
+    model = fnmlp.mlp([784, 8, 10], "tanh")
+    params = model.init_params(jax.random.key(0), dtype=jnp.float64)
+    path = tmp_path / "m.npz"
+    fnmlp.save_checkpoint(path, params, model_config(model, "softmax_cross_entropy",
+                                                     input={"kind": "mnist",
+                                                            "scale": "pixel / 255"}))
+    saved = fnmlp.load_model(path)
+    raw = np.random.default_rng(0).integers(0, 256, (5, 784)).astype(np.uint8)
+    want = fnmlp.predict(model, params, raw.astype(np.float64) / 255.0)
+    got = saved.predict(raw)
+    assert got.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_integer_pixels_that_only_reach_one_are_said_aloud():
+    from fnmlp.data.scaling import raw_input_scale
+
+    mnist = {"kind": "mnist", "scale": "pixel / 255"}
+    with pytest.warns(UserWarning, match="only reach 1"):
+        raw_input_scale(np.eye(4, dtype=np.uint8), mnist)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real raw pixels, and an all-black image: silent
+        raw_input_scale(np.array([[0, 200]], np.uint8), mnist)
+        raw_input_scale(np.zeros((1, 4), np.uint8), mnist)
+
+
+def test_confusion_matrix_of_sparse_labels_says_to_densify():
+    sparse = pytest.importorskip("scipy.sparse")
+    y = sparse.csr_matrix(np.array([[0, 1, 1]]))
+    with pytest.raises(ValueError, match=r"y_true must be a dense array.*y_true.toarray"):
+        fnmlp.confusion_matrix(y, np.array([0, 1, 1]), 2)
+
+
+def test_an_idx_file_gzipped_twice_reads(tmp_path):
+    import gzip
+
+    from fnmlp.data import read_idx
+    from fnmlp.data.mnist import write_idx
+
+    labels = np.arange(10, dtype=np.uint8)
+    once = tmp_path / "labels-idx1-ubyte.gz"
+    write_idx(once, labels)
+    twice = tmp_path / "twice.gz"
+    twice.write_bytes(gzip.compress(once.read_bytes()))
+    np.testing.assert_array_equal(read_idx(twice, 1), labels)
+
+
+def test_load_model_keeps_the_saved_dtype(tmp_path):
+    """Before: float64 params loaded as float32 silently (load_model's dtype defaulted to
+    float32). Now the saved dtype, and where float64 is off, float32 with a warning."""
+    from fnmlp.io import model_config
+
+    model = fnmlp.mlp([3, 4, 2], "tanh")
+    with jax.enable_x64(True):
+        params = model.init_params(jax.random.key(0), dtype=jnp.float64)
+        fnmlp.save_checkpoint(tmp_path / "m.npz", params,
+                              model_config(model, "softmax_cross_entropy"))
+        saved = fnmlp.load_model(tmp_path / "m.npz")
+        assert {a.dtype for a in jax.tree.leaves(saved.params)} == {jnp.dtype("float64")}
+        np.testing.assert_array_equal(saved.params[0]["w"], params[0]["w"])
+    with pytest.warns(UserWarning, match="saved in float64 but float64 is off"):
+        saved = fnmlp.load_model(tmp_path / "m.npz")
+    assert {a.dtype for a in jax.tree.leaves(saved.params)} == {jnp.dtype("float32")}

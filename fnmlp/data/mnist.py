@@ -54,16 +54,20 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     ``0x00000801`` for 1-D labels), ``ndim`` big-endian int32 sizes, then the uint8 data.
     Gzip is told by the file's first two bytes (``1f 8b``, RFC 1952), not by its name: a
     gzipped file saved without ``.gz`` and a raw one named ``.gz`` both read (an IDX
-    file starts with ``00 00``, so the two cannot be confused). A wrong magic number, a
+    file starts with ``00 00``, so the two cannot be confused; a file gzipped twice reads
+    too). A wrong magic number, a
     truncated file or trailing bytes raise ``ValueError`` naming the file.
     """
     path = Path(path)
     gzipped = False
     try:
         with open(path, "rb") as f:
-            gzipped = f.read(2) == _GZIP_MAGIC
-        with (gzip.open if gzipped else open)(path, "rb") as f:
             raw = f.read()
+        for _ in range(3):  # gzipped twice (a .gz of a .gz) reads too
+            gzipped = raw[:2] == _GZIP_MAGIC
+            if not gzipped:
+                break
+            raw = gzip.decompress(raw)
     except (OSError, EOFError) as e:  # BadGzipFile is an OSError
         raise ValueError(f"{path}: cannot be read as {'gzip' if gzipped else 'IDX'}"
                          f" ({e})") from None

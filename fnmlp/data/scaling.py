@@ -32,7 +32,7 @@ SCALED = (-0.5, 1.5)  # floats here are scaled pixels: [0, 1] with an interpolat
 RAW_MIN_PEAK = 16.0  # floats reaching this (up to 255 x SCALED) are raw pixels 0..255
 
 
-def raw_input_scale(x: Any, input_config: dict | None) -> Any:
+def raw_input_scale(x: Any, input_config: dict | None, dtype: Any = np.float32) -> Any:
     """Inputs ``[N, D]`` (or ``[D]``) scaled the way the checkpoint's model was trained.
 
     ``input_config`` is a checkpoint's ``config["input"]`` (``None`` or without a
@@ -40,11 +40,17 @@ def raw_input_scale(x: Any, input_config: dict | None) -> Any:
     rule, the same for a whole array whatever else is in it, is:
 
     * **integer dtypes** (uint8, as pictures and IDX files hold them) are raw pixels
-      0..255: returned as float32 ``x / 255``;
+      0..255: returned as ``x / 255`` in ``dtype`` (integers that only reach 1 to 15
+      are divided too, with a ``UserWarning``: 0/1 pixels are nearly black as raw
+      pixels; multiply binary pixels by 255);
     * **floats within [-0.5, 1.5]** are pixels already scaled (``[0, 1]``, with room for a
       resampling's overshoot, e.g. bicubic's 1.02): returned as they are;
     * **floats within [-127.5, 382.5]** (255 times that range) that reach 16 or more are
-      raw pixels stored as floats: returned as float32 ``x / 255``.
+      raw pixels stored as floats: returned as ``x / 255`` in ``dtype`` (or float64
+      for float64 ``x``).
+
+    ``dtype`` is the model's float dtype (float32 by default): a float64 model's raw
+    pixels are divided in float64, not rounded to float32 first.
 
     A batch is never judged by one stray value: a scaled batch with one 1.02 stays
     scaled. Anything else (floats whose largest value lies between 1.5 and 16, which
@@ -80,15 +86,26 @@ def raw_input_scale(x: Any, input_config: dict | None) -> Any:
         if lo < 0 or hi > 255:
             raise ValueError(f"x: integer inputs are raw pixels 0..255 (divided by 255"
                              f" here); got {a.dtype} values in [{lo:g}, {hi:g}]")
-        return a.astype(np.float32) / 255.0
+        if 0 < hi < RAW_MIN_PEAK:
+            warnings.warn(f"x: integer inputs are raw pixels 0..255, divided by 255; these"
+                          f" only reach {hi:g} (nearly black): if they are 0/1 pixels,"
+                          " pass x * 255", UserWarning, stacklevel=2)
+        return a.astype(_result_dtype(a, dtype)) / 255.0
     if scaled:
         return x
     if 255 * SCALED[0] <= lo and hi <= 255 * SCALED[1] and hi >= RAW_MIN_PEAK:
-        return a.astype(np.float32) / 255.0
+        return a.astype(_result_dtype(a, dtype)) / 255.0
     raise ValueError(f"x: the model takes pixels / 255 (floats in [0, 1], up to"
                      f" [{SCALED[0]:g}, {SCALED[1]:g}]) or raw pixels 0..255 (uint8, or"
                      f" floats reaching at least {RAW_MIN_PEAK:g}); got {a.dtype} values in"
                      f" [{lo:g}, {hi:g}], which is neither: scale them to [0, 1] yourself")
+
+
+def _result_dtype(a: np.ndarray, dtype: Any) -> np.dtype:
+    """The dtype raw pixels are divided in: float64 when the model or ``a`` is float64,
+    else float32 (a float16 model's inputs are cast at its own checks)."""
+    wide = np.dtype(a.dtype) == np.float64 or np.dtype(dtype) == np.float64
+    return np.dtype(np.float64 if wide else np.float32)
 
 
 def input_record(config: dict) -> dict | None:

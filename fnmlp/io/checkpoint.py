@@ -91,6 +91,19 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict:
         return _meta(z, path)
 
 
+def stored_float_dtype(path: str | os.PathLike, prefix: str = "params/") -> np.dtype | None:
+    """The dtype of the first float member under ``prefix`` (the params a model was saved
+    with), read from its ``.npy`` header alone; None when there is none. bfloat16 is
+    stored as float32 (npz has no bfloat16)."""
+    with _open(path) as z:
+        for info in z.zip.infolist():
+            if info.filename.startswith(prefix) and info.filename.endswith(".npy"):
+                dtype = member_header(z.zip, info, path).dtype
+                if dtype.kind == "f":
+                    return dtype
+    return None
+
+
 def _open(path):
     path = Path(path)
     if not path.is_file():

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnmlp import _validate as checks
 from fnmlp.data.scaling import input_record, raw_input_scale
 from fnmlp.grad import Params
-from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta
+from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, stored_float_dtype
 from fnmlp.layers import Layer, check_model, check_sizes, from_config, input_width, mlp
 from fnmlp.losses import check_loss_for_model
 from fnmlp.predict import predict, predict_classes, predict_proba
@@ -53,17 +55,17 @@ class SavedModel(NamedTuple):
 
     def predict(self, x: Any) -> jax.Array:
         """Outputs ``[N, C]`` for inputs ``[N, D]`` (raw pixels scaled as in training)."""
-        x = raw_input_scale(x, input_record(self.config))
+        x = raw_input_scale(x, input_record(self.config), checks.dtype_of(self.params))
         return predict(self.model, self.params, x)
 
     def predict_proba(self, x: Any) -> jax.Array:
         """Probabilities ``[N, C]`` (see :func:`fnmlp.predict_proba`)."""
-        x = raw_input_scale(x, input_record(self.config))
+        x = raw_input_scale(x, input_record(self.config), checks.dtype_of(self.params))
         return predict_proba(self.model, self.params, x, self.loss)
 
     def predict_classes(self, x: Any) -> jax.Array:
         """Labels (see :func:`fnmlp.predict_classes`)."""
-        x = raw_input_scale(x, input_record(self.config))
+        x = raw_input_scale(x, input_record(self.config), checks.dtype_of(self.params))
         return predict_classes(self.model, self.params, x, self.loss)
 
 
@@ -91,7 +93,23 @@ def architecture(config: dict, custom_layers: dict | None = None) -> Layer:
     return mlp(check_sizes(config["sizes"]), acts if isinstance(acts, str) else tuple(acts))
 
 
-def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
+def _saved_dtype(path, prefix: str | None) -> Any:
+    """The params' dtype as saved (float32 when none is found); float64 with float64 off
+    in JAX: float32, with a warning."""
+    dtype = stored_float_dtype(path, prefix or "params/")
+    if dtype is None and not prefix:
+        dtype = stored_float_dtype(path, "")  # params saved bare (0/w, 0/b, ...)
+    if dtype is None:
+        return jnp.float32
+    if dtype == np.float64 and jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+        warnings.warn(f"{path}: the params were saved in float64 but float64 is off in JAX;"
+                      " loaded as float32 (jax.config.update('jax_enable_x64', True) before"
+                      " load_model keeps float64)", UserWarning, stacklevel=3)
+        return jnp.float32
+    return jnp.dtype(dtype)
+
+
+def load_model(path: str | os.PathLike, dtype: Any = None,
                custom_layers: dict | None = None) -> SavedModel:
     """Loads the params of a checkpoint together with its config and architecture.
 
@@ -101,6 +119,9 @@ def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
     skipped). A checkpoint of a run with early stopping holds its last state and, under
     ``early/best``, the state of the epoch it keeps: those params are loaded.
     ``custom_layers`` maps the type names of your own layers to their classes.
+    ``dtype`` is the params' dtype; by default the one they were saved in (a float64
+    model loads as float64; with float64 off in JAX, as float32 with a warning that
+    says how to turn it on).
 
     Raises:
       ValueError: a config that lacks them (saying what is missing), an unknown layer
@@ -123,6 +144,11 @@ def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
     d = check_sizes([sizes[0], 1])[0]  # the input width; the rest is in 'model'
     layer = architecture(config, custom_layers)
     check_loss_for_model(config["loss"], layer.outputs)
+    # early stopping: the kept epoch's params live under early/best (the checkpoint holds
+    # the last state, so a run can resume); without it, the state's own params
+    kept = "early/best/params/"
+    prefix = kept if any(p.startswith(kept) for p in meta.get("paths", [])) else None
+    dtype = _saved_dtype(path, prefix) if dtype is None else dtype
     # shapes only (jax.eval_shape allocates nothing), in the dtype asked for
     shapes = jax.eval_shape(lambda: layer.init(jax.random.key(0), d, dtype)[1])
     template = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(dtype)), shapes)
@@ -132,9 +158,5 @@ def load_model(path: str | os.PathLike, dtype: Any = jnp.float32,
         raise ValueError(f"{path}: the checkpoint's config describes a model of"
                          f" {need / 2**30:.1f} GiB of params, more than half of this machine's"
                          f" {have / 2**30:.1f} GiB; refused unread")
-    # early stopping: the kept epoch's params live under early/best (the checkpoint holds
-    # the last state, so a run can resume); without it, the state's own params
-    kept = "early/best/params/"
-    prefix = kept if any(p.startswith(kept) for p in meta.get("paths", [])) else None
     params, _ = load_checkpoint(path, template, prefix)
     return SavedModel(params, config, layer)
