@@ -120,18 +120,23 @@ def decision_boundaries(panels: list[tuple[str, Callable[[np.ndarray], np.ndarra
     plt.close(fig)
 
 
+MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*", "<", ">")  # one shape per class
+
+
 def hidden_units(layers: list[tuple[str, Callable[[np.ndarray], np.ndarray]]],
                  x: np.ndarray, y: np.ndarray, path: str, title: str = "",
                  n_units: int = 8, importance: list | None = None,
-                 resolution: int = 80) -> None:
-    """What each hidden unit computes on the plane: for every hidden layer (a row per
-    layer, ``(name, activations)`` where ``activations(points [M, 2]) -> [M, H]``), up to
-    ``n_units`` units drawn as heat maps of their output over the data's box, the points
-    ``x [N, 2]`` faint on top (coloured by ``y``). The units shown are those that move
-    the network's output most: the spread (standard deviation) of their output over the
-    data times ``importance`` (one ``[H]`` array per layer, e.g. the norm of each unit's
-    outgoing weights; None: 1). One colour scale per layer, so a unit that barely
-    changes looks pale: blue below 0, white 0, red above."""
+                 resolution: int = 80, cols: int = 4) -> None:
+    """What each hidden unit computes on the plane: for every hidden layer (a block of
+    rows per layer, ``(name, activations)`` where ``activations(points [M, 2]) -> [M, H]``),
+    up to ``n_units`` units drawn as heat maps of their output over the data's box,
+    ``cols`` to a row, with the line where the unit's output crosses 0 and a sample of the
+    points ``x [N, 2]`` on top (one black-edged shape per class ``y``, so they read on any
+    shading). The units shown are those that move the network's output most: the spread
+    (standard deviation) of their output over the data times ``importance`` (one ``[H]``
+    array per layer, e.g. the norm of each unit's outgoing weights; None: 1), given in
+    each panel's title. One colour scale per layer (purple below 0, white at 0, orange
+    above), so a unit that barely changes looks pale."""
     plt = _plt()
     x, y = np.asarray(x), np.asarray(y)
     gx, gy, grid = _plane(x, resolution)
@@ -144,30 +149,46 @@ def hidden_units(layers: list[tuple[str, Callable[[np.ndarray], np.ndarray]]],
         order = np.argsort(-score, kind="stable")[:n_units]
         lim = float(np.abs(a[:, order]).max()) or 1.0
         maps.append((name, a, order, a.shape[1], lim, score))
-    cols = max(len(m[2]) for m in maps)
-    fig, axes = plt.subplots(len(maps), cols, figsize=(1.8 * cols + 1.0,
-                                                       1.9 * len(maps) + 0.9),
+    cols = max(1, min(cols, max(len(m[2]) for m in maps)))
+    blocks = [-(-len(m[2]) // cols) for m in maps]  # rows per layer
+    fig, axes = plt.subplots(sum(blocks), cols, figsize=(2.3 * cols + 1.2,
+                                                         2.2 * sum(blocks) + 1.0),
                              squeeze=False, layout="constrained")
-    cmap = plt.get_cmap("tab10")
-    for row, (name, a, order, width, lim, _score) in zip(axes, maps):
-        for ax in row[len(order):]:
+    sample = np.random.default_rng(0).permutation(len(x))[:200]  # a readable number
+    classes = np.unique(y)
+    top = 0
+    for (name, a, order, width, lim, score), n_rows in zip(maps, blocks):
+        panel_axes = axes[top:top + n_rows].ravel()
+        top += n_rows
+        for ax in panel_axes[len(order):]:
             ax.axis("off")
-        for j, (ax, u) in enumerate(zip(row, order)):
+        for j, (ax, u) in enumerate(zip(panel_axes, order)):
             img = a[:, u].reshape(gx.shape)
-            im = ax.imshow(img, origin="lower", cmap="bwr", vmin=-lim, vmax=lim,
-                           extent=(gx.min(), gx.max(), gy.min(), gy.max()))
-            ax.scatter(x[:, 0], x[:, 1], c=[cmap(int(c)) for c in y], s=1.5, alpha=0.35,
-                       linewidths=0)
+            im = ax.imshow(img, origin="lower", cmap="PuOr_r", vmin=-lim, vmax=lim,
+                           extent=(gx.min(), gx.max(), gy.min(), gy.max()), aspect="auto")
+            if img.min() < 0 < img.max():
+                ax.contour(gx, gy, img, levels=[0.0], colors="k", linewidths=0.8)
+            for i, c in enumerate(classes):
+                pick = sample[y[sample] == c]
+                ax.scatter(x[pick, 0], x[pick, 1], marker=MARKERS[i % len(MARKERS)], s=9,
+                           facecolors="w" if i % 2 == 0 else "k", edgecolors="k",
+                           linewidths=0.4, label=f"class {int(c)}")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"unit {u}\n[{img.min():.2g}, {img.max():.2g}]", fontsize=7)
+            ax.set_title(f"unit {u}\nscore {score[u]:.2g}", fontsize=8)
             ax.set_xlabel("x0", fontsize=6, labelpad=1)
+            first = j % cols == 0
             ax.set_ylabel(f"{name}\n{len(order)} of {width} units\nx1" if j == 0 else "x1",
                           fontsize=8 if j == 0 else 6, labelpad=1)
-        fig.colorbar(im, ax=list(row), shrink=0.8, pad=0.01)
+            if not first:
+                ax.set_ylabel("x1", fontsize=6, labelpad=1)
+        fig.colorbar(im, ax=list(panel_axes), shrink=0.8, pad=0.01,
+                     label="unit output")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
     fig.suptitle((title + "\n" if title else "") + "what each hidden unit computes: its output"
-                 " at every point of the plane (the units that move the output most;\neach"
-                 " unit's range under its name; the points are the data, coloured by class)",
+                 " over the plane (black line: where it is 0);\nthe units that move the"
+                 " output most (score: spread over the data x outgoing weight)",
                  fontsize=9)
     fig.savefig(path, dpi=100)
     plt.close(fig)
