@@ -7,7 +7,7 @@ runs/mnist/checkpoint.npz my_digit.png` (or `--checkpoint runs/mnist`, the run's
 Pictures (PNG, JPEG, ...; any size) are turned into MNIST's convention first: white digit
 on black, scaled into a 20x20 box and centred by mass in 28x28 (fnmlp.data.images). A
 .npy array holds one input [D] or several [N, D] (for MNIST also [28, 28] or [N, 28, 28]);
-scaled as the checkpoint records (fnmlp.data.scaling, the rule SavedModel uses: integers
+scaled as the checkpoint records (fnmlp.scaling, the rule SavedModel uses: integers
 are raw pixels, divided by 255; floats in [-0.5, 1.5] are scaled already; floats reaching
 16 are raw; anything else is refused). An IDX file holds images [N, 28, 28] (read as
 MNIST's own files).
@@ -43,7 +43,7 @@ def _inputs(path: Path, width: int, input_config: dict):
 
     from fnmlp.data import read_idx
     from fnmlp.data.images import preprocess_digit
-    from fnmlp.data.scaling import raw_input_scale
+    from fnmlp.scaling import raw_input_scale
 
     is_mnist = input_config.get("kind") == "mnist"
 
@@ -121,8 +121,8 @@ def main() -> int:
 
     import numpy as np
 
-    from fnmlp.data.scaling import input_record
     from fnmlp.io import load_model
+    from fnmlp.scaling import input_record
 
     model = load_model(args.checkpoint)
     if model.loss != "softmax_cross_entropy":

@@ -147,6 +147,56 @@ def test_the_import_graph_sees_through_packages():
     assert "fnmlp.layers" not in set().union(*_graph().values())  # no __init__ as an edge
 
 
+def _floor(module: str) -> str:
+    """The floor a module lives on: its package (``fnmlp.io.model_file`` -> ``fnmlp.io``),
+    or itself for a top-level module (``fnmlp.losses``)."""
+    return ".".join(module.split(".")[:2])
+
+
+def _package_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle in the graph of floors (modules collapsed to their package), or None."""
+    floors: dict[str, set[str]] = {}
+    for m, deps in graph.items():
+        floors.setdefault(_floor(m), set()).update(_floor(d) for d in deps)
+    for f in floors:
+        floors[f].discard(f)
+    state: dict[str, int] = {}
+
+    def visit(f, path):
+        if state.get(f) == 1:
+            return path[path.index(f):] + [f]
+        if state.get(f) == 2:
+            return None
+        state[f] = 1
+        for dep in sorted(floors.get(f, ())):
+            found = visit(dep, path + [f])
+            if found:
+                return found
+        state[f] = 2
+        return None
+
+    for f in sorted(floors):
+        found = visit(f, [])
+        if found:
+            return found
+    return None
+
+
+def test_the_import_graph_between_packages_is_one_way():
+    """Collapsed to packages (io, data, layers, train, optim, cli, ...; a top-level module
+    is its own floor), the imports still run one way: ``io`` reads the input scaling from
+    :mod:`fnmlp.scaling`, below both ``io`` and ``data`` (``data.mnist`` writes with
+    ``io.atomic``), never from ``data``. The witness: one edge back up a floor is a cycle."""
+    graph = _graph()
+    assert _package_cycle(graph) is None, " -> ".join(_package_cycle(graph))
+    assert "fnmlp.scaling" in graph["fnmlp.io.model_file"]
+    assert "fnmlp.io.atomic" in graph["fnmlp.data.mnist"]
+    assert not any(d.startswith("fnmlp.data.") for d in graph["fnmlp.io.model_file"])
+    back = {**graph, "fnmlp.io.model_file": graph["fnmlp.io.model_file"] | {"fnmlp.data.toy"}}
+    assert _package_cycle(back) in (["fnmlp.data", "fnmlp.io", "fnmlp.data"],
+                                    ["fnmlp.io", "fnmlp.data", "fnmlp.io"])
+
+
 MAX_LINES = 600
 
 

@@ -1,4 +1,4 @@
-"""Raw pixels cannot reach a trained model by mistake: fnmlp.data.scaling on its own, and
+"""Raw pixels cannot reach a trained model by mistake: fnmlp.scaling on its own, and
 through SavedModel.predict* (load_model) and fit."""
 
 import warnings
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import fnmlp
-from fnmlp.data.scaling import input_range_warning, raw_input_scale, warn_input_range
 from fnmlp.io import model_config
+from fnmlp.scaling import input_range_warning, raw_input_scale, warn_input_range
 
 MNIST = {"kind": "mnist", "width": 784, "scale": "pixel / 255"}
 

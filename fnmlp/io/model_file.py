@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp import _validate as checks
-from fnmlp.data.scaling import input_record, raw_input_scale
 from fnmlp.grad import Params
 from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, stored_float_dtype
 from fnmlp.layers import Layer, check_model, check_sizes, from_config, input_width, mlp
 from fnmlp.losses import check_loss_for_model
 from fnmlp.predict import predict, predict_classes, predict_proba
+from fnmlp.scaling import input_record, raw_input_scale
 
 __all__ = ["SavedModel", "architecture", "load_model", "model_config"]
 
