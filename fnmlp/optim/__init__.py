@@ -8,22 +8,38 @@ An optimizer is a :class:`GradientTransformation`::
 
 The per-array math is written once and lifted over the pytree with ``jax.tree.map``.
 
+**Composed, as optax.** Each job is a small transform (:mod:`fnmlp.optim.transforms`):
+``clip_by_global_norm``, ``add_decayed_weights`` (with a mask), ``trace`` (momentum,
+Nesterov), ``scale_by_adam``, ``scale_by_rms``, ``scale_by_learning_rate``; ``chain``
+runs them in order, and ``inject_hyperparams`` keeps the learning rate and the weight
+decay as arrays in the state. The names users call are sugar over them::
+
+    sgd      inject(chain(clip, decay, trace(momentum, nesterov), scale_by_learning_rate))
+    adam     inject(chain(clip, decay, scale_by_adam(b1, b2, eps), identity, scale_by_lr))
+    adamw    inject(chain(clip, identity, scale_by_adam(b1, b2, eps), decay, scale_by_lr))
+    rmsprop  inject(chain(clip, decay, scale_by_rms(decay, eps), scale_by_learning_rate))
+
+(an unused slot is ``identity()``; ``clip`` and ``decay`` only when asked for).
+
 **The state contract.** fnmlp's training loop (``fit``, ``make_trainer``, populations)
 accepts any ``GradientTransformation`` whose state is a NamedTuple with a field
 ``learning_rate``: a scalar array, the rate the last update used. The loop reads it only
 through :func:`get_learning_rate` (to report it each epoch) and changes it only through
 :func:`set_learning_rate` (an array, so a jitted epoch never recompiles). A state without
-it is refused by :func:`check_optimizer` before anything compiles. fnmlp's own states
-also hold ``count`` (updates applied, int32 ``[]``) and ``weight_decay`` (a scalar
-array, so a population can give each member its own; see :func:`set_weight_decay`).
+it is refused by :func:`check_optimizer` before anything compiles;
+``inject_hyperparams(factory, lr)`` gives any transform that field. fnmlp's own states
+(:class:`InjectHyperparamsState`) also hold ``count`` (updates applied, int32 ``[]``),
+``weight_decay`` (a scalar array, so a population can give each member its own; see
+:func:`set_weight_decay`) and ``inner_state``, the chain's states (``tree_get(state,
+"mu")`` finds Adam's first moment in it).
 
 **Compiled once.** An optimizer's ``update`` depends only on its static options (momentum,
 betas, eps, clipping, whether there is a decay term, the weight-decay mask, the schedule
-object): the builders hand out one shared ``update`` function per such configuration (a
-mask or schedule that is not hashable gets an update of its own), so ``adam(0.1)`` and
-``adam(0.01)`` have the same ``update`` and fnmlp's compiled trainers (cached by it) serve
-both. ``init`` makes its zero buffers in one cached program per params structure and its
-scalars on the host, so it compiles nothing new per call.
+object): ``inject_hyperparams`` hands out one shared ``update`` function per such
+configuration (a mask or schedule that is not hashable gets an update of its own), so
+``adam(0.1)`` and ``adam(0.01)`` have the same ``update`` and fnmlp's compiled trainers
+(cached by it) serve both. ``init`` makes its zero buffers and its scalars on the host,
+so it compiles nothing new per call.
 
 **Precision.** Every scalar of an update (learning rate, weight decay, bias corrections)
 is held and computed in the params' float dtype: float64 params get float64 optimizer
@@ -56,26 +72,16 @@ names differ: ``decay`` here is PyTorch's ``alpha`` (RMSprop), ``b1, b2`` are ``
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from fnmlp._validate import check_positive_float
 from fnmlp.optim.base import (
     CLIP_EPS,
-    AdamState,
     GradientTransformation,
-    RMSPropState,
-    SGDState,
-    _check_common,
-    _decayed,
     _lr_parts,
-    _prepare,
-    _scalars,
-    _shared,
     apply_updates,
     check_optimizer,
     clip_grads_by_global_norm,
@@ -88,18 +94,59 @@ from fnmlp.optim.base import (
     state_dtype,
     zeros_like_tree,
 )
+from fnmlp.optim.transforms import (
+    EmptyState,
+    InjectHyperparamsState,
+    ScaleByAdamState,
+    ScaleByRmsState,
+    TraceState,
+    add_decayed_weights,
+    chain,
+    clip_by_global_norm,
+    identity,
+    inject_hyperparams,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    trace,
+    tree_get,
+)
 from fnmlp.schedules import Schedule
 
 Array = jax.Array
 
 __all__ = [
-    "CLIP_EPS", "OPTIMIZERS", "AdamState", "GradientTransformation", "RMSPropState",
-    "SGDState", "adam", "adamw", "apply_updates", "check_optimizer",
-    "clip_grads_by_global_norm", "default_learning_rate", "get_learning_rate",
-    "get_optimizer", "global_norm", "host_scalar", "matrices_only", "momentum", "nesterov",
-    "rmsprop", "set_learning_rate", "set_weight_decay", "sgd", "state_dtype",
-    "zeros_like_tree",
+    "CLIP_EPS", "OPTIMIZERS", "EmptyState", "GradientTransformation",
+    "InjectHyperparamsState", "ScaleByAdamState", "ScaleByRmsState", "TraceState", "adam",
+    "adamw", "add_decayed_weights", "apply_updates", "chain", "check_optimizer",
+    "clip_by_global_norm", "clip_grads_by_global_norm", "default_learning_rate",
+    "get_learning_rate", "get_optimizer", "global_norm", "host_scalar", "identity",
+    "inject_hyperparams", "matrices_only", "momentum", "nesterov", "rmsprop",
+    "scale_by_adam", "scale_by_learning_rate", "scale_by_rms", "set_learning_rate",
+    "set_weight_decay", "sgd", "state_dtype", "trace", "tree_get", "zeros_like_tree",
 ]
+
+
+def _check_common(learning_rate, weight_decay, clip_norm, mask):
+    """Checks the shared options when the optimizer is built; returns the mask to key the
+    shared update on (None when there is no decay term, so that a mask without decay
+    changes nothing)."""
+    _lr_parts(learning_rate)
+    wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
+    if clip_norm is not None:
+        check_positive_float(clip_norm, "clip_norm")
+    if mask is not None and not callable(mask):
+        raise ValueError("mask must be None or a callable mask(path, leaf) -> bool (e.g."
+                         f" optim.matrices_only); got {mask!r}"[:200])
+    return mask if wd > 0 else None
+
+
+def _clip(clip_norm):
+    return identity() if clip_norm is None else clip_by_global_norm(clip_norm)
+
+
+def _decay(on, weight_decay, mask):
+    return add_decayed_weights(weight_decay, mask) if on else identity()
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -151,36 +198,21 @@ def sgd(
       >>> fnmlp.apply_updates(params, updates)["w"]
       Array([0.9, 2.1], dtype=float32)
     """
-    schedule, lr0 = _lr_parts(learning_rate)
     momentum = check_positive_float(momentum, "momentum", allow_zero=True)
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1); got {momentum}")
     if nesterov and momentum == 0:
         raise ValueError("nesterov=True needs momentum > 0; got momentum=0")
-    mask = _check_common(weight_decay, clip_norm, mask)
-    use_wd = weight_decay > 0
-
-    def init(params):
-        v = zeros_like_tree(params) if momentum else ()
-        return SGDState(*_scalars(params, lr0, schedule, weight_decay), v)
-
-    return GradientTransformation(
-        init, _shared(_sgd_update, schedule, momentum, nesterov, use_wd, clip_norm, mask))
+    mask = _check_common(learning_rate, weight_decay, clip_norm, mask)
+    return inject_hyperparams(_sgd, learning_rate, weight_decay, momentum=momentum,
+                              nesterov=nesterov, decays=weight_decay > 0,
+                              clip_norm=clip_norm, mask=mask)
 
 
-def _sgd_update(schedule, momentum, nesterov, use_wd, clip_norm, mask):
-    def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False, mask)
-        if momentum:
-            g = jax.tree.map(lambda v, g: g.astype(v.dtype), state.velocity, g)
-            v = jax.tree.map(lambda v, g: momentum * v + g, state.velocity, g)  # v = mu v + g
-            step = jax.tree.map(lambda v, g: g + momentum * v, v, g) if nesterov else v
-        else:
-            v, step = (), g
-        updates = jax.tree.map(lambda s: -lr.astype(s.dtype) * s, step)
-        return updates, state._replace(count=state.count + 1, learning_rate=lr, velocity=v)
-
-    return update
+def _sgd(learning_rate, weight_decay, momentum, nesterov, decays, clip_norm, mask):
+    return chain(_clip(clip_norm), _decay(decays, weight_decay, mask),
+                 trace(momentum, nesterov) if momentum else identity(),
+                 scale_by_learning_rate(learning_rate))
 
 
 def momentum(learning_rate=0.1, momentum: float = 0.9, **kw) -> GradientTransformation:
@@ -195,14 +227,6 @@ def nesterov(learning_rate=0.1, momentum: float = 0.9, **kw) -> GradientTransfor
 
     ``v <- momentum v + g;  p <- p - lr (g + momentum v)`` (PyTorch's form)."""
     return sgd(learning_rate, momentum=momentum, nesterov=True, **kw)
-
-
-def _bias_correction(b: float, t: Array) -> Array:
-    # 1 - b^t computed as -expm1(t log b): no cancellation when b^t is close to 1
-    # (1 - 0.999 in float32 has a relative error of 6e-5; this, a few ulps)
-    if b == 0:
-        return jnp.ones_like(t)
-    return -jnp.expm1(t * jnp.asarray(math.log(b), t.dtype))
 
 
 def adam(
@@ -244,43 +268,21 @@ def adam(
       ValueError: a hyperparameter is out of range or ``mask`` is not callable (the
         error names the argument), raised here, when the optimizer is built.
     """
-    schedule, lr0 = _lr_parts(learning_rate)
     for name, b in (("b1", b1), ("b2", b2)):
         if not (isinstance(b, (int, float)) and 0 <= b < 1):
             raise ValueError(f"{name} must be in [0, 1); got {b!r}")
     check_positive_float(eps, "eps")
-    mask = _check_common(weight_decay, clip_norm, mask)
-    use_wd = weight_decay > 0
-
-    def init(params):
-        return AdamState(*_scalars(params, lr0, schedule, weight_decay),
-                         zeros_like_tree(params), zeros_like_tree(params))  # two buffers
-
-    return GradientTransformation(
-        init, _shared(_adam_update, schedule, b1, b2, eps, use_wd, clip_norm, decoupled, mask))
+    mask = _check_common(learning_rate, weight_decay, clip_norm, mask)
+    return inject_hyperparams(_adam, learning_rate, weight_decay, b1=b1, b2=b2, eps=eps,
+                              decays=weight_decay > 0, decoupled=decoupled,
+                              clip_norm=clip_norm, mask=mask)
 
 
-def _adam_update(schedule, b1, b2, eps, use_wd, clip_norm, decoupled, mask):
-    def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled, mask)
-        t = (state.count + 1).astype(lr.dtype)
-        c1, c2 = _bias_correction(b1, t), _bias_correction(b2, t)
-        step_size, root_c2 = lr / c1, jnp.sqrt(c2)
-        g = jax.tree.map(lambda m, g: g.astype(m.dtype), state.mu, g)  # half: in float32
-        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, g)
-        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, g)
-
-        def step(m, v, p, decays):
-            d = m.dtype
-            u = -step_size.astype(d) * m / (jnp.sqrt(v) / root_c2.astype(d) + eps)
-            if decoupled and use_wd and decays:
-                u = u - (lr * state.weight_decay).astype(d) * p  # AdamW: p -= lr wd p
-            return u.astype(p.dtype)
-
-        updates = jax.tree.map(step, mu, nu, params, _decayed(mask, params))
-        return updates, state._replace(count=state.count + 1, learning_rate=lr, mu=mu, nu=nu)
-
-    return update
+def _adam(learning_rate, weight_decay, b1, b2, eps, decays, decoupled, clip_norm, mask):
+    return chain(_clip(clip_norm), _decay(decays and not decoupled, weight_decay, mask),
+                 scale_by_adam(b1, b2, eps),
+                 _decay(decays and decoupled, weight_decay, mask),  # AdamW: p -= lr wd p
+                 scale_by_learning_rate(learning_rate))
 
 
 def adamw(learning_rate: float | Schedule = 1e-3, weight_decay: float = 1e-2,
@@ -326,32 +328,17 @@ def rmsprop(
       ValueError: a hyperparameter is out of range or ``mask`` is not callable (the
         error names the argument), raised here, when the optimizer is built.
     """
-    schedule, lr0 = _lr_parts(learning_rate)
     if not (isinstance(decay, (int, float)) and 0 <= decay < 1):
         raise ValueError(f"decay must be in [0, 1); got {decay!r}")
     check_positive_float(eps, "eps")
-    mask = _check_common(weight_decay, clip_norm, mask)
-    use_wd = weight_decay > 0
-
-    def init(params):
-        return RMSPropState(*_scalars(params, lr0, schedule, weight_decay),
-                            zeros_like_tree(params))
-
-    return GradientTransformation(
-        init, _shared(_rmsprop_update, schedule, decay, eps, use_wd, clip_norm, mask))
+    mask = _check_common(learning_rate, weight_decay, clip_norm, mask)
+    return inject_hyperparams(_rmsprop, learning_rate, weight_decay, decay=decay, eps=eps,
+                              decays=weight_decay > 0, clip_norm=clip_norm, mask=mask)
 
 
-def _rmsprop_update(schedule, decay, eps, use_wd, clip_norm, mask):
-    def update(grads, state, params):
-        g, lr = _prepare(grads, state, params, schedule, use_wd, clip_norm, False, mask)
-        g32 = jax.tree.map(lambda v, g: g.astype(v.dtype), state.nu, g)  # half: in float32
-        nu = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.nu, g32)
-        updates = jax.tree.map(
-            lambda g, v, p: (-lr.astype(v.dtype) * g / (jnp.sqrt(v) + eps)).astype(p.dtype),
-            g32, nu, params)
-        return updates, state._replace(count=state.count + 1, learning_rate=lr, nu=nu)
-
-    return update
+def _rmsprop(learning_rate, weight_decay, decay, eps, decays, clip_norm, mask):
+    return chain(_clip(clip_norm), _decay(decays, weight_decay, mask),
+                 scale_by_rms(decay, eps), scale_by_learning_rate(learning_rate))
 
 
 OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = {

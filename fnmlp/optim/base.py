@@ -1,7 +1,7 @@
 """The optimizer contract and the per-array helpers the optimizers share.
 
-:class:`GradientTransformation` and the state NamedTuples, the learning-rate and
-weight-decay accessors the training loop uses (see :mod:`fnmlp.optim` for the contract),
+:class:`GradientTransformation`, the learning-rate and weight-decay accessors the
+training loop uses (see :mod:`fnmlp.optim` for the contract),
 and the arithmetic every optimizer builds on: :func:`apply_updates`, an overflow-free
 :func:`global_norm` and PyTorch's clipping, the dtype of optimizer state
 (:func:`state_dtype`), the weight-decay mask, the shared ``update`` cache.
@@ -37,28 +37,6 @@ class GradientTransformation(NamedTuple):
     update: Callable[[Any, OptState, Params], tuple[Updates, OptState]]
 
 
-class SGDState(NamedTuple):
-    count: Array  # shape=(), int32: updates applied
-    learning_rate: Array  # shape=(), the params' float dtype
-    weight_decay: Array  # shape=(), the params' float dtype
-    velocity: Any  # like params; () when momentum == 0
-
-
-class AdamState(NamedTuple):
-    count: Array  # shape=(), int32
-    learning_rate: Array  # shape=(), the params' float dtype
-    weight_decay: Array  # shape=(), the params' float dtype
-    mu: Any  # first moment, like params
-    nu: Any  # second moment, like params
-
-
-class RMSPropState(NamedTuple):
-    count: Array  # shape=(), int32
-    learning_rate: Array  # shape=(), the params' float dtype
-    weight_decay: Array  # shape=(), the params' float dtype
-    nu: Any  # running mean of g^2, like params
-
-
 # ----------------------------------------------------------------------------- contract
 
 
@@ -76,7 +54,8 @@ def check_optimizer(optimizer: Any, params: Params) -> None:
         raise ValueError(
             "optimizer state must be a NamedTuple with a scalar array field 'learning_rate'"
             " (fnmlp's training loop reads the rate through optim.get_learning_rate and sets"
-            " it through optim.set_learning_rate); got"
+            " it through optim.set_learning_rate; optim.inject_hyperparams(factory, lr) adds"
+            " it to any transform); got"
             f" {type(state).__name__} with fields {list(fields) if fields else None}")
 
 
@@ -328,29 +307,3 @@ def _shared(factory: Callable, *static) -> Callable:
 @functools.lru_cache(maxsize=256)
 def _shared_cache(factory: Callable, *static) -> Callable:
     return factory(*static)
-
-
-def _prepare(grads, state, params, schedule, use_wd, clip_norm, decoupled, mask):
-    """Clipping, coupled L2 weight decay on the leaves ``mask`` selects, and the rate of
-    this step (params' dtype)."""
-    dtype = state.learning_rate.dtype
-    lr = _rate(schedule, state.count, dtype) if schedule is not None else state.learning_rate
-    if clip_norm is not None:
-        grads = clip_grads_by_global_norm(grads, clip_norm)
-    if use_wd and not decoupled:
-        wd = state.weight_decay
-        grads = jax.tree.map(lambda g, p, d: g + wd.astype(g.dtype) * p if d else g,  # L2
-                             grads, params, _decayed(mask, params))
-    return grads, jnp.asarray(lr, dtype)
-
-
-def _check_common(weight_decay, clip_norm, mask):
-    """Checks the shared options; returns the mask to key the shared update on (None when
-    there is no decay term, so that a mask without decay changes nothing)."""
-    wd = check_positive_float(weight_decay, "weight_decay", allow_zero=True)
-    if clip_norm is not None:
-        check_positive_float(clip_norm, "clip_norm")
-    if mask is not None and not callable(mask):
-        raise ValueError("mask must be None or a callable mask(path, leaf) -> bool (e.g."
-                         f" optim.matrices_only); got {mask!r}"[:200])
-    return mask if wd > 0 else None
