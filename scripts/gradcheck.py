@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         d["config"]["model"] = model.to_config()
         print(json.dumps(json_safe(d), indent=2, allow_nan=False))  # strict JSON: inf as null
     else:
-        print(f"model={architecture_name({'sizes': args.sizes, 'model': model.to_config()})}"
+        name = architecture_name({"input": {"width": args.sizes[0]},
+                                  "model": model.to_config()})
+        print(f"model={name}"
               f" loss={args.loss} dtype={args.dtype} batch={args.batch_size}"
               f" seed={args.seed}\n")
         print(result)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Classify inputs with a trained model: pictures of digits, .npy arrays or IDX files.
 
-The checkpoint's config says how the model was trained (sizes, activation, loss, input
-scaling), so nothing else is needed: `python scripts/predict.py --checkpoint
+The checkpoint's config says how the model was trained (the model, its loss, the input
+width and scaling), so nothing else is needed: `python scripts/predict.py --checkpoint
 runs/mnist/checkpoint.npz my_digit.png` (or `--checkpoint runs/mnist`, the run's folder).
 Pictures (PNG, JPEG, ...; any size) are turned into MNIST's convention first: white digit
 on black, scaled into a 20x20 box and centred by mass in 28x28 (fnmlp.data.images). A
@@ -128,7 +128,7 @@ def main() -> int:
     if model.loss != "softmax_cross_entropy":
         raise UsageError(f"{args.checkpoint}: a model trained with loss {model.loss!r};"
                          " predict.py classifies with softmax_cross_entropy models")
-    width = model.config["sizes"][0]
+    width = model.input_width
     input_config = input_record(model.config) or {}  # as SavedModel reads it
     items, failed = [], []
     for path in args.inputs:

@@ -57,7 +57,8 @@ def test_run_config_is_what_load_model_needs(tmp_path):
     x = np.zeros((10, 3), np.float32)
     y = np.arange(10) % 4
     sizes, config = cli.run_config(args, x, y, "softmax_cross_entropy", "toy")
-    assert sizes == [3, 6, 4] and config["sizes"][0] == 3
+    assert sizes == [3, 6, 4] and config["input"] == {"kind": "features", "width": 3}
+    assert not {"sizes", "activation", "dropout"} & set(config)  # the network once: model
     assert config["loss"] == "softmax_cross_entropy"
     model = cli.build_model(args, 3, 4)
     assert config["model"] == model.to_config()
@@ -159,6 +160,67 @@ def test_scripts_class_weight(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0, r.stderr
     assert "--class-weight needs a classification loss" in r.stderr
+
+
+def _rewrite_config(path, change):
+    """The checkpoint at ``path`` with its config replaced by ``change(config)``: a file
+    as an earlier version wrote it."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays["__meta__"]).decode())
+    meta["config"] = change(meta["config"])
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("era", ["sizes+model", "sizes+activation"])
+def test_resume_of_a_checkpoint_in_an_earlier_format(tmp_path, era, capsys):
+    """A checkpoint written before issue 42 (``sizes``, ``activation``, ``dropout`` beside
+    ``model``; or before issue 27, ``sizes`` and ``activation`` alone) resumes, loads and
+    predicts as it did; the checkpoint written on resuming has today's keys."""
+    from fnmlp import data
+
+    def old(config):
+        d = config["input"]["width"]
+        widths = [d, *(c["features"] for c in config["model"]["layers"]
+                       if c["type"] == "Dense")]
+        out = {k: v for k, v in config.items() if k != "input"}
+        out.update(sizes=widths, activation="tanh", dropout=[0.0])
+        if era == "sizes+activation":
+            del out["model"]
+        return out
+
+    ds = data.make_moons(200, seed=0)
+    train, test = data.train_test_split(ds.x, ds.y, 0.25, seed=0)
+    flags = ("--epochs", "1", "--out", str(tmp_path), "--quiet", "--optimizer", "sgd")
+    args = _parse(*flags, hidden="8")
+    cli.run(args, train=train, test=test, loss="softmax_cross_entropy", dataset="moons")
+    ckpt = tmp_path / "checkpoint.npz"
+    before = fnmlp.load_model(ckpt)
+    _rewrite_config(ckpt, old)
+    meta = fnmlp.io.read_checkpoint_meta(ckpt)["config"]
+    assert "sizes" in meta and "input" not in meta and ("model" in meta) == (era != "sizes"
+                                                                             "+activation")
+    loaded = fnmlp.load_model(ckpt)  # the earlier format: the same model, the same answers
+    assert loaded.model == before.model and loaded.input_width == 2
+    np.testing.assert_array_equal(np.asarray(loaded.predict(test.x)),
+                                  np.asarray(before.predict(test.x)))
+    args = _parse("--epochs", "2", "--out", str(tmp_path), "--quiet", "--optimizer", "sgd",
+                  "--resume", hidden="8")
+    cli.check_resume_architecture(args, 2, 2)  # the same network: no complaint
+    metrics = cli.run(args, train=train, test=test, loss="softmax_cross_entropy",
+                      dataset="moons")
+    assert "resuming from" in capsys.readouterr().err
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2]
+    config = fnmlp.io.read_checkpoint_meta(ckpt)["config"]
+    assert not {"sizes", "activation", "dropout"} & set(config)
+    assert config["input"] == {"kind": "features", "width": 2}
+    assert fnmlp.load_model(ckpt).model == before.model
+    wider = _parse("--epochs", "2", "--out", str(tmp_path), "--resume", hidden="9")
+    _rewrite_config(ckpt, old)
+    with pytest.raises(cli.UsageError, match="holds a 2-8-tanh-2 network; the flags ask for"
+                                             " 2-9-tanh-2"):
+        cli.check_resume_architecture(wider, 2, 2)
 
 
 # ----------------------------------------------------------------------------- compare's --arch

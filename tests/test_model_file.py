@@ -11,7 +11,7 @@ import pytest
 
 import fnmlp
 from fnmlp import data
-from fnmlp.io import architecture, model_config
+from fnmlp.io import architecture, model_config, read_checkpoint_meta
 from fnmlp.layers import Dense, Relu, Serial, Softmax, Tanh, mlp, serial
 
 DS = data.make_spirals(60, arms=3, seed=0)
@@ -43,7 +43,8 @@ def test_model_config_round_trips_through_load_model(tmp_path):
     model = serial(Dense(6), Tanh(), Dense(3), Softmax(), in_features=2)
     params = model.init_params(jax.random.key(1))
     config = model_config(model, "categorical_cross_entropy", input={"kind": "features"})
-    assert config["sizes"] == [2] and config["input"] == {"kind": "features"}
+    assert config["input"] == {"kind": "features", "width": 2}  # the one input width
+    assert set(config) == {"model", "loss", "input"}
     assert config["loss"] == "categorical_cross_entropy"
     saved = fnmlp.load_model(_save(tmp_path / "c.npz", params, config))
     assert saved.model == model and saved.config == config
@@ -59,7 +60,7 @@ def test_model_config_of_an_unrecorded_width_takes_in_features():
     model = serial(Dense(4), Relu(), Dense(3))
     with pytest.raises(ValueError, match="in_features .* must be given"):
         model_config(model, "softmax_cross_entropy")
-    assert model_config(model, "softmax_cross_entropy", in_features=5)["sizes"] == [5]
+    assert model_config(model, "softmax_cross_entropy", in_features=5)["input"]["width"] == 5
     with pytest.raises(ValueError, match="in_features=5 but the model was built for inputs"
                                          " of width 2"):
         model_config(mlp([2, 4, 3]), "softmax_cross_entropy", in_features=5)
@@ -103,9 +104,9 @@ def test_a_config_that_cannot_rebuild_the_model_says_what_is_wrong(tmp_path, con
 def test_a_model_of_the_new_format_names_what_it_lacks(tmp_path):
     model = mlp([2, 4, 3])
     config = model_config(model, "softmax_cross_entropy")
-    del config["sizes"]
+    del config["input"]
     path = _save(tmp_path / "c.npz", model.init_params(jax.random.key(0)), config)
-    with pytest.raises(ValueError, match=r"c.npz: the checkpoint's config lacks \['sizes'\].*"
+    with pytest.raises(ValueError, match=r"c.npz: the checkpoint's config lacks \['input'\].*"
                                          r"fnmlp.model_config\(model, loss\)"):
         fnmlp.load_model(path)
 
@@ -119,3 +120,67 @@ def test_a_model_larger_than_half_the_memory_is_refused_unread(tmp_path, monkeyp
         fnmlp.load_model(path)
     monkeypatch.setattr(fnmlp._validate, "physical_memory", lambda: 216)
     assert fnmlp.load_model(path).model == model  # the witness: exactly half loads
+
+
+def test_a_checkpoint_of_the_sizes_and_model_format_loads_and_predicts_alike(tmp_path):
+    """Checkpoints written by the scripts before issue 42 record the network three ways
+    (``sizes``, ``model``, ``activation``/``dropout``) and the width in ``sizes[0]``: they
+    load through fnmlp.io.legacy, predict exactly as the model they hold, and resume."""
+    model = mlp([2, 5, 4, 3], ("tanh", "relu"), dropout=0.1)
+    params = model.init_params(jax.random.key(3))
+    old = {"dataset": "moons", "sizes": [2, 5, 4, 3], "model": model.to_config(),
+           "activation": ["tanh", "relu"], "dropout": [0.1], "loss": "softmax_cross_entropy",
+           "optimizer": "sgd", "epochs": 3, "seed": 0,
+           "input": {"kind": "features"}}  # earlier: no width in the input record
+    saved = fnmlp.load_model(_save(tmp_path / "old.npz", params, old))
+    assert saved.model == model and saved.input_width == 2
+    assert saved.config["input"] == {"kind": "features", "width": 2}
+    assert saved.config["sizes"] == [2, 5, 4, 3]  # the file's own keys, kept as they are
+    np.testing.assert_array_equal(np.asarray(saved.predict(X)),
+                                  np.asarray(fnmlp.predict(model, params, X)))
+    np.testing.assert_array_equal(np.asarray(saved.predict_classes(X)),
+                                  np.asarray(fnmlp.predict_classes(model, params, X)))
+    assert architecture(old) == model
+
+
+def test_a_new_checkpoint_describes_the_network_once(tmp_path):
+    """{model, loss, input} and what the caller keeps (run metadata): no ``sizes``, no
+    ``activation`` or ``dropout`` beside the model."""
+    model = mlp([2, 6, 3], "relu", dropout=0.2)
+    config = model_config(model, "softmax_cross_entropy", epochs=3, seed=1,
+                          input={"kind": "mnist", "scale": "pixel / 255", "width": 2})
+    assert set(config) == {"model", "loss", "input", "epochs", "seed"}
+    assert config["input"] == {"kind": "mnist", "scale": "pixel / 255", "width": 2}
+    path = _save(tmp_path / "c.npz", model.init_params(jax.random.key(0)), config)
+    meta = read_checkpoint_meta(path)["config"]
+    assert meta == config and "sizes" not in meta and "activation" not in meta
+    assert fnmlp.load_model(path).model == model
+    with pytest.raises(ValueError, match="in_features=5 but the model was built for inputs"
+                                         " of width 2"):
+        model_config(model, "softmax_cross_entropy", input={"width": 5})
+
+
+@pytest.mark.parametrize("record", [{"kind": "features"}, {"width": 0}, {"width": "2"}, 7])
+def test_an_input_record_without_a_width_is_named(tmp_path, record):
+    model = mlp([2, 4, 3])
+    config = {**model_config(model, "softmax_cross_entropy"), "input": record}
+    path = _save(tmp_path / "c.npz", model.init_params(jax.random.key(0)), config)
+    with pytest.raises(ValueError, match="config 'input' must be a record with the input"
+                                         " width"):
+        fnmlp.load_model(path)
+
+
+def test_the_old_keys_are_read_in_one_place():
+    """``"sizes"`` and ``"activation"`` appear in fnmlp/io and fnmlp/cli only in the legacy
+    reader (and ``--activation`` where the flags are parsed)."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(fnmlp.__file__).parent
+    found = []
+    for path in sorted([*(root / "io").glob("*.py"), *(root / "cli").glob("*.py")]):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            flag = re.search(r'(ns|args), "activation"', line)  # the --activation flag
+            if re.search(r'"sizes"|"activation"', line) and not flag:
+                found.append(f"{path.relative_to(root)}:{n}")
+    assert found and all(f.startswith("io/legacy.py:") for f in found), found

@@ -66,6 +66,13 @@ def _one_line_exit_2(r, needle):
     assert "epoch 1" not in r.stderr + r.stdout  # refused before any training
 
 
+def _widths(config):
+    """``[D, ..., C]``: the input width and each Dense layer's, from the one description
+    of the network a config holds (``input`` and ``model``)."""
+    return [config["input"]["width"],
+            *(c["features"] for c in config["model"]["layers"] if c["type"] == "Dense")]
+
+
 def _types(out):
     config = json.loads((out / "metrics.json").read_text())["config"]
     return [layer["type"] for layer in config["model"]["layers"]], config
@@ -107,7 +114,7 @@ def test_train_regression(tmp_path):
     run_script("train_regression.py", "--dataset", "multi", "--n", "200", "--epochs", "20",
          "--out", str(tmp_path), "--quiet", "--loss", "huber")
     m = _metrics(tmp_path)
-    assert m["test_mse"] < 1.0 and m["config"]["sizes"] == [2, 64, 64, 3]
+    assert m["test_mse"] < 1.0 and _widths(m["config"]) == [2, 64, 64, 3]
     for png in ("fit.png", "loss_curve.png"):
         _assert_real_png(tmp_path / png)
 
@@ -120,7 +127,7 @@ def test_train_mnist_from_idx_files(tmp_path):
     run_script("train_mnist.py", "--mnist-dir", str(mnist), "--epochs", "2", "--hidden", "16",
          "--batch-size", "64", "--out", str(out), "--grad", "autodiff")
     m = _metrics(out)
-    assert m["config"]["sizes"] == [784, 16, 10] and m["config"]["n_train"] == 256
+    assert _widths(m["config"]) == [784, 16, 10] and m["config"]["n_train"] == 256
     assert 0 <= m["test_accuracy"] <= 1 and len(m["history"]) == 2
 
 
@@ -282,7 +289,7 @@ def test_toy_with_an_activation_and_a_dropout_per_layer(tmp_path):
                "tanh,relu", "--dropout", "0.1,0", "--out", tmp_path, "--quiet")
     types, config = _types(tmp_path)
     assert types == ["Dense", "Tanh", "Dropout", "Dense", "Relu", "Dense"]
-    assert config["model"]["layers"][2]["rate"] == 0.1 and config["sizes"] == [2, 12, 8, 2]
+    assert config["model"]["layers"][2]["rate"] == 0.1 and _widths(config) == [2, 12, 8, 2]
     saved = fnmlp.load_model(tmp_path / "checkpoint.npz")
     assert [type(layer).__name__ for layer in saved.model.layers] == types
     x = np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32)
@@ -295,7 +302,7 @@ def test_toy_without_a_hidden_layer_is_the_lessons_first_network(tmp_path):
     run_script("train_toy.py", "--n", "200", "--epochs", "5", "--hidden", "0", "--out",
                tmp_path, "--quiet")
     types, config = _types(tmp_path)
-    assert types == ["Dense"] and config["sizes"] == [2, 2]
+    assert types == ["Dense"] and _widths(config) == [2, 2]
 
 
 def test_regression_from_a_layers_spec_and_a_sweep(tmp_path):
@@ -304,7 +311,7 @@ def test_regression_from_a_layers_spec_and_a_sweep(tmp_path):
                "--quiet")
     types, config = _types(tmp_path / "a")
     assert types == ["Dense", "Tanh", "LayerNorm", "Dense", "Gelu", "Dropout", "Dense"]
-    assert config["sizes"] == [1, 16, 8, 1]
+    assert _widths(config) == [1, 16, 8, 1]
     run_script("train_regression.py", "--n", "120", "--epochs", "2", "--hidden", "8,8",
                "--activation", "relu,tanh", "--dropout", "0.1", "--sweep", "lr=1e-2,3e-2",
                "--out", tmp_path / "b", "--quiet")
@@ -329,7 +336,7 @@ def test_mnist_starting_with_layernorm_draws_every_picture(tmp_path, mnist_dir):
     run_script("train_mnist.py", "--mnist-dir", mnist_dir, "--epochs", "2", "--layers",
                "layernorm,dense:64,relu", "--batch-size", "32", "--out", out, "--quiet")
     types, config = _types(out)
-    assert types == ["LayerNorm", "Dense", "Relu", "Dense"] and config["sizes"] == [784, 64, 10]
+    assert types == ["LayerNorm", "Dense", "Relu", "Dense"] and _widths(config) == [784, 64, 10]
     pngs = ("curves.png", "confusion_matrix.png", "predictions.png", "weights.png",
             "weight_norms.png")
     for png in pngs:
@@ -704,7 +711,7 @@ def test_train_mnist_writes_the_pictures_and_test_metrics_each_epoch(tmp_path, m
                 "weight_norms.png"):
         _assert_real_png(out / png)
     saved = fnmlp.load_model(out / "checkpoint.npz")
-    assert saved.config["sizes"] == [784, 16, 10]
+    assert _widths(saved.config) == [784, 16, 10]
     assert saved.model == fnmlp.mlp([784, 16, 10], "relu")
 
 
@@ -780,7 +787,7 @@ def digit_model(tmp_path_factory):
 def test_load_model_carries_its_config(digit_model):
     path, x, y = digit_model
     saved = fnmlp.load_model(path)
-    assert saved.model == fnmlp.mlp([784, 32, 3], "relu") and saved.config["sizes"][0] == 784
+    assert saved.model == fnmlp.mlp([784, 32, 3], "relu") and saved.input_width == 784
     proba = np.asarray(saved.predict_proba(x[:20]))
     np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
     classes = np.asarray(saved.predict_classes(x))

@@ -4,17 +4,19 @@ data, the same validation split and the same optimizer, for one chart.
 An architecture is written as ``WIDTHS[:ACTIVATIONS[:DROPOUT]]``: ``0`` (no hidden layer:
 the lesson's perceptron), ``128``, ``256,128:tanh,relu``, ``512,512:relu:0.2``. The
 activations and dropout rates are one for all hidden layers or one per hidden layer. It is
-sugar for the one builder, :func:`fnmlp.mlp` (:func:`build`).
+sugar for the one architecture grammar (:mod:`fnmlp.cli.arch`), read by the parsers of
+``--hidden``, ``--activation`` and ``--dropout`` (:func:`parse_arch`, :func:`build`).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from fnmlp._names import ACTIVATION_NAMES as ACTIVATIONS  # names only: no jax
+from fnmlp.cli import arch as grammar  # the one grammar, plain Python: no jax
 
 
 class Arch(NamedTuple):
@@ -36,43 +38,35 @@ class Arch(NamedTuple):
 
 
 def parse_arch(text: str, activation: str = "relu") -> Arch:
-    """``"256,128:tanh,relu"`` -> ``Arch((256, 128), ("tanh", "relu"), (0.0,))``. Raises
-    ``ValueError`` naming the bad part."""
+    """``"256,128:tanh,relu"`` -> ``Arch((256, 128), ("tanh", "relu"), (0.0,))``: sugar
+    read with ``--hidden``'s, ``--activation``'s and ``--dropout``'s parsers (the one
+    grammar, :mod:`fnmlp.cli.arch`). Raises ``ValueError`` naming the bad part."""
     parts = text.split(":")
     if len(parts) > 3:
         raise ValueError(f"--arch {text!r}: want WIDTHS[:ACTIVATIONS[:DROPOUT]]")
     try:
-        hidden = () if parts[0].strip().lower() in ("0", "none") else tuple(
-            int(w) for w in parts[0].split(","))
-    except ValueError:
-        hidden = (0,)
-    if any(w <= 0 for w in hidden):
+        hidden = tuple(grammar.parse_hidden(parts[0]))
+    except argparse.ArgumentTypeError:
         raise ValueError(f"--arch {text!r}: widths must be positive integers like 256,128,"
-                         " or 0 for no hidden layer")
-    acts = tuple(a.strip() for a in parts[1].split(",")) if len(parts) > 1 else (activation,)
-    for a in acts:
-        if a not in ACTIVATIONS:
-            raise ValueError(f"--arch {text!r}: {a!r} is not an activation; choose from"
-                             f" {', '.join(sorted(ACTIVATIONS))}")
+                         " or 0 for no hidden layer") from None
     try:
-        rates = tuple(float(r) for r in parts[2].split(",")) if len(parts) > 2 else (0.0,)
-    except ValueError:
-        rates = (-1.0,)
-    if any(not 0 <= r < 1 for r in rates):
-        raise ValueError(f"--arch {text!r}: dropout rates are drop probabilities in [0, 1)")
+        acts = tuple(grammar.parse_names(parts[1]) if len(parts) > 1 else [activation])
+        rates = tuple(grammar.parse_rates(parts[2]) if len(parts) > 2 else [0.0])
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"--arch {text!r}: {e}") from None
     for what, values in (("activations", acts), ("dropout rates", rates)):
-        if hidden and len(values) not in (1, len(hidden)):
+        if hidden and not grammar.fits(values, hidden):
             raise ValueError(f"--arch {text!r}: {len(values)} {what} for {len(hidden)} hidden"
                              " layers; give one, or one per hidden layer")
     return Arch(hidden, acts, rates)
 
 
-def build(arch: Arch, d_in: int, n_out: int):
-    """``fnmlp.mlp([d_in, *arch.hidden, n_out], arch.activations, dropout=arch.dropout)``:
-    the same model ``--hidden/--activation/--dropout`` and ``--layers`` build."""
-    from fnmlp.layers import mlp
-
-    return mlp([int(d_in), *arch.hidden, int(n_out)], arch.activations, dropout=arch.dropout)
+def build(spec: Arch, d_in: int, n_out: int):
+    """The model of ``spec``, through the one grammar: ``fnmlp.mlp([d_in, *spec.hidden,
+    n_out], spec.activations, dropout=spec.dropout)``, the same model
+    ``--hidden/--activation/--dropout`` and ``--layers`` build."""
+    items = grammar.sugar_items(list(spec.hidden), list(spec.activations), list(spec.dropout))
+    return grammar.model_of(grammar.layers_of(items), d_in, n_out)
 
 
 def compare(archs: list[Arch], x: Any, y: Any, test: tuple[Any, Any], *, epochs: int,

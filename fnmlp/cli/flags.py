@@ -303,27 +303,26 @@ def write_json(path: Path, obj: Any) -> None:
 
 def run_config(args: argparse.Namespace, x, y, loss: str, dataset: str,
                extra_config: dict | None = None) -> tuple[list[int], dict]:
-    """The layer sizes and the config shared by one model and a population: what
-    :func:`fnmlp.load_model` needs (``sizes`` ``[D, ...]``, ``model``, ``loss``), and what
-    the run was asked for."""
+    """The layer widths ``[D, ..., C]`` and the config shared by one model and a
+    population: what :func:`fnmlp.load_model` needs, ``{model, loss, input}`` (the input
+    record with its ``width`` ``D``; ``extra_config["input"]`` gives its kind and scale),
+    and what the run was asked for (optimizer, epochs, ...). The network is described
+    once, by ``model``."""
     if len(x) == 0:
         raise UsageError("the training set is empty")
     n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
         1 if y.ndim == 1 else y.shape[1])
-    model = build_model(args, int(x.shape[1]), n_out)
-    check_model_size(model, int(x.shape[1]))
+    d = int(x.shape[1])
+    model = build_model(args, d, n_out)
+    check_model_size(model, d)
     dense = [c["features"] for c in model.to_config()["layers"] if c["type"] == "Dense"]
-    sizes = [x.shape[1], *dense]
-    acts = args.activation if isinstance(args.activation, list) else [args.activation]
-    config = {"dataset": dataset, "sizes": sizes, "model": model.to_config(),
-              "activation": acts[0] if len(acts) == 1 else acts,
-              "dropout": getattr(args, "dropout", [0.0]), "loss": loss,
+    extra = dict(extra_config or {})
+    record = {"kind": "features", **extra.pop("input", {}), "width": d}
+    config = {"dataset": dataset, "model": model.to_config(), "loss": loss, "input": record,
               "optimizer": args.optimizer, "batch_size": args.batch_size,
               "epochs": args.epochs, "grad": args.grad, "devices": args.devices,
-              "dtype": "float32", "schedule": getattr(args, "schedule", "constant"),
-              "input": {"kind": "features", "width": int(x.shape[1])},
-              **(extra_config or {})}
-    return sizes, config
+              "dtype": "float32", "schedule": getattr(args, "schedule", "constant"), **extra}
+    return [d, *dense], config
 
 
 def weight_decay(args: argparse.Namespace) -> float:

@@ -59,15 +59,15 @@ def check_resume_architecture(args: argparse.Namespace, d_in: int, n_out: int) -
     if not getattr(args, "resume", False) or not ckpt.is_file():
         return
     from fnmlp.io.checkpoint import read_checkpoint_meta
+    from fnmlp.io.model_file import saved_config
 
-    old = read_checkpoint_meta(ckpt)["config"]
+    old = saved_config(read_checkpoint_meta(ckpt)["config"], ckpt)  # earlier formats too
     model = build_model(args, d_in, n_out).to_config()
-    if "model" in old and old["model"] != model:
-        sizes = [d_in, *(c["features"] for c in model["layers"] if c["type"] == "Dense")]
+    if old["model"] != model:
         raise UsageError(
             f"--resume: {ckpt} holds a {architecture_name(old)} network; the flags ask for"
-            f" {architecture_name({'sizes': sizes, 'model': model})}: give the checkpoint's"
-            " architecture, or another --out to start a new run")
+            f" {architecture_name({'model': model, 'input': {'width': d_in}})}: give the"
+            " checkpoint's architecture, or another --out to start a new run")
 
 
 def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
@@ -111,6 +111,7 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
 
     from fnmlp._validate import check_batch
     from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+    from fnmlp.io.model_file import saved_config
     from fnmlp.layers import from_config
     from fnmlp.train import (
         TrainingDiverged,
@@ -140,10 +141,9 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     state, history, stopped = None, [], False
     if args.resume and ckpt.exists():
         meta = read_checkpoint_meta(ckpt)
-        old = meta["config"]
-        same = ("sizes", "model" if "model" in old else "activation", "loss", "optimizer",
-                "batch_size", "grad", "seed", "schedule", "class_weight", "val_split",
-                "weight_decay")
+        old = saved_config(meta["config"], ckpt)  # an earlier format read as today's
+        same = ("model", "loss", "optimizer", "batch_size", "grad", "seed", "schedule",
+                "class_weight", "val_split", "weight_decay")
         optional = ("class_weight", "val_split", "weight_decay")  # absent from older ones
         diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]
                 and not (k in optional and k not in old)}

@@ -14,8 +14,10 @@ evaluation mode (no dropout), so nothing can be run with the wrong one::
     saved.predict_proba(x)            # [N, C], rows sum to 1
     saved.config["input"]             # how raw inputs were scaled for training
 
-Checkpoints of the earlier format (``sizes`` and ``activation`` instead of ``model``)
-load as the plain MLP they describe (:func:`fnmlp.layers.mlp`).
+The config describes the network once: ``{model, loss, input}`` (``input``: the input
+record, its ``width`` ``D``, ``kind`` and, for pixels, ``scale``), beside what a run keeps
+(epochs, seed, optimizer, ...). Checkpoints of the earlier formats load through
+:mod:`fnmlp.io.legacy`, the one reader that knows them.
 """
 
 from __future__ import annotations
@@ -31,19 +33,20 @@ import numpy as np
 
 from fnmlp import _validate as checks
 from fnmlp.grad import Params
+from fnmlp.io import legacy
 from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, stored_float_dtype
-from fnmlp.layers import Layer, check_model, check_sizes, from_config, input_width, mlp
+from fnmlp.layers import Layer, check_model, from_config, input_width
 from fnmlp.losses import check_loss_for_model
 from fnmlp.predict import predict, predict_classes, predict_proba
 from fnmlp.scaling import input_record, raw_input_scale
 
-__all__ = ["SavedModel", "architecture", "load_model", "model_config"]
+__all__ = ["SavedModel", "architecture", "load_model", "model_config", "saved_config"]
 
 
 class SavedModel(NamedTuple):
     """Params with the config they were trained with (``model``: the architecture as JSON,
-    ``sizes``: ``[D, C]`` widths, ``loss``, and for the scripts ``input``: how raw inputs
-    are scaled) and the rebuilt architecture ``model``."""
+    ``loss``, ``input``: the input record, its ``width`` and how raw inputs are scaled) and
+    the rebuilt architecture ``model``."""
 
     params: Params
     config: dict
@@ -52,6 +55,11 @@ class SavedModel(NamedTuple):
     @property
     def loss(self) -> str:
         return self.config["loss"]
+
+    @property
+    def input_width(self) -> int:
+        """``D``, the width of one input (``config["input"]["width"]``)."""
+        return self.config["input"]["width"]
 
     def predict(self, x: Any) -> jax.Array:
         """Outputs ``[N, C]`` for inputs ``[N, D]`` (raw pixels scaled as in training)."""
@@ -70,27 +78,51 @@ class SavedModel(NamedTuple):
 
 
 def model_config(model: Layer, loss: str, in_features: int | None = None, **extra) -> dict:
-    """The config :func:`load_model` needs, checked: the architecture as JSON
-    (``model``), the input width ``D`` (``in_features``, or the model's own), the loss
-    (it must take the model's output); ``extra`` (e.g. ``input=``) is kept.
+    """The config :func:`load_model` needs, checked: ``{model, loss, input}``, the
+    architecture as JSON (``model``), the loss (it must take the model's output) and the
+    input record (``input``: ``extra["input"]``, e.g. ``{"kind": "mnist", "scale": "pixel /
+    255"}``, kind ``"features"`` when it names none, with its ``width``: ``in_features``,
+    or the model's own). Other ``extra`` entries (run metadata) are kept.
 
     Raises:
-      ValueError: a model that is not a Layer, no input width, or a loss that does not
-        take the model's output.
+      ValueError: a model that is not a Layer, no input width (or two that differ), or a
+        loss that does not take the model's output.
     """
     model = check_model(model)
     check_loss_for_model(loss, model.outputs)
-    d = input_width(model, in_features)
-    return {"sizes": [d], "model": model.to_config(), "loss": loss, **extra}
+    given = dict(extra.pop("input", None) or {})
+    d = input_width(model, in_features if in_features is not None else given.get("width"))
+    if given.get("width", d) != d:
+        raise ValueError(f"input={{'width': {given['width']!r}}} but the input width is {d}")
+    record = {"kind": "features", **given, "width": d}
+    return {"model": model.to_config(), "loss": loss, "input": record, **extra}
+
+
+def saved_config(config: dict, where: Any = "config") -> dict:
+    """A checkpoint's config as today's ``{model, loss, input}`` (with the input
+    ``width``) and whatever else it keeps; an earlier format read by :mod:`.legacy`.
+
+    Raises:
+      ValueError: a config that lacks one of them (saying which), or an input record
+        without a positive ``width``.
+    """
+    if legacy.is_legacy(config):
+        return legacy.upgrade(config, where)
+    missing = [k for k in ("model", "loss", "input") if k not in config]
+    if missing:
+        raise ValueError(f"{where}: the checkpoint's config lacks {missing}, so the model"
+                         f" cannot be rebuilt; {legacy.HINT}")
+    width = config["input"].get("width") if isinstance(config["input"], dict) else None
+    if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+        raise ValueError(f"{where}: the checkpoint's config 'input' must be a record with the"
+                         f" input width (a positive int); got {config['input']!r}"[:200])
+    return config
 
 
 def architecture(config: dict, custom_layers: dict | None = None) -> Layer:
-    """The Layer a checkpoint's config describes: ``config["model"]`` rebuilt, or for the
-    earlier format the plain MLP of ``sizes`` and ``activation``."""
-    if "model" in config:
-        return from_config(config["model"], custom_layers)
-    acts = config["activation"]
-    return mlp(check_sizes(config["sizes"]), acts if isinstance(acts, str) else tuple(acts))
+    """The Layer a checkpoint's config describes: ``config["model"]`` rebuilt (for an
+    earlier format, the one :mod:`.legacy` reads)."""
+    return from_config(saved_config(config)["model"], custom_layers)
 
 
 def _saved_dtype(path, prefix: str | None) -> Any:
@@ -113,11 +145,12 @@ def load_model(path: str | os.PathLike, dtype: Any = None,
                custom_layers: dict | None = None) -> SavedModel:
     """Loads the params of a checkpoint together with its config and architecture.
 
-    The checkpoint's config must name the architecture (``model``, or ``sizes`` and
-    ``activation`` for the earlier format) and the ``loss`` (the scripts' checkpoints
-    do); the params are read into that architecture (optimizer state, if any, is
-    skipped). A checkpoint of a run with early stopping holds its last state and, under
-    ``early/best``, the state of the epoch it keeps: those params are loaded.
+    The checkpoint's config must hold ``model``, ``loss`` and ``input`` (with the
+    input ``width``), as :func:`model_config` and the scripts write it (earlier formats
+    are read by :mod:`fnmlp.io.legacy`); the params are read into that architecture
+    (optimizer state, if any, is skipped). A checkpoint of a run with early stopping
+    holds its last state and, under ``early/best``, the state of the epoch it keeps: those
+    params are loaded.
     ``custom_layers`` maps the type names of your own layers to their classes.
     ``dtype`` is the params' dtype; by default the one they were saved in (a float64
     model loads as float64; with float64 off in JAX, as float32 with a warning that
@@ -128,21 +161,9 @@ def load_model(path: str | os.PathLike, dtype: Any = None,
         type, or a model larger than half of this machine's memory (refused unread).
     """
     meta = read_checkpoint_meta(path)
-    config = dict(meta.get("config") or {})
-    needed = ("sizes", "loss") if "model" in config else ("sizes", "activation", "loss")
-    missing = [k for k in needed if k not in config]
-    if missing:
-        raise ValueError(f"{path}: the checkpoint's config lacks {missing}, so the model"
-                         " cannot be rebuilt (the architecture is 'model', or 'sizes' and"
-                         " 'activation' for the earlier format); save it with"
-                         " save_checkpoint(path, state, config=fnmlp.model_config(model,"
-                         " loss))")
-    sizes = config["sizes"]
-    if not isinstance(sizes, list) or not sizes:
-        raise ValueError(f"{path}: the checkpoint's config 'sizes' must be a list [D, ...];"
-                         f" got {sizes!r}"[:200])
-    d = check_sizes([sizes[0], 1])[0]  # the input width; the rest is in 'model'
-    layer = architecture(config, custom_layers)
+    config = saved_config(dict(meta.get("config") or {}), path)
+    layer = from_config(config["model"], custom_layers)
+    d = input_width(layer, config["input"]["width"])  # one width, the model's own agreeing
     check_loss_for_model(config["loss"], layer.outputs)
     # early stopping: the kept epoch's params live under early/best (the checkpoint holds
     # the last state, so a run can resume); without it, the state's own params
