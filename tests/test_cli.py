@@ -52,6 +52,31 @@ def test_hidden_is_sugar_for_layers_and_both_are_fnmlp_mlp():
         np.testing.assert_array_equal(u, v)
 
 
+def test_the_flags_are_read_once_into_a_frozen_run_config():
+    """cli.RunConfig: the hidden layers of the one grammar (the sugar and --layers alike),
+    the optimizer's settings resolved (adamw's PyTorch weight decay, --lr given or not);
+    the model built from it is the model the flags describe."""
+    import dataclasses
+
+    a = cli.RunConfig.from_args(_parse("--hidden", "8,4", "--activation", "tanh,relu",
+                                       "--dropout", "0.2"))
+    b = cli.RunConfig.from_args(_parse("--layers",
+                                       "dense:8,tanh,dropout:0.2,dense:4,relu,dropout:0.2"))
+    assert a.hidden == b.hidden and a == b
+    assert a.model(5, 2) == fnmlp.mlp([5, 8, 4, 2], ("tanh", "relu"), dropout=0.2)
+    assert cli.RunConfig.from_args(a) is a
+    assert not a.lr_given and a.lr == 0.01 and a.weight_decay == 0.0
+    c = cli.RunConfig.from_args(_parse("--optimizer", "adamw", "--lr", "0.01"))
+    assert c.lr_given and c.weight_decay == 0.01 and c.optimizer == "adamw"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.lr = 1.0
+    assert c.replace(lr=0.5).lr == 0.5 and c.lr == 0.01
+    model, config = cli.model_and_config(c, np.zeros((4, 3), np.float32), np.arange(4) % 2,
+                                         "softmax_cross_entropy", "toy")
+    assert model == c.model(3, 2) and config["model"] == model.to_config()
+    assert {"model", "loss", "input", "optimizer", "epochs"} <= set(config)
+
+
 def test_run_config_is_what_load_model_needs(tmp_path):
     args = _parse("--layers", "dense:6,relu")
     x = np.zeros((10, 3), np.float32)

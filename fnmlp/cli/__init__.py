@@ -1,9 +1,10 @@
 """What the training scripts share: flags (:mod:`.flags`, with the argument types of
-:mod:`.types` and the one architecture grammar of :mod:`.arch`), one run with checkpoints
-and metrics.json (:mod:`.run`), populations
+:mod:`.types` and the one architecture grammar of :mod:`.arch`), the run they ask for, read
+once (:mod:`.config`), one run with checkpoints and metrics.json (:mod:`.run`), populations
 (:mod:`.sweep`), the lab's comparisons (:mod:`.compare`, imported by ``scripts/compare.py``
 itself). Re-exports only."""
 
+from fnmlp.cli.config import RunConfig, model_and_config
 from fnmlp.cli.flags import (
     LAYER_SPEC_HELP,
     MNIST_FILES,
@@ -55,6 +56,7 @@ __all__ = [
     "LAYER_SPEC_HELP",
     "MNIST_FILES",
     "Parser",
+    "RunConfig",
     "UsageError",
     "add_train_size",
     "architecture_name",
@@ -75,6 +77,7 @@ __all__ = [
     "make_mesh_for",
     "make_optimizer",
     "members_from_args",
+    "model_and_config",
     "n_fit",
     "network",
     "non_negative_float",

@@ -44,6 +44,12 @@ from fnmlp.cli.arch import (  # noqa: F401  (re-exported: the scripts import the
     parse_names,
     parse_rates,
 )
+from fnmlp.cli.config import (  # noqa: F401  (re-exported)
+    DefaultRate,
+    RunConfig,
+    check_model_size,
+    model_and_config,
+)
 from fnmlp.cli.types import (  # noqa: F401  (re-exported)
     UsageError,
     fraction,
@@ -111,29 +117,9 @@ class Parser(argparse.ArgumentParser):
 
 
 
-class DefaultRate(float):
-    """``--lr``'s default: a float that says it was not given, so ``--resume`` keeps the
-    checkpoint's rate (fit's rule: a name alone keeps the state's; a rate asked for is
-    applied)."""
-
 def description(doc: str) -> str:
     """The first paragraph of a module docstring, as one line (for ``--help``)."""
     return " ".join(doc.strip().split("\n\n")[0].split())
-
-
-def check_model_size(model, d_in: int) -> None:
-    """Refuses, before anything is allocated, a network whose params would not fit in half
-    of this machine's memory (a typo like ``--hidden 100000000``)."""
-    import jax
-
-    from fnmlp._validate import physical_memory
-
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), d_in)[1])
-    need = sum(int(np.prod(a.shape)) * 4 for a in jax.tree.leaves(shapes))
-    if need > physical_memory() // 2:
-        raise UsageError(f"the network's params would take {need / 2**30:.1f} GiB, more than"
-                         f" half of this machine's {physical_memory() / 2**30:.1f} GiB; give"
-                         " smaller widths")
 
 
 def parse_class_weight(text: str) -> str | dict:
@@ -167,7 +153,6 @@ def check_class_weight(args: argparse.Namespace, loss: str) -> None:
 def per_class_scores(model, params, x, y, loss: str) -> dict:
     """``test_precision``, ``test_recall`` (per class), ``test_balanced_accuracy`` and
     ``test_confusion_matrix`` for metrics.json; empty for regression and multi-label."""
-    import numpy as np
 
     from fnmlp.losses import get_loss
     from fnmlp.metrics import classification_report
@@ -301,28 +286,15 @@ def write_json(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2))
 
 
-def run_config(args: argparse.Namespace, x, y, loss: str, dataset: str,
+def run_config(args: argparse.Namespace | RunConfig, x, y, loss: str, dataset: str,
                extra_config: dict | None = None) -> tuple[list[int], dict]:
     """The layer widths ``[D, ..., C]`` and the config shared by one model and a
-    population: what :func:`fnmlp.load_model` needs, ``{model, loss, input}`` (the input
-    record with its ``width`` ``D``; ``extra_config["input"]`` gives its kind and scale),
-    and what the run was asked for (optimizer, epochs, ...). The network is described
-    once, by ``model``."""
-    if len(x) == 0:
-        raise UsageError("the training set is empty")
-    n_out = int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
-        1 if y.ndim == 1 else y.shape[1])
-    d = int(x.shape[1])
-    model = build_model(args, d, n_out)
-    check_model_size(model, d)
-    dense = [c["features"] for c in model.to_config()["layers"] if c["type"] == "Dense"]
-    extra = dict(extra_config or {})
-    record = {"kind": "features", **extra.pop("input", {}), "width": d}
-    config = {"dataset": dataset, "model": model.to_config(), "loss": loss, "input": record,
-              "optimizer": args.optimizer, "batch_size": args.batch_size,
-              "epochs": args.epochs, "grad": args.grad, "devices": args.devices,
-              "dtype": "float32", "schedule": getattr(args, "schedule", "constant"), **extra}
-    return [d, *dense], config
+    population (:func:`fnmlp.cli.config.model_and_config`): ``{model, loss, input}``, what
+    :func:`fnmlp.load_model` needs, and what the run was asked for."""
+    model, config = model_and_config(RunConfig.from_args(args), x, y, loss, dataset,
+                                     extra_config)
+    dense = [c["features"] for c in config["model"]["layers"] if c["type"] == "Dense"]
+    return [config["input"]["width"], *dense], config
 
 
 def weight_decay(args: argparse.Namespace) -> float:

@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fnmlp.cli.config import RunConfig, model_and_config
 from fnmlp.cli.flags import (
-    DefaultRate,
     UsageError,
     architecture_name,
-    build_model,
     check_class_weight,
     check_out_dir,
     device_description,
@@ -25,9 +24,7 @@ from fnmlp.cli.flags import (
     make_optimizer,
     n_fit,
     per_class_scores,
-    run_config,
     wall_seconds,
-    weight_decay,
     write_json,
 )
 
@@ -62,7 +59,7 @@ def check_resume_architecture(args: argparse.Namespace, d_in: int, n_out: int) -
     from fnmlp.io.model_file import saved_config
 
     old = saved_config(read_checkpoint_meta(ckpt)["config"], ckpt)  # earlier formats too
-    model = build_model(args, d_in, n_out).to_config()
+    model = RunConfig.from_args(args).model(d_in, n_out).to_config()
     if old["model"] != model:
         raise UsageError(
             f"--resume: {ckpt} holds a {architecture_name(old)} network; the flags ask for"
@@ -110,84 +107,28 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     import numpy as np
 
     from fnmlp._validate import check_batch
-    from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-    from fnmlp.io.model_file import saved_config
-    from fnmlp.layers import from_config
-    from fnmlp.train import (
-        TrainingDiverged,
-        evaluate,
-        fit,
-        format_record,
-        init_state,
-        jitted_eval,
-        weight_stats,
-    )
+    from fnmlp.io.checkpoint import save_checkpoint
+    from fnmlp.train import TrainingDiverged, evaluate, fit, jitted_eval
 
     t_start = time.perf_counter()
+    cfg = RunConfig.from_args(args)  # the flags, read once
     x, y = np.asarray(train[0]), np.asarray(train[1])
-    sizes, config = run_config(args, x, y, loss, dataset, extra_config)
-    out = check_out_dir(args.out)
+    model, config = model_and_config(cfg, x, y, loss, dataset, extra_config)
+    out = check_out_dir(cfg.out)
     ckpt, metrics_path = out / "checkpoint.npz", out / "metrics.json"
-    if args.resume and ckpt.exists() and isinstance(args.lr, DefaultRate):
-        kept = read_checkpoint_meta(ckpt)["config"].get("lr")  # no --lr: the state's rate
-        args.lr = float(kept) if kept is not None else float(args.lr)
-    config.update(lr=float(args.lr), seed=args.seed, patience=args.patience,
-                  class_weight=getattr(args, "class_weight", None),
-                  val_split=getattr(args, "val_split", None), weight_decay=weight_decay(args))
+    cfg = _resumed_rate(cfg, ckpt)
+    config.update(cfg.member())
 
-    optimizer = make_optimizer(args, n_fit(args, len(x)))
-    model = from_config(config["model"])
-    params = model.init_params(jax.random.key(args.seed), sizes[0])
-    state, history, stopped = None, [], False
-    if args.resume and ckpt.exists():
-        meta = read_checkpoint_meta(ckpt)
-        old = saved_config(meta["config"], ckpt)  # an earlier format read as today's
-        same = ("model", "loss", "optimizer", "batch_size", "grad", "seed", "schedule",
-                "class_weight", "val_split", "weight_decay")
-        optional = ("class_weight", "val_split", "weight_decay")  # absent from older ones
-        diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]
-                and not (k in optional and k not in old)}
-        if diff:
-            raise UsageError(f"--resume: {ckpt} was made with another config: "
-                             + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items()))
-        if config["schedule"] != "constant" and old.get("epochs") != args.epochs:
-            raise UsageError(
-                f"--resume: {ckpt} was made with --epochs {old.get('epochs')} and --schedule"
-                f" {config['schedule']}, which decays over those epochs; --epochs"
-                f" {args.epochs} would restart the decay: resume with --epochs"
-                f" {old.get('epochs')}, or train with --schedule constant to extend a run")
-        state, _ = load_checkpoint(ckpt, resume_template(init_state(params, optimizer),
-                                                         meta["paths"]))
-        if old.get("lr") is not None and old.get("lr") != args.lr:
-            print(f"--resume: learning rate {old['lr']:g} -> {args.lr:g}", file=sys.stderr)
-        stopped = state.early is not None and bool(state.early.stopped)
-        if int(state.epoch) > args.epochs:
-            raise UsageError(
-                f"--resume: {ckpt} is at epoch {int(state.epoch)}, past --epochs"
-                f" {args.epochs}; --epochs is the epoch to train up to: give more than"
-                f" {int(state.epoch)} to continue")
-        if stopped:
-            print(f"--resume: {ckpt} is a run that stopped early at epoch {int(state.epoch)}"
-                  f" (keeping epoch {int(state.early.best_epoch)}); nothing to train,"
-                  " evaluating the kept epoch", file=sys.stderr)
-        elif int(state.epoch) == args.epochs:
-            print(f"--resume: {ckpt} is already at epoch {args.epochs}; nothing to train,"
-                  " evaluating it", file=sys.stderr)
-        if metrics_path.exists():
-            history = json.loads(metrics_path.read_text()).get("history", [])
-            history = [r for r in history if r["epoch"] <= int(state.epoch)]
-        if not stopped and int(state.epoch) < args.epochs:  # else said above
-            print(f"resuming from {ckpt} at epoch {int(state.epoch)}", file=sys.stderr)
-    elif args.resume:
-        print(f"--resume: no checkpoint at {ckpt}; starting fresh", file=sys.stderr)
+    optimizer = make_optimizer(cfg, n_fit(cfg, len(x)))
+    params = model.init_params(jax.random.key(cfg.seed), config["input"]["width"])
+    state, history, stopped = _resume(cfg, config, ckpt, metrics_path, params, optimizer)
 
-    mesh = make_mesh_for(args)
     test_x, test_y = check_batch(model, params, test[0], test[1], loss)  # once, on the host
     test_eval = jitted_eval(model, loss, 1024)
 
     from fnmlp.cli.probe import fixed_batch, gradient_norms_fn
 
-    probe = fixed_batch(x, y, seed=args.seed, val_split=getattr(args, "val_split", None))
+    probe = fixed_batch(x, y, seed=cfg.seed, val_split=cfg.val_split)
     grad_norms = gradient_norms_fn(model, loss, *check_batch(model, params, *probe, loss))
     config["grad_norm_batch"] = len(probe[0])  # the fixed batch's size (PROBE_BATCH at most)
 
@@ -200,17 +141,14 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
             each_epoch(s, record)
 
     best_epoch, trained = None, []
-    if not stopped and (state is None or int(state.epoch) < args.epochs):
+    if not stopped and (state is None or int(state.epoch) < cfg.epochs):
         try:
-            result = fit(model, params, x, y, epochs=args.epochs, batch_size=args.batch_size,
-                         optimizer=optimizer, loss=loss,
-                         grad=args.grad, seed=args.seed, state=state,
-                         validation_split=getattr(args, "val_split", None),
-                         patience=args.patience, verbose=not args.quiet,
-                         on_epoch_end=on_epoch_end, mesh=mesh,
-                         log=None if not args.quiet else (lambda s: None),
-                         class_weight=getattr(args, "class_weight", None),
-                         log_every=getattr(args, "log_every", 1))
+            result = fit(model, params, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                         optimizer=optimizer, loss=loss, grad=cfg.grad, seed=cfg.seed,
+                         state=state, validation_split=cfg.val_split, patience=cfg.patience,
+                         verbose=not cfg.quiet, on_epoch_end=on_epoch_end,
+                         mesh=make_mesh_for(cfg), log=None if not cfg.quiet else (lambda s: None),
+                         class_weight=cfg.class_weight, log_every=cfg.log_every)
         except TrainingDiverged as e:
             kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
                     else "no checkpoint exists")
@@ -232,6 +170,94 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     else:
         final_params = state.params
     scores = evaluate(model, final_params, test[0], test[1], loss=loss)
+    metrics = _metrics(model, config, history, trained, params, final_params, best_epoch,
+                       scores, (test_x, test_y), loss, grad_norms)
+    if after is not None:
+        try:
+            after(final_params, metrics)
+        except ImportError as e:  # matplotlib is the 'plot' extra: train, just no pictures
+            print(f"no pictures: {e}", file=sys.stderr)
+    metrics["run_seconds"] = time.perf_counter() - t_start  # training to pictures
+    metrics["wall_seconds"] = wall_seconds()  # since the script started
+    write_json(metrics_path, metrics)
+    _print_done(metrics, history, best_epoch, out)
+    return metrics
+
+
+def _resumed_rate(cfg: RunConfig, ckpt) -> RunConfig:
+    """With ``--resume`` and no ``--lr``: the checkpoint's rate (the state's), as ``fit``
+    does with a name alone; else ``cfg`` as it is."""
+    if not (cfg.resume and ckpt.exists()) or cfg.lr_given:
+        return cfg
+    from fnmlp.io.checkpoint import read_checkpoint_meta
+
+    kept = read_checkpoint_meta(ckpt)["config"].get("lr")
+    return cfg.replace(lr=float(kept)) if kept is not None else cfg
+
+
+def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer):
+    """``(state, history, stopped)``: with ``--resume``, the checkpoint's state (refusing
+    one made with another config, or past ``--epochs``), its history so far, and whether
+    it stopped early; else ``(None, [], False)``."""
+    if not cfg.resume:
+        return None, [], False
+    if not ckpt.exists():
+        print(f"--resume: no checkpoint at {ckpt}; starting fresh", file=sys.stderr)
+        return None, [], False
+    from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta
+    from fnmlp.io.model_file import saved_config
+    from fnmlp.train import init_state
+
+    meta = read_checkpoint_meta(ckpt)
+    old = saved_config(meta["config"], ckpt)  # an earlier format read as today's
+    same = ("model", "loss", "optimizer", "batch_size", "grad", "seed", "schedule",
+            "class_weight", "val_split", "weight_decay")
+    optional = ("class_weight", "val_split", "weight_decay")  # absent from older ones
+    diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]
+            and not (k in optional and k not in old)}
+    if diff:
+        raise UsageError(f"--resume: {ckpt} was made with another config: "
+                         + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items()))
+    if config["schedule"] != "constant" and old.get("epochs") != cfg.epochs:
+        raise UsageError(
+            f"--resume: {ckpt} was made with --epochs {old.get('epochs')} and --schedule"
+            f" {config['schedule']}, which decays over those epochs; --epochs"
+            f" {cfg.epochs} would restart the decay: resume with --epochs"
+            f" {old.get('epochs')}, or train with --schedule constant to extend a run")
+    state, _ = load_checkpoint(ckpt, resume_template(init_state(params, optimizer),
+                                                     meta["paths"]))
+    if old.get("lr") is not None and old.get("lr") != cfg.lr:
+        print(f"--resume: learning rate {old['lr']:g} -> {cfg.lr:g}", file=sys.stderr)
+    stopped, epoch = state.early is not None and bool(state.early.stopped), int(state.epoch)
+    if epoch > cfg.epochs:
+        raise UsageError(
+            f"--resume: {ckpt} is at epoch {epoch}, past --epochs {cfg.epochs}; --epochs is"
+            f" the epoch to train up to: give more than {epoch} to continue")
+    if stopped:
+        print(f"--resume: {ckpt} is a run that stopped early at epoch {epoch}"
+              f" (keeping epoch {int(state.early.best_epoch)}); nothing to train,"
+              " evaluating the kept epoch", file=sys.stderr)
+    elif epoch == cfg.epochs:
+        print(f"--resume: {ckpt} is already at epoch {cfg.epochs}; nothing to train,"
+              " evaluating it", file=sys.stderr)
+    history = []
+    if metrics_path.exists():
+        history = json.loads(metrics_path.read_text()).get("history", [])
+        history = [r for r in history if r["epoch"] <= epoch]
+    if not stopped and epoch < cfg.epochs:  # else said above
+        print(f"resuming from {ckpt} at epoch {epoch}", file=sys.stderr)
+    return state, history, stopped
+
+
+def _metrics(model, config, history, trained, params, final_params, best_epoch, scores,
+             test, loss, grad_norms) -> dict:
+    """metrics.json: the config, the history, the timings, the weights at init, the kept
+    epoch's validation numbers and the test scores (per class for classification)."""
+    import jax
+    import numpy as np
+
+    from fnmlp.train import weight_stats
+
     compiling = sum(r.get("compile_seconds", 0.0) for r in trained)
     metrics = {"config": config, "history": history, "device": device_description(),
                "training_seconds": sum(r["epoch_seconds"] for r in trained) - compiling,
@@ -249,19 +275,18 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     if loss == "softmax_cross_entropy" or loss == "sigmoid_cross_entropy":
         metrics["test_accuracy"] = scores["accuracy"]
         metrics["test_loss"] = scores["loss"]
-        metrics.update(per_class_scores(model, final_params, test_x, test_y, loss))
+        metrics.update(per_class_scores(model, final_params, *test, loss))
     else:
         metrics["test_mse"] = scores["mse"]
         metrics["test_mae"] = scores["mae"]
         metrics["test_loss"] = scores["loss"]
-    if after is not None:
-        try:
-            after(final_params, metrics)
-        except ImportError as e:  # matplotlib is the 'plot' extra: train, just no pictures
-            print(f"no pictures: {e}", file=sys.stderr)
-    metrics["run_seconds"] = time.perf_counter() - t_start  # training to pictures
-    metrics["wall_seconds"] = wall_seconds()  # since the script started
-    write_json(metrics_path, metrics)
+    return metrics
+
+
+def _print_done(metrics: dict, history: list, best_epoch, out) -> None:
+    """The run's last line: epochs, the test score, the timings, the kept record."""
+    from fnmlp.train import format_record
+
     shown = next((r for r in history if r.get("restored")), history[-1]) if history else None
     last = format_record(shown) if shown else "no epochs run"
     summary = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_mse")
@@ -269,6 +294,6 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     if best_epoch is not None:
         summary += f" (epoch {best_epoch}, kept by early stopping)"
     print(f"done: {len(history)} epochs, {summary}; training {metrics['training_seconds']:.1f} s"
-          f" (+{compiling:.1f} s compiling), wall {metrics['wall_seconds']:.1f} s (since the"
-          f" script started: imports, data, evaluation, pictures) [{last}] -> {out}")
-    return metrics
+          f" (+{metrics['compile_seconds']:.1f} s compiling), wall"
+          f" {metrics['wall_seconds']:.1f} s (since the script started: imports, data,"
+          f" evaluation, pictures) [{last}] -> {out}")
