@@ -206,6 +206,7 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
         return None, [], False
     from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta
     from fnmlp.io.model_file import saved_config
+    from fnmlp.optim import legacy as optim_legacy
     from fnmlp.train import init_state
 
     meta = read_checkpoint_meta(ckpt)
@@ -224,8 +225,12 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
             f" {config['schedule']}, which decays over those epochs; --epochs"
             f" {cfg.epochs} would restart the decay: resume with --epochs"
             f" {old.get('epochs')}, or train with --schedule constant to extend a run")
-    state, _ = load_checkpoint(ckpt, resume_template(init_state(params, optimizer),
-                                                     meta["paths"]))
+    template = resume_template(init_state(params, optimizer), meta["paths"])
+    if optim_legacy.is_legacy(meta["paths"]):  # optimizer state laid out before its chains
+        old_state, _ = load_checkpoint(ckpt, optim_legacy.to_legacy(template))
+        state = optim_legacy.from_legacy(old_state, template)
+    else:
+        state, _ = load_checkpoint(ckpt, template)
     if old.get("lr") is not None and old.get("lr") != cfg.lr:
         print(f"--resume: learning rate {old['lr']:g} -> {cfg.lr:g}", file=sys.stderr)
     stopped, epoch = state.early is not None and bool(state.early.stopped), int(state.epoch)
