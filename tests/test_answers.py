@@ -472,7 +472,7 @@ def test_a_gradcheck_report_is_strict_json():
         "a": [None, 2.0, None]}
 
 
-# ----------------------------------------------------------------------------- the breaker's last four
+# ------------------------------------------------------------------------- the breaker's last four
 
 
 def test_a_float64_saved_model_scales_raw_pixels_in_float64(tmp_path, x64):
