@@ -10,5 +10,5 @@ OPTIMIZER_NAMES = ("adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd")
 TOY_SET_NAMES = ("blobs", "circles", "classification", "imbalanced", "linear", "moons",
                  "spirals", "xor")  # fnmlp.data.TOY_SETS
 REGRESSION_SET_NAMES = ("multi", "sine", "surface")  # fnmlp.data.REGRESSION_SETS
-LOSS_NAMES = ("huber", "mae", "mse", "sigmoid_cross_entropy",
-              "softmax_cross_entropy")  # fnmlp.losses.LOSSES
+LOSS_NAMES = ("categorical_cross_entropy", "huber", "mae", "mse", "sigmoid_cross_entropy",
+              "softmax_cross_entropy")  # fnmlp.losses.LOSSES, every registered loss

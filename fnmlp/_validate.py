@@ -15,7 +15,6 @@ skipped because the values are not known yet. Check data once on the host (``fit
 from __future__ import annotations
 
 import functools
-import math
 import os
 from typing import Any
 
@@ -23,14 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnmlp._checks import check_positive_float, check_positive_int, is_traced
 from fnmlp.layers import Layer, check_model
-from fnmlp.losses import check_loss_for_model, get_loss, task_of
+from fnmlp.losses import Loss, check_loss_for_model, check_outputs, get_loss
 
 Array = jax.Array
-
-
-def is_traced(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
+__all__ = ["check_batch", "check_config", "check_data", "check_positive_float",
+           "check_positive_int", "check_x", "is_traced"]  # the scalar checks: fnmlp._checks
 
 
 def _describe(x: Any) -> str:
@@ -118,10 +116,11 @@ def check_inputs(x: Any, d_in: int, name: str = "x", batched: bool = True,
     return x
 
 
-def check_targets(y: Any, n: int, loss: str, n_out: int, name: str = "y") -> Any:
+def check_targets(y: Any, n: int, loss: str | Loss, n_out: int, name: str = "y") -> Any:
     """Checks targets for ``n`` examples against the loss; returns them in canonical
     shape (``[B]`` int labels for multiclass, ``[B, C]`` otherwise)."""
-    kind = get_loss(loss).kind
+    lossdef = get_loss(loss)
+    kind, loss = lossdef.kind, lossdef.name
     y = as_numeric_array(y, name)
     if kind == "multiclass":
         if y.ndim != 1 or y.shape[0] != n:
@@ -190,31 +189,6 @@ def device_memory_available(device: Any = None) -> int:
     return available_memory()
 
 
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
-    return int(value)
-
-
-def check_positive_float(value: Any, name: str, allow_zero: bool = False) -> float:
-    """``value`` as a float: a finite number > 0 (>= 0 with ``allow_zero``); Python, NumPy
-    and 0-d JAX or NumPy float/int arrays are numbers; ``ValueError`` naming ``name``."""
-    if isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0 and not is_traced(
-            value) and np.dtype(value.dtype).kind in "iuf":
-        value = value.item()  # jnp.float32(0.1) -> 0.1
-    ok_type = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
-    if not ok_type or not math.isfinite(float(value)) or value < 0 or (
-        value == 0 and not allow_zero
-    ):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
-    return float(value)
-
-
 # ----------------------------------------------------------------------------- a model
 
 
@@ -241,7 +215,11 @@ def check_model_params(model: Layer, params: Any, d_in: int) -> tuple[int, int]:
         not fit ``model.init_params(key, d_in)`` (named by its path), or ``d_in`` differs
         from the width the model records.
     """
-    model = check_model(model)
+    return param_widths(check_model(model), params, d_in)
+
+
+def param_widths(model: Layer, params: Any, d_in: int) -> tuple[int, int]:
+    """:func:`check_model_params` for a model already checked to be a Layer."""
     d = getattr(model, "in_features", None)
     if d is not None and d_in is not None and int(d_in) != d:
         raise ValueError(f"x must have {d} features (the model's input width); got {d_in}")
@@ -301,45 +279,77 @@ def _may_overflow(src: np.dtype, dtype: np.dtype) -> bool:
         return False
 
 
-def check_model_loss(model: Any, loss: str) -> Layer:
+def check_model_loss(model: Any, loss: str | Loss) -> Layer:
     """The model, checked to be a Layer whose output (:attr:`Layer.outputs`) the loss
     takes; ``ValueError`` with one line that says what to change (softmax twice, or a
     probability loss on logits)."""
+    return check_config(model, loss)[0]
+
+
+def check_config(model: Any, loss: str | Loss, grad: str | None = None
+                 ) -> tuple[Layer, Loss]:
+    """The boundary check of a model, its loss and (when given) the gradient path:
+    returns ``(model, loss)``, the loss as a :class:`~fnmlp.losses.Loss` value (resolved
+    from its name here, once) that the functions below take as it is.
+
+    Raises:
+      ValueError: not a Layer, an unknown loss, a loss that does not take the model's
+        output, or a gradient path other than ``"manual"`` / ``"autodiff"``.
+    """
     model = check_model(model)
-    check_loss_for_model(loss, model.outputs)
-    return model
+    lossdef = check_loss_for_model(loss, model.outputs)
+    if grad is not None:
+        check_grad_path(grad)
+    return model, lossdef
 
 
-def check_batch(model: Any, params: Any, x: Any, y: Any, loss: str, names=("x", "y")):
+def check_batch(model: Any, params: Any, x: Any, y: Any, loss: str | Loss, names=("x", "y")):
     """Validates ``(x, y)`` against the model, its params and the loss (the model's output
     must be what the loss takes); returns them as arrays (x in the params' dtype)."""
-    model = check_model_loss(model, loss)
+    model, lossdef = check_config(model, loss)
+    return check_data(model, params, x, y, lossdef, names)[:2]
+
+
+def check_data(model: Layer, params: Any, x: Any, y: Any, loss: Loss, names=("x", "y"),
+               widths: tuple[int, int] | None = None) -> tuple[Array, Array, int, int]:
+    """:func:`check_batch` for a model and a :class:`~fnmlp.losses.Loss` already checked
+    together (:func:`check_config`): ``(x, y, D, C)``, the data as arrays the kernels
+    trust (x in the params' dtype) and the model's input and output widths. ``widths``:
+    ``(D, C)`` already checked against the params (a second data set of one call)."""
     x = as_numeric_array(x, names[0])
-    early = x.ndim != 2 or getattr(model, "in_features", None) is not None
-    if early:  # x's own errors before the params' (one finiteness pass in all)
-        check_inputs(x, getattr(model, "in_features", None) or (x.shape[-1] if x.ndim else 0),
-                     names[0])
-    d_in, n_out = check_model_params(model, params, x.shape[-1])
-    task_of(loss, model.outputs, n_out)  # one output cannot be multiclass
-    x = check_inputs(x, d_in, names[0], finite=not early)
+    own = getattr(model, "in_features", None)
+    early = x.ndim != 2 or own is not None
+    if early:  # x's own errors before the params' (its width is the model's, when known)
+        x = check_inputs(x, own or (x.shape[-1] if x.ndim else 0), names[0])
+    if widths is None:
+        d_in, n_out = param_widths(model, params, x.shape[-1])
+        check_outputs(loss.kind, n_out)  # one output cannot be multiclass
+    else:
+        d_in, n_out = widths
+    if not early or x.shape[-1] != d_in:  # else checked above, against d_in itself
+        x = check_inputs(x, d_in, names[0], finite=not early)
     y = check_targets(y, x.shape[0], loss, n_out, names[1])
-    if get_loss(loss).kind != "multiclass":  # targets in the dtype the model computes in
-        return cast(x, params, names[0]), cast(y, params, names[1])
+    if loss.kind != "multiclass":  # targets in the dtype the model computes in
+        return cast(x, params, names[0]), cast(y, params, names[1]), d_in, n_out
     return (cast(x, params, names[0]),
-            jax.device_put(y) if isinstance(y, np.ndarray) else jnp.asarray(y))
+            jax.device_put(y) if isinstance(y, np.ndarray) else jnp.asarray(y), d_in, n_out)
 
 
-def check_x(model: Any, params: Any, x: Any, batched: bool = True) -> Array:
-    """Validates inputs ``x`` (``[B, D]``, or ``[D]`` when not batched) for the model."""
-    model = check_model(model)
+def check_x(model: Any, params: Any, x: Any, batched: bool = True,
+            checked: bool = False) -> Array:
+    """Validates inputs ``x`` (``[B, D]``, or ``[D]`` when not batched) for the model
+    (``checked``: the model is already known to be a Layer)."""
+    model = model if checked else check_model(model)
     x = as_numeric_array(x, "x")
     want = 2 if batched else 1
-    early = x.ndim != want or getattr(model, "in_features", None) is not None
+    own = getattr(model, "in_features", None)
+    early = x.ndim != want or own is not None
     if early:
-        check_inputs(x, getattr(model, "in_features", None) or (x.shape[-1] if x.ndim else 0),
-                     "x", batched)
-    d_in, _ = check_model_params(model, params, x.shape[-1])
-    return cast(check_inputs(x, d_in, "x", batched=batched, finite=not early), params)
+        x = check_inputs(x, own or (x.shape[-1] if x.ndim else 0), "x", batched)
+    d_in, _ = param_widths(model, params, x.shape[-1])
+    if not early or x.shape[-1] != d_in:
+        x = check_inputs(x, d_in, "x", batched=batched, finite=not early)
+    return cast(x, params)
 
 
 def check_grad_path(grad: str) -> str:

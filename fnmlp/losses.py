@@ -17,8 +17,13 @@ mae                      float ``[B, C]``       mean over C of ``|z - t|``
 huber                    float ``[B, C]``       mean over C of Huber(z - t), delta = 1
 =======================  =====================  =========================================
 
-``categorical_cross_entropy`` (in :data:`PROBABILITY_LOSSES`, int labels ``[B]``) is
-``-log p[y]`` of probabilities, for a model that ends in a ``Softmax`` layer.
+``categorical_cross_entropy`` (int labels ``[B]``) is ``-log p[y]`` of probabilities, for a
+model that ends in a ``Softmax`` layer (its ``takes`` is ``"probabilities"``).
+
+A loss is a value, :class:`Loss`: its name, kind, what output it takes, its function and
+derivative. :data:`LOSSES` is the one registry; a public entry point turns a name into
+the value once (:func:`get_loss`) and hands the value down, hashable, so it can key a
+compiled program.
 
 The means over C follow PyTorch's ``reduction="mean"`` for the elementwise losses.
 All forms are numerically stable: logits of +-1e4 give finite losses and gradients, and
@@ -45,13 +50,20 @@ class Loss(NamedTuple):
     ``takes`` is what the loss expects of the model's output: ``"logits"`` (raw scores or
     a regression prediction: the model's last layer is not a Softmax) or
     ``"probabilities"`` (a model that ends in ``Softmax``); see
-    :attr:`fnmlp.layers.Layer.outputs`."""
+    :attr:`fnmlp.layers.Layer.outputs`. Hashable (a static argument of a compiled
+    program); a user's own loss is one more ``Loss(...)``, passed where a name goes."""
 
     name: str
     fn: Callable[[Array, Array], Array]  # (out [B, C], targets) -> [B]
     deriv: Callable[[Array, Array], Array]  # (out [B, C], targets) -> [B, C]
-    kind: str
-    takes: str = "logits"
+    kind: str  # "multiclass", "binary" or "regression"
+    takes: str = "logits"  # or "probabilities"
+
+    @property
+    def classifies(self) -> bool:
+        """Whether this is a classification loss (its kind is not ``"regression"``): the
+        one place "is this classification?" is decided."""
+        return self.kind != "regression"
 
 
 def _top(logits: Array) -> tuple[Array, Array, Array]:
@@ -101,12 +113,12 @@ def d_softmax_cross_entropy(logits: Array, labels: Array) -> Array:
 
 
 def categorical_cross_entropy(probs: Array, labels: Array) -> Array:
-    """``loss(p, y) = -log p_y`` for probabilities ``probs: [B, C]`` (the output of a
+    """``loss(z, y) = -log z_y`` for probabilities ``z = probs: [B, C]`` (the output of a
     ``Softmax`` layer) and integer ``labels: [B]`` -> ``[B]``: the lesson's
     ``CrossEntropyLoss``, Keras's ``sparse_categorical_crossentropy(from_logits=False)``,
-    PyTorch's ``NLLLoss`` of ``log(p)``.
+    PyTorch's ``NLLLoss`` of ``log(z)``.
 
-    Derivative: ``d loss / dp = -onehot(y) / p_y``.
+    Derivative: ``d loss / dz = -onehot(y) / z_y``.
 
     Not clipped: a probability that rounds to 0 gives an infinite loss (in float32,
     ``softmax`` of logits ``[0, 104]`` already gives ``p_0 = 0``), where the fused
@@ -117,7 +129,7 @@ def categorical_cross_entropy(probs: Array, labels: Array) -> Array:
 
 
 def d_categorical_cross_entropy(probs: Array, labels: Array) -> Array:
-    """``d loss / dp = -onehot(y) / p_y``, ``[B, C]``."""
+    """``d loss / dz = -onehot(y) / z_y`` (``z`` the probabilities), ``[B, C]``."""
     onehot = jax.nn.one_hot(labels, probs.shape[1], dtype=probs.dtype)
     return -onehot / jnp.sum(probs * onehot, axis=1, keepdims=True)
 
@@ -210,22 +222,32 @@ LOSSES: dict[str, Loss] = {
         Loss("mse", mse, d_mse, "regression"),
         Loss("mae", mae, d_mae, "regression"),
         Loss("huber", huber, d_huber, "regression"),
+        # of probabilities, for a model that ends in a Softmax layer
+        Loss("categorical_cross_entropy", categorical_cross_entropy,
+             d_categorical_cross_entropy, "multiclass", "probabilities"),
     ]
-}
+}  # the one registry: every built-in loss, by name
+
+# Views of LOSSES by what each loss takes (not registries of their own)
+LOGIT_LOSSES: dict[str, Loss] = {n: x for n, x in LOSSES.items() if x.takes == "logits"}
+PROBABILITY_LOSSES: dict[str, Loss] = {n: x for n, x in LOSSES.items()
+                                       if x.takes == "probabilities"}
 
 
-# Losses of probabilities rather than of the network's raw output: for a model that ends in
-# a Softmax layer. Kept apart from LOSSES, whose every loss takes any real output.
-PROBABILITY_LOSSES: dict[str, Loss] = {
-    "categorical_cross_entropy": Loss("categorical_cross_entropy", categorical_cross_entropy,
-                                      d_categorical_cross_entropy, "multiclass",
-                                      "probabilities"),
-}
+def get_loss(loss: str | Loss) -> Loss:
+    """The :class:`Loss` called ``loss`` (a name of :data:`LOSSES`), or ``loss`` itself
+    when it is a Loss already: what every public entry point does once, at the edge, before
+    handing the value down. A ``ValueError`` lists the valid names."""
+    if isinstance(loss, Loss):
+        return loss
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
+    return LOSSES[loss]
 
 
-def check_loss_for_model(loss: str, outputs: str) -> Loss:
-    """The loss ``loss``, checked against what the model outputs (``"logits"`` or
-    ``"probabilities"``, :attr:`fnmlp.layers.Layer.outputs`).
+def check_loss_for_model(loss: str | Loss, outputs: str) -> Loss:
+    """The loss ``loss`` (a name or a :class:`Loss`), checked against what the model
+    outputs (``"logits"`` or ``"probabilities"``, :attr:`fnmlp.layers.Layer.outputs`).
 
     Raises:
       ValueError: an unknown loss, or one that takes the other kind of output, with one
@@ -235,23 +257,24 @@ def check_loss_for_model(loss: str, outputs: str) -> Loss:
     lossdef = get_loss(loss)
     if lossdef.takes == outputs:
         return lossdef
+    name = lossdef.name
     if outputs == "probabilities":
         fix = ("use loss='categorical_cross_entropy' (it takes probabilities)"
                if lossdef.kind == "multiclass" else "drop the final Softmax layer")
         raise ValueError(f"the model ends in a Softmax layer, so it outputs probabilities, and"
-                         f" loss {loss!r} takes logits (softmax would be applied twice): {fix},"
+                         f" loss {name!r} takes logits (softmax would be applied twice): {fix},"
                          " or drop the final Softmax layer and keep the loss")
-    raise ValueError(f"loss {loss!r} takes probabilities, and the model outputs logits (its"
+    raise ValueError(f"loss {name!r} takes probabilities, and the model outputs logits (its"
                      " last layer is not a Softmax): add Softmax() as the last layer, or use"
                      " loss='softmax_cross_entropy' on the logits (the stable choice)")
 
 
-def task_of(loss: str | None, outputs: str, n_out: int) -> str:
+def task_of(loss: str | Loss | None, outputs: str, n_out: int) -> str:
     """What a model predicts, decided here for every entry point: ``"multiclass"`` (one
     label of ``C``), ``"binary"`` (independent sigmoid labels) or ``"regression"``.
 
     Args:
-      loss: the loss the model was trained with, or None.
+      loss: the loss the model was trained with (a name or a :class:`Loss`), or None.
       outputs: what the model outputs, ``"logits"`` or ``"probabilities"``.
       n_out: its output width ``C`` (0 when not known yet: only the loss is checked).
 
@@ -268,6 +291,12 @@ def task_of(loss: str | None, outputs: str, n_out: int) -> str:
         kind = "binary" if n_out == 1 and outputs == "logits" else "multiclass"
     else:
         kind = check_loss_for_model(loss, outputs).kind
+    return check_outputs(kind, n_out)
+
+
+def check_outputs(kind: str, n_out: int) -> str:
+    """``kind`` when a model with ``n_out`` outputs can do it; ``ValueError`` for a
+    multiclass task with one output (softmax of one output is 1 whatever it is)."""
     if kind == "multiclass" and n_out == 1:
         raise ValueError(
             "a model with one output cannot pick one label of C (softmax of one output is"
@@ -276,18 +305,10 @@ def task_of(loss: str | None, outputs: str, n_out: int) -> str:
     return kind
 
 
-def get_loss(name: str) -> Loss:
-    """Returns the loss called ``name``; a ``ValueError`` lists the valid names."""
-    every = {**LOSSES, **PROBABILITY_LOSSES}
-    if not isinstance(name, str) or name not in every:
-        raise ValueError(f"loss must be one of {sorted(every)}; got {name!r}")
-    return every[name]
-
-
 # ----------------------------------------------------------------------------- metrics
 
 
-def correct(out: Array, targets: Array, loss: str | None) -> Array:
+def correct(out: Array, targets: Array, loss: str | Loss | None) -> Array:
     """Per-example correctness ``[B]`` as a float in [0, 1], for outputs ``out [B, C]``.
 
     Multiclass: ``argmax(out) == label`` (labels ``[B]``). Binary / multi-label: the
@@ -299,7 +320,7 @@ def correct(out: Array, targets: Array, loss: str | None) -> Array:
       ValueError: a regression loss, or targets whose shape does not fit ``out`` (they
         would broadcast to ``[B, B]``).
     """
-    kind = task_of(loss, "logits", out.shape[1]) if loss is None else get_loss(loss).kind
+    kind = task_of(None, "logits", out.shape[1]) if loss is None else get_loss(loss).kind
     if kind == "multiclass":
         if targets.shape != out.shape[:1]:
             raise ValueError(f"targets must be labels of shape {out.shape[:1]}; got shape"
@@ -313,15 +334,16 @@ def correct(out: Array, targets: Array, loss: str | None) -> Array:
                              f" one output); got shape {targets.shape}")
         hit = (out > 0) == (targets > 0.5)
         return jnp.mean(hit.astype(jnp.float32), axis=1)
-    raise ValueError(f"accuracy is defined for classification losses; got loss={loss!r}")
+    raise ValueError(f"accuracy is defined for classification losses; got"
+                     f" loss={get_loss(loss).name!r}")
 
 
-def accuracy(out: Array, targets: Array, loss: str | None = None) -> Array:
+def accuracy(out: Array, targets: Array, loss: str | Loss | None = None) -> Array:
     """Mean accuracy over the batch, a scalar in [0, 1] (see :func:`correct`; ``loss``
     None: a one-output model is binary, more outputs multiclass)."""
     return jnp.mean(correct(out, targets, loss))
 
 
-def zero_one_loss(out: Array, targets: Array, loss: str | None = None) -> Array:
+def zero_one_loss(out: Array, targets: Array, loss: str | Loss | None = None) -> Array:
     """The 0-1 loss, ``1 - accuracy``: the fraction of examples classified wrongly."""
     return 1 - accuracy(out, targets, loss)

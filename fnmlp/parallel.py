@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fnmlp import _validate as checks
+from fnmlp._checks import check_positive_int
 
 AXIS = "data"
 
@@ -29,7 +29,7 @@ AXIS = "data"
 def make_mesh(n_devices: int | None = None, devices: list | None = None) -> Mesh:
     """A 1-D mesh named ``"data"`` over the first ``n_devices`` devices (default: all)."""
     available = list(devices if devices is not None else jax.devices())
-    n = len(available) if n_devices is None else checks.check_positive_int(n_devices, "devices")
+    n = len(available) if n_devices is None else check_positive_int(n_devices, "devices")
     if n > len(available):
         raise ValueError(
             f"devices must be at most the {len(available)} device(s) present"
@@ -111,8 +111,8 @@ def initialize_distributed(coordinator_address: str | None = None,
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("coordinator_address must be 'host:port' with a port in"
                              f" 1..65535; got {coordinator_address!r}")
-        num_processes = checks.check_positive_int(num_processes, "num_processes")
-        process_id = checks.check_positive_int(process_id, "process_id", 0)
+        num_processes = check_positive_int(num_processes, "num_processes")
+        process_id = check_positive_int(process_id, "process_id", 0)
         if process_id >= num_processes:
             raise ValueError(f"process_id must be in [0, {num_processes}); got {process_id}")
     jax.distributed.initialize(coordinator_address=coordinator_address,

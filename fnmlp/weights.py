@@ -31,16 +31,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp import _validate as checks
-from fnmlp.losses import get_loss
+from fnmlp.losses import Loss, get_loss
 
 __all__ = ["class_of_examples", "compute_class_weight", "compute_sample_weight"]
 
 
-def class_of_examples(y: Any, loss: str, name: str = "y") -> np.ndarray:
+def class_of_examples(y: Any, loss: str | Loss, name: str = "y") -> np.ndarray:
     """The class of each example ``[N]`` int, for class weights and per-class metrics:
     the labels of a multiclass loss, or the 0/1 target of ``sigmoid_cross_entropy`` with
     one output. ``ValueError`` for regression losses, several outputs or soft targets."""
-    kind = get_loss(loss).kind
+    lossdef = get_loss(loss)
+    kind = lossdef.kind
     y = np.asarray(y)
     if kind == "multiclass":
         return y.astype(np.int64).reshape(-1)
@@ -56,7 +57,7 @@ def class_of_examples(y: Any, loss: str, name: str = "y") -> np.ndarray:
             raise ValueError(f"class weights need hard 0/1 targets in {name}; got {t[i]} at"
                              f" index {i}")
         return t.astype(np.int64)
-    raise ValueError(f"class_weight needs a classification loss; got loss={loss!r} (a"
+    raise ValueError(f"class_weight needs a classification loss; got loss={lossdef.name!r} (a"
                      f" regression loss: give sample_weight instead)")
 
 
@@ -102,7 +103,7 @@ def compute_class_weight(class_weight: Any, classes: np.ndarray, n_classes: int
     return out
 
 
-def compute_sample_weight(y: Any, loss: str, n_classes: int, sample_weight: Any = None,
+def compute_sample_weight(y: Any, loss: str | Loss, n_classes: int, sample_weight: Any = None,
                           class_weight: Any = None, n: int | None = None,
                           names: tuple[str, str] = ("sample_weight", "class_weight"),
                           y_name: str = "y") -> np.ndarray | None:
@@ -144,20 +145,23 @@ def compute_sample_weight(y: Any, loss: str, n_classes: int, sample_weight: Any 
     return w
 
 
-def check_weights(model: Any, params: Any, x: Any, y: Any, loss: str,
+def check_weights(model: Any, params: Any, x: Any, y: Any, loss: str | Loss,
                   sample_weight: Any = None, class_weight: Any = None,
-                  names=("sample_weight", "class_weight", "y")) -> Any:
+                  names=("sample_weight", "class_weight", "y"), n_out: int | None = None
+                  ) -> Any:
     """Per-example weights ``[B]`` for a batch already checked by
     :func:`fnmlp._validate.check_batch` (see :func:`compute_sample_weight`), in the params'
     float dtype; None when neither weight is given. On the host: nothing compiles.
 
     The weighted mean ``sum(w l) / sum(w)`` does not change when ``w`` is scaled, so the
     largest weight is scaled to 1 on the host (float64): 1e-46 or 1e39 neither underflow
-    nor overflow in the params' dtype.
+    nor overflow in the params' dtype. ``n_out``: the model's output width when the
+    caller checked it already (:func:`fnmlp._validate.check_data` returns it).
     """
     if sample_weight is None and class_weight is None:
         return None
-    _, n_out = checks.check_model_params(model, params, x.shape[-1])
+    if n_out is None:
+        _, n_out = checks.check_model_params(model, params, x.shape[-1])
     w = compute_sample_weight(y, loss, n_out, sample_weight, class_weight, x.shape[0],
                               names[:2], names[2])
     w = np.asarray(w, np.float64)

@@ -26,7 +26,7 @@ from fnmlp.gradcheck import (
     random_batch,
 )
 from fnmlp.layers import Dense, Layer, LayerNorm, Silu, Tanh, serial
-from fnmlp.losses import LOSSES
+from fnmlp.losses import LOGIT_LOSSES as LOSSES  # of logits: these models end in Dense
 
 CE = "softmax_cross_entropy"
 ACTIVATION_NAMES = sorted(ACTIVATIONS)

@@ -18,7 +18,7 @@ from conftest import REPO, count_compiles
 import fnmlp
 from fnmlp import data
 from fnmlp.gradcheck import compare_grads, random_batch
-from fnmlp.losses import LOSSES
+from fnmlp.losses import LOGIT_LOSSES
 from fnmlp.population import Member, fit_population
 from fnmlp.weights import compute_class_weight
 
@@ -42,8 +42,8 @@ def _problem(loss, dtype, n=8, seed=0):
 
 # every loss with both weights where it has classes (sample weights alone for regression),
 # and each weight alone on the softmax
-CASES = [(loss, "sample" if LOSSES[loss].kind == "regression" else "both")
-         for loss in sorted(LOSSES)] + [("softmax_cross_entropy", "class"),
+CASES = [(loss, "sample" if LOGIT_LOSSES[loss].kind == "regression" else "both")
+         for loss in sorted(LOGIT_LOSSES)] + [("softmax_cross_entropy", "class"),
                                         ("softmax_cross_entropy", "sample")]
 
 

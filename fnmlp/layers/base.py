@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnmlp._checks import check_key, is_positive_int
+
 Array = jax.Array
 Params = Any  # a pytree of arrays
 
@@ -102,7 +104,7 @@ class Layer:
             raise ValueError(f"{self.name} must be hashable: declare your layer with"
                              " @dataclass(frozen=True)") from None
         d = input_width(self, in_features)
-        _check_key(key)
+        check_key(key)
         if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
             raise ValueError(f"dtype must be a float dtype; got {dtype!r}")
         return _jitted_init(self, d, jnp.dtype(dtype).name)(key)
@@ -142,22 +144,12 @@ def input_width(model: Layer, in_features: Any = None) -> int:
                              " does not record one (mlp([D, ...]) and serial(...,"
                              " in_features=D) do)")
         return own
-    if isinstance(in_features, (bool, np.bool_)) or not isinstance(
-            in_features, (int, np.integer)) or in_features <= 0:
+    if not is_positive_int(in_features):
         raise ValueError(f"in_features must be a positive integer; got {in_features!r}")
     if own is not None and int(in_features) != own:
         raise ValueError(f"in_features={int(in_features)} but the model was built for"
                          f" inputs of width {own}")
     return int(in_features)
-
-
-def _check_key(key: Any) -> None:
-    """A typed key (``jax.random.key``) or a raw ``uint32[2]`` one; ``ValueError`` else."""
-    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    raw = (isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,)
-           and key.dtype == np.uint32)
-    if not (typed or raw):
-        raise ValueError(f"key must be a PRNG key such as jax.random.key(0); got {key!r}"[:160])
 
 
 @functools.lru_cache(maxsize=256)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnmlp._checks import is_positive_int
 from fnmlp.activations import ACTIVATIONS, get_activation
 from fnmlp.initializers import get_initializer
 from fnmlp.layers.base import EVAL, LOW_PRECISION, Layer, matmul
@@ -42,7 +43,7 @@ class Dense(Layer):
 
     def __post_init__(self):
         f = self.features
-        if isinstance(f, (bool, np.bool_)) or not isinstance(f, (int, np.integer)) or f <= 0:
+        if not is_positive_int(f):
             raise ValueError(f"Dense features must be a positive integer; got {f!r}")
         object.__setattr__(self, "features", int(f))  # np.int64(3) -> 3: one hash, JSON
         if self.kernel_init is not None:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnmlp._checks import is_positive_int
 from fnmlp.activations import get_activation
 from fnmlp.layers.base import EVAL, Context, Layer, input_width
 from fnmlp.layers.basic import (
@@ -59,7 +60,7 @@ class Serial(Layer):
             raise ValueError("serial needs at least one layer; got none")
         d = self.in_features
         if d is not None:
-            if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)) or d <= 0:
+            if not is_positive_int(d):
                 raise ValueError(f"serial in_features must be a positive integer; got {d!r}")
             object.__setattr__(self, "in_features", int(d))
         _ = self.outputs  # a Softmax followed by Dropout is refused at build time
@@ -249,7 +250,7 @@ def check_sizes(sizes: Any) -> list[int]:
     if len(sizes) < 2:
         raise ValueError(f"sizes must list at least two layer widths [D, ..., C]; got {sizes}")
     for i, s in enumerate(sizes):
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0:
+        if not is_positive_int(s):
             raise ValueError(f"sizes must be positive integers; got {s!r} at index {i}")
     return [int(s) for s in sizes]
 

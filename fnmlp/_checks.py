@@ -1,0 +1,90 @@
+"""Scalar checks: the ground floor of fnmlp's imports (only NumPy and JAX below it).
+
+A positive integer, a positive float, a PRNG key, a float dtype: each checked in one
+place, with a ``ValueError`` that names the argument, what was expected and what arrived.
+``layers/``, ``optim/``, ``schedules``, ``cli/`` and the public entry points use them;
+:mod:`fnmlp._validate` (arrays, a model and its params) sits above.
+
+The predicates (:func:`is_int`, :func:`is_positive_int`) let a caller keep its own message
+(``Dense features must be a positive integer; got 0``) while the rule lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["check_float_dtype", "check_key", "check_positive_float", "check_positive_int",
+           "is_int", "is_key", "is_positive_int", "is_traced"]
+
+
+def is_traced(x: Any) -> bool:
+    """Whether ``x`` is a JAX tracer (an argument seen under ``jit``/``vmap``/``grad``)."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def is_int(value: Any) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_positive_int(value: Any, minimum: int = 1) -> bool:
+    """:func:`is_int` and ``>= minimum``."""
+    return is_int(value) and value >= minimum
+
+
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``; ``ValueError`` naming ``name`` otherwise."""
+    if not is_int(value):
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
+    return int(value)
+
+
+def check_positive_float(value: Any, name: str, allow_zero: bool = False) -> float:
+    """``value`` as a float: a finite number > 0 (>= 0 with ``allow_zero``); Python, NumPy
+    and 0-d JAX or NumPy float/int arrays are numbers; ``ValueError`` naming ``name``."""
+    if isinstance(value, (jax.Array, np.ndarray)) and value.ndim == 0 and not is_traced(
+            value) and np.dtype(value.dtype).kind in "iuf":
+        value = value.item()  # jnp.float32(0.1) -> 0.1
+    ok_type = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    if not ok_type or not math.isfinite(float(value)) or value < 0 or (
+        value == 0 and not allow_zero
+    ):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+    return float(value)
+
+
+def is_key(key: Any) -> bool:
+    """A typed key (``jax.random.key``) or a raw ``uint32[2]`` one (``PRNGKey``)."""
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = (isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,)
+           and key.dtype == np.uint32)
+    return typed or raw
+
+
+def check_key(key: Any, name: str = "key") -> Any:
+    """``key`` when it is a PRNG key (:func:`is_key`); ``ValueError`` otherwise."""
+    if not is_key(key):
+        raise ValueError(f"{name} must be a PRNG key such as jax.random.key(0); got {key!r}"
+                         [:160])
+    return key
+
+
+def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """``dtype`` as a NumPy float dtype (bfloat16 included); ``ValueError`` otherwise."""
+    try:
+        want = jnp.dtype(dtype)
+    except TypeError:
+        want = None
+    if want is None or not jnp.issubdtype(want, jnp.floating):
+        raise ValueError(f"{name} must be a float dtype; got {dtype!r}")
+    return want
