@@ -34,11 +34,13 @@ dense product takes its operands in that dtype and accumulates and returns float
 (:func:`fnmlp.layers.matmul`); biases, activations, the loss, ``delta`` and the weight
 gradients stay float32.
 
-The kernels (:func:`mean_loss`, :func:`manual_value_and_grad`, :func:`value_and_grad_fn`)
-check nothing and are jit-friendly; the public functions check their arguments on the
-host first (``ValueError`` naming the argument). Nothing on the hand-derived path calls
-autodiff (grad, vjp, jvp, linearize, jacfwd, jacrev; a test reads the source): it is the
-path that :mod:`fnmlp.gradcheck` checks against ``jax.grad``.
+The kernels (:func:`mean_loss`, :func:`manual_value_and_grad_kernel`,
+:func:`value_and_grad_fn`) check nothing and are jit-friendly; they take the loss as a
+:class:`~fnmlp.losses.Loss` value (a name still works: :func:`~fnmlp.losses.get_loss`
+hands a Loss back as it is). The public functions check their arguments on the host first,
+once (``ValueError`` naming the argument), resolving a loss name there. Nothing on the
+hand-derived path calls autodiff (grad, vjp, jvp, linearize, jacfwd, jacrev; a test reads
+the source): it is the path that :mod:`fnmlp.gradcheck` checks against ``jax.grad``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import jax.numpy as jnp
 
 from fnmlp import _validate as checks
 from fnmlp.layers import EVAL, Context, Layer
-from fnmlp.losses import get_loss
+from fnmlp.losses import Loss, get_loss
 from fnmlp.weights import check_weights
 
 Array = jax.Array
@@ -78,22 +80,22 @@ def reduce_mean(per_example: Array, w: Array | None = None) -> Array:
     return jnp.sum(w * per_example) / weight_total(w)
 
 
-def value_and_output(model, params, x, y, loss, ctx=EVAL, loss_dtype=None, aux=False,
+def value_and_output(model, params, x, y, loss: Loss, ctx=EVAL, loss_dtype=None, aux=False,
                      w=None):
     out = model.forward(params, x, ctx)[0]  # [B, C]
     o = out if loss_dtype is None else out.astype(loss_dtype)
-    value = reduce_mean(get_loss(loss).fn(o, y), w)
+    value = reduce_mean(loss.fn(o, y), w)
     return (value, out) if aux else value
 
 
-def mean_loss(model: Layer, params: Params, x: Array, y: Array, loss: str,
+def mean_loss(model: Layer, params: Params, x: Array, y: Array, loss: Loss | str,
               ctx: Context = EVAL, loss_dtype: Any = None, w: Array | None = None) -> Array:
     """The (weighted) mean loss over the batch, a scalar (``jax.grad`` of this is
     autodiff); ``w: [B]`` or None. Unchecked."""
-    return value_and_output(model, params, x, y, loss, ctx, loss_dtype, w=w)
+    return value_and_output(model, params, x, y, get_loss(loss), ctx, loss_dtype, w=w)
 
 
-def loss_delta(lossdef, o: Array, y: Array, w: Array | None = None) -> Array:
+def loss_delta(lossdef: Loss, o: Array, y: Array, w: Array | None = None) -> Array:
     """``dL/d out [B, C]``: ``dloss_i / B``, or ``w_i dloss_i / sum(w)`` with weights."""
     d = lossdef.deriv(o, y)  # [B, C]
     if w is None:
@@ -102,7 +104,8 @@ def loss_delta(lossdef, o: Array, y: Array, w: Array | None = None) -> Array:
     return d * (w / weight_total(w))[:, None]
 
 
-def manual_value_and_grad_kernel(model: Layer, params: Params, x: Array, y: Array, loss: str,
+def manual_value_and_grad_kernel(model: Layer, params: Params, x: Array, y: Array,
+                                 loss: Loss | str,
                                  ctx: Context = EVAL, loss_dtype: Any = None,
                                  w: Array | None = None) -> tuple[Array, Params, Array]:
     """``(mean loss, grads like params, out [B, C])``, all by hand. Unchecked.
@@ -119,10 +122,11 @@ def manual_value_and_grad_kernel(model: Layer, params: Params, x: Array, y: Arra
     return value, grads, out
 
 
-def value_and_grad_fn(model: Layer, loss: str, grad: str, loss_dtype=None) -> Callable:
+def value_and_grad_fn(model: Layer, loss: Loss | str, grad: str, loss_dtype=None) -> Callable:
     """``(params, x, y, ctx=EVAL, w=None) -> (loss, grads, out)`` by the chosen gradient
     path: ``"manual"`` (the model's hand-written backwards) or ``"autodiff"``
     (``jax.value_and_grad`` of its forward). Unchecked."""
+    loss = get_loss(loss)  # a Loss as it is
     if grad == "manual":
         return lambda p, x, y, ctx=EVAL, w=None: manual_value_and_grad_kernel(
             model, p, x, y, loss, ctx, loss_dtype, w)
@@ -176,8 +180,11 @@ def backward(model: Layer, params: Params, residuals: Any, delta: Array) -> Para
 
 
 def _checked(model, params, x, y, loss, sample_weight, class_weight):
-    x, y = checks.check_batch(model, params, x, y, loss)
-    return x, y, check_weights(model, params, x, y, loss, sample_weight, class_weight)
+    """The public functions' one check: ``(loss as a Loss, x, y, w)``."""
+    model, lossdef = checks.check_config(model, loss)
+    x, y, _, n_out = checks.check_data(model, params, x, y, lossdef)
+    return lossdef, x, y, check_weights(model, params, x, y, lossdef, sample_weight,
+                                        class_weight, n_out=n_out)
 
 
 def loss(
@@ -204,8 +211,9 @@ def loss(
       x: inputs ``[B, D]``.
       y: targets: integer labels ``[B]`` for ``softmax_cross_entropy`` and
         ``categorical_cross_entropy``; ``[B, C]`` (or ``[B]`` when C == 1) otherwise.
-      loss: loss name (see :mod:`fnmlp.losses`); it must take what the model outputs
-        (logits, or probabilities after a final ``Softmax``).
+      loss: a loss name (see :mod:`fnmlp.losses`) or a :class:`~fnmlp.losses.Loss`; it
+        must take what the model outputs (logits, or probabilities after a final
+        ``Softmax``).
       sample_weight: optional ``[B]`` weights, finite and >= 0.
       class_weight: optional ``"balanced"`` (scikit-learn's ``n_samples / (n_classes *
         count)``) or ``{label: weight}`` (classification losses only); both given, the
@@ -223,8 +231,8 @@ def loss(
       >>> bool(fnmlp.loss(model, params, x, y) > 0)
       True
     """
-    x, y, w = _checked(model, params, x, y, loss, sample_weight, class_weight)
-    return mean_loss(model, params, x, y, loss, w=w)
+    lossdef, x, y, w = _checked(model, params, x, y, loss, sample_weight, class_weight)
+    return value_and_output(model, params, x, y, lossdef, w=w)
 
 
 def manual_value_and_grad(
@@ -243,8 +251,8 @@ def manual_value_and_grad(
     :func:`loss`. With weights each row of ``delta`` is scaled by its own weight:
     ``delta_i = w_i dloss_i / sum(w)``.
     """
-    x, y, w = _checked(model, params, x, y, loss, sample_weight, class_weight)
-    value, grads, _ = manual_value_and_grad_kernel(model, params, x, y, loss, w=w)
+    lossdef, x, y, w = _checked(model, params, x, y, loss, sample_weight, class_weight)
+    value, grads, _ = manual_value_and_grad_kernel(model, params, x, y, lossdef, w=w)
     return value, grads
 
 

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp import _validate as checks
-from fnmlp.losses import get_loss
-from fnmlp.predict import predict
+from fnmlp.losses import Loss
+from fnmlp.predict import jitted_apply
 from fnmlp.weights import class_of_examples
 
 __all__ = ["classification_report", "confusion_matrix", "per_class_metrics"]
@@ -100,7 +100,7 @@ def per_class_metrics(y_true: Any, y_pred: Any, n_classes: int) -> dict:
 
 
 def classification_report(model: Any, params: Any, x: Any, y: Any,
-                          loss: str = "softmax_cross_entropy") -> dict:
+                          loss: str | Loss = "softmax_cross_entropy") -> dict:
     """:func:`per_class_metrics` of a model's predictions on ``(x, y)`` (evaluation mode).
 
     Args:
@@ -115,14 +115,15 @@ def classification_report(model: Any, params: Any, x: Any, y: Any,
       ValueError: bad inputs (as :func:`fnmlp.evaluate`), a regression loss, or several
         sigmoid outputs (multi-label).
     """
-    kind = get_loss(loss).kind
-    if kind == "regression":
-        raise ValueError(f"per-class metrics need a classification loss; got loss={loss!r}")
-    x, y = checks.check_batch(model, params, x, y, loss)
-    true = class_of_examples(y, loss)
-    out = jax.device_get(predict(model, params, x))  # [N, C]
-    if kind == "multiclass":
-        n_classes = checks.check_model_params(model, params, x.shape[-1])[1]
+    model, lossdef = checks.check_config(model, loss)
+    if not lossdef.classifies:
+        raise ValueError(f"per-class metrics need a classification loss; got"
+                         f" loss={lossdef.name!r}")
+    x, y, _, n_out = checks.check_data(model, params, x, y, lossdef)
+    true = class_of_examples(y, lossdef)
+    out = jax.device_get(jitted_apply(model)(params, x))  # [N, C]; x checked above
+    if lossdef.kind == "multiclass":
+        n_classes = n_out
         pred = np.asarray(jnp.argmax(out, axis=1))
     else:
         n_classes, pred = 2, (np.asarray(out)[:, 0] > 0).astype(np.int64)

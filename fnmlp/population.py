@@ -16,7 +16,8 @@ arrays in the optimizer state (nothing recompiles when they change).
 * :func:`fit_population` trains, evaluates every member on validation data each epoch,
   keeps one history per member and names the best (lowest final validation loss, or
   training loss); a member that diverges is marked and the others go on. Its epoch loop
-  is :func:`fnmlp.train.run_epochs`, the one ``fit`` runs.
+  is :func:`fnmlp.train.run_epochs`, the one ``fit`` runs, and its data are checked as
+  ``fit`` checks them (:func:`fnmlp.train.fit.check_training_data`).
 * :func:`ensemble_predict_proba` averages the members' probabilities.
 * With ``mesh=make_mesh(n)`` the population axis is **sharded over the devices**: each
   device trains ``K / n`` members on a full copy of the data. (Data-parallel training of
@@ -37,7 +38,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -51,6 +51,7 @@ from jax.sharding import PartitionSpec as P
 from fnmlp import _validate as checks
 from fnmlp.compile_cache import CompileTimer
 from fnmlp.layers import Layer
+from fnmlp.losses import Loss
 from fnmlp.optim import (
     GradientTransformation,
     check_optimizer,
@@ -59,17 +60,10 @@ from fnmlp.optim import (
     set_weight_decay,
 )
 from fnmlp.parallel import AXIS, put, replicated
-from fnmlp.predict import probabilities, task
-from fnmlp.train.fit import epoch_record, run_epochs
-from fnmlp.train.step import (
-    TrainState,
-    check_config,
-    epoch_fn,
-    eval_fn,
-    fresh_state,
-    make_train_step,
-)
-from fnmlp.weights import check_weights
+from fnmlp.predict import kind_of, model_and_loss, probabilities
+from fnmlp.train.fit import check_batch_size, check_training_data, check_validation_data
+from fnmlp.train.loop import EpochLog, epoch_record, run_epochs
+from fnmlp.train.step import TrainState, epoch_fn, eval_fn, fresh_state, train_step
 
 Array = jax.Array
 SWEEP_KEYS = {"lr": "learning rate", "wd": "weight decay", "seed": "seed"}
@@ -194,7 +188,7 @@ def fit_population(
     epochs: int = 10,
     batch_size: int = 128,
     optimizer: str = "adam",
-    loss: str = "softmax_cross_entropy",
+    loss: str | Loss = "softmax_cross_entropy",
     grad: str = "manual",
     validation_data: tuple[Any, Any] | None = None,
     lr_factor: Callable[[Array], Array] | None = None,
@@ -236,28 +230,22 @@ def fit_population(
       ValueError: a bad argument (naming it, what was expected and what arrived), before
         anything compiles.
     """
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    net = check_config(model, loss, grad)
+    net, lossdef = checks.check_config(model, loss, grad)
     d_in = input_width_of(net, x)
     members = [m if isinstance(m, Member) else Member(*m) for m in members]
     k = len(members)
     if k == 0:
         raise ValueError("members must list at least one member; got none")
     epochs = checks.check_positive_int(epochs, "epochs")
-    batch_size = checks.check_positive_int(batch_size, "batch_size")
     for m in members:
         checks.check_positive_float(m.lr, "member lr")
         checks.check_positive_float(m.wd, "member wd", allow_zero=True)
     dtype = population_dtype(dtype, x)
     template = jax.eval_shape(lambda: net.init(jax.random.key(0), d_in, dtype)[1])  # shapes
-    x, y = checks.check_batch(net, template, x, y, loss)
-    w = check_weights(net, template, x, y, loss, sample_weight, class_weight)  # [N] or None
-    if batch_size > len(x):
-        raise ValueError(f"batch_size must be at most the number of training examples"
-                         f" ({len(x)}); got {batch_size}")
-    if validation_data is not None:
-        validation_data = checks.check_batch(net, template, *validation_data, loss,
-                                             ("x_val", "y_val"))
+    x, y, w, io_widths = check_training_data(net, lossdef, template, x, y, sample_weight,
+                                             class_weight)  # w: [N] or None
+    batch_size = check_batch_size(batch_size, len(x))
+    validation_data = check_validation_data(net, lossdef, template, validation_data, io_widths)
     widths = _widths(template, d_in)
     need = memory_estimate(widths, k, batch_size, len(x), optimizer, dtype.itemsize)
     have = checks.available_memory()
@@ -269,8 +257,8 @@ def fit_population(
         raise ValueError(f"the number of members must be divisible by the"
                          f" {mesh.devices.size} devices of the mesh; got {k}")
 
-    pop = make_population(net, d_in, members, batch_size=batch_size, optimizer=optimizer,
-                          loss=loss, grad=grad, lr_factor=lr_factor, mesh=mesh, dtype=dtype)
+    pop = population(net, d_in, members, batch_size, optimizer, lossdef, grad, lr_factor, mesh,
+                     dtype)
     state, seeds, base_lr, epoch, evaluate = (pop.state, pop.seeds, pop.base_lr, pop.epoch,
                                               pop.evaluate)
     if mesh is not None:
@@ -281,7 +269,7 @@ def fit_population(
     monitor = "val_loss" if validation_data is not None else "train_loss"
     examples = k * (len(x) // batch_size) * batch_size  # trained per epoch, all members
 
-    def run_epoch(state, e, _):
+    def run_epoch(state, e):
         t0 = time.perf_counter()
         with CompileTimer() as compiling:
             state, m = epoch(state, x, y, seeds, base_lr, w)
@@ -310,8 +298,8 @@ def fit_population(
 
     callback = None if on_epoch_end is None else (
         lambda s, records: on_epoch_end(records[0]["epoch"], records))
-    state, _ = run_epochs(run_epoch, state, epochs, monitor=monitor, patience=None,
-                          verbose=verbose, log=log, on_epoch_end=callback, fmt=fmt, start=0)
+    state, _ = run_epochs(run_epoch, state, epochs, start=0, on_epoch_end=callback,
+                          log=EpochLog(epochs, 1, log, fmt) if verbose else None)
     return PopulationResult(state.params, state, members, history,
                             _best(history, alive, monitor), monitor, base_lr)
 
@@ -328,7 +316,7 @@ class Population(NamedTuple):
 
 def make_population(model: Layer, d_in: int | None, members: Sequence[Member], *,
                     batch_size: int, optimizer: str = "adam",
-                    loss: str = "softmax_cross_entropy", grad: str = "manual",
+                    loss: str | Loss = "softmax_cross_entropy", grad: str = "manual",
                     lr_factor: Callable | None = None, mesh: Any = None,
                     dtype: Any = jnp.float32) -> Population:
     """The jitted population epoch and evaluation, and the stacked initial state (placed
@@ -336,7 +324,15 @@ def make_population(model: Layer, d_in: int | None, members: Sequence[Member], *
     ``model`` on inputs of width ``d_in`` (None: the model's own). No checks: see
     :func:`fit_population` (but the model, loss and gradient path, before anything
     compiles)."""
-    net = check_config(model, loss, grad)
+    net, lossdef = checks.check_config(model, loss, grad)
+    return population(net, d_in, members, batch_size, optimizer, lossdef, grad, lr_factor,
+                      mesh, dtype)
+
+
+def population(net: Layer, d_in: int | None, members: Sequence[Member], batch_size: int,
+               optimizer: str, loss: Loss, grad: str, lr_factor: Callable | None = None,
+               mesh: Any = None, dtype: Any = jnp.float32) -> Population:
+    """:func:`make_population` for arguments already checked (the loss a Loss value)."""
     d_in = d_in if d_in is not None else net.in_features
     opt = shared_optimizer(optimizer, members)
     states = []
@@ -349,8 +345,7 @@ def make_population(model: Layer, d_in: int | None, members: Sequence[Member], *
     check_members_state(state.opt_state, members)
     seeds = np.asarray([m.seed for m in members], np.uint32)  # [K]; keys made inside
     base_lr = jnp.array(state.opt_state.learning_rate, copy=True)  # [K]; not donated
-    member_epoch = _epoch_with_factor(make_train_step(net, opt, loss=loss, grad=grad),
-                                      batch_size, lr_factor)
+    member_epoch = _epoch_with_factor(train_step(net, opt, loss, grad), batch_size, lr_factor)
 
     def population_epoch(state, x, y, seeds, base_lr, w=None):  # state's leaves [K, ...]
         keys = jax.vmap(jax.random.key)(seeds)  # as fit's key(seed)
@@ -478,7 +473,8 @@ def _describe(m: Member) -> str:
 
 
 def ensemble_predict_proba(model: Layer, stacked_params: Any, x: Any,
-                           loss: str | None = None, members: Sequence[int] | None = None
+                           loss: str | Loss | None = None,
+                           members: Sequence[int] | None = None
                            ) -> Array:
     """The mean of the members' class probabilities ``[N, C]``.
 
@@ -494,7 +490,7 @@ def ensemble_predict_proba(model: Layer, stacked_params: Any, x: Any,
       ValueError: a member index out of range (JAX would clamp it), a loss that does not
         take the model's output, or bad ``x``.
     """
-    task(model, loss, 0)  # the model, and the loss against its output, before any work
+    model, lossdef = model_and_loss(model, loss)  # the loss against its output, before any work
     count = len(jax.tree.leaves(stacked_params)[0])
     if members is None:
         chosen = stacked_params
@@ -503,9 +499,9 @@ def ensemble_predict_proba(model: Layer, stacked_params: Any, x: Any,
         if not idx:
             raise ValueError("members must list at least one member index; got none")
         chosen = jax.tree.map(lambda a: a[np.asarray(idx, np.int32)], stacked_params)
-    x = checks.check_x(model, take(chosen, 0), x)
+    x = checks.check_x(model, take(chosen, 0), x, checked=True)
     out = _members_forward(model)(chosen, x)  # [K, N, C], evaluation mode
-    kind = task(model, loss, out.shape[-1])
+    kind = kind_of(model, lossdef, out.shape[-1])
     return jnp.mean(probabilities(out, model.outputs, kind), axis=0)
 
 

@@ -28,13 +28,13 @@ import jax.numpy as jnp
 from fnmlp import _validate as checks
 from fnmlp.grad import Params
 from fnmlp.layers import Layer, check_model
-from fnmlp.losses import task_of
+from fnmlp.losses import Loss, check_loss_for_model, check_outputs, task_of
 
 __all__ = ["predict", "predict_classes", "predict_proba", "probabilities", "task"]
 
 
 @functools.lru_cache(maxsize=64)
-def _jit_apply(model: Layer):
+def jitted_apply(model: Layer):
     return jax.jit(lambda p, x: model.apply(p, x))
 
 
@@ -46,16 +46,16 @@ def predict(model: Layer, params: Params, x: Any) -> jax.Array:
       ValueError: ``model`` is not a Layer, params that do not fit it, or bad ``x``.
     """
     model = check_model(model)
-    return _jit_apply(model)(params, checks.check_x(model, params, x))
+    return jitted_apply(model)(params, checks.check_x(model, params, x, checked=True))
 
 
-def task(model: Layer, loss: str | None, n_out: int) -> str:
+def task(model: Layer, loss: str | Loss | None, n_out: int) -> str:
     """What the model predicts: ``"multiclass"`` (one label of ``C``), ``"binary"``
     (independent sigmoid labels) or ``"regression"``.
 
     Args:
       model: the Layer.
-      loss: the loss it was trained with, or None.
+      loss: the loss it was trained with (a name or a Loss), or None.
       n_out: its output width ``C``.
 
     Returns:
@@ -80,14 +80,29 @@ def probabilities(out: jax.Array, outputs: str, kind: str) -> jax.Array:
     return jax.nn.softmax(out, axis=-1) if kind == "multiclass" else jax.nn.sigmoid(out)
 
 
-def predict_proba(model: Layer, params: Params, x: Any, loss: str | None = None) -> jax.Array:
+def model_and_loss(model: Any, loss: str | Loss | None) -> tuple[Layer, Loss | None]:
+    """The boundary check of :func:`predict_proba` and :func:`predict_classes`: the model,
+    and the loss (resolved once, checked against the model's output) or None."""
+    model = check_model(model)
+    return model, None if loss is None else check_loss_for_model(loss, model.outputs)
+
+
+def kind_of(model: Layer, loss: Loss | None, n_out: int) -> str:
+    """:func:`task` for a model and loss already checked together."""
+    return task_of(None, model.outputs, n_out) if loss is None else check_outputs(loss.kind,
+                                                                                  n_out)
+
+
+def predict_proba(model: Layer, params: Params, x: Any, loss: str | Loss | None = None
+                  ) -> jax.Array:
     """Class probabilities ``[N, C]``.
 
     Args:
       model, params, x: as :func:`predict`.
-      loss: the loss the model was trained with; None reads the task off the model
-        (:func:`task`: one output, a binary classifier; more, one label per example).
-        ``"sigmoid_cross_entropy"``: independent labels, ``sigmoid`` of each logit.
+      loss: the loss the model was trained with (a name or a Loss); None reads the task
+        off the model (:func:`task`: one output, a binary classifier; more, one label per
+        example). ``"sigmoid_cross_entropy"``: independent labels, ``sigmoid`` of each
+        logit.
 
     Returns:
       A model ending in ``Softmax``: its output, unchanged. Otherwise ``softmax`` of the
@@ -97,13 +112,12 @@ def predict_proba(model: Layer, params: Params, x: Any, loss: str | None = None)
     Raises:
       ValueError: a regression loss, or a loss that does not take the model's output.
     """
-    if loss is not None:
-        task(model, loss, 0)  # the loss against the model's output, before any work
-    out = predict(model, params, x)
-    return probabilities(out, model.outputs, task(model, loss, out.shape[-1]))
+    model, lossdef = model_and_loss(model, loss)  # before any work
+    out = jitted_apply(model)(params, checks.check_x(model, params, x, checked=True))
+    return probabilities(out, model.outputs, kind_of(model, lossdef, out.shape[-1]))
 
 
-def predict_classes(model: Layer, params: Params, x: Any, loss: str | None = None
+def predict_classes(model: Layer, params: Params, x: Any, loss: str | Loss | None = None
                     ) -> jax.Array:
     """Predicted labels: ``argmax`` of the outputs ``[N]`` (one label per example), or
     ``logit > 0`` per output ``[N, C]`` (``loss="sigmoid_cross_entropy"``); a one-output
@@ -112,10 +126,11 @@ def predict_classes(model: Layer, params: Params, x: Any, loss: str | None = Non
     Raises:
       ValueError: as :func:`predict_proba`.
     """
-    if loss is not None and task(model, loss, 0) == "regression":
-        raise ValueError(f"classes need a classification loss; got loss={loss!r}")
-    out = predict(model, params, x)
-    if task(model, loss, out.shape[-1]) == "multiclass":
+    model, lossdef = model_and_loss(model, loss)
+    if lossdef is not None and not lossdef.classifies:
+        raise ValueError(f"classes need a classification loss; got loss={lossdef.name!r}")
+    out = jitted_apply(model)(params, checks.check_x(model, params, x, checked=True))
+    if kind_of(model, lossdef, out.shape[-1]) == "multiclass":
         return jnp.argmax(out, axis=1)
     labels = (out > 0).astype(jnp.int32)  # [N, C]
     return labels[:, 0] if out.shape[-1] == 1 else labels

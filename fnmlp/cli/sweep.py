@@ -63,6 +63,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     from fnmlp.data import train_test_split
     from fnmlp.io.checkpoint import save_checkpoint
     from fnmlp.layers import from_config
+    from fnmlp.losses import get_loss
     from fnmlp.population import (
         ensemble_predict_proba,
         fit_population,
@@ -72,6 +73,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     from fnmlp.train import evaluate
 
     check_class_weight(args, loss)
+    lossdef = get_loss(loss)  # the loss as a value, once; its kind decides what is reported
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
     sizes, base = run_config(args, x, y, loss, dataset, extra_config)
@@ -86,10 +88,10 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     model = from_config(base["model"])
     result = fit_population(
         model, x, y, members, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, loss=loss, grad=args.grad,
+        optimizer=args.optimizer, loss=lossdef, grad=args.grad,
         validation_data=held, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
         verbose=not args.quiet, class_weight=base["class_weight"])
-    classify = loss in ("softmax_cross_entropy", "sigmoid_cross_entropy")
+    classify = lossdef.classifies
     rows, trained = [], member_hyperparameters(result)  # read from the state that trained
     for k, (m, hist) in enumerate(zip(members, result.history)):
         if not val_split:  # the held-out set was the test set
@@ -99,7 +101,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         final = dict(hist[-1])
         if val_split:
             final.update({f"test_{key}": v for key, v in evaluate(
-                model, result.member_params(k), test[0], test[1], loss=loss).items()})
+                model, result.member_params(k), test[0], test[1], loss=lossdef).items()})
         metrics = {"config": config, "history": hist, "test_loss": final["test_loss"],
                    "diverged": final["diverged"], "device": device_description()}
         if val_split:
@@ -107,7 +109,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         if classify:
             metrics["test_accuracy"] = final["test_accuracy"]
             metrics.update(per_class_scores(model, result.member_params(k), test[0], test[1],
-                                            loss))
+                                            lossdef))
         else:
             metrics.update(test_mse=final["test_mse"], test_mae=final["test_mae"])
         (out / "members" / str(k)).mkdir(parents=True, exist_ok=True)
@@ -126,9 +128,9 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     summary = {"config": base, "members": rows, "ranking": [r["member"] for r in ranking],
                "ranked_by": rank_by, "best": best, "device": device_description(),
                "wall_seconds": time.perf_counter() - t_start}
-    if classify and loss == "softmax_cross_entropy":
+    if lossdef.kind == "multiclass":
         finite = [r["member"] for r in rows if not r["diverged"]]
-        proba = ensemble_predict_proba(model, result.params, test[0], loss=loss,
+        proba = ensemble_predict_proba(model, result.params, test[0], loss=lossdef,
                                        members=finite)
         summary["ensemble_test_accuracy"] = float(
             np.mean(np.asarray(proba).argmax(1) == np.asarray(test[1])))

@@ -1,18 +1,19 @@
-"""``fit`` and ``evaluate``: the epoch loop around the compiled epoch of :mod:`.step`.
+"""``fit`` and ``evaluate``: sugar over the epoch loop of :mod:`.loop`.
 
 Shapes: ``N`` examples, ``D`` features, ``C`` outputs.
 
-:func:`fit` checks every argument on the host, then runs one compiled epoch per
-iteration, adds validation, early stopping (its bookkeeping carried in
-:attr:`TrainState.early`, so a resumed run keeps exactly what an uninterrupted one keeps),
-history and progress. :func:`run_epochs` is that loop alone, shared with
-:func:`fnmlp.population.fit_population`.
+:func:`fit` checks every argument once, on the host (:func:`check_fit`, into values the
+kernels trust: the loss a :class:`~fnmlp.losses.Loss`, the data arrays, the optimizer),
+then runs :func:`fnmlp.train.loop.run_epochs` with the pieces it needs: a compiled epoch
+(:func:`~fnmlp.train.loop.train_epoch`), validation, early stopping
+(:class:`~fnmlp.train.loop.Patience`, its bookkeeping carried in
+:attr:`TrainState.early`, so a resumed run keeps exactly what an uninterrupted one keeps)
+and the log. :func:`fnmlp.population.fit_population` runs the same loop and shares the
+data checks (:func:`check_training_data`).
 """
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,11 +21,11 @@ import jax
 import numpy as np
 
 from fnmlp import _validate as checks
-from fnmlp.compile_cache import CompileTimer
 from fnmlp.data import train_test_split
 from fnmlp.data.scaling import warn_input_range
 from fnmlp.grad import Params
 from fnmlp.layers import Layer
+from fnmlp.losses import Loss
 from fnmlp.optim import (
     GradientTransformation,
     check_optimizer,
@@ -33,29 +34,30 @@ from fnmlp.optim import (
     host_scalar,
 )
 from fnmlp.parallel import place_on_mesh
+from fnmlp.train.loop import (
+    EpochLog,
+    Patience,
+    TrainingDiverged,
+    epoch_record,
+    format_record,
+    run_epochs,
+    track_best,
+    train_epoch,
+    validate,
+)
 from fnmlp.train.step import (
-    EarlyStopping,
-    Trainer,
     TrainState,
     cached_trainer,
-    check_config,
+    check_compute_dtype,
     fresh_state,
     jitted_eval,
 )
 from fnmlp.weights import check_weights
 
 Array = jax.Array
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss or the params became non-finite. ``state`` is the last finite state
-    (the end of the previous epoch); ``epoch`` the 1-based epoch that diverged."""
-
-    def __init__(self, message: str, epoch: int, state: TrainState, history: list):
-        super().__init__(message)
-        self.epoch = epoch
-        self.state = state
-        self.history = history
+__all__ = ["FitResult", "FitRun", "TrainingDiverged", "check_fit", "check_resumed_state",
+           "choose_optimizer", "epoch_record", "evaluate", "fit", "fit_result",
+           "format_record", "resumed_state", "run_epochs", "track_best"]
 
 
 class FitResult(NamedTuple):
@@ -76,7 +78,7 @@ def fit(
     batch_size: int = 128,
     optimizer: str | GradientTransformation = "sgd",
     learning_rate: float | None = None,
-    loss: str = "softmax_cross_entropy",
+    loss: str | Loss = "softmax_cross_entropy",
     grad: str = "manual",
     seed: int = 0,
     validation_split: float | None = None,
@@ -115,8 +117,9 @@ def fit(
         ``adamw`` 1e-3, ``rmsprop`` 1e-2, ``sgd`` 0.1) when fresh, and keeps the state's
         rate on resume. Both a GradientTransformation and ``learning_rate=`` are two rates
         for one run: refused (``ValueError``).
-      loss: a loss name; it must take what the model outputs (logits, or probabilities
-        after a final ``Softmax``): a mismatch is refused before anything compiles.
+      loss: a loss name or a :class:`~fnmlp.losses.Loss`; it must take what the model
+        outputs (logits, or probabilities after a final ``Softmax``): a mismatch is
+        refused before anything compiles.
       grad: ``"manual"`` or ``"autodiff"``.
       seed: shuffling and dropout seed; epoch ``e`` shuffles with
         ``fold_in(key(seed), e)``.
@@ -162,114 +165,40 @@ def fit(
         two learning rates (a GradientTransformation and ``learning_rate=``), a state that
         does not fit or is already at ``epochs``, before anything compiles.
     """
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    model = check_config(model, loss, grad)
-    optimizer, asked, x, y, validation_data, w = _check_fit_args(
-        model, params, x, y, epochs, batch_size, optimizer, learning_rate, loss,
-        seed, validation_split, validation_data, patience, sample_weight, class_weight,
-        log_every, state)
-    warn_input_range(x)  # uint8 or 0..255 inputs: once, pointing at the caller
-    state = (fresh_state(params, optimizer) if state is None  # optimizer checked
-             else resumed_state(state, optimizer, asked))
-    trainer = cached_trainer(model, optimizer, batch_size, loss, grad,
+    run = check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate, loss,
+                    grad, seed, validation_split, validation_data, patience, state,
+                    compute_dtype, sample_weight, class_weight, log_every)
+    warn_input_range(run.x)  # uint8 or 0..255 inputs: once, pointing at the caller
+    trainer = cached_trainer(run.model, run.optimizer, batch_size, run.loss, grad,
                              compute_dtype=compute_dtype, mesh=mesh)
+    data, val, state = (run.x, run.y, run.w), run.validation_data, run.state
     if mesh is not None:
-        x, y, w, state, validation_data = place_on_mesh((x, y, w, state, validation_data),
-                                                        mesh)
+        data, val, state = place_on_mesh((data, val, state), mesh)
     key = jax.random.key(seed)
-    monitor = "val_loss" if validation_data is not None else "train_loss"
+    stopping = None if patience is None else Patience(
+        patience, "val_loss" if val is not None else "train_loss")
 
-    def run_epoch(state, e, history):
-        return _one_epoch(trainer, state, (x, y, key, w), e, history, validation_data)
+    def run_epoch(state, epoch):  # one compiled epoch, then validation
+        state, record = train_epoch(trainer, state, data, key, epoch)
+        record.update(validate(trainer, state.params, val))
+        return state, record
 
-    state, history = run_epochs(run_epoch, state, epochs, monitor=monitor, patience=patience,
-                                verbose=verbose, log=log, log_every=log_every,
+    state, history = run_epochs(run_epoch, state, epochs, stopping=stopping,
+                                log=EpochLog(epochs, log_every, log) if verbose else None,
                                 on_epoch_end=on_epoch_end)
-    early = state.early
-    if patience is not None and early is not None and int(early.best_epoch) > 0:
-        best_epoch = int(early.best_epoch)
+    return fit_result(state, history, stopping)
+
+
+def fit_result(state: TrainState, history: list, stopping: Patience | None) -> FitResult:
+    """The :class:`FitResult` of a run: with early stopping that kept an epoch, its params
+    and state (its history record marked ``"restored"``); else the last."""
+    best = 0 if stopping is None else stopping.best_epoch(state)
+    if best > 0:
         for r in history:
-            if r["epoch"] == best_epoch:
+            if r["epoch"] == best:
                 r["restored"] = True
-        return FitResult(early.best.params, state, history, best_epoch, early.best)
+        return FitResult(state.early.best.params, state, history, best, state.early.best)
     return FitResult(state.params, state, history, int(state.epoch))
-
-
-def run_epochs(run_epoch: Callable, state: TrainState, epochs: int, *, monitor: str,
-               patience: int | None, verbose: bool, log: Callable, log_every: int = 1,
-               on_epoch_end: Callable | None = None,
-               fmt: Callable | None = None, start: int | None = None
-               ) -> tuple[TrainState, list]:
-    """The epoch loop: ``run_epoch(state, epoch, history) -> (state, record)`` for epochs
-    ``state.epoch + 1 .. epochs`` (1-based), the callback, the log line, and early
-    stopping on ``record[monitor]`` (:func:`track_best`, kept in ``state.early``).
-    ``start``: the epochs already done (default ``state.epoch``). Returns the final state
-    (its ``early`` updated) and the new history records."""
-    fmt = fmt or (lambda r: format_record(r, epochs))
-    start = int(state.epoch) if start is None else start
-    history: list = []
-    if patience is not None and state.early is not None and bool(state.early.stopped):
-        if verbose:
-            log(f"this run already stopped early at epoch {int(state.epoch)} ({monitor} had"
-                f" not improved for {int(state.early.waited)} epochs); keeping epoch"
-                f" {int(state.early.best_epoch)}, training nothing more")
-        return state, history
-    for e in range(start, epochs):
-        early = state.early
-        new, record = run_epoch(state._replace(early=None), e + 1, history)
-        state = new._replace(early=early)
-        history.append(record)
-        if patience is not None:  # before the callback, so a checkpoint it writes has it
-            state = state._replace(early=track_best(state, record[monitor], patience))
-        if on_epoch_end is not None:
-            on_epoch_end(state, record)
-        if verbose and (e == 0 or (e + 1) % log_every == 0 or e + 1 == epochs):
-            log(fmt(record))
-        if patience is not None and bool(state.early.stopped):
-            if verbose:
-                log(f"early stopping after epoch {e + 1}: {monitor} has not improved for"
-                    f" {patience} epochs; restoring epoch {int(state.early.best_epoch)}")
-            break
-    return state, history
-
-
-def track_best(state: TrainState, value: float, patience: int) -> EarlyStopping:
-    """Early stopping's bookkeeping after an epoch whose monitored loss is ``value``: a new
-    best (strictly lower) keeps ``state`` (its arrays are never changed in place) and resets
-    the wait; otherwise the wait grows, and reaching ``patience`` marks the run stopped."""
-    early = state.early
-    dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
-    if early is None or value < float(early.best_value):
-        return EarlyStopping(host_scalar(value, dtype), host_scalar(int(state.epoch), np.int32),
-                             host_scalar(0, np.int32), host_scalar(False, np.bool_),
-                             state._replace(early=None))  # arrays: never changed in place
-    waited = int(early.waited) + 1
-    return early._replace(waited=host_scalar(waited, np.int32),
-                          stopped=host_scalar(waited >= patience, np.bool_))
-
-
-def _one_epoch(trainer: Trainer, state: TrainState, data: tuple, epoch: int, history: list,
-               validation_data) -> tuple[TrainState, dict]:
-    """Trains epoch ``epoch`` (1-based) and returns the new state and its history record
-    (validation scores added). The compiled epoch donates nothing, so the state it started
-    from (kept for :class:`TrainingDiverged`, or a caller's resumed state) stays valid."""
-    x, y, key, w = data
-    t0 = time.perf_counter()
-    with CompileTimer() as compiling:  # epoch 1 of a configuration compiles its program
-        new, m = trainer.epoch(state, x, y, key, w)
-        m = jax.device_get(m)
-    seconds = time.perf_counter() - t0
-    record = epoch_record(epoch, m, seconds, (len(x) // trainer.batch_size) * trainer.batch_size,
-                          compiling.seconds)
-    if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
-        raise TrainingDiverged(
-            f"training diverged in epoch {epoch}: train loss {record['train_loss']}"
-            f" (learning rate {record['learning_rate']:g}); the last finite params"
-            f" (end of epoch {epoch - 1}) are kept in .state", epoch, state, history)
-    if validation_data is not None:
-        vm = jax.device_get(trainer.evaluate(new.params, *validation_data))
-        record.update({f"val_{k}": float(v) for k, v in vm.items()})
-    return new, record
 
 
 def choose_optimizer(optimizer: Any, learning_rate: float | None, params: Params
@@ -291,13 +220,13 @@ def choose_optimizer(optimizer: Any, learning_rate: float | None, params: Params
       ValueError: a bad rate or name, a GradientTransformation that breaks the state
         contract, or both rates given.
     """
-    if learning_rate is not None and not callable(learning_rate):  # a schedule is callable
-        learning_rate = checks.check_positive_float(learning_rate, "learning_rate")
     asked = True
     if isinstance(optimizer, str):
         asked = learning_rate is not None
-        optimizer = get_optimizer(optimizer, learning_rate)
+        optimizer = get_optimizer(optimizer, learning_rate)  # which checks the rate
     elif learning_rate is not None:
+        if not callable(learning_rate):  # a schedule is callable
+            learning_rate = checks.check_positive_float(learning_rate, "learning_rate")
         lr = "a schedule" if callable(learning_rate) else f"{learning_rate:g}"
         raise ValueError(
             f"learning_rate={lr} given with an optimizer object, which has its own rate:"
@@ -344,14 +273,28 @@ def check_resumed_state(state: Any, params: Params, optimizer: GradientTransform
                                  f" {tuple(np.shape(b))}")
 
 
-def _check_fit_args(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
-                    loss, seed, validation_split, validation_data, patience,
-                    sample_weight=None, class_weight=None, log_every=1, state=None):
-    """Every check of :func:`fit`, on the host, before anything compiles. Returns the
-    optimizer and whether a rate was asked for (:func:`choose_optimizer`), the data as
-    checked arrays (the validation split taken off) and the training examples' weights
-    ``[N]`` (None when unweighted)."""
-    checks.check_positive_int(epochs, "epochs")
+class FitRun(NamedTuple):
+    """What :func:`check_fit` hands :func:`fit`: every argument checked, once."""
+
+    model: Layer
+    loss: Loss  # the loss as a value, resolved from its name once
+    optimizer: GradientTransformation
+    state: TrainState  # fresh, or the resumed one at the rate asked for
+    x: Array  # [N, D] in the params' dtype (the validation split taken off)
+    y: Array  # [N] int labels or [N, C]
+    w: Array | None  # [N] per-example weights, or None
+    validation_data: tuple | None  # (x_val, y_val), checked, or None
+
+
+def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate, loss,
+              grad, seed, validation_split, validation_data, patience, state=None,
+              compute_dtype=None, sample_weight=None, class_weight=None, log_every=1
+              ) -> FitRun:
+    """Every check of :func:`fit`, on the host, before anything compiles, each run once;
+    returns the :class:`FitRun` of trusted values (the optimizer and its state chosen by
+    :func:`choose_optimizer`, the data as checked arrays, the weights ``[N]``)."""
+    model, lossdef = checks.check_config(model, loss, grad)
+    epochs = checks.check_positive_int(epochs, "epochs")
     optimizer, asked = choose_optimizer(optimizer, learning_rate, params)
     if state is not None:
         check_resumed_state(state, params, optimizer)
@@ -360,11 +303,8 @@ def _check_fit_args(model, params, x, y, epochs, batch_size, optimizer, learning
             raise ValueError(f"epochs={epochs} but the state is already at epoch"
                              f" {int(state.epoch)}: epochs is the epoch to train up to; give"
                              f" more than {int(state.epoch)} to continue")
-    x, y = checks.as_numeric_array(x, "x"), checks.as_numeric_array(y, "y")
-    if x.ndim >= 1 and y.ndim >= 1 and len(x) != len(y):
-        raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
-    x, y = checks.check_batch(model, params, x, y, loss)
-    w = check_weights(model, params, x, y, loss, sample_weight, class_weight)  # all of them
+    x, y, w, widths = check_training_data(model, lossdef, params, x, y, sample_weight,
+                                          class_weight)
     if validation_data is not None and validation_split is not None:
         raise ValueError("give validation_split or validation_data, not both")
     if validation_split is not None:
@@ -379,60 +319,56 @@ def _check_fit_args(model, params, x, y, epochs, batch_size, optimizer, learning
             jax.device_put(xn[va]), jax.device_put(yn[va]))
         if w is not None:  # weights of the training part ("balanced" counts it alone)
             sw = None if sample_weight is None else np.asarray(sample_weight)[tr]
-            w = check_weights(model, params, x, y, loss, sw, class_weight)
-    elif validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (x_val, y_val)")
-        validation_data = checks.check_batch(model, params, *validation_data, loss,
-                                             ("x_val", "y_val"))
-    checks.check_positive_int(batch_size, "batch_size")
-    if batch_size > len(x):
-        raise ValueError(f"batch_size must be at most the number of training examples"
-                         f" ({len(x)}); got {batch_size}")
+            w = check_weights(model, params, x, y, lossdef, sw, class_weight,
+                              n_out=widths[1])
+    else:
+        validation_data = check_validation_data(model, lossdef, params, validation_data,
+                                                widths)
+    check_batch_size(batch_size, len(x))
     if patience is not None:
         checks.check_positive_int(patience, "patience")
     checks.check_positive_int(log_every, "log_every")
-    return optimizer, asked, x, y, validation_data, w
+    check_compute_dtype(compute_dtype)
+    state = (fresh_state(params, optimizer) if state is None
+             else resumed_state(state, optimizer, asked))
+    return FitRun(model, lossdef, optimizer, state, x, y, w, validation_data)
 
 
-def epoch_record(epoch: int, m: dict, seconds: float, examples: int,
-                 compile_seconds: float = 0.0) -> dict:
-    """One epoch's history entry from its metrics (``loss``, ``accuracy``,
-    ``learning_rate``) and time: ``epoch_seconds`` the wall time, ``compile_seconds``
-    the part of it JAX spent compiling (:class:`fnmlp.compile_cache.CompileTimer`; 0.0
-    but in a configuration's first epoch), ``examples_per_second`` the ``examples``
-    trained over the time left, training alone."""
-    record = {"epoch": epoch, "train_loss": float(m["loss"])}
-    if "accuracy" in m:
-        record["train_accuracy"] = float(m["accuracy"])
-    compile_seconds = min(float(compile_seconds), seconds)
-    record.update(epoch_seconds=seconds, compile_seconds=compile_seconds,
-                  examples_per_second=examples / max(seconds - compile_seconds, 1e-9),
-                  learning_rate=float(m["learning_rate"]))
-    for key in ("weight_max_abs", "weight_norm"):  # one per weight matrix, in layer order
-        if key in m:
-            record[key] = [float(v) for v in np.asarray(m[key]).reshape(-1)]
-    return record
+def check_training_data(model: Layer, loss: Loss, params: Any, x: Any, y: Any,
+                        sample_weight: Any = None, class_weight: Any = None):
+    """The training data of a model and loss already checked together: ``(x, y, w,
+    (D, C))``, the arrays the kernels trust, the weights ``[N]`` (None when unweighted)
+    and the model's widths. Shared by :func:`fit` and :func:`fnmlp.fit_population`."""
+    x, y = checks.as_numeric_array(x, "x"), checks.as_numeric_array(y, "y")
+    if x.ndim >= 1 and y.ndim >= 1 and len(x) != len(y):
+        raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
+    x, y, d_in, n_out = checks.check_data(model, params, x, y, loss)
+    w = check_weights(model, params, x, y, loss, sample_weight, class_weight, n_out=n_out)
+    return x, y, w, (d_in, n_out)
 
 
-def format_record(r: dict, epochs: int | None = None) -> str:
-    parts = [f"epoch {r['epoch']}" + (f"/{epochs}" if epochs else ""),
-             f"train_loss {r['train_loss']:.4f}"]
-    if "train_accuracy" in r:
-        parts.append(f"train_acc {r['train_accuracy']:.4f}")
-    for key, name, fmt in (("val_loss", "val_loss", ".4f"), ("val_accuracy", "val_acc", ".4f"),
-                           ("val_mse", "val_mse", ".4g"), ("test_loss", "test_loss", ".4f"),
-                           ("test_accuracy", "test_acc", ".4f")):
-        if key in r:
-            parts.append(f"{name} {r[key]:{fmt}}")
-    parts.append(f"{r['examples_per_second']:,.0f} ex/s")
-    if r.get("compile_seconds", 0) >= 0.01:
-        parts.append(f"(+{r['compile_seconds']:.2f} s compiling)")
-    return "  ".join(parts)
+def check_validation_data(model: Layer, loss: Loss, params: Any, validation_data: Any,
+                          widths: tuple[int, int]) -> tuple | None:
+    """``(x_val, y_val)`` checked as the training data was (None stays None)."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (x_val, y_val)")
+    return checks.check_data(model, params, *validation_data, loss, ("x_val", "y_val"),
+                             widths)[:2]
+
+
+def check_batch_size(batch_size: Any, n: int) -> int:
+    """``batch_size`` as an int in ``1..n`` (``n`` training examples)."""
+    batch_size = checks.check_positive_int(batch_size, "batch_size")
+    if batch_size > n:
+        raise ValueError(f"batch_size must be at most the number of training examples"
+                         f" ({n}); got {batch_size}")
+    return batch_size
 
 
 def evaluate(model: Layer, params: Params, x: Any, y: Any,
-             loss: str = "softmax_cross_entropy", batch_size: int = 1024, *,
+             loss: str | Loss = "softmax_cross_entropy", batch_size: int = 1024, *,
              sample_weight: Any = None, class_weight: Any = None) -> dict:
     """Mean loss and accuracy (classification) or MSE/MAE (regression) over all of x,
     in evaluation mode (no dropout); ``model`` and ``loss`` as for :func:`fit` (a loss
@@ -446,12 +382,11 @@ def evaluate(model: Layer, params: Params, x: Any, y: Any,
     per-class precision, recall and balanced accuracy see
     :func:`fnmlp.classification_report`.
     """
-    model = check_config(model, loss, "manual")
-    x, y = checks.check_batch(model, params, x, y, loss)
-    w = check_weights(model, params, x, y, loss, sample_weight, class_weight)
+    model, lossdef = checks.check_config(model, loss)
+    x, y, _, n_out = checks.check_data(model, params, x, y, lossdef)
+    w = check_weights(model, params, x, y, lossdef, sample_weight, class_weight, n_out=n_out)
     batch_size = checks.check_positive_int(batch_size, "batch_size")
-    run = jitted_eval(model, loss, batch_size)
+    run = jitted_eval(model, lossdef, batch_size)
     # unweighted: the same call (and compiled program) as fit's validation
     out = run(params, x, y) if w is None else run(params, x, y, w)
     return {k: float(v) for k, v in out.items()}
-

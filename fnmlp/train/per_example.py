@@ -15,13 +15,13 @@ import numpy as np
 from fnmlp import _validate as checks
 from fnmlp.grad import Params, value_and_grad_fn
 from fnmlp.layers import Layer
-from fnmlp.train.step import check_config
+from fnmlp.losses import Loss
 
 Array = jax.Array
 
 
 def per_example_grads(model: Layer, params: Params, x: Array, y: Array,
-                      loss: str = "softmax_cross_entropy", grad: str = "autodiff", *,
+                      loss: str | Loss = "softmax_cross_entropy", grad: str = "autodiff", *,
                       chunk_size: int | None = None) -> Params:
     """Per-example gradients: ``jax.vmap`` of the gradient of one example's loss
     (evaluation mode: no dropout), in one compiled program per configuration.
@@ -47,14 +47,15 @@ def per_example_grads(model: Layer, params: Params, x: Array, y: Array,
         message gives a ``chunk_size`` that fits, or, when the ``B * P`` numbers of the
         result alone do not fit, the largest ``B`` that does.
     """
-    model = check_config(model, loss, grad)
-    x, y = checks.check_batch(model, params, x, y, loss)
+    model, lossdef = checks.check_config(model, loss, grad)
+    x, y, *_ = checks.check_data(model, params, x, y, lossdef)
     if chunk_size is not None:
         chunk_size = checks.check_positive_int(chunk_size, "chunk_size")
     b = int(x.shape[0])
     chunk = b if chunk_size is None else min(chunk_size, b)
     check_per_example_memory(params, x, grad, chunk)
-    return _per_example_program(model, loss, grad, None if chunk == b else chunk)(params, x, y)
+    return _per_example_program(model, lossdef, grad, None if chunk == b else chunk)(params, x,
+                                                                                      y)
 
 
 # working memory of the vmapped gradient, per example, in units of the params' size, from
@@ -102,7 +103,7 @@ def check_per_example_memory(params: Params, x: Array, grad: str, chunk: int) ->
 
 
 @functools.lru_cache(maxsize=32)
-def _per_example_program(model: Layer, loss: str, grad: str, chunk: int | None) -> Callable:
+def _per_example_program(model: Layer, loss: Loss, grad: str, chunk: int | None) -> Callable:
     vg = value_and_grad_fn(model, loss, grad)
 
     def per_example(params, x, y):
@@ -116,5 +117,3 @@ def _per_example_program(model: Layer, loss: str, grad: str, chunk: int | None) 
 
     return jax.jit(per_example)
 
-
-# ----------------------------------------------------------------------------- fit

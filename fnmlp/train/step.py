@@ -37,7 +37,7 @@ import numpy as np
 from fnmlp import _validate as checks
 from fnmlp.grad import Params, value_and_grad_fn, weight_total
 from fnmlp.layers import Context, Layer
-from fnmlp.losses import correct, get_loss
+from fnmlp.losses import Loss, correct, get_loss
 from fnmlp.optim import (
     GradientTransformation,
     apply_updates,
@@ -103,16 +103,16 @@ def dropout_key(key: Array | None, step: Array) -> Array:
     return jax.random.fold_in(jax.random.fold_in(key, DROPOUT_STREAM), step)
 
 
-def check_config(model: Any, loss: str, grad: str) -> Layer:
-    """The model (a Layer whose output the loss takes), the loss and the gradient path,
-    checked on the host; returns the model."""
-    model = checks.check_model_loss(model, loss)
-    checks.check_grad_path(grad)
-    return model
+def check_compute_dtype(compute_dtype: Any) -> Any:
+    """None, or a float dtype such as ``jnp.bfloat16``; ``ValueError`` otherwise."""
+    if compute_dtype is not None and not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
+        raise ValueError(f"compute_dtype must be a float dtype such as jnp.bfloat16; got"
+                         f" {compute_dtype!r}")
+    return compute_dtype
 
 
 def make_train_step(model: Layer, optimizer: GradientTransformation,
-                    loss: str = "softmax_cross_entropy", grad: str = "manual",
+                    loss: str | Loss = "softmax_cross_entropy", grad: str = "manual",
                     compute_dtype: Any = None) -> Callable:
     """The pure (un-jitted) step ``(state, batch, key=None) -> (state, metrics)``.
 
@@ -125,13 +125,15 @@ def make_train_step(model: Layer, optimizer: GradientTransformation,
     in float32; the float32 master params, biases, activations, the loss, the gradients
     and the update stay float32 (mixed precision).
     """
-    model = check_config(model, loss, grad)
-    if compute_dtype is not None and not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
-        raise ValueError(f"compute_dtype must be a float dtype such as jnp.bfloat16; got"
-                         f" {compute_dtype!r}")
+    model, lossdef = checks.check_config(model, loss, grad)
+    return train_step(model, optimizer, lossdef, grad, check_compute_dtype(compute_dtype))
+
+
+def train_step(model: Layer, optimizer: GradientTransformation, loss: Loss, grad: str,
+               compute_dtype: Any = None) -> Callable:
+    """:func:`make_train_step` for arguments already checked (the loss a Loss value)."""
     value_and_grad = value_and_grad_fn(model, loss, grad,
                                        None if compute_dtype is None else jnp.float32)
-    classify = get_loss(loss).kind != "regression"
 
     def step(state: TrainState, batch: Batch, key: Array | None = None):
         ctx = Context(True, dropout_key(key, state.step), compute_dtype)
@@ -143,7 +145,7 @@ def make_train_step(model: Layer, optimizer: GradientTransformation,
         metrics = {"loss": value.astype(md)}
         if batch.w is not None:
             metrics["weight"] = jnp.sum(batch.w.astype(md))
-        if classify:
+        if loss.classifies:
             metrics["accuracy"] = jnp.mean(correct(out.astype(md), batch.y, loss).astype(md))
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
 
@@ -254,13 +256,14 @@ def metric_dtype(params: Params) -> Any:
     return jnp.promote_types(checks.dtype_of(params), jnp.float32)
 
 
-def eval_fn(model: Layer, loss: str, chunk: int) -> Callable:
+def eval_fn(model: Layer, loss: Loss | str, chunk: int) -> Callable:
     """The pure ``(params, x, y, w=None) -> {loss, accuracy | mse, mae}`` over padded
     chunks, in :func:`metric_dtype`. With weights ``w [N]`` the loss is the weighted mean
-    ``sum w_i l_i / sum w_i``; accuracy, MSE and MAE count every example once."""
+    ``sum w_i l_i / sum w_i``; accuracy, MSE and MAE count every example once. Unchecked
+    (a loss name is taken too)."""
 
-    lossdef = get_loss(loss)
-    classify = lossdef.kind != "regression"
+    lossdef = get_loss(loss)  # a Loss as it is
+    classify = lossdef.classifies
 
     def evaluate(params: Params, x: Array, y: Array, w: Array | None = None):
         n = x.shape[0]
@@ -283,7 +286,7 @@ def eval_fn(model: Layer, loss: str, chunk: int) -> Callable:
             yc = yc if lossdef.kind == "multiclass" else yc.astype(md)
             sums = {"loss": jnp.sum(lossdef.fn(out, yc).astype(md) * wc)}
             if classify:
-                sums["accuracy"] = jnp.sum(correct(out, yc, loss).astype(md) * mc)
+                sums["accuracy"] = jnp.sum(correct(out, yc, lossdef).astype(md) * mc)
             else:
                 d = out - yc
                 sums["mse"] = jnp.sum(jnp.mean(d * d, axis=1) * mc)
@@ -357,7 +360,7 @@ def make_trainer(
     model: Layer,
     optimizer: GradientTransformation,
     batch_size: int,
-    loss: str = "softmax_cross_entropy",
+    loss: str | Loss = "softmax_cross_entropy",
     grad: str = "manual",
     eval_batch_size: int = 1024,
     compute_dtype: Any = None,
@@ -369,7 +372,8 @@ def make_trainer(
       model: a :class:`~fnmlp.layers.Layer` (``mlp([D, H, C], "relu")``, ``serial(...)``).
       optimizer: a :class:`~fnmlp.optim.GradientTransformation`.
       batch_size: minibatch size ``B`` (static: the epoch's shape depends on it).
-      loss: a loss name that takes what the model outputs.
+      loss: a loss name (or a :class:`~fnmlp.losses.Loss`) that takes what the model
+        outputs.
       grad: ``"manual"`` (the hand-derived backward) or ``"autodiff"`` (``jax.grad``).
       eval_batch_size: chunk size for :attr:`Trainer.evaluate`.
       compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision (see make_train_step).
@@ -378,8 +382,16 @@ def make_trainer(
     """
     batch_size = checks.check_positive_int(batch_size, "batch_size")
     eval_batch_size = checks.check_positive_int(eval_batch_size, "eval_batch_size")
-    model = check_config(model, loss, grad)
-    step = make_train_step(model, optimizer, loss, grad, compute_dtype)
+    model, lossdef = checks.check_config(model, loss, grad)
+    return build_trainer(model, optimizer, batch_size, lossdef, grad, eval_batch_size,
+                         check_compute_dtype(compute_dtype), mesh)
+
+
+def build_trainer(model: Layer, optimizer: GradientTransformation, batch_size: int,
+                  loss: Loss, grad: str, eval_batch_size: int = 1024,
+                  compute_dtype: Any = None, mesh: Any = None) -> Trainer:
+    """:func:`make_trainer` for arguments already checked (the loss a Loss value)."""
+    step = train_step(model, optimizer, loss, grad, compute_dtype)
     placement = {}
     if mesh is not None:
         check_divisible(batch_size, mesh)
@@ -391,15 +403,16 @@ def make_trainer(
         # not donated: the state fit resumes from stays valid without a copy (a copy is one
         # more program to compile; one epoch's new buffers cost nothing measurable)
         epoch=jax.jit(epoch_fn(step, batch_size), compiler_options=options, **placement),
-        evaluate=jitted_eval(model, loss, eval_batch_size),
+        evaluate=_jitted_eval(model, loss, eval_batch_size),
         batch_size=batch_size,
     )
 
 
 def cached_trainer(model: Layer, optimizer: GradientTransformation, batch_size: int,
-                   loss: str, grad: str, eval_batch_size: int = 1024,
+                   loss: Loss | str, grad: str, eval_batch_size: int = 1024,
                    compute_dtype: Any = None, mesh: Any = None) -> Trainer:
-    """:func:`make_trainer`, one per configuration for the life of the process.
+    """:func:`build_trainer` (arguments already checked), one per configuration for the
+    life of the process.
 
     The key is what the compiled program depends on: ``optimizer.update`` (fnmlp's
     builders share one per static configuration, see :mod:`fnmlp.optim`; a user's
@@ -409,16 +422,17 @@ def cached_trainer(model: Layer, optimizer: GradientTransformation, batch_size: 
     of :func:`fit` compiles nothing after its first call. Unhashable parts (a mesh or an
     ``update`` that cannot be hashed) get a fresh, uncached trainer.
     """
+    loss = get_loss(loss)  # a Loss as it is: the key is the value, named or not
     dtype = None if compute_dtype is None else jnp.dtype(compute_dtype).name
     key = (optimizer.update, batch_size, model, loss, grad, eval_batch_size, dtype, mesh)
     try:
         trainer = _TRAINERS.get(key)
     except TypeError:
-        return make_trainer(model, optimizer, batch_size, loss, grad, eval_batch_size,
-                            compute_dtype, mesh)
+        return build_trainer(model, optimizer, batch_size, loss, grad, eval_batch_size,
+                             compute_dtype, mesh)
     if trainer is None:
-        trainer = make_trainer(model, optimizer, batch_size, loss, grad, eval_batch_size,
-                               compute_dtype, mesh)
+        trainer = build_trainer(model, optimizer, batch_size, loss, grad, eval_batch_size,
+                                compute_dtype, mesh)
         if len(_TRAINERS) >= MAX_CACHED_TRAINERS:
             _TRAINERS.pop(next(iter(_TRAINERS)))  # the oldest
     _TRAINERS[key] = _TRAINERS.pop(key, trainer)  # most recently used last
@@ -438,7 +452,15 @@ def copy_tree(tree: Any) -> Any:
 
 
 
+def jitted_eval(model: Layer, loss: Loss | str, batch_size: int) -> Callable:
+    """One jitted evaluation per configuration, so repeated calls do not recompile: a
+    loss name and its Loss value share it."""
+    return _jitted_eval(model, get_loss(loss), batch_size)
+
+
 @functools.lru_cache(maxsize=64)
-def jitted_eval(model: Layer, loss: str, batch_size: int) -> Callable:
-    """One jitted evaluation per configuration, so repeated calls do not recompile."""
+def _jitted_eval(model: Layer, loss: Loss, batch_size: int) -> Callable:
     return jax.jit(eval_fn(model, loss, batch_size), compiler_options=compiler_options())
+
+
+jitted_eval.cache_clear = _jitted_eval.cache_clear  # as when it was the lru_cache itself

@@ -1,0 +1,243 @@
+"""The epoch loop, and the small pieces around it that ``fit`` and populations share.
+
+Shapes: ``N`` examples, ``D`` features, ``C`` outputs.
+
+The loop is :func:`run_epochs`: for each epoch, ``run_epoch(state, epoch) -> (state,
+record)`` (one compiled epoch and its history record), then early stopping, the
+callback, the log line. The pieces, each usable alone in a loop of your own:
+
+* :func:`train_epoch`: one compiled epoch of a :class:`~fnmlp.train.Trainer`, timed, its
+  record made (:func:`epoch_record`), a non-finite loss raised as :class:`TrainingDiverged`.
+* :func:`validate`: the validation scores of params, as ``{"val_loss": ...}``.
+* :class:`Patience`: early stopping (``update`` after an epoch, ``stopped``), its
+  bookkeeping an :class:`~fnmlp.train.EarlyStopping` carried in ``state.early`` so a
+  checkpoint holds it and a resumed run keeps exactly what an uninterrupted one keeps.
+* :class:`EpochLog`: one line per epoch (``every``-th), through ``log``.
+
+Written out, the loop of :func:`fnmlp.fit` is (see the README)::
+
+    trainer = make_trainer(model, optimizer, batch_size)
+    state, key, stop = init_state(params, optimizer), jax.random.key(0), Patience(5)
+    for epoch in range(1, epochs + 1):
+        state, record = train_epoch(trainer, state, (x, y), key, epoch)
+        record.update(validate(trainer, state.params, (x_val, y_val)))
+        state = stop.update(state, record)
+        print(format_record(record, epochs))
+        if stop.stopped(state):
+            break
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from fnmlp.compile_cache import CompileTimer
+from fnmlp.optim import host_scalar
+from fnmlp.train.step import EarlyStopping, Trainer, TrainState
+
+__all__ = ["EpochLog", "Patience", "TrainingDiverged", "epoch_record", "format_record",
+           "run_epochs", "track_best", "train_epoch", "validate"]
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the params became non-finite. ``state`` is the last finite state
+    (the end of the previous epoch); ``epoch`` the 1-based epoch that diverged;
+    ``history`` the records of the epochs before it."""
+
+    def __init__(self, message: str, epoch: int, state: TrainState, history: list):
+        super().__init__(message)
+        self.epoch = epoch
+        self.state = state
+        self.history = history
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def run_epochs(run_epoch: Callable, state: TrainState, epochs: int, *,
+               stopping: Patience | None = None, log: EpochLog | None = None,
+               on_epoch_end: Callable | None = None, start: int | None = None
+               ) -> tuple[TrainState, list]:
+    """The epoch loop: ``run_epoch(state, epoch) -> (state, record)`` for epochs
+    ``start + 1 .. epochs`` (1-based; ``start`` defaults to ``state.epoch``), then
+    ``stopping.update`` (before the callback, so a checkpoint it writes holds it),
+    ``on_epoch_end(state, record)``, ``log``; it ends early when ``stopping`` says so.
+
+    A :class:`TrainingDiverged` that ``run_epoch`` raises leaves with the history so far.
+
+    Returns:
+      ``(state, history)``: the final state (its ``early`` updated) and the new records.
+    """
+    start = int(state.epoch) if start is None else start
+    history: list = []
+    if stopping is not None and stopping.stopped(state):
+        if log is not None:
+            log.say(stopping.already_stopped(state))
+        return state, history
+    for epoch in range(start + 1, epochs + 1):
+        try:
+            state, record = run_epoch(state, epoch)
+        except TrainingDiverged as e:
+            e.history = history
+            raise
+        history.append(record)
+        if stopping is not None:
+            state = stopping.update(state, record)
+        if on_epoch_end is not None:
+            on_epoch_end(state, record)
+        if log is not None:
+            log(epoch, record)
+        if stopping is not None and stopping.stopped(state):
+            if log is not None:
+                log.say(stopping.stopping(state, epoch))
+            break
+    return state, history
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def train_epoch(trainer: Trainer, state: TrainState, data: tuple, key: jax.Array,
+                epoch: int) -> tuple[TrainState, dict]:
+    """Trains epoch ``epoch`` (1-based) of ``data = (x, y)`` or ``(x, y, w)`` (``w [N]``
+    per-example weights) with ``trainer.epoch``; returns the new state and its record
+    (:func:`epoch_record`). The compiled epoch donates nothing, so ``state`` stays valid;
+    ``state.early`` (early stopping's record) passes around it, so the program's input
+    keeps one structure and nothing recompiles.
+
+    Raises:
+      TrainingDiverged: a non-finite loss or params; ``.state`` is ``state`` (without
+        ``early``).
+    """
+    x, y, w = (*data, None)[:3]
+    early, state = state.early, state._replace(early=None)  # the program's input: one structure
+    t0 = time.perf_counter()
+    with CompileTimer() as compiling:  # epoch 1 of a configuration compiles its program
+        new, m = trainer.epoch(state, x, y, key, w)
+        m = jax.device_get(m)
+    seconds = time.perf_counter() - t0
+    record = epoch_record(epoch, m, seconds, (len(x) // trainer.batch_size) * trainer.batch_size,
+                          compiling.seconds)
+    if not (np.isfinite(record["train_loss"]) and bool(m["params_finite"])):
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch}: train loss {record['train_loss']}"
+            f" (learning rate {record['learning_rate']:g}); the last finite params"
+            f" (end of epoch {epoch - 1}) are kept in .state", epoch, state, [])
+    return new._replace(early=early), record
+
+
+def validate(trainer: Trainer, params: Any, data: tuple | None, prefix: str = "val_") -> dict:
+    """``{prefix + name: float}`` of ``trainer.evaluate(params, x, y)`` on ``data = (x,
+    y)`` (checked arrays), in evaluation mode; ``{}`` when ``data`` is None."""
+    if data is None:
+        return {}
+    return {f"{prefix}{k}": float(v)
+            for k, v in jax.device_get(trainer.evaluate(params, *data)).items()}
+
+
+class Patience(NamedTuple):
+    """Early stopping: stop after ``patience`` epochs without a strictly lower
+    ``record[monitor]``; keep the best epoch's state (``state.early.best``)."""
+
+    patience: int
+    monitor: str = "val_loss"
+
+    def update(self, state: TrainState, record: dict) -> TrainState:
+        """``state`` with its bookkeeping (:func:`track_best`) after the epoch of ``record``."""
+        return state._replace(early=track_best(state, record[self.monitor], self.patience))
+
+    def stopped(self, state: TrainState) -> bool:
+        """Whether patience has run out (read from ``state.early``)."""
+        return state.early is not None and bool(state.early.stopped)
+
+    def best_epoch(self, state: TrainState) -> int:
+        """The 1-based epoch kept (0: none yet)."""
+        return 0 if state.early is None else int(state.early.best_epoch)
+
+    def stopping(self, state: TrainState, epoch: int) -> str:
+        return (f"early stopping after epoch {epoch}: {self.monitor} has not improved for"
+                f" {self.patience} epochs; restoring epoch {self.best_epoch(state)}")
+
+    def already_stopped(self, state: TrainState) -> str:
+        return (f"this run already stopped early at epoch {int(state.epoch)} ({self.monitor}"
+                f" had not improved for {int(state.early.waited)} epochs); keeping epoch"
+                f" {self.best_epoch(state)}, training nothing more")
+
+
+def track_best(state: TrainState, value: float, patience: int) -> EarlyStopping:
+    """Early stopping's bookkeeping after an epoch whose monitored loss is ``value``: a new
+    best (strictly lower) keeps ``state`` (its arrays are never changed in place) and resets
+    the wait; otherwise the wait grows, and reaching ``patience`` marks the run stopped."""
+    early = state.early
+    dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+    if early is None or value < float(early.best_value):
+        return EarlyStopping(host_scalar(value, dtype), host_scalar(int(state.epoch), np.int32),
+                             host_scalar(0, np.int32), host_scalar(False, np.bool_),
+                             state._replace(early=None))  # arrays: never changed in place
+    waited = int(early.waited) + 1
+    return early._replace(waited=host_scalar(waited, np.int32),
+                          stopped=host_scalar(waited >= patience, np.bool_))
+
+
+class EpochLog(NamedTuple):
+    """Prints ``fmt(record)`` after epochs 1, every ``every``-th and ``epochs`` (the last),
+    through ``log`` (default: a line to stderr)."""
+
+    epochs: int
+    every: int = 1
+    log: Callable[[str], None] | None = None
+    fmt: Callable[[Any], str] | None = None
+
+    def say(self, line: str) -> None:
+        (self.log or _stderr)(line)
+
+    def __call__(self, epoch: int, record: Any) -> None:
+        if epoch == 1 or epoch % self.every == 0 or epoch == self.epochs:
+            self.say(self.fmt(record) if self.fmt else format_record(record, self.epochs))
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def epoch_record(epoch: int, m: dict, seconds: float, examples: int,
+                 compile_seconds: float = 0.0) -> dict:
+    """One epoch's history entry from its metrics (``loss``, ``accuracy``,
+    ``learning_rate``) and time: ``epoch_seconds`` the wall time, ``compile_seconds``
+    the part of it JAX spent compiling (:class:`fnmlp.compile_cache.CompileTimer`; 0.0
+    but in a configuration's first epoch), ``examples_per_second`` the ``examples``
+    trained over the time left, training alone."""
+    record = {"epoch": epoch, "train_loss": float(m["loss"])}
+    if "accuracy" in m:
+        record["train_accuracy"] = float(m["accuracy"])
+    compile_seconds = min(float(compile_seconds), seconds)
+    record.update(epoch_seconds=seconds, compile_seconds=compile_seconds,
+                  examples_per_second=examples / max(seconds - compile_seconds, 1e-9),
+                  learning_rate=float(m["learning_rate"]))
+    for key in ("weight_max_abs", "weight_norm"):  # one per weight matrix, in layer order
+        if key in m:
+            record[key] = [float(v) for v in np.asarray(m[key]).reshape(-1)]
+    return record
+
+
+def format_record(r: dict, epochs: int | None = None) -> str:
+    """One log line of a history record."""
+    parts = [f"epoch {r['epoch']}" + (f"/{epochs}" if epochs else ""),
+             f"train_loss {r['train_loss']:.4f}"]
+    if "train_accuracy" in r:
+        parts.append(f"train_acc {r['train_accuracy']:.4f}")
+    for key, name, fmt in (("val_loss", "val_loss", ".4f"), ("val_accuracy", "val_acc", ".4f"),
+                           ("val_mse", "val_mse", ".4g"), ("test_loss", "test_loss", ".4f"),
+                           ("test_accuracy", "test_acc", ".4f")):
+        if key in r:
+            parts.append(f"{name} {r[key]:{fmt}}")
+    parts.append(f"{r['examples_per_second']:,.0f} ex/s")
+    if r.get("compile_seconds", 0) >= 0.01:
+        parts.append(f"(+{r['compile_seconds']:.2f} s compiling)")
+    return "  ".join(parts)

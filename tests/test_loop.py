@@ -1,0 +1,112 @@
+"""fnmlp.train.loop: the epoch loop ``fit`` runs, written out with its public pieces (the
+README's block, run as it is printed there), gives ``fit``'s params bit for bit and
+compiles nothing ``fit`` does not; the pieces each do one job."""
+
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, count_compiles
+
+import fnmlp
+from fnmlp import data
+from fnmlp.train import (
+    EpochLog,
+    Patience,
+    TrainingDiverged,
+    init_state,
+    make_trainer,
+    run_epochs,
+    train_epoch,
+    validate,
+)
+
+
+def _readme_loop() -> str:
+    text = open(os.path.join(REPO, "README.md")).read()
+    section = text.split("## Training: the loop `fit` runs", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture(scope="module")
+def moons():
+    ds = data.make_moons(600, seed=0)
+    return ds.x[:500], ds.y[:500], ds.x[500:], ds.y[500:]
+
+
+def test_the_readme_loop_is_fit_bit_for_bit(moons, capsys):
+    x, y, x_val, y_val = moons
+    model = fnmlp.mlp([2, 16, 2], "tanh")
+    params = model.init_params(jax.random.key(0))
+    scope = {"fnmlp": fnmlp, "jax": jax, "model": model, "params": params, "x": x, "y": y,
+             "x_val": x_val, "y_val": y_val}
+    with count_compiles("epoch") as compiled:
+        exec(_readme_loop(), scope)  # noqa: S102  (the README's own text)
+    assert len(compiled) == 1  # one program, though state.early changes (train_epoch)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == scope["epoch"] and lines[0].startswith("epoch 1/50  train_loss")
+    r = fnmlp.fit(model, params, x, y, epochs=50, batch_size=32, optimizer=fnmlp.adam(1e-2),
+                  validation_data=(x_val, y_val), patience=5, verbose=False)
+    assert r.best_epoch == Patience(5).best_epoch(scope["state"]) > 0
+    assert len(r.history) == scope["epoch"]
+    for a, b in zip(jax.tree.leaves(r.params), jax.tree.leaves(scope["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_run_epochs_logs_stops_and_calls_back(moons):
+    x, y, x_val, y_val = moons
+    model = fnmlp.mlp([2, 8, 2], "relu")
+    opt = fnmlp.sgd(1e-6)  # nearly still: the validation loss stops improving
+    trainer = make_trainer(model, opt, 50)
+    state = init_state(model.init_params(jax.random.key(0)), opt)
+    key, lines, seen = jax.random.key(0), [], []
+
+    def run_epoch(state, epoch):
+        state, record = train_epoch(trainer, state, (x, y), key, epoch)
+        record.update(validate(trainer, state.params, (x_val, y_val)))
+        record["val_loss"] = 1.0  # never improves after the first epoch
+        return state, record
+
+    state, history = run_epochs(run_epoch, state, 10, stopping=Patience(2),
+                                log=EpochLog(10, 5, lines.append),
+                                on_epoch_end=lambda s, r: seen.append(r["epoch"]))
+    assert [r["epoch"] for r in history] == seen == [1, 2, 3]
+    assert lines[0].startswith("epoch 1/10") and len(lines) == 2
+    assert lines[1] == ("early stopping after epoch 3: val_loss has not improved for 2"
+                        " epochs; restoring epoch 1")
+    state, more = run_epochs(run_epoch, state, 10, stopping=Patience(2),
+                             log=EpochLog(10, 5, lines.append))
+    assert more == [] and lines[-1].startswith("this run already stopped early at epoch 3")
+
+
+def test_a_diverging_epoch_leaves_with_the_history_so_far(moons):
+    x, y, *_ = moons
+    model = fnmlp.mlp([2, 8, 2], "relu")
+    opt = fnmlp.sgd(1.0)
+    trainer = make_trainer(model, opt, 50)
+    state = init_state(model.init_params(jax.random.key(0)), opt)
+    key = jax.random.key(0)
+
+    def run_epoch(state, epoch):
+        state, record = train_epoch(trainer, state, (x, y), key, epoch)
+        if epoch == 2:  # as a non-finite loss would
+            raise TrainingDiverged("diverged", epoch, state, [])
+        return state, record
+
+    with pytest.raises(TrainingDiverged) as e:
+        run_epochs(run_epoch, state, 5)
+    assert e.value.epoch == 2 and [r["epoch"] for r in e.value.history] == [1]
+
+
+def test_validate_names_every_score_with_its_prefix(moons):
+    x, y, x_val, y_val = moons
+    model = fnmlp.mlp([2, 8, 2], "relu")
+    trainer = make_trainer(model, fnmlp.sgd(0.1), 50)
+    params = model.init_params(jax.random.key(0))
+    assert validate(trainer, params, None) == {}
+    got = validate(trainer, params, (x_val, y_val), prefix="test_")
+    assert set(got) == {"test_loss", "test_accuracy"}
+    want = fnmlp.evaluate(model, params, x_val, y_val)
+    assert got["test_loss"] == pytest.approx(want["loss"], rel=1e-6)
