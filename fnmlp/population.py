@@ -257,8 +257,8 @@ def fit_population(
         raise ValueError(f"the number of members must be divisible by the"
                          f" {mesh.devices.size} devices of the mesh; got {k}")
 
-    pop = population(net, d_in, members, batch_size, optimizer, lossdef, grad, lr_factor, mesh,
-                     dtype)
+    pop = build_population(net, d_in, members, batch_size, optimizer, lossdef, grad, lr_factor,
+                           mesh, dtype)
     state, seeds, base_lr, epoch, evaluate = (pop.state, pop.seeds, pop.base_lr, pop.epoch,
                                               pop.evaluate)
     if mesh is not None:
@@ -325,13 +325,14 @@ def make_population(model: Layer, d_in: int | None, members: Sequence[Member], *
     :func:`fit_population` (but the model, loss and gradient path, before anything
     compiles)."""
     net, lossdef = checks.check_config(model, loss, grad)
-    return population(net, d_in, members, batch_size, optimizer, lossdef, grad, lr_factor,
-                      mesh, dtype)
+    return build_population(net, d_in, members, batch_size, optimizer, lossdef, grad,
+                            lr_factor, mesh, dtype)
 
 
-def population(net: Layer, d_in: int | None, members: Sequence[Member], batch_size: int,
-               optimizer: str, loss: Loss, grad: str, lr_factor: Callable | None = None,
-               mesh: Any = None, dtype: Any = jnp.float32) -> Population:
+def build_population(net: Layer, d_in: int | None, members: Sequence[Member],
+                     batch_size: int, optimizer: str, loss: Loss, grad: str,
+                     lr_factor: Callable | None = None, mesh: Any = None,
+                     dtype: Any = jnp.float32) -> Population:
     """:func:`make_population` for arguments already checked (the loss a Loss value)."""
     d_in = d_in if d_in is not None else net.in_features
     opt = shared_optimizer(optimizer, members)
