@@ -351,7 +351,7 @@ def test_a_one_output_multiclass_task_is_refused_everywhere():
 
 
 def test_bfloat16_raw_pixels_are_scaled_like_any_float(tmp_path):
-    from fnmlp.data.scaling import raw_input_scale
+    from fnmlp.scaling import raw_input_scale
 
     mnist = {"kind": "mnist", "scale": "pixel / 255"}
     raw = np.array([[0.0, 128.0, 255.0]], np.float32)
@@ -495,7 +495,7 @@ def test_a_float64_saved_model_scales_raw_pixels_in_float64(tmp_path, x64):
 
 
 def test_integer_pixels_that_only_reach_one_are_said_aloud():
-    from fnmlp.data.scaling import raw_input_scale
+    from fnmlp.scaling import raw_input_scale
 
     mnist = {"kind": "mnist", "scale": "pixel / 255"}
     with pytest.warns(UserWarning, match="only reach 1"):

@@ -18,6 +18,8 @@ import numpy as np
 
 from fnmlp.cli import arch as grammar  # the one grammar, plain Python: no jax
 
+LOSS = "softmax_cross_entropy"  # the default: compare.py trains classifiers on labels
+
 
 class Arch(NamedTuple):
     hidden: tuple[int, ...]  # hidden widths; () for none
@@ -98,7 +100,7 @@ def compare(archs: list[Arch], x: Any, y: Any, test: tuple[Any, Any], *, epochs:
     for k, arch in enumerate(archs):
         model = build(arch, x.shape[1], n_out)
         params = model.init_params(jax.random.key(seed))
-        grad_norms = gradient_norms_fn(model, "softmax_cross_entropy", *probe)
+        grad_norms = gradient_norms_fn(model, LOSS, *probe)
         at_init = grad_norms(params)
 
         def on_epoch_end(state, record, grad_norms=grad_norms):

@@ -107,14 +107,17 @@ def check_model_size(model, d_in: int) -> None:
                          " smaller widths")
 
 
-def n_outputs(y: Any, loss: str) -> int:
-    """``C``: the classes of labels ``y [N]`` for softmax_cross_entropy, else the width
-    of the targets (1 for ``[N]``)."""
-    return int(y.max()) + 1 if loss == "softmax_cross_entropy" else (
+def n_outputs(y: Any, loss: Any) -> int:
+    """``C``: the classes of labels ``y [N]`` for a multiclass loss (a name or a
+    :class:`~fnmlp.losses.Loss`: its ``kind`` decides), else the width of the targets (1
+    for ``[N]``)."""
+    from fnmlp.losses import get_loss
+
+    return int(y.max()) + 1 if get_loss(loss).kind == "multiclass" else (
         1 if y.ndim == 1 else y.shape[1])
 
 
-def model_and_config(run: RunConfig, x: Any, y: Any, loss: str, dataset: str,
+def model_and_config(run: RunConfig, x: Any, y: Any, loss: Any, dataset: str,
                      extra_config: dict | None = None) -> tuple[Any, dict]:
     """The model (built once, for inputs ``x [N, D]`` and targets ``y``) and its config:
     ``{model, loss, input}`` (the input record with its ``width`` ``D``;
@@ -131,6 +134,7 @@ def model_and_config(run: RunConfig, x: Any, y: Any, loss: str, dataset: str,
     check_model_size(model, d)
     extra = dict(extra_config or {})
     record = {"kind": "features", **extra.pop("input", {}), "width": d}
-    config = {"dataset": dataset, "model": model.to_config(), "loss": loss, "input": record,
+    config = {"dataset": dataset, "model": model.to_config(), "loss": getattr(loss, "name", loss),
+              "input": record,
               **run.saved(), **extra}
     return model, config

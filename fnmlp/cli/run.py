@@ -108,7 +108,10 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
 
     from fnmlp._validate import check_batch
     from fnmlp.io.checkpoint import save_checkpoint
+    from fnmlp.losses import get_loss
     from fnmlp.train import TrainingDiverged, evaluate, fit, jitted_eval
+
+    loss = get_loss(loss)  # the loss as a value, once: its kind decides the outputs, metrics
 
     t_start = time.perf_counter()
     cfg = RunConfig.from_args(args)  # the flags, read once
@@ -277,7 +280,7 @@ def _metrics(model, config, history, trained, params, final_params, best_epoch, 
                     history[-1])
         metrics.update({k: kept[k] for k in ("val_loss", "val_accuracy", "val_mse")
                         if k in kept})
-    if loss == "softmax_cross_entropy" or loss == "sigmoid_cross_entropy":
+    if loss.classifies:
         metrics["test_accuracy"] = scores["accuracy"]
         metrics["test_loss"] = scores["loss"]
         metrics.update(per_class_scores(model, final_params, *test, loss))

@@ -22,7 +22,6 @@ import numpy as np
 
 from fnmlp import _validate as checks
 from fnmlp.data import train_test_split
-from fnmlp.data.scaling import warn_input_range
 from fnmlp.grad import Params
 from fnmlp.layers import Layer
 from fnmlp.losses import Loss
@@ -34,6 +33,7 @@ from fnmlp.optim import (
     host_scalar,
 )
 from fnmlp.parallel import place_on_mesh
+from fnmlp.scaling import warn_input_range
 from fnmlp.train.loop import (
     EpochLog,
     Patience,
