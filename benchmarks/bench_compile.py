@@ -27,7 +27,7 @@ def child(sizes, grad, batch, n, precision) -> dict:
     with jax.default_matmul_precision(precision):
         opt = fnmlp.sgd(0.01)
         model = fnmlp.mlp(sizes, "relu")
-        tr = fnmlp.make_trainer(model, opt, batch, grad=grad)
+        tr = fnmlp.train.make_trainer(model, opt, batch, grad=grad)
         state = fnmlp.init_state(model.init_params(jax.random.key(0)), opt)
         x = jnp.zeros((n, sizes[0]), jnp.float32)
         y = jnp.zeros((n,), jnp.int32)

@@ -33,7 +33,7 @@ def main(argv=None):
             net, p, x, y, "softmax_cross_entropy")[1])
         auto = jax.jit(jax.grad(lambda p, x, y, net=net: mean_loss(net, p, x, y,
                                                                    "softmax_cross_entropy")))
-        per_ex = jax.jit(lambda p, x, y, net=net: fnmlp.per_example_grads(net, p, x, y))
+        per_ex = jax.jit(lambda p, x, y, net=net: fnmlp.train.per_example_grads(net, p, x, y))
 
         # many calls per timing so the ~60 us dispatch does not dominate
         def repeat(f, k=20, params=params, x=x, y=y):

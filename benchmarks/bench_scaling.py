@@ -38,7 +38,7 @@ def main(argv=None):
     def measure(sweep, value, sizes, batch):
         opt = fnmlp.sgd(0.01)
         model = fnmlp.mlp(sizes, "relu")
-        tr = fnmlp.make_trainer(model, opt, batch)
+        tr = fnmlp.train.make_trainer(model, opt, batch)
         h = {"s": fnmlp.init_state(model.init_params(key), opt)}
 
         def epoch():

@@ -52,10 +52,10 @@ def fnmlp_impl(sizes, x, y, batch, grad, compute_dtype=None):
     opt = fnmlp.sgd(LR)
     model, params = relu_mlp(sizes, jax.random.key(0))
     if model is None:  # an old tree (bench_before_after.py): the activation by name
-        trainer = fnmlp.make_trainer(opt, batch, "relu", "softmax_cross_entropy", grad,
+        trainer = fnmlp.train.make_trainer(opt, batch, "relu", "softmax_cross_entropy", grad,
                                      compute_dtype=compute_dtype)
     else:
-        trainer = fnmlp.make_trainer(model, opt, batch, "softmax_cross_entropy", grad,
+        trainer = fnmlp.train.make_trainer(model, opt, batch, "softmax_cross_entropy", grad,
                                      compute_dtype=compute_dtype)
     holder = {"s": fnmlp.init_state(params, opt)}
     xd, yd, key = jnp.asarray(x), jnp.asarray(y), jax.random.key(0)

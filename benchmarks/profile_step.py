@@ -66,7 +66,7 @@ def main(argv=None):
         impls[f"numpy {name}"] = nrun
     opt = fnmlp.sgd(0.01)
     model = fnmlp.mlp(sizes, "relu")
-    trainers = {g: fnmlp.make_trainer(model, opt, B, grad=g) for g in ("manual", "autodiff")}
+    trainers = {g: fnmlp.train.make_trainer(model, opt, B, grad=g) for g in ("manual", "autodiff")}
     for grad, tr in trainers.items():
         h = {"s": fnmlp.init_state(model.init_params(key), opt)}
 
@@ -97,7 +97,7 @@ def main(argv=None):
     ops = {}
     for grad, tr in trainers.items():
         st = fnmlp.init_state(model.init_params(key), opt)
-        hlo = tr.step.lower(st, fnmlp.Batch(xd[:B], yd[:B])).compile().as_text()
+        hlo = tr.step.lower(st, fnmlp.train.Batch(xd[:B], yd[:B])).compile().as_text()
         names = re.findall(r"=\s*[\w\[\]{},. ]*?\s(\w[\w-]*)\(", hlo)
         counted = Counter(n for n in names if n in {
             "dot", "custom-call", "scatter", "gather", "transpose", "fusion", "copy",

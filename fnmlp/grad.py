@@ -45,6 +45,8 @@ the source): it is the path that :mod:`fnmlp.gradcheck` checks against ``jax.gra
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +61,9 @@ from fnmlp.weights import check_weights
 Array = jax.Array
 Params = Any  # a pytree of arrays: [{"w": [D_in, D_out], "b": [D_out]}, ...] for an MLP
 
-__all__ = ["Params", "backward", "batched_forward", "forward", "forward_with_cache", "loss",
-           "manual_grad", "manual_value_and_grad", "mean_loss", "value_and_grad_fn"]
+__all__ = ["Params", "backprop", "batched_predict", "forward_with_cache", "loss",
+           "manual_grad", "manual_value_and_grad", "mean_loss", "predict_one",
+           "value_and_grad_fn"]
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -147,11 +150,13 @@ def _one(model: Layer, params: Params, x: Array) -> Array:
     return model.apply(params, x[None])[0]  # [D] -> [C], evaluation mode
 
 
-def forward(model: Layer, params: Params, x: Array) -> Array:
-    """The per-example forward pass: ``x: [D]`` -> output ``[C]`` (logits, probabilities
-    or a prediction, as the model's last layer says), in evaluation mode (no dropout).
+def predict_one(model: Layer, params: Params, x: Array) -> Array:
+    """One example's output: ``x: [D]`` -> ``[C]`` (logits, probabilities or a
+    prediction, as the model's last layer says), in evaluation mode (no dropout); the JAX
+    tutorial's per-example ``predict``. (:meth:`Layer.forward` is the batched pass that
+    also returns the residuals.)
 
-    A pure function; ``jax.vmap`` it over ``x`` (or call :func:`batched_forward`).
+    A pure function; ``jax.vmap`` it over ``x`` (or call :func:`batched_predict`).
 
     Raises:
       ValueError: ``model`` is not a Layer, params that do not fit it, or bad ``x``.
@@ -159,8 +164,8 @@ def forward(model: Layer, params: Params, x: Array) -> Array:
     return _one(model, params, checks.check_x(model, params, x, batched=False))
 
 
-def batched_forward(model: Layer, params: Params, x: Array) -> Array:
-    """``x: [B, D]`` -> ``[B, C]``, made from :func:`forward` with ``jax.vmap``."""
+def batched_predict(model: Layer, params: Params, x: Array) -> Array:
+    """``x: [B, D]`` -> ``[B, C]``, made from :func:`predict_one` with ``jax.vmap``."""
     x = checks.check_x(model, params, x)
     return jax.vmap(_one, in_axes=(None, None, 0))(model, params, x)
 
@@ -173,10 +178,30 @@ def forward_with_cache(model: Layer, params: Params, x: Array) -> tuple[Array, A
     return model.forward(params, x, EVAL)
 
 
-def backward(model: Layer, params: Params, residuals: Any, delta: Array) -> Params:
+def backprop(model: Layer, params: Params, residuals: Any, delta: Array) -> Params:
     """Backpropagates ``delta = dL/d out: [B, C]`` through the model, given the residuals
-    of :func:`forward_with_cache`; returns grads with the structure of ``params``."""
+    of :func:`forward_with_cache`; returns the grads alone, with the structure of
+    ``params`` (:meth:`Layer.backward` returns ``(dparams, dx)``)."""
     return checks.check_model(model).backward(params, residuals, delta)[0]
+
+
+def _renamed(new: Callable, old: str) -> Callable:
+    """``new`` under its earlier name, with a DeprecationWarning that names the new one."""
+
+    @functools.wraps(new)
+    def call(*args, **kwargs):
+        warnings.warn(f"fnmlp.grad.{old} is now fnmlp.grad.{new.__name__} (its old name"
+                      " read like Layer's, which returns other things)", DeprecationWarning,
+                      stacklevel=2)
+        return new(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = old
+    return call
+
+
+forward = _renamed(predict_one, "forward")
+batched_forward = _renamed(batched_predict, "batched_forward")
+backward = _renamed(backprop, "backward")
 
 
 def _checked(model, params, x, y, loss, sample_weight, class_weight):

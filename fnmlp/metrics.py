@@ -25,7 +25,7 @@ import numpy as np
 
 from fnmlp import _validate as checks
 from fnmlp.losses import Loss
-from fnmlp.predict import jitted_apply
+from fnmlp.prediction import jitted_apply
 from fnmlp.weights import class_of_examples
 
 __all__ = ["classification_report", "confusion_matrix", "per_class_metrics"]

@@ -60,7 +60,7 @@ from fnmlp.optim import (
     set_weight_decay,
 )
 from fnmlp.parallel import AXIS, put, replicated
-from fnmlp.predict import kind_of, model_and_loss, probabilities
+from fnmlp.prediction import kind_of, model_and_loss, probabilities
 from fnmlp.train.fit import check_batch_size, check_training_data, check_validation_data
 from fnmlp.train.loop import EpochLog, epoch_record, run_epochs
 from fnmlp.train.step import TrainState, epoch_fn, eval_fn, fresh_state, train_step

@@ -100,7 +100,7 @@ def main() -> int:
 
     def keep(arch, model, params, run):
         if args.dataset != "mnist":
-            from fnmlp.predict import predict
+            from fnmlp.prediction import predict
 
             predictors.append((f"{arch.name}\ntest acc {run['test_accuracy']:.3f}",
                                lambda g, m=model, p=params: predict(m, p, g)))

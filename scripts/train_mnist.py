@@ -97,7 +97,7 @@ def main() -> int:
 
         from fnmlp import plot
         from fnmlp.cli import architecture_name, network
-        from fnmlp.predict import predict_classes
+        from fnmlp.prediction import predict_classes
         from fnmlp.train import weight_matrices
 
         out = Path(args.out)

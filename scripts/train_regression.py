@@ -37,7 +37,7 @@ def main() -> int:
     def plots(params, metrics):
         from fnmlp import plot
         from fnmlp.cli import network
-        from fnmlp.predict import predict
+        from fnmlp.prediction import predict
 
         model = network(metrics)
         plot.regression_fit(ds.x, ds.y, lambda g: predict(model, params, g),

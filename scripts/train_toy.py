@@ -63,7 +63,7 @@ def main() -> int:
         from fnmlp import plot
         from fnmlp.cli import architecture_name, network
         from fnmlp.cli.probe import hidden_activations, unit_importance
-        from fnmlp.predict import predict
+        from fnmlp.prediction import predict
         from fnmlp.train import weight_matrices
 
         model = network(metrics)

@@ -62,7 +62,7 @@ def test_a_one_output_model_predicts_two_classes_without_loss(binary_one_output,
     proba = np.asarray(fnmlp.predict_proba(model, r.params, x))
     np.testing.assert_allclose(proba[:, 0], witness, rtol=1e-5, atol=1e-7)  # was all 1.0
     stacked = jax.tree.map(lambda a: jnp.stack([a, a]), r.params)
-    ens = np.asarray(fnmlp.ensemble_predict_proba(model, stacked, x))
+    ens = np.asarray(fnmlp.population.ensemble_predict_proba(model, stacked, x))
     np.testing.assert_allclose(ens, proba, rtol=1e-6)
     path = tmp_path / "c.npz"
     fnmlp.save_checkpoint(path, r.state, fnmlp.model_config(model, "sigmoid_cross_entropy"))
@@ -329,7 +329,7 @@ def test_accuracy_of_a_one_output_model_against_labels():
     y = np.array([1, 0, 1, 0])
     for loss in ("sigmoid_cross_entropy", None):  # was 0.5: [N, 1] == [N] broadcast to [N, N]
         assert float(fnmlp.accuracy(out, y, loss)) == 1.0
-        assert float(fnmlp.zero_one_loss(out, y, loss)) == 0.0
+        assert float(fnmlp.losses.zero_one_loss(out, y, loss)) == 0.0
     with pytest.raises(ValueError, match=r"targets must have shape \(4, 1\)"):
         fnmlp.accuracy(out, np.ones((4, 2)), "sigmoid_cross_entropy")
 
@@ -512,7 +512,7 @@ def test_confusion_matrix_of_sparse_labels_says_to_densify():
     sparse = pytest.importorskip("scipy.sparse")
     y = sparse.csr_matrix(np.array([[0, 1, 1]]))
     with pytest.raises(ValueError, match=r"y_true must be a dense array.*y_true.toarray"):
-        fnmlp.confusion_matrix(y, np.array([0, 1, 1]), 2)
+        fnmlp.metrics.confusion_matrix(y, np.array([0, 1, 1]), 2)
 
 
 def test_an_idx_file_gzipped_twice_reads(tmp_path):

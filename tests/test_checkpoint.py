@@ -37,9 +37,9 @@ def _state(sizes=(3, 5, 2), opt=None, seed=0):
     # make every leaf non-trivial: a few real updates
     x = jax.random.normal(jax.random.key(1), (8, sizes[0]))
     y = jnp.arange(8) % sizes[-1]
-    step = fnmlp.make_train_step(fnmlp.mlp(list(sizes)), opt)
+    step = fnmlp.train.make_train_step(fnmlp.mlp(list(sizes)), opt)
     for _ in range(3):
-        state, _ = step(state, fnmlp.Batch(x, y))
+        state, _ = step(state, fnmlp.train.Batch(x, y))
     return state, opt
 
 

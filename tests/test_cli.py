@@ -123,10 +123,10 @@ def test_weight_decay_is_decoupled_for_adamw_with_pytorchs_default():
         assert float(u[0]["w"][0, 0]) == pytest.approx(-0.1 * (1 + want * 2.0), rel=1e-5)
 
 
-@pytest.mark.parametrize("optimizer", sorted(fnmlp.OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", sorted(fnmlp.optim.OPTIMIZERS))
 def test_weight_decay_leaves_vectors_untouched(optimizer):
     """Under zero gradients only decay moves a leaf: the matrix moves toward 0, the bias
-    and a LayerNorm scale (1-D) do not move at all (fnmlp.matrices_only)."""
+    and a LayerNorm scale (1-D) do not move at all (fnmlp.optim.matrices_only)."""
     p = [{"scale": jnp.full((3,), 2.0), "bias": jnp.full((3,), 2.0)},
          {"w": jnp.full((3, 2), 2.0), "b": jnp.full((2,), 2.0)}]
     zeros = jax.tree.map(jnp.zeros_like, p)
@@ -134,7 +134,7 @@ def test_weight_decay_leaves_vectors_untouched(optimizer):
     s = opt.init(p)
     for _ in range(2):
         u, s = opt.update(zeros, s, p)
-        p = fnmlp.apply_updates(p, u)
+        p = fnmlp.optim.apply_updates(p, u)
     np.testing.assert_array_equal(p[0]["scale"], 2.0)
     np.testing.assert_array_equal(p[0]["bias"], 2.0)
     np.testing.assert_array_equal(p[1]["b"], 2.0)

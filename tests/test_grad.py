@@ -37,7 +37,7 @@ def _problem(activation, loss, depth, dtype, seed=0, n=6):
 
 
 def _min_abs_preactivation(model, params, x):
-    _, residuals = fnmlp.forward_with_cache(model, params, x)
+    _, residuals = fnmlp.grad.forward_with_cache(model, params, x)
     z = residuals[1::2]  # Dense, activation, Dense, ...: an activation keeps its input
     return min(float(jnp.min(jnp.abs(r))) for r in z) if z else 1.0
 
@@ -77,7 +77,7 @@ def test_manual_equals_autodiff_float32(activation, loss, depth):
 
 def test_manual_value_matches_loss(x64):
     model, params, x, y = _problem("tanh", "softmax_cross_entropy", 1, jnp.float64)
-    value, _ = fnmlp.manual_value_and_grad(model, params, x, y)
+    value, _ = fnmlp.grad.manual_value_and_grad(model, params, x, y)
     assert abs(float(value) - float(fnmlp.loss(model, params, x, y))) < 1e-14
 
 
@@ -91,8 +91,8 @@ def test_manual_grad_is_jittable_and_equal(x64):
 
 def _wrong_manual_grad(model, params, x, y, activation, loss, bug):
     """A copy of the MLP's backward, written out, with one deliberate bug."""
-    lossdef = fnmlp.get_loss(loss)
-    out, residuals = fnmlp.forward_with_cache(model, params, x)
+    lossdef = fnmlp.losses.get_loss(loss)
+    out, residuals = fnmlp.grad.forward_with_cache(model, params, x)
     inputs, zs = residuals[0::2], residuals[1::2]  # each Dense's input, each pre-activation
     delta = lossdef.deriv(out, y) / x.shape[0]
     deriv = get_activation(activation).deriv
@@ -134,15 +134,15 @@ def test_vmapped_forward_equals_explicit_batched_matmul(x64):
     model = fnmlp.mlp([5, 9, 4, 3], "elu")
     params = model.init_params(key, dtype=jnp.float64)
     x = jax.random.normal(key, (11, 5), jnp.float64)
-    got = fnmlp.batched_forward(model, params, x)
+    got = fnmlp.grad.batched_predict(model, params, x)
     h = np.asarray(x)
     for i, p in enumerate(params):  # independent numpy reference
         z = h @ np.asarray(p["w"]) + np.asarray(p["b"])
         h = z if i == len(params) - 1 else np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
     np.testing.assert_allclose(np.asarray(got), h, rtol=1e-13, atol=1e-13)
-    single = jnp.stack([fnmlp.forward(model, params, xi) for xi in x])
+    single = jnp.stack([fnmlp.grad.predict_one(model, params, xi) for xi in x])
     np.testing.assert_allclose(np.asarray(single), np.asarray(got), rtol=1e-13)
-    out, cache = fnmlp.forward_with_cache(model, params, x)
+    out, cache = fnmlp.grad.forward_with_cache(model, params, x)
     np.testing.assert_allclose(np.asarray(out), h, rtol=1e-13, atol=1e-13)
     # Dense 0 keeps x, Elu its input z_0, Dense 1 keeps elu(z_0), ...
     assert [r.shape for r in cache] == [(11, 5), (11, 9), (11, 9), (11, 4), (11, 4)]
@@ -207,7 +207,7 @@ def test_forward_shape_and_finite(p):
     sizes, batch, activation, loss, seed, scale = p
     with jax.enable_x64(True):
         model, params, x, _ = _make(*p)
-        out = fnmlp.batched_forward(model, params, x)
+        out = fnmlp.grad.batched_predict(model, params, x)
         assert out.shape == (batch, sizes[-1])
         assert bool(jnp.all(jnp.isfinite(out)))
 
@@ -220,7 +220,7 @@ def test_softmax_probabilities_sum_to_one(p):
     sizes, batch, activation, _, seed, scale = p
     with jax.enable_x64(True):
         model, params, x, _ = _make(sizes, batch, activation, "mse", seed, scale)
-        out = fnmlp.batched_forward(model, params, x)
+        out = fnmlp.grad.batched_predict(model, params, x)
         ce = get_loss("softmax_cross_entropy")
         probs = jnp.stack([jnp.exp(-ce.fn(out, jnp.full(batch, c))) for c in range(sizes[-1])],
                           1)
@@ -237,7 +237,7 @@ def test_manual_gradient_equals_autodiff(p):
         model, params, x, y = _make(*p)
         g_m = fnmlp.manual_grad(model, params, x, y, loss)
         g_a = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, loss)
-        report = fnmlp.compare_grads(g_m, g_a, rtol=1e-9)
+        report = fnmlp.gradcheck.compare_grads(g_m, g_a, rtol=1e-9)
         assert report.passed, str(report)
 
 
@@ -248,10 +248,10 @@ def test_loss_and_gradient_invariant_to_batch_permutation(p, perm_seed):
     with jax.enable_x64(True):
         model, params, x, y = _make(*p)
         perm = np.random.default_rng(perm_seed).permutation(batch)
-        v1, g1 = fnmlp.manual_value_and_grad(model, params, x, y, loss)
-        v2, g2 = fnmlp.manual_value_and_grad(model, params, x[perm], y[perm], loss)
+        v1, g1 = fnmlp.grad.manual_value_and_grad(model, params, x, y, loss)
+        v2, g2 = fnmlp.grad.manual_value_and_grad(model, params, x[perm], y[perm], loss)
         assert abs(float(v1) - float(v2)) <= 1e-12 * max(1.0, abs(float(v1)))
-        assert fnmlp.compare_grads(g1, g2, rtol=1e-12).passed
+        assert fnmlp.gradcheck.compare_grads(g1, g2, rtol=1e-12).passed
 
 
 @SETTINGS
@@ -260,10 +260,10 @@ def test_mean_of_per_example_gradients_is_the_batch_gradient(p):
     sizes, batch, activation, loss, seed, scale = p
     with jax.enable_x64(True):
         model, params, x, y = _make(*p)
-        pe = fnmlp.per_example_grads(model, params, x, y, loss)
+        pe = fnmlp.train.per_example_grads(model, params, x, y, loss)
         mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), pe)
         batch_grad = fnmlp.manual_grad(model, params, x, y, loss)
-        assert fnmlp.compare_grads(mean, batch_grad, rtol=1e-10).passed
+        assert fnmlp.gradcheck.compare_grads(mean, batch_grad, rtol=1e-10).passed
 
 
 # both gradient paths agree where every unit sits on its kink (an outside oracle)
@@ -285,7 +285,7 @@ def test_zero_input_row_with_zero_biases_both_paths_agree(activation, loss, x64)
     x, y = random_batch(jax.random.key(1), 5, sizes, loss, jnp.float64)
     x = x.at[0].set(0.0)
     if loss in ("mae", "huber", "mse"):
-        y = y.at[0].set(fnmlp.batched_forward(model, params, x[:1])[0])  # residual 0
+        y = y.at[0].set(fnmlp.grad.batched_predict(model, params, x[:1])[0])  # residual 0
     hand = fnmlp.manual_grad(model, params, x, y, loss)
     auto = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, loss)
     report = compare_grads(hand, auto)

@@ -202,11 +202,11 @@ def test_check_layer_names_the_kind_of_a_wrong_dense():
 
 def test_dropout_in_training_mode_with_a_fixed_mask():
     @dataclass(frozen=True)
-    class UnscaledDropout(fnmlp.Dropout):  # backward forgets the 1/(1 - rate)
+    class UnscaledDropout(fnmlp.layers.Dropout):  # backward forgets the 1/(1 - rate)
         def backward(self, params, scale, dy):
             return (), dy * (scale > 0)
 
-    assert check_layer(fnmlp.Dropout(0.3), 6, train=True, key=jax.random.key(2)).passed
+    assert check_layer(fnmlp.layers.Dropout(0.3), 6, train=True, key=jax.random.key(2)).passed
     bad = check_layer(UnscaledDropout(0.3), 6, train=True, key=jax.random.key(2))
     assert not bad.passed
     assert "constant factor 0.7" in bad.diagnoses()[0]
@@ -316,7 +316,7 @@ def _false_alarm_cases():
          [5, 4], "mae", "float64", False, False),
         ("layernorm, softplus, dropout, silu",
          serial(Dense(8), Tanh(), LayerNorm(), Dense(8), fnmlp.layers.Softplus(),
-                fnmlp.Dropout(0.3), Dense(8), Silu(), Dense(2), in_features=5), [5, 2],
+                fnmlp.layers.Dropout(0.3), Dense(8), Silu(), Dense(2), in_features=5), [5, 2],
          "sigmoid_cross_entropy", "float64", True, False),
         # the float32 cases reuse two models above: their float64 witness compiles once
         ("sigmoid 20-32x8-10 float32", fnmlp.mlp([20] + [32] * 8 + [10], "sigmoid"),
@@ -493,7 +493,7 @@ def random_correct_net(rng: np.random.Generator):
         layers.append(HardTanh() if u < 0.1 else PReLU() if u < 0.2 else
                       fnmlp.layers.activation_layer(str(rng.choice(ACTIVATION_NAMES))))
         if rng.random() < 0.05:
-            layers.append(fnmlp.Dropout(0.3))
+            layers.append(fnmlp.layers.Dropout(0.3))
             train = True
     loss = str(rng.choice(sorted(LOSSES)))
     out = int(rng.choice([1, 2, 3]))
@@ -554,7 +554,7 @@ def test_a_transposed_gradient_of_a_non_square_weight_is_named():
 
 
 @dataclass(frozen=True)
-class RedrawDropout(fnmlp.Dropout):
+class RedrawDropout(fnmlp.layers.Dropout):
     """The backward draws a mask of its own instead of the one forward used."""
 
     def backward(self, params, scale, dy):

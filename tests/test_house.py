@@ -213,9 +213,9 @@ def test_the_names_the_flags_list_are_the_registries():
 
 def test_fnmlp_imports_each_name_on_first_use():
     """``import fnmlp`` imports no jax; every name of ``__all__`` resolves (from the module
-    _EXPORTS names), and the submodule fnmlp.predict does not shadow the function."""
+    _EXPORTS names); ``fnmlp.predict`` is the function (its module is fnmlp.prediction)."""
     code = ("import sys, fnmlp; assert 'jax' not in sys.modules, 'jax imported';"
-            " import fnmlp.predict; assert callable(fnmlp.predict);"
+            " import fnmlp.prediction; assert callable(fnmlp.predict);"
             " [getattr(fnmlp, n) for n in fnmlp.__all__]; assert 'jax' in sys.modules;"
             " assert fnmlp.train.fit is fnmlp.fit and fnmlp.io.load_model is fnmlp.load_model")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -223,6 +223,24 @@ def test_fnmlp_imports_each_name_on_first_use():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         fnmlp.nope  # noqa: B018
     assert set(fnmlp.__all__) <= set(dir(fnmlp))
+
+
+def test_the_front_door_is_one_short_list_and_the_old_names_say_where_they_went():
+    """Issue 42 item 8: about 25 names, listed once (``__all__`` is made from _EXPORTS);
+    the 46 names the front door held before resolve with a DeprecationWarning naming their
+    module; the pair that read like Layer's (forward/backward) is renamed."""
+    assert len(fnmlp.__all__) <= 28 and "__version__" in fnmlp.__all__
+    assert fnmlp.__all__[1:] == [n for names in fnmlp._EXPORTS.values() for n in names]
+    for name, (module, new) in fnmlp._OLD.items():
+        with pytest.warns(DeprecationWarning, match=f"use {module}.{new}"):
+            assert getattr(fnmlp, name) is getattr(importlib.import_module(module), new)
+    assert len(fnmlp._OLD) == 46
+    from fnmlp import grad
+
+    with pytest.warns(DeprecationWarning, match="now fnmlp.grad.predict_one"):
+        out = grad.forward(fnmlp.mlp([2, 3]), fnmlp.mlp([2, 3]).init_params(
+            jax.random.key(0)), jnp.ones(2))
+    assert out.shape == (3,)
 
 
 def test_no_module_is_over_600_lines():
@@ -248,7 +266,7 @@ def _sign_sgd_without_rate():
         return jax.tree.map(lambda g: -0.01 * jnp.sign(g), grads), state._replace(
             count=state.count + 1)
 
-    return fnmlp.GradientTransformation(init, update)
+    return fnmlp.optim.GradientTransformation(init, update)
 
 
 class _SignState(NamedTuple):
@@ -264,7 +282,7 @@ def _sign_sgd(lr):
         u = jax.tree.map(lambda g: -state.learning_rate * jnp.sign(g), grads)
         return u, state._replace(count=state.count + 1)
 
-    return fnmlp.GradientTransformation(init, update)
+    return fnmlp.optim.GradientTransformation(init, update)
 
 
 def test_a_user_optimizer_without_the_contract_is_refused_before_compiling():

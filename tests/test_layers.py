@@ -133,7 +133,7 @@ def test_an_unhashable_user_layer_is_told_to_be_frozen():
 
 
 def test_numpy_numbers_are_layer_settings_too():
-    assert Dense(np.int64(3)) == Dense(3) and fnmlp.Dropout(np.float32(0.5)).rate == 0.5
+    assert Dense(np.int64(3)) == Dense(3) and fnmlp.layers.Dropout(np.float32(0.5)).rate == 0.5
 
 
 # ----------------------------------------------------------------------------- one model
@@ -285,19 +285,20 @@ def _entry_points(model, params, x, y):
         "evaluate": lambda: fnmlp.evaluate(model, params, x, y),
         "loss": lambda: fnmlp.loss(model, params, x, y),
         "manual_grad": lambda: fnmlp.manual_grad(model, params, x, y),
-        "manual_value_and_grad": lambda: fnmlp.manual_value_and_grad(model, params, x, y),
-        "per_example_grads": lambda: fnmlp.per_example_grads(model, params, x, y),
+        "manual_value_and_grad": lambda: fnmlp.grad.manual_value_and_grad(model, params, x, y),
+        "per_example_grads": lambda: fnmlp.train.per_example_grads(model, params, x, y),
         "check_gradients": lambda: fnmlp.check_gradients(model, params, x, y),
-        "forward": lambda: fnmlp.forward(model, params, x[0]),
-        "batched_forward": lambda: fnmlp.batched_forward(model, params, x),
-        "forward_with_cache": lambda: fnmlp.forward_with_cache(model, params, x),
+        "forward": lambda: fnmlp.grad.predict_one(model, params, x[0]),
+        "batched_forward": lambda: fnmlp.grad.batched_predict(model, params, x),
+        "forward_with_cache": lambda: fnmlp.grad.forward_with_cache(model, params, x),
         "predict": lambda: fnmlp.predict(model, params, x),
         "predict_proba": lambda: fnmlp.predict_proba(model, params, x),
         "predict_classes": lambda: fnmlp.predict_classes(model, params, x),
-        "ensemble_predict_proba": lambda: fnmlp.ensemble_predict_proba(model, stacked, x),
+        "ensemble_predict_proba": lambda: fnmlp.population.ensemble_predict_proba(
+            model, stacked, x),
         "classification_report": lambda: fnmlp.classification_report(model, params, x, y),
-        "make_trainer": lambda: fnmlp.make_trainer(model, fnmlp.sgd(0.1), 2),
-        "make_train_step": lambda: fnmlp.make_train_step(model, fnmlp.sgd(0.1)),
+        "make_trainer": lambda: fnmlp.train.make_trainer(model, fnmlp.sgd(0.1), 2),
+        "make_train_step": lambda: fnmlp.train.make_train_step(model, fnmlp.sgd(0.1)),
         "fit_population": lambda: fnmlp.fit_population(model, x, y, grid(lr=[0.1]), epochs=1,
                                                        batch_size=2, verbose=False),
         "make_population": lambda: make_population(model, 4, grid(lr=[0.1]), batch_size=2),
@@ -429,8 +430,8 @@ def test_dropout_gradients_use_the_same_mask_on_both_paths(x64):
                                                 ctx)
     g_auto = jax.grad(mean_loss, argnums=1)(model, params, x, y, "softmax_cross_entropy", ctx)
     g_eval = fnmlp.manual_grad(model, params, x, y)
-    assert fnmlp.compare_grads(g_hand, g_auto, rtol=1e-12).passed
-    assert not fnmlp.compare_grads(g_hand, g_eval, rtol=1e-3).passed
+    assert fnmlp.gradcheck.compare_grads(g_hand, g_auto, rtol=1e-12).passed
+    assert not fnmlp.gradcheck.compare_grads(g_hand, g_eval, rtol=1e-3).passed
 
 
 def test_dropout_mask_is_the_same_in_float32_and_in_the_float64_witness():
@@ -472,7 +473,7 @@ def test_both_gradient_paths_train_the_same_with_dropout(x64):
     x = np.asarray(DS.x, np.float64)
     a = fnmlp.fit(DROP, p0, x, DS.y, epochs=2, grad="manual", **KW)
     b = fnmlp.fit(DROP, p0, x, DS.y, epochs=2, grad="autodiff", **KW)
-    assert fnmlp.compare_grads(a.params, b.params, rtol=1e-10).passed
+    assert fnmlp.gradcheck.compare_grads(a.params, b.params, rtol=1e-10).passed
 
 
 def test_a_population_member_with_dropout_equals_fit():
@@ -575,9 +576,9 @@ def test_forward_products_accumulate_in_float32():
     model = serial(Dense(1), in_features=2)
     params = _bf([_layer([[1.0], [2.0**-8]], [0.0])])
     x = jnp.asarray([[1.0, 1.0]], BF)
-    out, cache = fnmlp.forward_with_cache(model, params, x)
+    out, cache = fnmlp.grad.forward_with_cache(model, params, x)
     assert out.dtype == jnp.float32 and float(out[0, 0]) == ONE_PLUS
-    assert float(fnmlp.forward(model, params, x[0])[0]) == ONE_PLUS  # the per-example one
+    assert float(fnmlp.grad.predict_one(model, params, x[0])[0]) == ONE_PLUS  # the per-example one
 
 
 def test_weight_gradient_accumulates_in_float32():
@@ -624,7 +625,7 @@ def test_float32_products_are_unchanged():
     model = fnmlp.mlp([4, 3, 2], "relu")
     params = model.init_params(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (5, 4))
-    out, _ = fnmlp.forward_with_cache(model, params, x)
+    out, _ = fnmlp.grad.forward_with_cache(model, params, x)
     ref = np.maximum(np.asarray(x) @ np.asarray(params[0]["w"]) + np.asarray(params[0]["b"]), 0)
     ref = ref @ np.asarray(params[1]["w"]) + np.asarray(params[1]["b"])
     assert out.dtype == jnp.float32
@@ -659,7 +660,7 @@ def test_biases_stay_float32_under_bf16_compute(grad):
     params = [_layer([[0.5]], [ONE_PLUS])]
     state = fnmlp.init_state(params, fnmlp.sgd(0.1))
     step = jax.jit(make_train_step(model, fnmlp.sgd(0.1), "mse", grad, jnp.bfloat16))
-    batch = fnmlp.Batch(jnp.zeros((2, 1)), jnp.zeros((2, 1)))
+    batch = fnmlp.train.Batch(jnp.zeros((2, 1)), jnp.zeros((2, 1)))
     _, metrics = step(state, batch)
     assert float(metrics["loss"]) == np.float32(ONE_PLUS) ** 2
     _, grads, _ = value_and_grad_fn(model, "mse", grad, jnp.float32)(

@@ -17,7 +17,7 @@ XS = data.make_spirals(192, arms=3, seed=4)
 def test_per_class_metrics_against_a_hand_counted_confusion_matrix():
     y_true = [0, 0, 1, 1, 1, 2, 2, 2, 2]
     y_pred = [0, 1, 1, 1, 0, 2, 2, 0, 1]
-    m = fnmlp.per_class_metrics(y_true, y_pred, 3)
+    m = fnmlp.metrics.per_class_metrics(y_true, y_pred, 3)
     # counted by hand: true 0 -> predicted (0, 1); true 1 -> (1, 1, 0); true 2 -> (2, 2, 0, 1)
     assert m["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [1, 1, 2]]
     np.testing.assert_allclose(m["precision"], [1 / 3, 2 / 4, 2 / 2], rtol=1e-15)
@@ -29,13 +29,13 @@ def test_per_class_metrics_against_a_hand_counted_confusion_matrix():
 
 def test_per_class_metrics_of_a_class_never_predicted_or_absent():
     # the accuracy-hides-it case: everything predicted 0
-    m = fnmlp.per_class_metrics([0, 0, 0, 0, 1], [0, 0, 0, 0, 0], 3)
+    m = fnmlp.metrics.per_class_metrics([0, 0, 0, 0, 1], [0, 0, 0, 0, 0], 3)
     assert m["confusion_matrix"] == [[4, 0, 0], [1, 0, 0], [0, 0, 0]]
     assert m["accuracy"] == 0.8
     assert m["recall"] == [1.0, 0.0, 0.0] and m["precision"] == [0.8, 0.0, 0.0]
     assert m["balanced_accuracy"] == 0.5  # class 2 is absent from y_true: not averaged
     with pytest.raises(ValueError, match=r"y_pred labels must be in \[0, 3\); got 3 at index 1"):
-        fnmlp.per_class_metrics([0, 1], [0, 3], 3)
+        fnmlp.metrics.per_class_metrics([0, 1], [0, 3], 3)
 
 
 def test_classification_report_counts_the_models_predictions():
@@ -80,9 +80,9 @@ def test_classification_report_and_confusion_matrix_refuse_what_has_no_classes()
                                          " loss='mse'"):
         fnmlp.classification_report(model, params, XS.x, XS.x[:, :1], loss="mse")
     with pytest.raises(ValueError, match="n_classes must be an integer >= 1; got 0"):
-        fnmlp.confusion_matrix([0], [0], 0)
+        fnmlp.metrics.confusion_matrix([0], [0], 0)
     with pytest.raises(ValueError, match="the same length; got 2 and 1"):
-        fnmlp.confusion_matrix([0, 1], [0], 2)
+        fnmlp.metrics.confusion_matrix([0, 1], [0], 2)
     with pytest.raises(ValueError, match=r"y_true must be integer class labels of shape"
                                          r" \(N,\); got float64"):
-        fnmlp.confusion_matrix(np.array([0.0, 1.0]), [0, 1], 2)
+        fnmlp.metrics.confusion_matrix(np.array([0.0, 1.0]), [0, 1], 2)

@@ -21,9 +21,9 @@ def test_chunked_equals_unchunked(x64, grad):
     model = fnmlp.mlp(sizes, "tanh")
     params = model.init_params(key, dtype=jnp.float64)
     x, y = random_batch(key, 7, sizes, "softmax_cross_entropy", jnp.float64)
-    whole = fnmlp.per_example_grads(model, params, x, y, grad=grad)
+    whole = fnmlp.train.per_example_grads(model, params, x, y, grad=grad)
     for chunk in (3, 1, 7, 50):  # 3 leaves a partial last chunk; 50 > B is all at once
-        part = fnmlp.per_example_grads(model, params, x, y, grad=grad, chunk_size=chunk)
+        part = fnmlp.train.per_example_grads(model, params, x, y, grad=grad, chunk_size=chunk)
         for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(part)):
             assert a.shape == b.shape and a.shape[0] == 7
             np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-13, atol=1e-15)
@@ -54,7 +54,7 @@ def test_impossible_size_is_refused_before_compiling(monkeypatch):
     params, x, y = _setup(3000)  # result: 3000 * 32,840 B = 94 MiB
     monkeypatch.setattr(_validate, "device_memory_available", lambda: 64 * 2**20)
     with compiled_programs() as names, pytest.raises(ValueError) as err:
-        fnmlp.per_example_grads(model, params, x, y, chunk_size=10)
+        fnmlp.train.per_example_grads(model, params, x, y, chunk_size=10)
     assert names == []
     msg = str(err.value)
     assert "result alone" in msg and "examples per call" in msg, msg
@@ -66,14 +66,14 @@ def test_too_big_at_once_suggests_a_chunk_size_that_fits(monkeypatch):
     params, x, y = _setup(3000)  # result 94 MiB; all at once ~56 MiB more working memory
     monkeypatch.setattr(_validate, "device_memory_available", lambda: int(150 * 2**20 / 0.8))
     with compiled_programs() as names, pytest.raises(ValueError, match="chunk_size=") as err:
-        fnmlp.per_example_grads(model, params, x, y)
+        fnmlp.train.per_example_grads(model, params, x, y)
     assert names == []
     chunk = int(str(err.value).split("pass chunk_size=")[1].split()[0])
     assert 1 <= chunk < 3000
-    g = fnmlp.per_example_grads(model, params, x, y, chunk_size=chunk)  # the advice works
+    g = fnmlp.train.per_example_grads(model, params, x, y, chunk_size=chunk)  # the advice works
     assert g[0]["w"].shape == (3000, 30, 200)
     with pytest.raises(ValueError, match="chunk_size must be an integer >= 1; got 0"):
-        fnmlp.per_example_grads(model, params, x, y, chunk_size=0)
+        fnmlp.train.per_example_grads(model, params, x, y, chunk_size=0)
 
 
 @pytest.mark.parametrize("grad", ["autodiff", "manual"])
@@ -84,8 +84,8 @@ def test_per_example_grads_average_to_batch_grad(x64, grad, loss):
     model = fnmlp.mlp(sizes, "tanh")
     params = model.init_params(key, dtype=jnp.float64)
     x, y = random_batch(key, 7, sizes, loss, jnp.float64)
-    pe = fnmlp.per_example_grads(model, params, x, y, loss, grad)
+    pe = fnmlp.train.per_example_grads(model, params, x, y, loss, grad)
     assert pe[0]["w"].shape == (7, 3, 5)
     mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), pe)
     batch = jax.grad(fnmlp.loss, argnums=1)(model, params, x, y, loss)
-    assert fnmlp.compare_grads(mean, batch, rtol=1e-12).passed
+    assert fnmlp.gradcheck.compare_grads(mean, batch, rtol=1e-12).passed

@@ -1,4 +1,5 @@
-"""fnmlp.predict (and fnmlp.ensemble_predict_proba, evaluate of a probability model): what
+"""fnmlp.predict (and fnmlp.population.ensemble_predict_proba, evaluate of a probability
+model): what
 a model outputs decides what a probability is. A model ending in Softmax gives its own
 output, never a softmax of it; a model of logits gives softmax (or sigmoid) of them."""
 
@@ -26,7 +27,8 @@ def test_predict_proba_of_a_model_ending_in_softmax_is_its_output(loss):
     assert np.array_equal(np.asarray(fnmlp.predict_classes(SURE, SURE_PARAMS, X1, loss)),
                           [1, 1, 1])
     stacked = jax.tree.map(lambda a: jnp.stack([a, a]), SURE_PARAMS)
-    assert np.array_equal(np.asarray(fnmlp.ensemble_predict_proba(SURE, stacked, X1, loss)), out)
+    got = fnmlp.population.ensemble_predict_proba(SURE, stacked, X1, loss)
+    assert np.array_equal(np.asarray(got), out)
 
 
 def test_a_nested_softmax_at_the_end_is_the_end():
@@ -44,7 +46,7 @@ def test_an_ensemble_of_probability_models_averages_their_outputs():
     x = rng.normal(size=(5, 4)).astype(np.float32)
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *members)
     want = np.mean([np.asarray(fnmlp.predict(model, p, x)) for p in members], axis=0)
-    got = np.asarray(fnmlp.ensemble_predict_proba(model, stacked, x))
+    got = np.asarray(fnmlp.population.ensemble_predict_proba(model, stacked, x))
     np.testing.assert_allclose(got, want, rtol=1e-6)
     np.testing.assert_allclose(got.sum(1), 1, rtol=1e-6)
 
@@ -101,7 +103,7 @@ def test_a_regression_loss_has_no_probabilities_or_classes():
 
 
 def test_prediction_runs_in_evaluation_mode():
-    model = serial(Dense(8), Relu(), fnmlp.Dropout(0.5), Dense(3), in_features=4)
+    model = serial(Dense(8), Relu(), fnmlp.layers.Dropout(0.5), Dense(3), in_features=4)
     plain = serial(Dense(8), Relu(), Dense(3), in_features=4)
     params = model.init_params(jax.random.key(0))
     x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)

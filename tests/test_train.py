@@ -74,13 +74,14 @@ def test_epoch_compiles_once_even_when_the_learning_rate_changes():
     with count_compiles("epoch") as compiles:
         for e in range(4):
             if e == 2:
-                state = state._replace(opt_state=fnmlp.set_learning_rate(state.opt_state, 0.01))
+                state = state._replace(
+                    opt_state=fnmlp.optim.set_learning_rate(state.opt_state, 0.01))
             state, m = trainer.epoch(state, x, y, key)
     assert len(compiles) == 1
     assert int(state.epoch) == 4 and int(state.step) == 4 * (500 // 32)
     assert float(m["learning_rate"]) == pytest.approx(0.01)
     # the single step compiles once too
-    b = fnmlp.Batch(x[:32], y[:32])
+    b = fnmlp.train.Batch(x[:32], y[:32])
     with count_compiles("step") as compiles:
         for _ in range(3):
             state, _ = trainer.step(state, b)
@@ -101,7 +102,7 @@ def test_compiles_once_counted_by_jax_itself(caplog):
     with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
         caplog.clear()
         for _ in range(3):
-            state = state._replace(opt_state=fnmlp.set_learning_rate(state.opt_state, 0.003))
+            state = state._replace(opt_state=fnmlp.optim.set_learning_rate(state.opt_state, 0.003))
             state, _ = trainer.epoch(state, x, y, key)
         compiles = [r for r in caplog.records if "Compiling jit(epoch)" in r.getMessage()]
         assert compiles == []
@@ -318,7 +319,7 @@ def test_evaluate_masks_the_partial_chunk():
     model = fnmlp.mlp([2, 4, 3])
     params = model.init_params(jax.random.key(0))
     got = fnmlp.evaluate(model, params, ds.x, ds.y, batch_size=10)
-    out = fnmlp.batched_forward(model, params, ds.x)
+    out = fnmlp.grad.batched_predict(model, params, ds.x)
     want_loss = float(fnmlp.loss(model, params, ds.x, ds.y))
     want_acc = float(jnp.mean(jnp.argmax(out, 1) == ds.y))
     assert got["loss"] == pytest.approx(want_loss, rel=1e-5)
@@ -513,10 +514,10 @@ def test_learning_rate_seed_and_resume_loops_of_fit_compile_nothing_new():
 
 def test_builders_share_update_per_static_config_and_schedules_are_not_mixed_up():
     assert fnmlp.adam(0.1).update is fnmlp.adam(0.01, weight_decay=0.0).update
-    assert fnmlp.sgd(0.1, momentum=0.9).update is fnmlp.momentum(0.5).update
+    assert fnmlp.sgd(0.1, momentum=0.9).update is fnmlp.optim.momentum(0.5).update
     assert fnmlp.adam(0.1).update is not fnmlp.adam(0.1, b1=0.8).update
     assert fnmlp.adam(0.1).update is not fnmlp.adam(0.1, weight_decay=1e-4).update
-    assert fnmlp.rmsprop(0.1).update is not fnmlp.rmsprop(0.1, clip_norm=1.0).update
+    assert fnmlp.optim.rmsprop(0.1).update is not fnmlp.optim.rmsprop(0.1, clip_norm=1.0).update
     # two schedules are two programs: each run reports its own schedule's rate
     x, y = _blobs(128, 2, 3)
     model = fnmlp.mlp([2, 31, 3])
@@ -541,7 +542,7 @@ def test_a_users_optimizer_object_is_cached_by_identity():
         calls.append(1)
         return base.update(grads, state, p)
 
-    opt = fnmlp.GradientTransformation(base.init, update)
+    opt = fnmlp.optim.GradientTransformation(base.init, update)
     kw = dict(epochs=1, batch_size=32, verbose=False)
     fnmlp.fit(model, params, x, y, **kw, optimizer=opt)
     with compiled_programs() as again:
@@ -549,10 +550,10 @@ def test_a_users_optimizer_object_is_cached_by_identity():
     assert again == [] and len(calls) == 1  # traced once: the same object, the same program
     with compiled_programs() as other:
         fnmlp.fit(model, params, x, y,
-                  **kw, optimizer=fnmlp.GradientTransformation(base.init, update))
+                  **kw, optimizer=fnmlp.optim.GradientTransformation(base.init, update))
     assert other == []  # the same update function: the same program
     with compiled_programs() as new:
-        fnmlp.fit(model, params, x, y, **kw, optimizer=fnmlp.GradientTransformation(
+        fnmlp.fit(model, params, x, y, **kw, optimizer=fnmlp.optim.GradientTransformation(
             base.init, lambda g, s, p: update(g, s, p)))
     assert len(new) >= 1  # another update function: compiled anew
 
@@ -642,7 +643,7 @@ def test_the_training_programs_are_compiled_with_fnmlps_cpu_options(monkeypatch)
         state = init_state(model.init_params(jax.random.key(0)), opt)
         x, y = jnp.zeros((8, 2)), jnp.zeros(8, jnp.int32)
         for call in [lambda: trainer.epoch(state, x, y, jax.random.key(0)),
-                     lambda: trainer.step(state, fnmlp.Batch(x[:4], y[:4])),
+                     lambda: trainer.step(state, fnmlp.train.Batch(x[:4], y[:4])),
                      lambda: trainer.evaluate(state.params, x, y)]:
             with pytest.raises(Exception, match="not-a-width"):
                 call()

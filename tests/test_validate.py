@@ -59,7 +59,7 @@ def test_non_finite_inputs(params, bad):
         with pytest.raises(ValueError, match=r"x must be finite; got .* at index \(2, 1\)"):
             fn(MODEL, params, x, Y)
     with pytest.raises(ValueError, match="x must be finite"):
-        fnmlp.batched_forward(MODEL, params, x)
+        fnmlp.grad.batched_predict(MODEL, params, x)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, jnp.bfloat16])
@@ -95,13 +95,13 @@ def test_the_inputs_are_checked_for_finiteness_once(params, monkeypatch):
 
 def test_forward_checks(params):
     with pytest.raises(ValueError, match=r"x must have 1 dimension.*\[D\] with D=4"):
-        fnmlp.forward(MODEL, params, X)
+        fnmlp.grad.predict_one(MODEL, params, X)
     with pytest.raises(ValueError, match="x must have 4 features"):
-        fnmlp.forward(MODEL, params, np.ones(3))
+        fnmlp.grad.predict_one(MODEL, params, np.ones(3))
     with pytest.raises(TypeError, match="x must be a numeric"):
-        fnmlp.forward(MODEL, params, np.array(["a", "b", "c", "d"]))
+        fnmlp.grad.predict_one(MODEL, params, np.array(["a", "b", "c", "d"]))
     with pytest.raises(ValueError, match="model must be a fnmlp Layer.*activation names go"):
-        fnmlp.forward("tanh", params, np.ones(4))
+        fnmlp.grad.predict_one("tanh", params, np.ones(4))
 
 
 def test_regression_and_binary_targets(params):
@@ -149,10 +149,10 @@ def test_under_jit_shapes_are_still_checked(params):
 def test_compare_grads_structure_mismatch(params):
     g = jax.tree.map(jnp.zeros_like, params)
     with pytest.raises(TypeError, match="structure"):
-        fnmlp.compare_grads(g, g[:1])
+        fnmlp.gradcheck.compare_grads(g, g[:1])
     bad = [dict(g[0]), dict(g[1], w=jnp.zeros((5, 4)))]
     with pytest.raises(ValueError, match=r"layer 1 'w': shapes differ"):
-        fnmlp.compare_grads(g, bad)
+        fnmlp.gradcheck.compare_grads(g, bad)
 
 
 # ----------------------------------------------------------------------- every entry point
@@ -186,9 +186,9 @@ BAD_Y = {
 BATCH_FNS = {
     "loss": lambda x, y: fnmlp.loss(MODEL, P, x, y),
     "manual_grad": lambda x, y: fnmlp.manual_grad(MODEL, P, x, y),
-    "manual_value_and_grad": lambda x, y: fnmlp.manual_value_and_grad(MODEL, P, x, y),
+    "manual_value_and_grad": lambda x, y: fnmlp.grad.manual_value_and_grad(MODEL, P, x, y),
     "check_gradients": lambda x, y: fnmlp.check_gradients(MODEL, P, x, y),
-    "per_example_grads": lambda x, y: fnmlp.per_example_grads(MODEL, P, x, y),
+    "per_example_grads": lambda x, y: fnmlp.train.per_example_grads(MODEL, P, x, y),
     "evaluate": lambda x, y: fnmlp.evaluate(MODEL, P, x, y),
     "fit": lambda x, y: fnmlp.fit(MODEL, P, x, y, epochs=1, batch_size=2, verbose=False),
     "fit validation_data": lambda x, y: fnmlp.fit(MODEL, P, X, Y, epochs=1, batch_size=2,
@@ -225,11 +225,11 @@ def test_bad_y(fn, case):
 ])
 def test_forward_bad_x(x, err, match):
     with pytest.raises(err, match=match):
-        fnmlp.forward(MODEL, P, x)
+        fnmlp.grad.predict_one(MODEL, P, x)
 
 
-@pytest.mark.parametrize("fn", [fnmlp.batched_forward, fnmlp.predict,
-                                fnmlp.forward_with_cache])
+@pytest.mark.parametrize("fn", [fnmlp.grad.batched_predict, fnmlp.predict,
+                                fnmlp.grad.forward_with_cache])
 @pytest.mark.parametrize("case", ["string", "nan", "empty", "wrong width", "3-d"])
 def test_batched_forward_bad_x(fn, case):
     x, err, match = BAD_X[case]
@@ -258,13 +258,15 @@ KEY = jax.random.key(0)
      "params do not fit the model Serial"),
     (lambda: fnmlp.loss(serial(Dense(3)), [{"w": np.ones(4), "b": np.ones(3)}], X, Y),
      r"params\[0\]\['w'\] must have shape \(4, 3\)"),
-    (lambda: fnmlp.compare_grads(P, P, rtol=None, mask=None) and fnmlp.compare_grads(P, P[:1]),
+    (lambda: fnmlp.gradcheck.compare_grads(P, P, rtol=None, mask=None)
+     and fnmlp.gradcheck.compare_grads(P, P[:1]),
      "structure"),
     (lambda: fnmlp.evaluate(MODEL, P, X, Y, batch_size=0), "batch_size"),
-    (lambda: fnmlp.per_example_grads(MODEL, P, X, Y, grad="finite"), "grad must be one of"),
-    (lambda: fnmlp.make_trainer(MODEL, fnmlp.sgd(0.1), batch_size=0), "batch_size"),
-    (lambda: fnmlp.make_trainer(MODEL, fnmlp.sgd(0.1), 4, activation="x"), "activation"),
-    (lambda: fnmlp.make_train_step(MODEL, fnmlp.sgd(0.1), loss="hinge"), "loss must be one of"),
+    (lambda: fnmlp.train.per_example_grads(MODEL, P, X, Y, grad="finite"), "grad must be one of"),
+    (lambda: fnmlp.train.make_trainer(MODEL, fnmlp.sgd(0.1), batch_size=0), "batch_size"),
+    (lambda: fnmlp.train.make_trainer(MODEL, fnmlp.sgd(0.1), 4, activation="x"), "activation"),
+    (lambda: fnmlp.train.make_train_step(MODEL, fnmlp.sgd(0.1), loss="hinge"),
+     "loss must be one of"),
     (lambda: fnmlp.fit(MODEL, P, X, Y, optimizer=42), "optimizer must be a name"),
     (lambda: fnmlp.fit(MODEL, P, X, Y, validation_split=0.5, validation_data=(X, Y)),
      "not both"),
@@ -320,16 +322,18 @@ def _entry_points(model, loss):
         "evaluate": lambda: fnmlp.evaluate(model, params, X, Y, loss),
         "loss": lambda: fnmlp.loss(model, params, X, Y, loss),
         "manual_grad": lambda: fnmlp.manual_grad(model, params, X, Y, loss),
-        "manual_value_and_grad": lambda: fnmlp.manual_value_and_grad(model, params, X, Y, loss),
-        "per_example_grads": lambda: fnmlp.per_example_grads(model, params, X, Y, loss),
+        "manual_value_and_grad": lambda: fnmlp.grad.manual_value_and_grad(model, params, X, Y,
+                                                                          loss),
+        "per_example_grads": lambda: fnmlp.train.per_example_grads(model, params, X, Y, loss),
         "check_gradients": lambda: fnmlp.check_gradients(model, params, X, Y, loss),
         "predict_proba": lambda: fnmlp.predict_proba(model, params, X, loss),
         "predict_classes": lambda: fnmlp.predict_classes(model, params, X, loss),
-        "ensemble_predict_proba": lambda: fnmlp.ensemble_predict_proba(model, stacked, X, loss),
+        "ensemble_predict_proba": lambda: fnmlp.population.ensemble_predict_proba(
+            model, stacked, X, loss),
         "classification_report": lambda: fnmlp.classification_report(model, params, X, Y,
                                                                        loss=loss),
-        "make_trainer": lambda: fnmlp.make_trainer(model, fnmlp.sgd(0.1), 2, loss=loss),
-        "make_train_step": lambda: fnmlp.make_train_step(model, fnmlp.sgd(0.1), loss=loss),
+        "make_trainer": lambda: fnmlp.train.make_trainer(model, fnmlp.sgd(0.1), 2, loss=loss),
+        "make_train_step": lambda: fnmlp.train.make_train_step(model, fnmlp.sgd(0.1), loss=loss),
         "fit_population": lambda: fnmlp.fit_population(model, X, Y, one, **kw),
         "make_population": lambda: make_population(model, None, one, batch_size=2, loss=loss),
         "model_config": lambda: fnmlp.model_config(model, loss),

@@ -114,7 +114,7 @@ def test_against_numpy_pytorch_weighted_cross_entropy(x64, kind):
     kw = {"class_weight": dict(enumerate(class_weight)) if kind != "sample" else None,
           "sample_weight": sw if kind != "class" else None}
     want_loss, want_grads = _numpy_weighted_cross_entropy(params, x, y, w_example)
-    value, manual = fnmlp.manual_value_and_grad(model, params, x, y, **kw)
+    value, manual = fnmlp.grad.manual_value_and_grad(model, params, x, y, **kw)
     assert abs(float(value) - want_loss) <= 1e-12 * abs(want_loss)
     assert abs(float(fnmlp.loss(model, params, x, y, **kw)) - want_loss) <= 1e-12 * want_loss
     assert compare_grads(manual, want_grads, rtol=1e-12).passed
@@ -126,16 +126,16 @@ def test_integer_sample_weights_equal_repeated_rows(x64):
     model, params, x, y = _problem("softmax_cross_entropy", jnp.float64, n=6)
     counts = np.array([2, 0, 1, 3, 1, 1])
     rep = np.repeat(np.arange(6), counts)  # row i appears counts[i] times; row 1 never
-    value, grads = fnmlp.manual_value_and_grad(model, params, x, y, sample_weight=counts)
-    value2, grads2 = fnmlp.manual_value_and_grad(model, params, x[rep], y[rep])
+    value, grads = fnmlp.grad.manual_value_and_grad(model, params, x, y, sample_weight=counts)
+    value2, grads2 = fnmlp.grad.manual_value_and_grad(model, params, x[rep], y[rep])
     assert abs(float(value) - float(value2)) <= 1e-13
     assert compare_grads(grads, grads2, rtol=1e-12).passed
 
 
 def test_uniform_weights_are_the_unweighted_loss(x64):
     model, params, x, y = _problem("softmax_cross_entropy", jnp.float64)
-    a = fnmlp.manual_value_and_grad(model, params, x, y, sample_weight=np.full(8, 7.0))
-    b = fnmlp.manual_value_and_grad(model, params, x, y)
+    a = fnmlp.grad.manual_value_and_grad(model, params, x, y, sample_weight=np.full(8, 7.0))
+    b = fnmlp.grad.manual_value_and_grad(model, params, x, y)
     assert abs(float(a[0]) - float(b[0])) <= 1e-14
     assert compare_grads(a[1], b[1], rtol=1e-13).passed
 

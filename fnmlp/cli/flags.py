@@ -189,7 +189,8 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
                         " checkpoint's)")
     p.add_argument("--weight-decay", type=non_negative_float, default=None, metavar="WD",
                    help="PyTorch's weight_decay, on the weight matrices only (biases and"
-                        " LayerNorm scales are not decayed: fnmlp.matrices_only): an L2 penalty"
+                        " LayerNorm scales are not decayed: fnmlp.optim.matrices_only): an L2"
+                        " penalty"
                         " added to the gradient (g += WD * w) for sgd, momentum, nesterov, adam"
                         " and rmsprop; decoupled for adamw (w -= lr * WD * w, AdamW) (default:"
                         " 0, and 0.01 for adamw, as in torch.optim)")

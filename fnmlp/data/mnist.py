@@ -346,7 +346,7 @@ _HOW_TO = (
     " no TensorFlow needed), point $FNMLP_MNIST_URL at a mirror of the four files, or"
     " pass a folder holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,"
     " t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (--mnist-dir DIR, or"
-    " fnmlp.load_mnist_idx(DIR))."
+    " fnmlp.data.load_mnist_idx(DIR))."
 )
 
 

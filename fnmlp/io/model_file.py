@@ -37,7 +37,7 @@ from fnmlp.io import legacy
 from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, stored_float_dtype
 from fnmlp.layers import Layer, check_model, from_config, input_width
 from fnmlp.losses import check_loss_for_model
-from fnmlp.predict import predict, predict_classes, predict_proba
+from fnmlp.prediction import predict, predict_classes, predict_proba
 from fnmlp.scaling import input_record, raw_input_scale
 
 __all__ = ["SavedModel", "architecture", "load_model", "model_config", "saved_config"]

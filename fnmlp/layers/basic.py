@@ -29,7 +29,7 @@ class Dense(Layer):
     """Fully connected: ``y = x @ w + b`` (PyTorch ``nn.Linear``, the lesson's ``Linear``).
 
     Params ``{"w": [D_in, features], "b": [features]}``; ``b`` starts at zero, ``w`` from
-    ``kernel_init`` (a name in :data:`fnmlp.INITIALIZERS`). ``kernel_init=None`` lets
+    ``kernel_init`` (a name in :data:`fnmlp.initializers.INITIALIZERS`). ``kernel_init=None`` lets
     :class:`Serial` pick by the activation layer that follows (He for the ReLU family,
     LeCun for SELU, Glorot otherwise and when none follows).
 

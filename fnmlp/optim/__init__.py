@@ -195,7 +195,7 @@ def sgd(
       >>> opt = fnmlp.sgd(0.1)
       >>> params = {"w": jnp.array([1.0, 2.0])}
       >>> updates, state = opt.update({"w": jnp.array([1.0, -1.0])}, opt.init(params), params)
-      >>> fnmlp.apply_updates(params, updates)["w"]
+      >>> fnmlp.optim.apply_updates(params, updates)["w"]
       Array([0.9, 2.1], dtype=float32)
     """
     momentum = check_positive_float(momentum, "momentum", allow_zero=True)

@@ -45,7 +45,7 @@ def check_optimizer(optimizer: Any, params: Params) -> None:
     :class:`GradientTransformation` whose state has a scalar ``learning_rate`` field
     (the contract in the module doc). Runs ``init`` abstractly (``jax.eval_shape``)."""
     if not isinstance(optimizer, GradientTransformation):
-        raise ValueError(f"optimizer must be a name or a fnmlp.GradientTransformation;"
+        raise ValueError(f"optimizer must be a name or a fnmlp.optim.GradientTransformation;"
                          f" got {optimizer!r}"[:200])
     state = jax.eval_shape(optimizer.init, params)
     fields = getattr(state, "_fields", None)

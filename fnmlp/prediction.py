@@ -13,7 +13,7 @@ What a model predicts is decided in one place, :func:`task`, from the loss when 
 otherwise from the model itself: a model with **one output** is a binary classifier
 (``sigmoid`` of its logit, class ``logit > 0``: the softmax of one logit is 1 whatever
 it is), a model with more outputs a multiclass one. Every entry point asks it
-(:func:`predict_proba`, :func:`predict_classes`, :func:`fnmlp.ensemble_predict_proba`,
+(:func:`predict_proba`, :func:`predict_classes`, :func:`fnmlp.population.ensemble_predict_proba`,
 ``SavedModel``, ``scripts/predict.py``).
 """
 
