@@ -37,7 +37,7 @@ _EXPORTS = {  # module: the front door's names it holds, imported on first use
     "fnmlp.grad": ("loss", "manual_grad"),
     "fnmlp.gradcheck": ("check_gradients", "check_layer"),
     "fnmlp.optim": ("adam", "sgd"),
-    "fnmlp.train": ("EarlyStopping", "FitResult", "TrainState", "evaluate", "fit", "init_state"),
+    "fnmlp.train": ("FitResult", "TrainState", "evaluate", "fit", "init_state"),
     "fnmlp.prediction": ("predict", "predict_classes", "predict_proba"),
     "fnmlp.losses": ("accuracy",),
     "fnmlp.metrics": ("classification_report",),
@@ -63,7 +63,7 @@ _MOVED = {  # names the front door held before issue 42: where they live
                     "get_optimizer", "matrices_only", "momentum", "nesterov", "rmsprop",
                     "set_learning_rate"),
     "fnmlp.population": ("ensemble_predict_proba",),
-    "fnmlp.train": ("Batch", "Trainer", "TrainingDiverged", "make_train_step",
+    "fnmlp.train": ("Batch", "EarlyStopping", "Trainer", "TrainingDiverged", "make_train_step",
                     "make_trainer", "per_example_grads"),
     "fnmlp.weights": ("compute_class_weight", "compute_sample_weight"),
 }
@@ -72,23 +72,42 @@ _RENAMED = {"forward": ("fnmlp.grad", "predict_one"),
             "backward": ("fnmlp.grad", "backprop")}
 _OLD = {name: (module, name) for module, names in _MOVED.items() for name in names}
 _OLD.update(_RENAMED)
+_WARNED: set = set()  # one DeprecationWarning per name (``from fnmlp import x`` asks twice)
+_HOMES = ("layers", "optim", "train", "losses", "gradcheck", "grad", "data", "metrics",
+          "schedules", "activations", "io", "population", "weights", "parallel")
 
 
 def __getattr__(name: str):
     """``fnmlp.fit`` and the other exports, imported from their module on first use."""
     if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name]), name)
-    elif name in _OLD:  # not cached: each use says where the name lives now
+    elif name in _OLD:  # not cached: a later use still resolves it here
         module, new = _OLD[name]
-        warnings.warn(f"fnmlp.{name} has left the front door: use {module}.{new}",
-                      DeprecationWarning, stacklevel=2)
+        if name not in _WARNED:
+            _WARNED.add(name)
+            warnings.warn(f"fnmlp.{name} has left the front door: use {module}.{new}",
+                          DeprecationWarning, stacklevel=2)
         return getattr(importlib.import_module(module), new)
-    elif name.startswith("__") or importlib.util.find_spec(f"fnmlp.{name}") is None:
-        raise AttributeError(f"module 'fnmlp' has no attribute {name!r}")
+    elif name.startswith("_") or importlib.util.find_spec(f"fnmlp.{name}") is None:
+        raise AttributeError(f"module 'fnmlp' has no attribute {name!r}{_home_of(name)}")
     else:  # a submodule: fnmlp.data, fnmlp.train, ...
         value = importlib.import_module(f"fnmlp.{name}")
     globals()[name] = value
     return value
+
+
+def _home_of(name: str) -> str:
+    """``"; it lives in fnmlp.layers.Tanh"`` where a public module has ``name``, else ``""``
+    (asked only on the way to an AttributeError, and never for a private name)."""
+    if name.startswith("_"):
+        return ""
+    for home in _HOMES:
+        module = importlib.import_module(f"fnmlp.{home}")
+        if name in getattr(module, "__all__", ()) or (
+                not name.startswith("_") and name in vars(module)
+                and getattr(vars(module)[name], "__module__", "").startswith("fnmlp")):
+            return f"; it lives in fnmlp.{home}.{name}"
+    return ""
 
 
 def __dir__() -> list[str]:

@@ -42,6 +42,17 @@ from fnmlp.data.toy import (
     make_xor,
 )
 
+
+def __getattr__(name: str):
+    """``fnmlp.data.images`` and the other submodules, imported on first use."""
+    import importlib
+    import importlib.util
+
+    if not name.startswith("_") and importlib.util.find_spec(f"fnmlp.data.{name}"):
+        return importlib.import_module(f"fnmlp.data.{name}")
+    raise AttributeError(f"module 'fnmlp.data' has no attribute {name!r}")
+
+
 __all__ = [
     "IDX_FILES", "MIRROR_ENV", "REGRESSION_SETS", "TOY_SETS", "Dataset", "FileInfo",
     "MnistChecksumError", "MnistUnavailableError", "download_mnist", "load_mnist",

@@ -55,8 +55,9 @@ def check_optimizer(optimizer: Any, params: Params) -> None:
             "optimizer state must be a NamedTuple with a scalar array field 'learning_rate'"
             " (fnmlp's training loop reads the rate through optim.get_learning_rate and sets"
             " it through optim.set_learning_rate; optim.inject_hyperparams(factory, lr) adds"
-            " it to any transform); got"
-            f" {type(state).__name__} with fields {list(fields) if fields else None}")
+            " it to any transform); got a state of type "
+            + (f"{type(state).__name__} with fields {list(fields)}" if fields else
+               f"{type(state).__name__} without a learning_rate field"))
 
 
 def get_learning_rate(opt_state: OptState) -> Array:

@@ -230,8 +230,8 @@ def choose_optimizer(optimizer: Any, learning_rate: float | None, params: Params
         lr = "a schedule" if callable(learning_rate) else f"{learning_rate:g}"
         raise ValueError(
             f"learning_rate={lr} given with an optimizer object, which has its own rate:"
-            " give the rate once, as fnmlp.sgd(lr) (or adam(lr), ...) or as"
-            f" optimizer='sgd', learning_rate={lr}")
+            " give the rate once: in the object you built (fnmlp.optim.adamw(lr), your"
+            f" chain's inject_hyperparams), or by name (optimizer='adam', learning_rate={lr})")
     check_optimizer(optimizer, params)
     return optimizer, asked
 
