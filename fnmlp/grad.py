@@ -181,8 +181,22 @@ def forward_with_cache(model: Layer, params: Params, x: Array) -> tuple[Array, A
 def backprop(model: Layer, params: Params, residuals: Any, delta: Array) -> Params:
     """Backpropagates ``delta = dL/d out: [B, C]`` through the model, given the residuals
     of :func:`forward_with_cache`; returns the grads alone, with the structure of
-    ``params`` (:meth:`Layer.backward` returns ``(dparams, dx)``)."""
-    return checks.check_model(model).backward(params, residuals, delta)[0]
+    ``params`` (:meth:`Layer.backward` returns ``(dparams, dx)``).
+
+    Raises:
+      ValueError: ``model`` is not a Layer, or ``delta`` is not ``[B, C]`` for those
+        residuals (its shape named).
+    """
+    model = checks.check_model(model)
+    delta = checks.as_numeric_array(delta, "delta")
+    if delta.ndim != 2:
+        raise ValueError(f"delta must be dL/d out of shape [B, C]; got shape {delta.shape}")
+    try:
+        return model.backward(params, residuals, delta)[0]
+    except (TypeError, ValueError) as e:  # a width that does not meet the model's
+        raise ValueError(f"delta of shape {tuple(delta.shape)} does not fit the model's"
+                         f" output for these residuals (it must be dL/d out [B, C], the"
+                         f" forward_with_cache output's shape): {str(e)[:200]}") from None
 
 
 def _renamed(new: Callable, old: str) -> Callable:

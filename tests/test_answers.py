@@ -545,3 +545,16 @@ def test_load_model_keeps_the_saved_dtype(tmp_path):
     with pytest.warns(UserWarning, match="saved in float64 but float64 is off"):
         saved = fnmlp.load_model(tmp_path / "m.npz")
     assert {a.dtype for a in jax.tree.leaves(saved.params)} == {jnp.dtype("float32")}
+
+
+def test_backprop_names_a_delta_of_the_wrong_width():
+    """A new user's finding: a raw ``dot_general`` TypeError before."""
+    model = fnmlp.mlp([4, 5, 3])
+    params = model.init_params(jax.random.key(0))
+    out, res = fnmlp.grad.forward_with_cache(model, params, jnp.ones((2, 4)))
+    assert jax.tree.structure(fnmlp.grad.backprop(model, params, res, jnp.ones_like(out))
+                              ) == jax.tree.structure(params)
+    with pytest.raises(ValueError, match=r"delta of shape \(2, 5\) does not fit"):
+        fnmlp.grad.backprop(model, params, res, jnp.ones((2, 5)))
+    with pytest.raises(ValueError, match=r"delta must be dL/d out of shape \[B, C\]"):
+        fnmlp.grad.backprop(model, params, res, jnp.ones(3))
