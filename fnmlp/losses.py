@@ -33,6 +33,7 @@ take PyTorch's subgradient (``sign(0) = 0``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -234,11 +235,50 @@ PROBABILITY_LOSSES: dict[str, Loss] = {n: x for n, x in LOSSES.items()
                                        if x.takes == "probabilities"}
 
 
+@functools.lru_cache(maxsize=64)
+def _check_own_loss(loss: Loss) -> None:
+    """A user's :class:`Loss` keeps the contract the kernels rely on, checked on shapes
+    alone (``jax.eval_shape`` of a batch of 3 with 2 outputs): ``fn`` returns one value
+    per example ``[B]`` (not the batch mean: the weighted mean and the padded evaluation
+    take it per example), ``deriv`` one per output ``[B, C]``; ``kind`` and ``takes`` are
+    known words. ``ValueError`` naming what is wrong."""
+    if not isinstance(loss.name, str) or not callable(loss.fn) or not callable(loss.deriv):
+        raise ValueError(f"a Loss needs a name (str) and callable fn and deriv; got {loss!r}"
+                         [:300])
+    if loss.kind not in ("multiclass", "binary", "regression"):
+        raise ValueError(f"loss {loss.name!r}: kind must be 'multiclass', 'binary' or"
+                         f" 'regression'; got {loss.kind!r}")
+    if loss.takes not in ("logits", "probabilities"):
+        raise ValueError(f"loss {loss.name!r}: takes must be 'logits' or 'probabilities';"
+                         f" got {loss.takes!r}")
+    out = jax.ShapeDtypeStruct((3, 2), jnp.float32)
+    targets = (jax.ShapeDtypeStruct((3,), jnp.int32) if loss.kind == "multiclass"
+               else jax.ShapeDtypeStruct((3, 2), jnp.float32))
+    for what, f, want in (("fn", loss.fn, (3,)), ("deriv", loss.deriv, (3, 2))):
+        try:
+            shape = jax.eval_shape(f, out, targets).shape
+        except Exception as e:  # noqa: BLE001  (the user's function: say which failed)
+            raise ValueError(f"loss {loss.name!r}: {what}(out [3, 2], targets) failed:"
+                             f" {type(e).__name__}: {str(e)[:200]}") from None
+        if shape != want:
+            expected = ("[B] (one value per example, not the batch mean)" if what == "fn"
+                        else "[B, C]")
+            raise ValueError(f"loss {loss.name!r}: {what}(out [B, C], targets) must return"
+                             f" shape {expected}; got {shape} for B=3, C=2")
+
+
 def get_loss(loss: str | Loss) -> Loss:
     """The :class:`Loss` called ``loss`` (a name of :data:`LOSSES`), or ``loss`` itself
     when it is a Loss already: what every public entry point does once, at the edge, before
     handing the value down. A ``ValueError`` lists the valid names."""
     if isinstance(loss, Loss):
+        if LOSSES.get(loss.name) is not loss:  # a user's own: its contract, checked once
+            try:
+                _check_own_loss(loss)
+            except TypeError:  # lru_cache: an unhashable field
+                raise ValueError(f"loss {loss.name!r}: a Loss must be hashable (a static"
+                                 " argument of the compiled programs): give fn and deriv as"
+                                 " plain functions, not objects holding arrays") from None
         return loss
     if not isinstance(loss, str) or loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
@@ -308,6 +348,13 @@ def check_outputs(kind: str, n_out: int) -> str:
 # ----------------------------------------------------------------------------- metrics
 
 
+def positive(out: Array, takes: str = "logits") -> Array:
+    """A binary output's class, ``[B, C]`` booleans: ``out > 0`` for logits, ``out > 0.5``
+    for probabilities (``sigmoid(z) > 0.5`` exactly when ``z > 0``): the one place a
+    binary output becomes a label (accuracy, ``predict_classes``, the class report)."""
+    return out > (0.5 if takes == "probabilities" else 0)
+
+
 def correct(out: Array, targets: Array, loss: str | Loss | None) -> Array:
     """Per-example correctness ``[B]`` as a float in [0, 1], for outputs ``out [B, C]``.
 
@@ -332,7 +379,8 @@ def correct(out: Array, targets: Array, loss: str | Loss | None) -> Array:
         if targets.shape != out.shape:
             raise ValueError(f"targets must have shape {out.shape} (or ({out.shape[0]},) for"
                              f" one output); got shape {targets.shape}")
-        hit = (out > 0) == (targets > 0.5)
+        hit = positive(out, "logits" if loss is None else get_loss(loss).takes) == (
+            targets > 0.5)
         return jnp.mean(hit.astype(jnp.float32), axis=1)
     raise ValueError(f"accuracy is defined for classification losses; got"
                      f" loss={get_loss(loss).name!r}")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp import _validate as checks
-from fnmlp.losses import Loss
+from fnmlp.losses import Loss, positive
 from fnmlp.prediction import jitted_apply
 from fnmlp.weights import class_of_examples
 
@@ -126,5 +126,6 @@ def classification_report(model: Any, params: Any, x: Any, y: Any,
         n_classes = n_out
         pred = np.asarray(jnp.argmax(out, axis=1))
     else:
-        n_classes, pred = 2, (np.asarray(out)[:, 0] > 0).astype(np.int64)
+        n_classes, pred = 2, np.asarray(positive(out[:, :1], model.outputs))[:, 0].astype(
+            np.int64)
     return per_class_metrics(true, pred, n_classes)

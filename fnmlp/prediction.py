@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from fnmlp import _validate as checks
 from fnmlp.grad import Params
 from fnmlp.layers import Layer, check_model
-from fnmlp.losses import Loss, check_loss_for_model, check_outputs, task_of
+from fnmlp.losses import Loss, check_loss_for_model, check_outputs, positive, task_of
 
 __all__ = ["predict", "predict_classes", "predict_proba", "probabilities", "task"]
 
@@ -132,5 +132,5 @@ def predict_classes(model: Layer, params: Params, x: Any, loss: str | Loss | Non
     out = jitted_apply(model)(params, checks.check_x(model, params, x, checked=True))
     if kind_of(model, lossdef, out.shape[-1]) == "multiclass":
         return jnp.argmax(out, axis=1)
-    labels = (out > 0).astype(jnp.int32)  # [N, C]
+    labels = positive(out, model.outputs).astype(jnp.int32)  # [N, C]
     return labels[:, 0] if out.shape[-1] == 1 else labels

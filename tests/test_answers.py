@@ -15,6 +15,7 @@ entry point that reports it, against an outside witness where there is one.
 
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -558,3 +559,99 @@ def test_backprop_names_a_delta_of_the_wrong_width():
         fnmlp.grad.backprop(model, params, res, jnp.ones((2, 5)))
     with pytest.raises(ValueError, match=r"delta must be dL/d out of shape \[B, C\]"):
         fnmlp.grad.backprop(model, params, res, jnp.ones(3))
+
+
+# ------------------------------------------------------------- the second breaker's findings
+
+
+def test_a_wrong_backward_deep_in_a_vanishing_net_is_caught():
+    """Before: the README's BadTanh under 11 sigmoid layers passed (its rows were measured
+    against the model's largest gradient, 6e7 times its own); now against its own size."""
+    from fnmlp.layers import Sigmoid, Tanh
+
+    @dataclass(frozen=True)
+    class BadTanh(Tanh):
+        def backward(self, params, x, dy):
+            return (), dy * (1 - jnp.tanh(x))
+
+    body = [layer for _ in range(11) for layer in (Dense(16), Sigmoid())]
+    x = jax.random.normal(jax.random.key(0), (32, 8))
+    y = jax.random.randint(jax.random.key(1), (32,), 0, 3)
+    bad = serial(Dense(16), BadTanh(), *body, Dense(3), in_features=8)
+    params = bad.init_params(jax.random.key(0))
+    assert fnmlp.check_gradients(bad, params, x, y).failing_layers() == ["1:BadTanh"]
+    good = serial(Dense(16), Tanh(), *body, Dense(3), in_features=8)
+    assert fnmlp.check_gradients(good, params, x, y).passed
+
+
+def test_a_binary_loss_on_probabilities_thresholds_at_one_half():
+    """Before: accuracy, classes and the report thresholded probabilities at 0 (all 1s)."""
+    from fnmlp.losses import Loss
+
+    def bce(p, t):
+        t = t.reshape(p.shape)
+        return -jnp.mean(t * jnp.log(p) + (1 - t) * jnp.log1p(-p), axis=1)
+
+    def dbce(p, t):
+        t = t.reshape(p.shape)
+        return (p - t) / (p * (1 - p)) / p.shape[1]
+
+    @dataclass(frozen=True)
+    class SigmoidOut(Layer):
+        outputs: ClassVar[str] = "probabilities"
+
+        def init(self, key, d, dtype=jnp.float32):
+            return d, ()
+
+        def forward(self, params, x, ctx=None):
+            s = jax.nn.sigmoid(x)
+            return s, s
+
+        def backward(self, params, s, dy):
+            return (), dy * s * (1 - s)
+
+    loss = Loss("bce_on_probabilities", bce, dbce, "binary", "probabilities")
+    model = serial(Dense(1), SigmoidOut(), in_features=2)
+    params = [{"w": jnp.array([[4.0], [0.0]]), "b": jnp.zeros(1)}, ()]
+    x = np.array([[1.0, 0.0], [-1.0, 0.0], [2.0, 1.0], [-2.0, 1.0]], np.float32)
+    y = np.array([1, 0, 1, 0])
+    np.testing.assert_array_equal(fnmlp.predict_classes(model, params, x, loss), y)
+    assert float(fnmlp.evaluate(model, params, x, y, loss=loss)["accuracy"]) == 1.0
+    assert fnmlp.classification_report(model, params, x, y, loss=loss)["accuracy"] == 1.0
+
+
+def test_a_loss_of_your_own_is_held_to_the_contract():
+    from fnmlp.io import model_config
+    from fnmlp.losses import LOSSES, Loss
+
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = jnp.ones((4, 2)), jnp.ones((4, 2))
+    mean = Loss("my_mse", lambda o, t: jnp.mean((o - t) ** 2), LOSSES["mse"].deriv,
+                "regression")  # a batch mean, where the weighted mean needs [B]
+    with pytest.raises(ValueError, match=r"fn\(out \[B, C\], targets\) must return shape \[B\]"):
+        fnmlp.loss(model, params, x, y, mean)
+    typo = Loss("mine", LOSSES["mse"].fn, LOSSES["mse"].deriv, "classification")
+    with pytest.raises(ValueError, match="kind must be 'multiclass', 'binary' or 'regression'"):
+        fnmlp.fit(model, params, x, y, loss=typo, epochs=1, batch_size=2, verbose=False)
+    own = Loss("mine", LOSSES["mse"].fn, LOSSES["mse"].deriv, "regression")
+    assert float(fnmlp.loss(model, params, x, y, own)) == float(
+        fnmlp.loss(model, params, x, y, "mse"))
+    with pytest.raises(ValueError, match="records its loss by name"):
+        model_config(model, own)
+    assert model_config(model, LOSSES["mse"])["loss"] == "mse"
+
+
+def test_resuming_with_an_optimizer_object_applies_its_weight_decay():
+    """Before: the state's decay was kept (adamw(weight_decay=5.0) resumed at 0.01)."""
+    model = fnmlp.mlp([2, 4, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = _blobs(64)
+    first = fnmlp.fit(model, params, x, y, epochs=1, batch_size=16, verbose=False,
+                      optimizer=fnmlp.optim.adamw(1e-2, weight_decay=0.01))
+    again = fnmlp.fit(model, params, x, y, epochs=2, batch_size=16, verbose=False,
+                      optimizer=fnmlp.optim.adamw(1e-2, weight_decay=5.0), state=first.state)
+    assert float(again.state.opt_state.weight_decay) == 5.0
+    named = fnmlp.fit(model, params, x, y, epochs=2, batch_size=16, verbose=False,
+                      optimizer="adamw", learning_rate=1e-2, state=first.state)
+    assert float(named.state.opt_state.weight_decay) == pytest.approx(0.01)  # a name keeps it

@@ -56,10 +56,12 @@ Shapes: ``B`` batch, ``D_in`` / ``D_out`` a layer's input / output width.
 Error measures, per leaf (``a`` checked, ``b`` reference, over the entries compared):
 ``max_abs_err = max |a - b|`` and ``max_rel_err = max |a - b| / S`` with
 ``S = max(max |a|, max |b|, sqrt(tol) * G)``, ``G`` the largest gradient entry of the whole
-comparison (for each layer's rows: of every layer's gradients): the infinity-norm relative
-error, with a floor so that a leaf whose true gradient is ~0 (a Selu whose inputs are all
-far below 0: 3e-22 by hand, exactly 0 by ``jax.vjp``) compares its round-off against the
-model's gradients, not against itself.
+comparison (for each layer's rows: of that layer's own gradients and the cotangent ``dy``
+it receives): the infinity-norm relative error, with a floor so that a leaf whose true
+gradient is ~0 (a Selu whose inputs are all far below 0: 3e-22 x dy by hand, exactly 0 by
+``jax.vjp``, whose expm1' is ``ans + 1``) compares its round-off against its ``dy``, not
+against itself; and a wrong layer deep in a net whose gradients have vanished (1e-8 of the
+model's largest) is measured against its own size, so it is still caught.
 
 Default tolerances on ``max_rel_err``, by the checked leaf's dtype, each plus the entry's
 round-off floor:

@@ -179,10 +179,13 @@ def layer_report(model: Layer, params: Params, x: Array, delta: Array, ctx: Cont
     """Each top-level layer's backward against ``jax.vjp`` of its forward, at the input
     it sees in the network and with the cotangent its own backward receives there.
 
-    Every row is measured against the largest gradient entry of all the layers (the
-    floor of :func:`compare_grads`' ``scale``: a layer whose own gradients are ~0, a Selu
-    far below 0, compares its round-off against the model's, not against itself), and an
-    entry beyond the tolerance gets its round-off floor (:func:`roundoff_floor`).
+    Each layer's rows are measured against the largest entry of its own gradients and of
+    the cotangent ``dy`` it receives (the floor of :func:`compare_grads`' ``scale``: a
+    layer whose own gradients are ~0 where ``dy`` is not, a Selu far below 0, compares
+    its round-off against ``dy``, not against itself; a layer deep in a net whose ``dy``
+    has vanished is still measured against its own size, not the model's largest
+    gradient), and an entry beyond the tolerance gets its round-off floor
+    (:func:`roundoff_floor`).
 
     Returns a :class:`GradReport` with one row per layer and leaf: ``dx`` and each of the
     layer's parameters, the layer named ``"index:Name"``; a failing row carries its
@@ -198,7 +201,6 @@ def layer_report(model: Layer, params: Params, x: Array, delta: Array, ctx: Cont
     else:
         inputs = [t[3] for t in done]
         done = {i: t[:3] for i, t in enumerate(done)}
-    top = _largest(*[t[:2] for t in done.values() if t is not None])
     rows = []
     for i in range(len(layers)):
         layer, p, c, name = layers[i], per[i], ctxs[i], f"{i}:{layers[i].name}"
@@ -211,6 +213,7 @@ def layer_report(model: Layer, params: Params, x: Array, delta: Array, ctx: Cont
                                         dy_i, got, ref))
         sums = _lazy(functools.partial(_layer_sum_floor, layer, c.train, p, inputs[i],
                                        c.key, dy_i, got))
+        top = _largest(got, ref, dy_i)  # this layer's own size: its gradients and its dy
         rep = compare_grads(got, ref, rtol, name, scale=top,
                             roundoff=(lambda f=floor: _tree_add(*f()), sums),
                             context=_leaf_context(layer, p, inputs[i], c.key, dy_i, c.train))

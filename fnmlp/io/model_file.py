@@ -36,7 +36,7 @@ from fnmlp.grad import Params
 from fnmlp.io import legacy
 from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, stored_float_dtype
 from fnmlp.layers import Layer, check_model, from_config, input_width
-from fnmlp.losses import check_loss_for_model
+from fnmlp.losses import LOSSES, check_loss_for_model
 from fnmlp.prediction import predict, predict_classes, predict_proba
 from fnmlp.scaling import input_record, raw_input_scale
 
@@ -77,7 +77,7 @@ class SavedModel(NamedTuple):
         return predict_classes(self.model, self.params, x, self.loss)
 
 
-def model_config(model: Layer, loss: str, in_features: int | None = None, **extra) -> dict:
+def model_config(model: Layer, loss: Any, in_features: int | None = None, **extra) -> dict:
     """The config :func:`load_model` needs, checked: ``{model, loss, input}``, the
     architecture as JSON (``model``), the loss (it must take the model's output) and the
     input record (``input``: ``extra["input"]``, e.g. ``{"kind": "mnist", "scale": "pixel /
@@ -89,7 +89,12 @@ def model_config(model: Layer, loss: str, in_features: int | None = None, **extr
         loss that does not take the model's output.
     """
     model = check_model(model)
-    check_loss_for_model(loss, model.outputs)
+    lossdef = check_loss_for_model(loss, model.outputs)
+    if LOSSES.get(lossdef.name) is not lossdef:
+        raise ValueError(f"loss: a checkpoint records its loss by name, and {lossdef.name!r}"
+                         f" is not a built-in one ({sorted(LOSSES)}); save with the nearest"
+                         " built-in name, or keep your Loss beside the checkpoint yourself")
+    loss = lossdef.name
     given = dict(extra.pop("input", None) or {})
     d = input_width(model, in_features if in_features is not None else given.get("width"))
     if given.get("width", d) != d:

@@ -236,18 +236,25 @@ def choose_optimizer(optimizer: Any, learning_rate: float | None, params: Params
     return optimizer, asked
 
 
-def resumed_state(state: TrainState, optimizer: GradientTransformation, asked: bool
-                  ) -> TrainState:
+def resumed_state(state: TrainState, optimizer: GradientTransformation, asked: bool,
+                  built: bool = False) -> TrainState:
     """The state to resume from, with the learning rate this fit asks for (the rate
     ``optimizer`` starts at, when :func:`choose_optimizer` says one was asked for) in
-    place of the state's; the state as it is otherwise. The same rule as the scripts'
-    ``--lr`` on ``--resume``. (A schedule then decides each step from the state's count.)"""
+    place of the state's, and, for an optimizer object the caller ``built``
+    (``fnmlp.optim.adamw(1e-3, weight_decay=5.0)``), its weight decay too; the state as it
+    is otherwise (a name keeps the state's decay). The same rule as the scripts' ``--lr``
+    on ``--resume``. (A schedule then decides each step from the state's count.)"""
     if not asked:
         return state
-    rate = get_learning_rate(optimizer.init(state.params))  # may be 0: a warm-up's start
+    fresh = optimizer.init(state.params)
+    rate = get_learning_rate(fresh)  # may be 0: a warm-up's start
     held = state.opt_state.learning_rate
-    return state._replace(opt_state=state.opt_state._replace(
-        learning_rate=host_scalar(float(rate), held.dtype)))
+    opt_state = state.opt_state._replace(learning_rate=host_scalar(float(rate), held.dtype))
+    if built and "weight_decay" in getattr(opt_state, "_fields", ()) and (
+            "weight_decay" in getattr(fresh, "_fields", ())):
+        opt_state = opt_state._replace(weight_decay=host_scalar(
+            float(fresh.weight_decay), opt_state.weight_decay.dtype))
+    return state._replace(opt_state=opt_state)
 
 
 def check_resumed_state(state: Any, params: Params, optimizer: GradientTransformation) -> None:
@@ -295,6 +302,7 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
     :func:`choose_optimizer`, the data as checked arrays, the weights ``[N]``)."""
     model, lossdef = checks.check_config(model, loss, grad)
     epochs = checks.check_positive_int(epochs, "epochs")
+    built = not isinstance(optimizer, str)  # an object: its own rate and decay apply
     optimizer, asked = choose_optimizer(optimizer, learning_rate, params)
     if state is not None:
         check_resumed_state(state, params, optimizer)
@@ -330,7 +338,7 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
     checks.check_positive_int(log_every, "log_every")
     check_compute_dtype(compute_dtype)
     state = (fresh_state(params, optimizer) if state is None
-             else resumed_state(state, optimizer, asked))
+             else resumed_state(state, optimizer, asked, built))
     return FitRun(model, lossdef, optimizer, state, x, y, w, validation_data)
 
 
