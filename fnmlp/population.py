@@ -49,6 +49,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnmlp import _validate as checks
+from fnmlp._checks import check_float_dtype
 from fnmlp.compile_cache import CompileTimer
 from fnmlp.layers import Layer
 from fnmlp.losses import Loss
@@ -434,12 +435,7 @@ def population_dtype(dtype: Any, x: Any) -> np.dtype:
         wide = jnp.promote_types(jnp.float32, have) if jnp.issubdtype(
             have, jnp.floating) else jnp.dtype(jnp.float32)
         return jnp.dtype(jax.dtypes.canonicalize_dtype(wide))
-    try:
-        want = jnp.dtype(dtype)
-    except TypeError:
-        want = None
-    if want is None or not jnp.issubdtype(want, jnp.floating):
-        raise ValueError(f"dtype must be a float dtype (float32, float64, ...); got {dtype!r}")
+    want = check_float_dtype(dtype, "dtype")
     if jax.dtypes.canonicalize_dtype(want) != want:
         raise ValueError(f"dtype {want} needs jax_enable_x64 (jax.config.update("
                          f"'jax_enable_x64', True)); got dtype={want} with x64 off")
