@@ -655,3 +655,18 @@ def test_resuming_with_an_optimizer_object_applies_its_weight_decay():
     named = fnmlp.fit(model, params, x, y, epochs=2, batch_size=16, verbose=False,
                       optimizer="adamw", learning_rate=1e-2, state=first.state)
     assert float(named.state.opt_state.weight_decay) == pytest.approx(0.01)  # a name keeps it
+
+
+def test_patience_is_checked_and_names_a_missing_validation_score():
+    """A breaker's finding: Patience(0), Patience(-3), Patience("5") were accepted, and
+    Patience without a validation score raised KeyError 'val_loss'."""
+    from fnmlp.train import Patience, init_state
+
+    for bad in (0, -3, "5", True):
+        with pytest.raises(ValueError, match="patience must be an integer >= 1"):
+            Patience(bad)
+    model = fnmlp.mlp([2, 2])
+    params = model.init_params(jax.random.key(0))
+    state = init_state(params, fnmlp.sgd(0.1))
+    with pytest.raises(ValueError, match="monitors 'val_loss', which this epoch's record lacks"):
+        Patience(3).update(state, {"epoch": 1, "train_loss": 0.5})

@@ -175,8 +175,7 @@ def fit(
     if mesh is not None:
         data, val, state = place_on_mesh((data, val, state), mesh)
     key = jax.random.key(seed)
-    stopping = None if patience is None else Patience(
-        patience, "val_loss" if val is not None else "train_loss")
+    stopping = run.stopping
 
     def run_epoch(state, epoch):  # one compiled epoch, then validation
         state, record = train_epoch(trainer, state, data, key, epoch)
@@ -291,6 +290,7 @@ class FitRun(NamedTuple):
     y: Array  # [N] int labels or [N, C]
     w: Array | None  # [N] per-example weights, or None
     validation_data: tuple | None  # (x_val, y_val), checked, or None
+    stopping: Patience | None = None  # early stopping on the validation (or train) loss
 
 
 def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate, loss,
@@ -333,13 +333,13 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
         validation_data = check_validation_data(model, lossdef, params, validation_data,
                                                 widths)
     check_batch_size(batch_size, len(x))
-    if patience is not None:
-        checks.check_positive_int(patience, "patience")
+    stopping = None if patience is None else Patience(  # which checks patience
+        patience, "val_loss" if validation_data is not None else "train_loss")
     checks.check_positive_int(log_every, "log_every")
     check_compute_dtype(compute_dtype)
     state = (fresh_state(params, optimizer) if state is None
              else resumed_state(state, optimizer, asked, built))
-    return FitRun(model, lossdef, optimizer, state, x, y, w, validation_data)
+    return FitRun(model, lossdef, optimizer, state, x, y, w, validation_data, stopping)
 
 
 def check_training_data(model: Layer, loss: Loss, params: Any, x: Any, y: Any,

@@ -29,6 +29,7 @@ Written out, the loop of :func:`fnmlp.fit` is (see the README)::
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from fnmlp._checks import check_positive_int
 from fnmlp.compile_cache import CompileTimer
 from fnmlp.optim import host_scalar
 from fnmlp.train.step import EarlyStopping, Trainer, TrainState
@@ -141,15 +143,28 @@ def validate(trainer: Trainer, params: Any, data: tuple | None, prefix: str = "v
             for k, v in jax.device_get(trainer.evaluate(params, *data)).items()}
 
 
-class Patience(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Patience:
     """Early stopping: stop after ``patience`` epochs without a strictly lower
-    ``record[monitor]``; keep the best epoch's state (``state.early.best``)."""
+    ``record[monitor]``; keep the best epoch's state (``state.early.best``).
+
+    Raises:
+      ValueError: ``patience`` not a positive integer, or (in :meth:`update`) a record
+        without ``monitor`` (no validation data was scored that epoch).
+    """
 
     patience: int
     monitor: str = "val_loss"
 
+    def __post_init__(self):
+        object.__setattr__(self, "patience", check_positive_int(self.patience, "patience"))
+
     def update(self, state: TrainState, record: dict) -> TrainState:
         """``state`` with its bookkeeping (:func:`track_best`) after the epoch of ``record``."""
+        if self.monitor not in record:
+            raise ValueError(f"Patience monitors {self.monitor!r}, which this epoch's record"
+                             f" lacks ({sorted(record)}): score held-out data first"
+                             " (record.update(validate(...))), or pass monitor=")
         return state._replace(early=track_best(state, record[self.monitor], self.patience))
 
     def stopped(self, state: TrainState) -> bool:
