@@ -810,3 +810,18 @@ def test_a_wrong_small_leaf_is_caught_on_a_big_net(x64):
                                       max_evals=256)
     report = compare_grads(wrong, fd, 1e-6, mask=mask)
     assert [(r.layer, r.leaf) for r in report.failing()] == [("1", "b")]
+
+
+def test_a_feature_narrower_than_the_larger_steps_is_inconclusive_not_failed():
+    """A breaker's false alarm: a LayerNorm with eps 1e-12 on inputs x 1e-3 in float32, one
+    example ~1e-6 from its steep zone: the differences at 1e-4 and 1e-3 agree with their
+    halves (so their own error looked small) and give 18.8 where the slope is 1330 (1e-9 and
+    float64 autodiff agree); 1e-6 sees it. Every other step must agree within its error."""
+    model = serial(Dense(2), LayerNorm(1e-12), Dense(3), in_features=4)
+    key = jax.random.key(0)
+    params = model.init_params(key)
+    x = jax.random.normal(jax.random.fold_in(key, 1), (64, 4)) * 1e-3
+    y = jax.random.randint(jax.random.fold_in(key, 2), (64,), 0, 3)
+    result = check_gradients(model, params, x, y)
+    assert result.passed, str(result)
+    assert any(r.leaf == "b" and r.inconclusive for r in result.manual_vs_finite_diff.rows)
