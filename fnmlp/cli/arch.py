@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 from fnmlp._names import ACTIVATION_NAMES
-from fnmlp.cli.types import UsageError
+from fnmlp.cli.types import UsageError, parse_int_list
 
 Item = tuple[str, str]  # ("dense", "256"), ("relu", ""), ("dropout", "0.2"), ("layernorm", "")
 
@@ -129,16 +129,7 @@ def parse_hidden(text: str) -> list[int]:
     """``--hidden``: widths like ``256,128``; ``0`` or ``none`` for no hidden layer."""
     if text.strip().lower() in ("0", "none"):
         return []
-    parts = text.split(",")
-    if any(s.strip() == "" for s in parts):
-        raise argparse.ArgumentTypeError(
-            f"must be comma-separated positive integers like 128 or 256,128, with no empty"
-            f" entries; got {text!r}")
-    try:
-        return [width(s) for s in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be positive integers like 128 or 256,128; got {text!r}") from None
+    return parse_int_list(text)  # the comma list of positive integers, read in one place
 
 
 def parse_names(text: str) -> list[str]:

@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 
+from fnmlp.cli.config import RunConfig, model_and_config
 from fnmlp.cli.flags import (
     UsageError,
     architecture_name,
@@ -20,7 +21,6 @@ from fnmlp.cli.flags import (
     device_description,
     make_mesh_for,
     per_class_scores,
-    run_config,
     weight_decay,
     write_json,
 )
@@ -62,7 +62,6 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
 
     from fnmlp.data import train_test_split
     from fnmlp.io.checkpoint import save_checkpoint
-    from fnmlp.layers import from_config
     from fnmlp.losses import get_loss
     from fnmlp.population import (
         ensemble_predict_proba,
@@ -76,7 +75,8 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     lossdef = get_loss(loss)  # the loss as a value, once; its kind decides what is reported
     t_start = time.perf_counter()
     x, y = np.asarray(train[0]), np.asarray(train[1])
-    sizes, base = run_config(args, x, y, loss, dataset, extra_config)
+    model, base = model_and_config(RunConfig.from_args(args), x, y, lossdef, dataset,
+                                   extra_config)  # the model built once, as run() does
     base["class_weight"] = getattr(args, "class_weight", None)
     val_split = getattr(args, "val_split", None)
     base["val_split"] = val_split
@@ -85,7 +85,6 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         (x, y), held = train_test_split(x, y, val_split, args.seed, name="--val-split")
     out = check_out_dir(args.out)
 
-    model = from_config(base["model"])
     result = fit_population(
         model, x, y, members, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, loss=lossdef, grad=args.grad,
