@@ -74,8 +74,8 @@ def decision_boundaries(panels: list[tuple[str, Callable[[np.ndarray], np.ndarra
         cls = _class_of(np.asarray(predict(grid)))
         ax.contourf(gx, gy, cls.reshape(gx.shape), alpha=0.3, cmap="tab10",
                     levels=np.arange(11) - 0.5, vmin=0, vmax=9)
-        ax.scatter(x[:, 0], x[:, 1], c=y, cmap="tab10", vmin=0, vmax=9, s=5,
-                   edgecolors="k", linewidths=0.2)
+        pts = ax.scatter(x[:, 0], x[:, 1], c=y, cmap="tab10", vmin=0, vmax=9, s=5,
+                         edgecolors="k", linewidths=0.2)
         ax.set_title(caption, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -83,7 +83,10 @@ def decision_boundaries(panels: list[tuple[str, Callable[[np.ndarray], np.ndarra
         ax.set_ylabel("x1", fontsize=7, labelpad=1)
     fig.suptitle((title + "\n" if title else "") + "shading: the predicted class; points:"
                  " the true class", fontsize=10)
-    fig.tight_layout()
+    handles, _ = pts.legend_elements()  # the colour of each class, as in every panel
+    fig.legend(handles, [f"class {int(c)}" for c in np.unique(y)], loc="lower center",
+               ncol=len(handles), fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -156,7 +159,7 @@ def hidden_units(layers: list[tuple[str, Callable[[np.ndarray], np.ndarray]]],
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
     fig.suptitle((title + "\n" if title else "") + "what each hidden unit computes: its output"
                  " over the plane (black line: where it is 0);\nthe units that move the"
-                 " output most (score: spread over the data x outgoing weight)",
+                 " output most (score: spread over the data \u00d7 outgoing weight)",
                  fontsize=9)
     fig.savefig(path, dpi=100)
     plt.close(fig)
