@@ -103,9 +103,8 @@ def _home_of(name: str) -> str:
         return ""
     for home in _HOMES:
         module = importlib.import_module(f"fnmlp.{home}")
-        if name in getattr(module, "__all__", ()) or (
-                not name.startswith("_") and name in vars(module)
-                and getattr(vars(module)[name], "__module__", "").startswith("fnmlp")):
+        if name in getattr(module, "__all__", ()) or getattr(
+                vars(module).get(name), "__module__", "").startswith("fnmlp"):
             return f"; it lives in fnmlp.{home}.{name}"
     return ""
 
