@@ -28,7 +28,6 @@ from fnmlp.cli import (
     Parser,
     architecture_name,
     description,
-    enable_compile_cache,
     main_guard,
     parse_hidden,
     parse_layers,
@@ -36,6 +35,7 @@ from fnmlp.cli import (
     parse_rates,
     positive_int,
     seed_int,
+    start_run,
 )
 
 
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    enable_compile_cache()
+    start_run()
     import jax
 
     from fnmlp.cli import UsageError, build_model

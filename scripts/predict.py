@@ -29,9 +29,9 @@ from fnmlp.cli import (
     Parser,
     UsageError,
     description,
-    enable_compile_cache,
     main_guard,
     positive_int,
+    start_run,
 )
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -117,7 +117,7 @@ def main() -> int:
     if not Path(args.checkpoint).is_file():
         raise UsageError(f"--checkpoint {args.checkpoint!r}: no such file (train first, e.g."
                          " python scripts/train_mnist.py)")
-    enable_compile_cache()
+    start_run()
 
     import numpy as np
 

@@ -27,11 +27,11 @@ from fnmlp.cli import (
     check_mnist_dir,
     check_resume_architecture,
     description,
-    enable_compile_cache,
     main_guard,
     members_from_args,
     positive_int,
     run,
+    start_run,
     train_subset,
 )
 
@@ -81,7 +81,7 @@ def main() -> int:
     check_mnist_dir(args.mnist_dir)  # plain Python: before jax is imported
     members = members_from_args(args)  # bad --sweep specs fail before any data work
     check_resume_architecture(args, 784, 10)  # before the data is read
-    enable_compile_cache()
+    start_run()
 
     from fnmlp.data import load_mnist
 

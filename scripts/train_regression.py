@@ -10,11 +10,11 @@ from fnmlp._names import REGRESSION_SET_NAMES
 from fnmlp.cli import (
     base_parser,
     description,
-    enable_compile_cache,
     main_guard,
     members_from_args,
     positive_int,
     run,
+    start_run,
 )
 
 
@@ -28,7 +28,7 @@ def main() -> int:
     p.add_argument("--n", type=positive_int, default=600, help="number of examples")
     args = p.parse_args()
     members = members_from_args(args)  # bad --sweep specs fail before any data work
-    enable_compile_cache()
+    start_run()
     from fnmlp import data
 
     ds = data.REGRESSION_SETS[args.dataset](n=args.n, seed=args.seed)

@@ -18,11 +18,11 @@ from fnmlp.cli import (
     UsageError,
     base_parser,
     description,
-    enable_compile_cache,
     main_guard,
     members_from_args,
     positive_int,
     run,
+    start_run,
 )
 
 
@@ -37,7 +37,7 @@ def main() -> int:
                    help="share of the examples held out for the test")
     args = p.parse_args()
     members = members_from_args(args)  # bad --sweep specs fail before any data work
-    enable_compile_cache()
+    start_run()
     from fnmlp import data
 
     if not 0 < args.test_fraction < 1:
