@@ -474,8 +474,10 @@ def test_resuming_a_run_that_stopped_early_trains_nothing(early_runs, tmp_path):
 
 def test_sigkill_during_checkpoint_write_then_resume_is_bitwise_equal(tmp_path):
     """Crash safety: a run killed with SIGKILL in the middle of a checkpoint write, then
-    resumed, ends bitwise equal to an uninterrupted run."""
-    args = ["--dataset", "spirals", "--n", "240", "--epochs", "6", "--seed", "5", "--quiet"]
+    resumed, ends bitwise equal to an uninterrupted run (every epoch written:
+    ``--checkpoint-seconds 0``)."""
+    args = ["--dataset", "spirals", "--n", "240", "--epochs", "6", "--seed", "5", "--quiet",
+            "--checkpoint-seconds", "0"]
     full, crashed = tmp_path / "full", tmp_path / "crashed"
     run_script("train_toy.py", *args, "--out", full)
 

@@ -49,6 +49,7 @@ class RunConfig:
     resume: bool = False
     quiet: bool = False
     log_every: int = 1
+    checkpoint_seconds: float = 1.0  # the least time between two checkpoint writes
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | RunConfig) -> RunConfig:
@@ -68,7 +69,8 @@ class RunConfig:
             class_weight=getattr(args, "class_weight", None),
             devices=getattr(args, "devices", 1), out=args.out,
             resume=bool(getattr(args, "resume", False)), quiet=bool(getattr(args, "quiet", False)),
-            log_every=getattr(args, "log_every", 1))
+            log_every=getattr(args, "log_every", 1),
+            checkpoint_seconds=getattr(args, "checkpoint_seconds", 1.0))
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)

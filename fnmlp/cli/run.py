@@ -76,8 +76,9 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     ``--val-split F`` holds out ``F`` of ``train`` (shuffled with ``--seed``) as the
     validation set that ``--patience`` monitors; the test set is evaluated every epoch
     for the history and the pictures, never to choose anything.
-    Writes ``OUT/checkpoint.npz`` after every epoch (atomically; its config holds what
-    :func:`fnmlp.load_model` needs) and ``OUT/metrics.json`` at the end, whose history
+    Writes ``OUT/checkpoint.npz`` (atomically; its config holds what
+    :func:`fnmlp.load_model` needs) after an epoch at most every ``--checkpoint-seconds``
+    (:class:`Checkpointer`), and the last epoch however the run ends, and ``OUT/metrics.json`` at the end, whose history
     holds the test loss (and accuracy) of every epoch. With ``--patience`` the checkpoint
     holds the last state **and** early stopping's bookkeeping (``early/``: the best value,
     its epoch, its whole state, the wait, whether the run stopped), so ``--resume``
@@ -107,7 +108,6 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     import numpy as np
 
     from fnmlp._validate import check_batch
-    from fnmlp.io.checkpoint import save_checkpoint
     from fnmlp.losses import get_loss
     from fnmlp.train import TrainingDiverged, evaluate, fit, jitted_eval
 
@@ -135,23 +135,27 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     grad_norms = gradient_norms_fn(model, loss, *check_batch(model, params, *probe, loss))
     config["grad_norm_batch"] = len(probe[0])  # the fixed batch's size (PROBE_BATCH at most)
 
+    saver = Checkpointer(ckpt, config, cfg.checkpoint_seconds)
+
     def on_epoch_end(s, record):  # the test set: reported, never used to choose
         scores = jax.device_get(test_eval(s.params, test_x, test_y))
         record.update({f"test_{k}": float(v) for k, v in scores.items()})
         record["grad_norm"] = grad_norms(s.params)
-        save_checkpoint(ckpt, s, config)
+        saver.epoch_done(s)
         if each_epoch is not None:
             each_epoch(s, record)
 
     best_epoch, trained = None, []
     if not stopped and (state is None or int(state.epoch) < cfg.epochs):
         try:
-            result = fit(model, params, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                         optimizer=optimizer, loss=loss, grad=cfg.grad, seed=cfg.seed,
-                         state=state, validation_split=cfg.val_split, patience=cfg.patience,
-                         verbose=not cfg.quiet, on_epoch_end=on_epoch_end,
-                         mesh=make_mesh_for(cfg), log=None if not cfg.quiet else (lambda s: None),
-                         class_weight=cfg.class_weight, log_every=cfg.log_every)
+            with saver:  # the last epoch is written however the run ends
+                result = fit(
+                    model, params, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                    optimizer=optimizer, loss=loss, grad=cfg.grad, seed=cfg.seed, state=state,
+                    validation_split=cfg.val_split, patience=cfg.patience,
+                    verbose=not cfg.quiet, on_epoch_end=on_epoch_end, mesh=make_mesh_for(cfg),
+                    log=None if not cfg.quiet else (lambda s: None),
+                    class_weight=cfg.class_weight, log_every=cfg.log_every)
         except TrainingDiverged as e:
             kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
                     else "no checkpoint exists")
@@ -185,6 +189,42 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     write_json(metrics_path, metrics)
     _print_done(metrics, history, best_epoch, out)
     return metrics
+
+
+class Checkpointer:
+    """Writes a run's checkpoint (``save_checkpoint(path, state, config)``): after an epoch
+    when at least ``every_seconds`` have passed since the last write, and, on leaving its
+    ``with`` block however the run ends (finished, stopped early, diverged, interrupted by
+    Ctrl-C), the latest epoch it was given if that one is not on disk yet. So at most the
+    epoch in progress is lost, as when every epoch was written, at a cost of at most one
+    write (about 1 ms for a small network) a second: writing each of the toy run's 200
+    epochs took 0.2 s of its 2.5 s (2-core AMD EPYC), its training 0.1 s.
+
+    Not thread-safe; one per run.
+    """
+
+    def __init__(self, path, config: dict, every_seconds: float = 1.0):
+        self.path, self.config, self.every = path, config, every_seconds
+        self.latest, self.last_write = None, time.perf_counter()
+
+    def epoch_done(self, state) -> None:
+        """``state``: the TrainState after an epoch (finite: ``fit`` raises before)."""
+        self.latest = state
+        if time.perf_counter() - self.last_write >= self.every:
+            self.write()
+
+    def write(self) -> None:
+        if self.latest is not None:
+            from fnmlp.io.checkpoint import save_checkpoint
+
+            save_checkpoint(self.path, self.latest, self.config)
+            self.latest, self.last_write = None, time.perf_counter()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.write()
 
 
 def _resumed_rate(cfg: RunConfig, ckpt) -> RunConfig:
