@@ -14,6 +14,20 @@ def _plt():
     return plt
 
 
+PNG = {"dpi": 100, "pil_kwargs": {"compress_level": 1}}
+"""How every picture is written: 100 dpi, PNG's fastest compression (zlib level 1, not
+Pillow's default 6): the toy script's five ``savefig`` calls took 0.50-0.53 s instead of
+0.57-0.58 s, and the files 1.03 MB instead of 0.91 MB (2-core AMD EPYC, two runs each)."""
+
+
+def _save(fig, path: str) -> None:
+    """Writes ``fig`` to ``path`` as every picture is written (:data:`PNG`), and closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, **PNG)
+    plt.close(fig)
+
+
 def _epoch_axis(ax) -> None:
     """Epochs are whole numbers: integer ticks on the x axis, labelled."""
     from matplotlib.ticker import MaxNLocator

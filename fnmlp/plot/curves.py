@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fnmlp.plot._common import HELD, _epoch_axis, _mark_restored, _plt
+from fnmlp.plot._common import HELD, _epoch_axis, _mark_restored, _plt, _save
 
 
 def loss_curve(history: list[dict], path: str, title: str = "") -> None:
@@ -50,8 +50,7 @@ def loss_curve(history: list[dict], path: str, title: str = "") -> None:
         fig.tight_layout(rect=(0, 0.08, 1, 1))
     else:
         fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def regression_fit(x: np.ndarray, y: np.ndarray, predict: Callable[[Any], Any], path: str,
@@ -85,8 +84,7 @@ def regression_fit(x: np.ndarray, y: np.ndarray, predict: Callable[[Any], Any], 
     ax.set_title(title or "the network's fit to the data")
     ax.legend(fontsize=7, loc="best", framealpha=0.8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def learning_curves(history: list[dict], path: str, title: str = "") -> None:
@@ -114,8 +112,7 @@ def learning_curves(history: list[dict], path: str, title: str = "") -> None:
     ax_a.set_title("accuracy per epoch")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def confusion_heatmap(y_true: np.ndarray, y_pred: np.ndarray, path: str, title: str = "",
@@ -141,8 +138,7 @@ def confusion_heatmap(y_true: np.ndarray, y_pred: np.ndarray, path: str, title: 
     ax.set_ylabel("true class")
     ax.set_title(title or "confusion matrix (off-diagonal: errors)", fontsize=10, wrap=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return m
 
 
@@ -175,8 +171,7 @@ def prediction_grid(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, 
     fig.suptitle(title or f"the first {len(first)} test digits, then {len(wrong)} more that"
                  " were misclassified\n(red: predicted wrongly, true label below)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def weight_images(w: np.ndarray, path: str, title: str = "", n: int = 32,
@@ -211,8 +206,7 @@ def weight_images(w: np.ndarray, path: str, title: str = "", n: int = 32,
     fig.suptitle(title or f"{what}\nred: the pixel excites the unit, blue: inhibits it",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def population_curves(histories: list[list[dict]], labels: list[str], path: str,
@@ -248,8 +242,7 @@ def population_curves(histories: list[list[dict]], labels: list[str], path: str,
                frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 * rows + 0.02, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def ensemble_bars(member_accuracy: list[float], ensemble_accuracy: float, path: str,
@@ -283,8 +276,7 @@ def ensemble_bars(member_accuracy: list[float], ensemble_accuracy: float, path: 
     ax.set_title(title + ("\n" if title else "") + "each member's test accuracy and the"
                  " ensemble's (y axis zoomed)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def weight_norms(history: list[dict], path: str, title: str = "",
@@ -335,8 +327,7 @@ def weight_norms(history: list[dict], path: str, title: str = "",
     axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.suptitle(title or "weight magnitudes per weight matrix")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def gradient_norms(runs: list[tuple[str, list[dict], list | None]], path: str,
@@ -379,8 +370,7 @@ def gradient_norms(runs: list[tuple[str, list[dict], list | None]], path: str,
                  f" epoch, on a fixed batch of {grad_batch or 0:,} training examples"
                  " (0 = at init)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def compare_curves(runs: list[tuple[str, list[dict]]], path: str, title: str = "") -> None:
@@ -406,5 +396,4 @@ def compare_curves(runs: list[tuple[str, list[dict]]], path: str, title: str = "
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     ax.set_title(title or f"{what} per epoch: solid validation, dashed train")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fnmlp.plot._common import _plt
+from fnmlp.plot._common import _plt, _save
 
 
 def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray,
@@ -37,8 +37,7 @@ def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray
     ax.set_xlabel("x0")
     ax.set_ylabel("x1")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plane(x: np.ndarray, resolution: int):
@@ -87,8 +86,7 @@ def decision_boundaries(panels: list[tuple[str, Callable[[np.ndarray], np.ndarra
     fig.legend(handles, [f"class {int(c)}" for c in np.unique(y)], loc="lower center",
                ncol=len(handles), fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*", "<", ">")  # one shape per class
@@ -161,8 +159,7 @@ def hidden_units(layers: list[tuple[str, Callable[[np.ndarray], np.ndarray]]],
                  " over the plane (black line: where it is 0);\nthe units that move the"
                  " output most (score: spread over the data \u00d7 outgoing weight)",
                  fontsize=9)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def scatter_classes(x: np.ndarray, y: np.ndarray, path: str, title: str = "") -> None:
@@ -178,5 +175,4 @@ def scatter_classes(x: np.ndarray, y: np.ndarray, path: str, title: str = "") ->
     ax.set_title(title or "the data, coloured by class")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
