@@ -209,3 +209,14 @@ def test_bench_before_after_runs_bench_train_on_a_tree_from_before_issue_27(tmp_
         assert _positive(row["old_examples_per_s"], row["new_examples_per_s"])
         assert row["new_over_old"] == pytest.approx(
             row["new_examples_per_s"] / row["old_examples_per_s"])
+
+
+def test_bench_startup_quick(tmp_path):
+    d = _run("bench_startup.py", tmp_path)
+    got = {r["measure"]: r for r in d["rows"]}
+    assert {"import jax", "init_params, no cache", "init_params, cache warm",
+            "toy script, cache warm", "toy script, no cache"} <= set(got)
+    for r in d["rows"]:
+        assert _positive(r["seconds"], r["min_s"], r["max_s"])
+        assert r["min_s"] <= r["seconds"] <= r["max_s"]
+    assert got["import jax"]["ml_dtypes"]  # the release the import loaded is named
