@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp import _validate as checks
+from fnmlp._checks import check_float_dtype
 from fnmlp.grad import Params
 from fnmlp.io import legacy
 from fnmlp.io.checkpoint import load_checkpoint, read_checkpoint_meta, stored_float_dtype
@@ -162,9 +163,12 @@ def load_model(path: str | os.PathLike, dtype: Any = None,
     says how to turn it on).
 
     Raises:
-      ValueError: a config that lacks them (saying what is missing), an unknown layer
-        type, or a model larger than half of this machine's memory (refused unread).
+      ValueError: a ``dtype`` that is not a float dtype (before the file is read), a
+        config that lacks them (saying what is missing), an unknown layer type, or a model
+        larger than half of this machine's memory (refused unread).
     """
+    if dtype is not None:
+        dtype = check_float_dtype(dtype)
     meta = read_checkpoint_meta(path)
     config = saved_config(dict(meta.get("config") or {}), path)
     layer = from_config(config["model"], custom_layers)
