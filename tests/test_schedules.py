@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fnmlp
 from fnmlp import optim, schedules
 
 s = jnp.int32
@@ -137,3 +138,43 @@ def test_bad_init_value_names_it(bad):
     with pytest.raises(ValueError, match="init_value"):
         schedules.cosine_warmup(0.1, 4, 40, init_value=bad)
 
+
+
+@pytest.mark.parametrize("bad", [lambda step: -0.1 + 0 * step, lambda step: jnp.inf + 0 * step,
+                                 lambda step: jnp.nan + 0 * step])
+def test_a_schedule_that_starts_negative_or_not_finite_is_refused_before_training(bad):
+    """A negative rate climbs the loss and trained silently; inf or NaN ruins the params."""
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(16, 2)), np.arange(16) % 2
+    with pytest.raises(ValueError, match="learning_rate: the schedule gives .* at step 0"):
+        fnmlp.fit(model, params, x, y, epochs=1, batch_size=8,
+                  optimizer=optim.sgd(bad), verbose=False)
+
+
+def test_a_schedule_that_goes_negative_stops_the_run_with_the_last_good_state():
+    """A linear decay past its end (a common slip) turned negative in epoch 3 of 5 and the
+    run went on uphill; fit stops there and keeps the end of epoch 2."""
+    from fnmlp.train import TrainingDiverged
+
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(16, 2)), np.arange(16) % 2
+    linear = lambda step: 0.1 * (1.0 - step / 4.0)  # noqa: E731  2 steps an epoch: < 0 at 5
+    with pytest.raises(TrainingDiverged, match="learning rate became -0.025 in epoch 3") as e:
+        fnmlp.fit(model, params, x, y, epochs=5, batch_size=8, optimizer=optim.sgd(linear),
+                  verbose=False)
+    assert int(e.value.state.epoch) == 2 and e.value.epoch == 3
+    assert [r["epoch"] for r in e.value.history] == [1, 2]
+
+
+def test_a_decay_to_zero_at_the_last_step_is_no_negative_rate():
+    """Its last rate is 0 computed in float32, which came out -1.5e-9: round-off, not a
+    schedule below zero; the run ends normally."""
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(16, 2)), np.arange(16) % 2
+    linear = lambda step: 0.1 * (1.0 - step / 5.0)  # noqa: E731  the 6th step's rate: ~0
+    r = fnmlp.fit(model, params, x, y, epochs=3, batch_size=8, optimizer=optim.sgd(linear),
+                  verbose=False)
+    assert -1e-7 < r.history[-1]["learning_rate"] <= 0 and int(r.state.epoch) == 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -237,7 +238,17 @@ def _scalars(params, lr0: float | None, schedule: Schedule | None,
         return host_scalar(0, np.int32), rate, host_scalar(weight_decay, dtype)
     if schedule is not None:  # the rate at step 0, in dtype: one small compiled program
         lr0 = _first_rate(schedule, jnp.dtype(dtype).name)
+        check_rate(lr0, "at step 0")
     return (host_scalar(0, np.int32), host_scalar(lr0, dtype), host_scalar(weight_decay, dtype))
+
+
+def check_rate(rate: float, when: str) -> None:
+    """A schedule's rate must be finite and >= 0 (0: a warm-up's start); a negative rate
+    climbs the loss and inf or NaN ruins the params. ``ValueError`` naming the rate and
+    ``when`` (``"at step 0"``) otherwise. fit checks the rate again after every epoch."""
+    if not (math.isfinite(rate) and rate >= 0):
+        raise ValueError(f"learning_rate: the schedule gives {rate:g} {when}; a learning rate"
+                         " must be finite and >= 0 (a negative rate climbs the loss)")
 
 
 def _first_rate(schedule: Schedule, dtype: str) -> float:

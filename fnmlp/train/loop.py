@@ -40,7 +40,7 @@ import numpy as np
 
 from fnmlp._checks import check_positive_int
 from fnmlp.compile_cache import CompileTimer
-from fnmlp.optim import host_scalar
+from fnmlp.optim import get_learning_rate, host_scalar
 from fnmlp.train.step import EarlyStopping, Trainer, TrainState
 
 __all__ = ["EpochLog", "Patience", "TrainingDiverged", "epoch_record", "format_record",
@@ -48,9 +48,10 @@ __all__ = ["EpochLog", "Patience", "TrainingDiverged", "epoch_record", "format_r
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss or the params became non-finite. ``state`` is the last finite state
-    (the end of the previous epoch); ``epoch`` the 1-based epoch that diverged;
-    ``history`` the records of the epochs before it."""
+    """The loss or the params became non-finite, or a schedule's learning rate negative
+    or non-finite. ``state`` is the last good state (the end of the previous epoch);
+    ``epoch`` the 1-based epoch that diverged; ``history`` the records of the epochs
+    before it."""
 
     def __init__(self, message: str, epoch: int, state: TrainState, history: list):
         super().__init__(message)
@@ -131,7 +132,23 @@ def train_epoch(trainer: Trainer, state: TrainState, data: tuple, key: jax.Array
             f"training diverged in epoch {epoch}: train loss {record['train_loss']}"
             f" (learning rate {record['learning_rate']:g}); the last finite params"
             f" (end of epoch {epoch - 1}) are kept in .state", epoch, state, [])
+    rate = record["learning_rate"]
+    if not np.isfinite(rate) or rate < 0 and _below_zero(rate, state):  # a schedule past 0
+        raise TrainingDiverged(
+            f"the learning rate became {rate:g} in epoch {epoch} (the schedule at step"
+            f" {int(new.step)}); a rate must be finite and >= 0 (a negative rate climbs the"
+            f" loss): the params of the end of epoch {epoch - 1} are kept in .state",
+            epoch, state, [])
     return new._replace(early=early), record
+
+
+def _below_zero(rate: float, before: TrainState) -> bool:
+    """Whether a negative ``rate`` is below zero by more than round-off: by more than 1e-4
+    of the rate at the end of the epoch before (``before``'s; the first rate in epoch 1).
+    A linear decay to 0 at the run's last step computed ``0.1 * (1 - 5 / 5.0)`` as
+    -1.5e-9 in float32: not a schedule that went negative."""
+    previous = float(jax.device_get(get_learning_rate(before.opt_state)))
+    return -rate > 1e-4 * abs(previous)
 
 
 def validate(trainer: Trainer, params: Any, data: tuple | None, prefix: str = "val_") -> dict:
