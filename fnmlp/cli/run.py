@@ -78,24 +78,23 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     for the history and the pictures, never to choose anything.
     Writes ``OUT/checkpoint.npz`` (atomically; its config holds what
     :func:`fnmlp.load_model` needs) after an epoch at most every ``--checkpoint-seconds``
-    (:class:`Checkpointer`), and the last epoch however the run ends, and ``OUT/metrics.json`` at the end, whose history
-    holds the test loss (and accuracy) of every epoch. With ``--patience`` the checkpoint
-    holds the last state **and** early stopping's bookkeeping (``early/``: the best value,
-    its epoch, its whole state, the wait, whether the run stopped), so ``--resume``
-    continues exactly as an uninterrupted run would; :func:`fnmlp.load_model` reads the
-    kept epoch's params from ``early/best``, and metrics.json's final numbers
-    (``best_epoch``, ``test_*``) are that epoch's; its history record has
-    ``"restored": true``. Resuming a run that already stopped early says so and trains
-    nothing. With ``args.resume`` it continues from the checkpoint, refusing one made with
-    another configuration, and a changed ``--epochs`` under a decaying schedule (the
-    schedule's horizon is the run's epochs: continuing past it would restart the decay); a
-    changed ``--lr`` is applied (one line says so), as ``fit(state=..., learning_rate=...)``
-    does.
-    Every epoch's record also gets ``grad_norm``: each weight matrix's gradient norm on a
-    fixed batch of the training set (:mod:`fnmlp.cli.probe`, computed after the epoch,
-    outside ``fit``); ``each_epoch(state, record)`` is then called (e.g. to keep snapshots
-    for pictures). ``after(params, metrics)`` may add plots. With ``members`` (see
-    :func:`members_from_args`) it trains them as a population instead
+    (:class:`Checkpointer`) and the last epoch however the run ends, and
+    ``OUT/metrics.json`` at the end, whose history holds the test loss (and accuracy) of
+    every epoch. With ``--patience`` the checkpoint holds the last state **and** early
+    stopping's bookkeeping (``early/``: the best value, its epoch, its whole state, the
+    wait, whether the run stopped), so ``--resume`` continues exactly as an uninterrupted
+    run would; :func:`fnmlp.load_model` reads the kept epoch's params from ``early/best``,
+    and metrics.json's final numbers (``best_epoch``, ``test_*``) are that epoch's; its
+    history record has ``"restored": true``. Resuming a run that already stopped early says
+    so and trains nothing. With ``args.resume`` it continues from the checkpoint, refusing
+    one made with another configuration, and a changed ``--epochs`` under a decaying
+    schedule (the schedule's horizon is the run's epochs: continuing past it would restart
+    the decay); a changed ``--lr`` is applied (one line says so), as ``fit(state=...,
+    learning_rate=...)`` does. Every epoch's record also gets ``grad_norm``: each weight
+    matrix's gradient norm on a fixed batch of the training set (:mod:`fnmlp.cli.probe`,
+    computed after the epoch, outside ``fit``); ``each_epoch(state, record)`` is then called
+    (e.g. to keep snapshots for pictures). ``after(params, metrics)`` may add plots. With
+    ``members`` (see :func:`members_from_args`) it trains them as a population instead
     (:func:`run_population`). Returns metrics.
     """
     check_class_weight(args, loss)
