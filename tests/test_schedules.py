@@ -168,6 +168,20 @@ def test_a_schedule_that_goes_negative_stops_the_run_with_the_last_good_state():
     assert [r["epoch"] for r in e.value.history] == [1, 2]
 
 
+def test_a_schedule_that_becomes_infinite_stops_the_run():
+    from fnmlp.train import TrainingDiverged
+
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(16, 2)), np.arange(16) % 2
+    later = lambda step: jnp.where(step >= 3, jnp.inf, 1e-3)  # noqa: E731  inf from step 3
+    # the params turn non-finite with it: the divergence message names the rate
+    with pytest.raises(TrainingDiverged, match=r"epoch 2.*learning rate (became )?inf") as e:
+        fnmlp.fit(model, params, x, y, epochs=3, batch_size=8, optimizer=optim.sgd(later),
+                  verbose=False)
+    assert int(e.value.state.epoch) == 1
+
+
 def test_a_decay_to_zero_at_the_last_step_is_no_negative_rate():
     """Its last rate is 0 computed in float32, which came out -1.5e-9: round-off, not a
     schedule below zero; the run ends normally."""

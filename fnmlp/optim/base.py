@@ -242,11 +242,19 @@ def _scalars(params, lr0: float | None, schedule: Schedule | None,
     return (host_scalar(0, np.int32), host_scalar(lr0, dtype), host_scalar(weight_decay, dtype))
 
 
+def unusable_rate(rate: float, before: float = 0.0) -> bool:
+    """The one rule for a schedule's rate: unusable when not finite (it ruins the params)
+    or below 0 (it climbs the loss) by more than round-off, 1e-4 of ``before``, the rate
+    the schedule gave before (0 at step 0: any negative rate). A linear decay to 0 at a
+    run's last step computed ``0.1 * (1 - 5 / 5.0)`` as -1.5e-9 in float32: usable.
+    Checked at step 0 here and after every epoch by :func:`fnmlp.train.train_epoch`."""
+    return not math.isfinite(rate) or rate < -1e-4 * abs(before)
+
+
 def check_rate(rate: float, when: str) -> None:
-    """A schedule's rate must be finite and >= 0 (0: a warm-up's start); a negative rate
-    climbs the loss and inf or NaN ruins the params. ``ValueError`` naming the rate and
-    ``when`` (``"at step 0"``) otherwise. fit checks the rate again after every epoch."""
-    if not (math.isfinite(rate) and rate >= 0):
+    """``ValueError`` naming the rate and ``when`` (``"at step 0"``) for an
+    :func:`unusable_rate`."""
+    if unusable_rate(rate):
         raise ValueError(f"learning_rate: the schedule gives {rate:g} {when}; a learning rate"
                          " must be finite and >= 0 (a negative rate climbs the loss)")
 

@@ -41,6 +41,7 @@ import numpy as np
 from fnmlp._checks import check_positive_int
 from fnmlp.compile_cache import CompileTimer
 from fnmlp.optim import get_learning_rate, host_scalar
+from fnmlp.optim.base import unusable_rate
 from fnmlp.train.step import EarlyStopping, Trainer, TrainState
 
 __all__ = ["EpochLog", "Patience", "TrainingDiverged", "epoch_record", "format_record",
@@ -133,7 +134,7 @@ def train_epoch(trainer: Trainer, state: TrainState, data: tuple, key: jax.Array
             f" (learning rate {record['learning_rate']:g}); the last finite params"
             f" (end of epoch {epoch - 1}) are kept in .state", epoch, state, [])
     rate = record["learning_rate"]
-    if not np.isfinite(rate) or rate < 0 and _below_zero(rate, state):  # a schedule past 0
+    if not (np.isfinite(rate) and rate >= 0) and unusable_rate(rate, _rate_of(state)):
         raise TrainingDiverged(
             f"the learning rate became {rate:g} in epoch {epoch} (the schedule at step"
             f" {int(new.step)}); a rate must be finite and >= 0 (a negative rate climbs the"
@@ -142,13 +143,10 @@ def train_epoch(trainer: Trainer, state: TrainState, data: tuple, key: jax.Array
     return new._replace(early=early), record
 
 
-def _below_zero(rate: float, before: TrainState) -> bool:
-    """Whether a negative ``rate`` is below zero by more than round-off: by more than 1e-4
-    of the rate at the end of the epoch before (``before``'s; the first rate in epoch 1).
-    A linear decay to 0 at the run's last step computed ``0.1 * (1 - 5 / 5.0)`` as
-    -1.5e-9 in float32: not a schedule that went negative."""
-    previous = float(jax.device_get(get_learning_rate(before.opt_state)))
-    return -rate > 1e-4 * abs(previous)
+def _rate_of(state: TrainState) -> float:
+    """The learning rate ``state`` was trained at last (the first rate before epoch 1),
+    fetched only when an epoch's rate is in doubt."""
+    return float(jax.device_get(get_learning_rate(state.opt_state)))
 
 
 def validate(trainer: Trainer, params: Any, data: tuple | None, prefix: str = "val_") -> dict:
