@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""What a fresh process pays before it trains (issue 41), each measure in its own fresh
-processes, in interleaved rounds (every measure once per round, shuffled), medians:
+"""What a fresh process pays before it trains (issue 41): each measure in its own fresh
+processes, in interleaved rounds (every measure once per round, shuffled), medians.
+
+The measures:
 
 * ``import jax``: the interpreter's own clock around the import; with ``--ml-dtypes DIR``
   also with the ml_dtypes installed in ``DIR`` put first on the path (e.g.

@@ -524,6 +524,23 @@ def test_confusion_heatmap_and_decision_boundary_are_titled_and_labelled(tmp_pat
     _titled_and_labelled(figures[-1])
 
 
+@pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".pdf", b"%PDF"),
+                                           (".svg", b"<?xml"), ("", b"\x89PNG")])
+def test_pictures_are_written_in_the_format_their_name_asks_for(tmp_path, suffix, magic):
+    """PNG's compression option is given to PNG alone (every picture failed as .pdf and
+    .svg when it was passed to all), and a failed write still closes the figure."""
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / f"l{suffix}"
+    plot.loss_curve([{"epoch": e, "train_loss": 1 / e} for e in (1, 2, 3)], str(path), "t")
+    written = path if suffix else tmp_path / "l.png"  # no suffix: matplotlib's png
+    assert written.read_bytes().startswith(magic)
+    before = len(plt.get_fignums())
+    with pytest.raises(ValueError, match="not supported"):
+        plot.loss_curve([{"epoch": 1, "train_loss": 1.0}], str(tmp_path / "l.nosuch"), "t")
+    assert len(plt.get_fignums()) == before
+
+
 # ----------------------------------------------------------------------------- issue 43
 
 

@@ -14,18 +14,25 @@ def _plt():
     return plt
 
 
-PNG = {"dpi": 100, "pil_kwargs": {"compress_level": 1}}
-"""How every picture is written: 100 dpi, PNG's fastest compression (zlib level 1, not
-Pillow's default 6): the toy script's five ``savefig`` calls took 0.50-0.53 s instead of
-0.57-0.58 s, and the files 1.03 MB instead of 0.91 MB (2-core AMD EPYC, two runs each)."""
+PNG_OPTIONS = {"compress_level": 1}
+"""How a picture is written as PNG: the fastest compression (zlib level 1, not Pillow's
+default 6): the toy script's five ``savefig`` calls took 0.50-0.53 s instead of 0.57-0.58 s,
+and the files 1.03 MB instead of 0.91 MB (2-core AMD EPYC, two runs each). Other formats
+(``.pdf``, ``.svg``, ...) are written with matplotlib's defaults."""
 
 
 def _save(fig, path: str) -> None:
-    """Writes ``fig`` to ``path`` as every picture is written (:data:`PNG`), and closes it."""
+    """Writes ``fig`` to ``path`` at 100 dpi, in the format its suffix names (PNG with
+    :data:`PNG_OPTIONS`), and closes it, also when the write fails."""
+    import os
+
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, **PNG)
-    plt.close(fig)
+    png = os.path.splitext(str(path))[1].lower() in ("", ".png")
+    try:
+        fig.savefig(path, dpi=100, **({"pil_kwargs": PNG_OPTIONS} if png else {}))
+    finally:
+        plt.close(fig)
 
 
 def _epoch_axis(ax) -> None:
