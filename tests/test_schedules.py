@@ -161,7 +161,8 @@ def test_a_schedule_that_goes_negative_stops_the_run_with_the_last_good_state():
     params = model.init_params(jax.random.key(0))
     x, y = np.random.default_rng(0).normal(size=(16, 2)), np.arange(16) % 2
     linear = lambda step: 0.1 * (1.0 - step / 4.0)  # noqa: E731  2 steps an epoch: < 0 at 5
-    with pytest.raises(TrainingDiverged, match="learning rate became -0.025 in epoch 3") as e:
+    with pytest.raises(TrainingDiverged, match=r"learning rate became -0.025 in epoch 3 \(the"
+                       r" schedule at step 5, its last update\)") as e:
         fnmlp.fit(model, params, x, y, epochs=5, batch_size=8, optimizer=optim.sgd(linear),
                   verbose=False)
     assert int(e.value.state.epoch) == 2 and e.value.epoch == 3
@@ -180,6 +181,21 @@ def test_a_schedule_that_becomes_infinite_stops_the_run():
         fnmlp.fit(model, params, x, y, epochs=3, batch_size=8, optimizer=optim.sgd(later),
                   verbose=False)
     assert int(e.value.state.epoch) == 1
+
+
+@pytest.mark.parametrize("epochs", [3, 2063])
+def test_a_long_decay_to_zero_is_no_negative_rate(epochs):
+    """A breaker's case: 14 steps an epoch, a linear decay reaching 0 at the last update of
+    epoch 2063 came out -5.2e-10 (float32 round-off) and was refused as a negative rate
+    when the allowance was 1e-4 of the rate an epoch earlier."""
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(448, 2)), np.arange(448) % 2
+    last = epochs * 14 - 1  # the last update's step
+    linear = lambda step: 0.01 * (1.0 - step / last)  # noqa: E731
+    r = fnmlp.fit(model, params, x, y, epochs=epochs, batch_size=32,
+                  optimizer=optim.sgd(linear), verbose=False)
+    assert int(r.state.epoch) == epochs and abs(r.history[-1]["learning_rate"]) < 1e-8
 
 
 def test_a_decay_to_zero_at_the_last_step_is_no_negative_rate():

@@ -137,8 +137,9 @@ def train_epoch(trainer: Trainer, state: TrainState, data: tuple, key: jax.Array
     if not (np.isfinite(rate) and rate >= 0) and unusable_rate(rate, _rate_of(state)):
         raise TrainingDiverged(
             f"the learning rate became {rate:g} in epoch {epoch} (the schedule at step"
-            f" {int(new.step)}); a rate must be finite and >= 0 (a negative rate climbs the"
-            f" loss): the params of the end of epoch {epoch - 1} are kept in .state",
+            f" {int(new.step) - 1}, its last update); a rate must be finite and >= 0 (a"
+            f" negative rate climbs the loss): the params of the end of epoch {epoch - 1}"
+            " are kept in .state",
             epoch, state, [])
     return new._replace(early=early), record
 
