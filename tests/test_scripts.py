@@ -372,6 +372,25 @@ def test_resume_from_a_truncated_checkpoint(tmp_path):
     _one_line_exit_2(r, "not a readable fnmlp checkpoint")
 
 
+@pytest.mark.parametrize("other, named", [
+    (["--dataset", "moons", "--n", "200"], "dataset 'spirals' (now 'moons')"),
+    (["--n", "200"], "dataset 'spirals' (now 'classification')"),  # --dataset forgotten
+    (["--dataset", "spirals", "--n", "240"], "its training data (150 examples"),
+    (["--dataset", "spirals", "--n", "200", "--test-fraction", "0.5"], "its training data"),
+])
+def test_resume_refuses_other_training_data(tmp_path, other, named):
+    """A new user's find: --resume with another --dataset (or none) trained the saved
+    model on other data and mixed both in one history; --n and --test-fraction too."""
+    run_script("train_toy.py", "--dataset", "spirals", "--n", "200", "--epochs", "3",
+               "--quiet", "--out", tmp_path)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    r = run_script("train_toy.py", *other, "--epochs", "6", "--quiet", "--out", tmp_path,
+                   "--resume", check=False)
+    _one_line_exit_2(r, "was made with another config")
+    assert named in r.stderr
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before  # untouched
+
+
 def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
     run_script("train_toy.py", *TOY, "--quiet", "--epochs", "4", "--out", tmp_path)
     before = json.loads((tmp_path / "metrics.json").read_text())

@@ -136,7 +136,24 @@ def model_and_config(run: RunConfig, x: Any, y: Any, loss: Any, dataset: str,
     check_model_size(model, d)
     extra = dict(extra_config or {})
     record = {"kind": "features", **extra.pop("input", {}), "width": d}
-    config = {"dataset": dataset, "model": model.to_config(), "loss": getattr(loss, "name", loss),
-              "input": record,
-              **run.saved(), **extra}
+    config = {"dataset": dataset, "data": data_record(x, y), "model": model.to_config(),
+              "loss": getattr(loss, "name", loss), "input": record, **run.saved(), **extra}
     return model, config
+
+
+def data_record(x: Any, y: Any) -> dict:
+    """What ``--resume`` compares to know the training data is the checkpoint's:
+    ``{"examples": N, "digest": 16 hex digits}``, a SHA-256 of the labels and of at most
+    1,024 evenly spaced rows of ``x [N, D]`` (with their shapes and dtypes): another data
+    set, size, split or seed changes it; it costs microseconds, not a pass over x."""
+    import hashlib
+
+    import numpy as np
+
+    x, y = np.asarray(x), np.asarray(y)
+    rows = np.unique(np.linspace(0, len(x) - 1, min(len(x), 1024)).astype(np.int64))
+    h = hashlib.sha256()
+    for a in (np.ascontiguousarray(y), np.ascontiguousarray(x[rows])):
+        h.update(f"{a.shape}{a.dtype.str}".encode())
+        h.update(a.tobytes())
+    return {"examples": int(len(x)), "digest": h.hexdigest()[:16]}

@@ -226,6 +226,17 @@ class Checkpointer:
         self.write()
 
 
+def _difference(key: str, saved: Any, now: Any) -> str:
+    """One difference between a checkpoint's config and this run's, as ``--resume`` says
+    it: ``dataset 'spirals' (now 'moons')``; the training data by its size and digest
+    (:func:`fnmlp.cli.config.data_record`), with the flags that decide it."""
+    if key == "data":
+        return (f"its training data ({saved.get('examples')} examples, digest"
+                f" {saved.get('digest')}; now {now['examples']}, {now['digest']}: give the"
+                " data flags it was made with, e.g. --n, --test-fraction, --train-size)")
+    return f"{key} {saved!r} (now {now!r})"
+
+
 def _resumed_rate(cfg: RunConfig, ckpt) -> RunConfig:
     """With ``--resume`` and no ``--lr``: the checkpoint's rate (the state's), as ``fit``
     does with a name alone; else ``cfg`` as it is."""
@@ -253,14 +264,14 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
 
     meta = read_checkpoint_meta(ckpt)
     old = saved_config(meta["config"], ckpt)  # an earlier format read as today's
-    same = ("model", "loss", "optimizer", "batch_size", "grad", "seed", "schedule",
-            "class_weight", "val_split", "weight_decay")
-    optional = ("class_weight", "val_split", "weight_decay")  # absent from older ones
+    same = ("dataset", "data", "model", "loss", "optimizer", "batch_size", "grad", "seed",
+            "schedule", "class_weight", "val_split", "weight_decay")
+    optional = ("data", "class_weight", "val_split", "weight_decay")  # absent from older ones
     diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]
             and not (k in optional and k not in old)}
     if diff:
         raise UsageError(f"--resume: {ckpt} was made with another config: "
-                         + ", ".join(f"{k} {a!r} (now {b!r})" for k, (a, b) in diff.items()))
+                         + ", ".join(_difference(k, a, b) for k, (a, b) in diff.items()))
     if config["schedule"] != "constant" and old.get("epochs") != cfg.epochs:
         raise UsageError(
             f"--resume: {ckpt} was made with --epochs {old.get('epochs')} and --schedule"
