@@ -24,6 +24,15 @@ PIXEL_SCALE = "pixel / 255"  # the config value the MNIST scripts write
 FAR = 20.0  # |x| above this is far outside the range of scaled or standardised features
 
 
+def _as_numbers(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array whose dtype kind says it holds numbers: ml_dtypes' floats
+    (bfloat16, float8_*), whose kind is ``"V"``, as float32; anything else as it is."""
+    a = np.asarray(x)
+    if a.dtype.kind == "V" and "float" in a.dtype.name:
+        a = a.astype(np.float32)
+    return a
+
+
 def _range(x: np.ndarray) -> tuple[float, float]:
     return (float(np.min(x)), float(np.max(x))) if x.size else (0.0, 0.0)
 
@@ -64,9 +73,7 @@ def raw_input_scale(x: Any, input_config: dict | None, dtype: Any = np.float32) 
     scale = (input_config or {}).get("scale")
     if scale is None:
         return x
-    a = np.asarray(x)
-    if a.dtype.name == "bfloat16":  # ml_dtypes' kind is "V": a float all the same
-        a = a.astype(np.float32)
+    a = _as_numbers(x)
     if a.dtype.kind not in "iuf":
         return x  # not numbers: the model's own checks say so
     lo, hi = _range(a)
@@ -126,7 +133,7 @@ def input_range_warning(x: Any) -> str | None:
     standardised features mostly within +-5): the message names the range seen and
     the usual fix (``divide by 255`` for 0..255 pixels, else standardise).
     """
-    a = np.asarray(x)
+    a = _as_numbers(x)
     if a.dtype.kind not in "iuf" or a.size == 0:
         return None
     lo, hi = _range(a)

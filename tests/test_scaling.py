@@ -4,6 +4,8 @@ through SavedModel.predict* (load_model) and fit."""
 import warnings
 
 import jax
+import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -151,3 +153,16 @@ def test_fit_warns_once_about_raw_pixels():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # scaled inputs: no warning
         fnmlp.fit(model, params, x / 255.0, y, epochs=1, batch_size=16, verbose=False)
+
+
+@pytest.mark.parametrize("to", [lambda a: a.astype(ml_dtypes.bfloat16),
+                                lambda a: jnp.asarray(a, jnp.bfloat16)])
+def test_fit_warns_about_raw_pixels_given_in_bfloat16(to):
+    """Read from the inputs as given, bfloat16 (NumPy kind "V") was not taken for numbers
+    and the warning fell silent (a breaker's find)."""
+    x = to(_pixels().reshape(-1, 4).astype(np.float32))
+    y = np.arange(len(x)) % 2
+    model = fnmlp.mlp([4, 3, 2])
+    with pytest.warns(UserWarning, match="look like raw pixels"):
+        fnmlp.fit(model, model.init_params(jax.random.key(0)), x, y, epochs=1,
+                  batch_size=len(x), verbose=False)
