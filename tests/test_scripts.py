@@ -491,6 +491,20 @@ def test_resuming_a_run_that_stopped_early_trains_nothing(early_runs, tmp_path):
     assert f"[epoch {m['best_epoch']} " in last, last
 
 
+def test_divergence_over_an_earlier_runs_checkpoint_says_whose_it_is(tmp_path):
+    """It said 'checkpoint.npz holds epoch 0' of a file an earlier run (another network,
+    20 epochs) had written (a breaker's find)."""
+    run_script("train_toy.py", "--epochs", "3", "--quiet", "--out", tmp_path)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    r = run_script("train_toy.py", "--lr", "1e6", "--optimizer", "sgd", "--epochs", "5",
+                   "--activation", "relu", "--hidden", "64,64", "--out", tmp_path, "--quiet",
+                   check=False)
+    assert r.returncode == 1
+    assert "diverged in epoch 1" in r.stderr and "this run wrote no checkpoint" in r.stderr
+    assert "is left as it was" in r.stderr and "holds epoch" not in r.stderr
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+
+
 def test_sigkill_during_checkpoint_write_then_resume_is_bitwise_equal(tmp_path):
     """Crash safety: a run killed with SIGKILL in the middle of a checkpoint write, then
     resumed, ends bitwise equal to an uninterrupted run (every epoch written:
@@ -524,6 +538,32 @@ def test_sigkill_during_checkpoint_write_then_resume_is_bitwise_equal(tmp_path):
     history = json.loads((crashed / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [3, 4, 5, 6]  # metrics.json of the crashed run
     # was never written, so only the resumed epochs are in its history
+
+
+def test_sigterm_writes_the_last_epoch_and_exits_143(tmp_path):
+    """With a checkpoint at most once a second, SIGTERM (kill, timeout, a batch system)
+    ended the process with nothing written in the first second (a breaker's find): the
+    scripts now leave as on Ctrl-C, the latest epoch on disk, one line, status 143."""
+    proc = subprocess.Popen([sys.executable, f"{REPO}/scripts/train_toy.py", "--epochs",
+                             "1000000", "--log-every", "50", "--checkpoint-seconds", "1e9",
+                             "--out", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = 0
+    for line in proc.stderr:  # the epochs printed so far
+        m = re.match(r"epoch (\d+)/", line)
+        if m and int(m.group(1)) >= 100:
+            seen = int(m.group(1))
+            break
+    assert seen, "the run printed no epoch"
+    assert not (tmp_path / "checkpoint.npz").exists()  # nothing written yet (1e9 s)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, rest
+    assert rest.strip().splitlines()[-1] == "train_toy.py: terminated by signal 15 (SIGTERM)"
+    assert "Traceback" not in rest
+    epoch = int(_arrays(tmp_path / "checkpoint.npz")["epoch"])
+    assert epoch >= seen
+    fnmlp.load_model(tmp_path / "checkpoint.npz")  # a model to use
 
 
 # Runs the real script, but the 3rd checkpoint write stalls halfway through the archive

@@ -156,8 +156,10 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
                     log=None if not cfg.quiet else (lambda s: None),
                     class_weight=cfg.class_weight, log_every=cfg.log_every)
         except TrainingDiverged as e:
-            kept = (f"{ckpt} holds epoch {int(e.state.epoch)}" if e.epoch > 1 or ckpt.exists()
-                    else "no checkpoint exists")
+            kept = (f"{ckpt} holds epoch {saver.written}" if saver.written is not None
+                    else f"{ckpt} holds the epoch {int(e.state.epoch)} resumed from"
+                    if state is not None else "this run wrote no checkpoint"
+                    + (f"; {ckpt} is left as it was" if ckpt.exists() else ""))
             raise TrainingDiverged(
                 f"training diverged in epoch {e.epoch}; no checkpoint of it was written"
                 f" ({kept}); try a smaller --lr", e.epoch, e.state, e.history) from None
@@ -193,18 +195,20 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
 class Checkpointer:
     """Writes a run's checkpoint (``save_checkpoint(path, state, config)``): after an epoch
     when at least ``every_seconds`` have passed since the last write, and, on leaving its
-    ``with`` block however the run ends (finished, stopped early, diverged, interrupted by
-    Ctrl-C), the latest epoch it was given if that one is not on disk yet. So at most the
-    epoch in progress is lost, as when every epoch was written, at a cost of at most one
-    write (about 1 ms for a small network) a second: writing each of the toy run's 200
-    epochs took 0.2 s of its 2.5 s (2-core AMD EPYC), its training 0.1 s.
+    ``with`` block however the run ends (finished, stopped early, diverged, Ctrl-C, SIGTERM
+    in the scripts: :func:`fnmlp.cli.start_run`), the latest epoch it was given if that one
+    is not on disk yet: then only the epoch in progress is lost, as when every epoch was
+    written. A SIGKILL or a power cut loses what came after the last write: at most
+    ``every_seconds`` of epochs (all of them in the run's first ``every_seconds``). The
+    cost is at most one write (about 1 ms for a small network) a second: writing each of
+    the toy run's 200 epochs took 0.2 s of its 2.5 s (2-core AMD EPYC), its training 0.1 s.
 
-    Not thread-safe; one per run.
+    ``written``: the epoch last written by this run, or None. Not thread-safe; one per run.
     """
 
     def __init__(self, path, config: dict, every_seconds: float = 1.0):
         self.path, self.config, self.every = path, config, every_seconds
-        self.latest, self.last_write = None, time.perf_counter()
+        self.latest, self.last_write, self.written = None, time.perf_counter(), None
 
     def epoch_done(self, state) -> None:
         """``state``: the TrainState after an epoch (finite: ``fit`` raises before)."""
@@ -217,6 +221,7 @@ class Checkpointer:
             from fnmlp.io.checkpoint import save_checkpoint
 
             save_checkpoint(self.path, self.latest, self.config)
+            self.written = int(self.latest.epoch)
             self.latest, self.last_write = None, time.perf_counter()
 
     def __enter__(self) -> Checkpointer:
