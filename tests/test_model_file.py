@@ -86,14 +86,16 @@ def test_load_model_reads_into_the_dtype_asked_for(tmp_path):
                                   np.asarray(params[0]["w"].astype(jnp.bfloat16)))
 
 
-@pytest.mark.parametrize("dtype", [jnp.int32, "uint8", bool, "int64", "no such dtype"])
+@pytest.mark.parametrize("dtype", [jnp.int32, "uint8", bool, "int64", "no such dtype",
+                                   np.longdouble, "float8_e4m3fn", "float4_e2m1fn"])
 def test_load_model_refuses_a_dtype_that_is_not_a_float_before_reading(tmp_path, dtype):
     """An integer dtype failed inside JAX's eval_shape with a traceback about
     random.normal; a name that is no dtype, with NumPy's TypeError."""
     model = mlp([2, 4, 3])
     path = _save(tmp_path / "c.npz", model.init_params(jax.random.key(0)),
                  model_config(model, "softmax_cross_entropy"))
-    with pytest.raises(ValueError, match="dtype must be a float dtype; got"):
+    with pytest.raises(ValueError, match="dtype must be a float dtype, one of float16, bfloat16,"
+                       " float32, float64; got"):
         fnmlp.load_model(path, dtype=dtype)
     with pytest.raises(ValueError, match="dtype must be a float dtype"):  # before the file
         fnmlp.load_model(tmp_path / "no such file.npz", dtype=dtype)

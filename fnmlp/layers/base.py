@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnmlp._checks import check_key, is_positive_int
+from fnmlp._checks import check_float_dtype, check_key, is_positive_int
 
 Array = jax.Array
 Params = Any  # a pytree of arrays
@@ -105,9 +105,7 @@ class Layer:
                              " @dataclass(frozen=True)") from None
         d = input_width(self, in_features)
         check_key(key)
-        if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-            raise ValueError(f"dtype must be a float dtype; got {dtype!r}")
-        return _jitted_init(self, d, jnp.dtype(dtype).name)(key)
+        return _jitted_init(self, d, check_float_dtype(dtype).name)(key)
 
     def to_config(self) -> dict:
         """A JSON-able description: ``{"type": name, field: value, ...}`` (tuples as lists,
