@@ -696,3 +696,26 @@ def test_init_fit_evaluate_compile_three_programs():
         fnmlp.fit(model, params, x, y, epochs=4, batch_size=32, optimizer="adam",
                   state=r.state, verbose=False)
     assert again == []
+
+
+def test_resuming_with_another_optimizer_names_the_one_the_state_was_made_by():
+    """A new user's find: resuming an Adam state with fit's default optimizer read as a
+    PyTreeDef cut at 500 characters, never naming Adam."""
+    model = fnmlp.mlp([2, 4, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(16, 2)), np.arange(16) % 2
+    r = fnmlp.fit(model, params, x, y, epochs=2, batch_size=8, optimizer="adam",
+                  learning_rate=0.01, verbose=False)
+    with pytest.raises(ValueError, match=r"state.opt_state was made by another optimizer than"
+                       r" this fit's .*the state of 'adam'.*pass optimizer='adam'") as e:
+        fnmlp.fit(model, r.params, x, y, epochs=4, batch_size=8, state=r.state,
+                  verbose=False)
+    assert "PyTreeDef" not in str(e.value)
+    again = fnmlp.fit(model, r.params, x, y, epochs=4, batch_size=8, state=r.state,
+                      optimizer="adam", verbose=False)  # as the message says
+    assert int(again.state.epoch) == 4  # at the state's rate, not adam's default 1e-3
+    assert again.history[-1]["learning_rate"] == pytest.approx(0.01)
+    other = fnmlp.mlp([2, 4, 4, 2])
+    with pytest.raises(ValueError, match="state.params does not fit .* another architecture"):
+        fnmlp.fit(other, other.init_params(jax.random.key(0)), x, y, epochs=4, batch_size=8,
+                  state=r.state, optimizer="adam", verbose=False)

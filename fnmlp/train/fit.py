@@ -238,6 +238,22 @@ def choose_optimizer(optimizer: Any, learning_rate: float | None, params: Params
     return optimizer, asked
 
 
+def _another_optimizer(opt_state: Any, params: Params) -> str:
+    """Why a state's optimizer state does not fit this fit's optimizer, naming the
+    built-in optimizers whose state it has the structure of (a resumed Adam state given to
+    fit's default ``"sgd"`` read as a 500-character cut PyTreeDef)."""
+    from fnmlp.optim import OPTIMIZERS
+
+    have = jax.tree.structure(opt_state)
+    names = [name for name in OPTIMIZERS
+             if jax.tree.structure(jax.eval_shape(get_optimizer(name).init, params)) == have]
+    made = (f"it is the state of {' or '.join(repr(n) for n in names)}: pass"
+            f" optimizer={names[0]!r} (a name alone keeps the state's rate)" if names else
+            "it is no built-in optimizer's: pass the optimizer object you trained with")
+    return ("state.opt_state was made by another optimizer than this fit's (fit's default"
+            f" is 'sgd'); {made}")
+
+
 def resumed_state(state: TrainState, optimizer: GradientTransformation, asked: bool,
                   built: bool = False) -> TrainState:
     """The state to resume from, with the learning rate this fit asks for (the rate
@@ -270,10 +286,12 @@ def check_resumed_state(state: Any, params: Params, optimizer: GradientTransform
                              ("state.opt_state", state.opt_state,
                               jax.eval_shape(optimizer.init, params))):
         if jax.tree.structure(have) != jax.tree.structure(want):
-            raise ValueError(f"{what} does not fit the model and optimizer of this fit (it was"
-                             " made for another architecture or optimizer): expected"
-                             f" {jax.tree.structure(want)}; got {jax.tree.structure(have)}"
-                             [:500])
+            if what == "state.params":
+                raise ValueError("state.params does not fit this fit's params (the state was"
+                                 " made for another architecture): it holds"
+                                 f" {len(jax.tree.leaves(have))} arrays, the model"
+                                 f" {len(jax.tree.leaves(want))}")
+            raise ValueError(_another_optimizer(have, params))
         for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(have),
                                 jax.tree.leaves(want)):
             if tuple(np.shape(a)) != tuple(np.shape(b)):
