@@ -686,3 +686,12 @@ def test_a_non_float_compute_dtype_is_refused():
     with pytest.raises(ValueError, match="compute_dtype must be a float dtype"):
         fnmlp.fit(model, model.init_params(jax.random.key(0), 3), x, y, epochs=1,
                   batch_size=4, verbose=False, compute_dtype=jnp.int32)
+
+
+@pytest.mark.parametrize("activation", [jax.nn.relu, jnp.tanh, 3, None])
+def test_mlp_refuses_an_activation_that_is_no_name_by_name(activation):
+    """A new user's try, mlp([2, 8, 2], jax.nn.relu), raised "'custom_jvp' object is not
+    iterable" from inside serial.py."""
+    with pytest.raises(ValueError, match=r"activation must be a name \(one of .*'relu'.*\) or"
+                       r" a list of names; got .*a layer with its backward"):
+        fnmlp.mlp([2, 8, 2], activation)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp._checks import is_positive_int
-from fnmlp.activations import get_activation
+from fnmlp.activations import ACTIVATIONS, get_activation
 from fnmlp.layers.base import EVAL, Context, Layer, input_width
 from fnmlp.layers.basic import (
     ACTIVATION_LAYERS,
@@ -226,6 +226,11 @@ def mlp(sizes: Sequence[int], activation: str | Sequence[str] = "relu", *,
     """
     sizes = check_sizes(sizes)
     hidden = len(sizes) - 2
+    if not isinstance(activation, (str, list, tuple)):  # jax.nn.relu: not iterable
+        raise ValueError(
+            f"activation must be a name (one of {sorted(ACTIVATIONS)}) or a list of names;"
+            f" got {activation!r}: for a function of your own, write a layer with its"
+            " backward (README: 'A layer of your own, checked')")
     for a in (activation,) if isinstance(activation, str) else tuple(activation):
         get_activation(a)  # checked even with no hidden layer
     acts = _per_hidden(activation, hidden, "activation")
