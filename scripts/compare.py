@@ -35,6 +35,7 @@ from fnmlp.cli import (
     non_negative_float,
     positive_float,
     positive_int,
+    start_run,
     train_subset,
     wall_seconds,
 )
@@ -83,6 +84,7 @@ def main() -> int:
                 p.error(f"{flag} is for --dataset mnist; a toy set has --n examples")
     check_mnist_dir(args.mnist_dir)
     out = check_out_dir(args.out)
+    start_run()
     from fnmlp import data
 
     if args.dataset == "mnist":

@@ -151,7 +151,8 @@ class GradReport(NamedTuple):
                              for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
         unchecked = sum(r.checked == 0 for r in self.rows)
-        verdict = "PASSED" if self.passed else f"FAILED ({len(self.failing())} leaves" + (
+        n = len(self.failing())
+        verdict = "PASSED" if self.passed else f"FAILED ({n} leaf{'' if n == 1 else 'ves'}" + (
             f", {unchecked} never checked)" if unchecked else ")")
         if self.inconclusive:
             verdict += f" ({self.inconclusive} entries inconclusive)"

@@ -151,7 +151,8 @@ def load_checkpoint(path: str | os.PathLike, template: Any, prefix: str | None =
     """Loads a checkpoint into the structure of ``template``; returns ``(tree, config)``.
 
     ``template`` gives the expected structure, shapes and dtypes: a training state
-    (``init_state(init_mlp(...), opt)``) to resume, or just params (``init_mlp(...)``)
+    (``init_state(model.init_params(key), opt)``) to resume, or just params
+    (``model.init_params(key)``)
     to load the params of a saved training state; its leaves may be arrays or
     ``jax.ShapeDtypeStruct`` (from ``jax.eval_shape``: nothing allocated). A different
     architecture raises ``ValueError`` naming the layer and both shapes; a damaged file raises
