@@ -101,6 +101,16 @@ def test_load_model_refuses_a_dtype_that_is_not_a_float_before_reading(tmp_path,
         fnmlp.load_model(tmp_path / "no such file.npz", dtype=dtype)
 
 
+@pytest.mark.parametrize("config", [None, {}])
+def test_load_model_of_a_checkpoint_without_config_says_so_first(tmp_path, config):
+    """It led with the earlier format's keys ('lacks ['sizes', 'activation', 'loss']')."""
+    model = mlp([2, 4, 3])
+    path = _save(tmp_path / "c.npz", model.init_params(jax.random.key(0)), config)
+    with pytest.raises(ValueError, match=r"holds no config, so the model cannot be rebuilt"
+                       r" .*config=fnmlp.model_config\(model, loss\)"):
+        fnmlp.load_model(path)
+
+
 @pytest.mark.parametrize("config, match", [
     ({"sizes": [2, 4, 3], "activation": "relu"}, r"lacks \['loss'\]"),
     ({"sizes": [2, 4, 3], "loss": "softmax_cross_entropy"}, r"lacks \['activation'\]"),
