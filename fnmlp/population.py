@@ -60,6 +60,7 @@ from fnmlp.optim import (
     set_learning_rate,
     set_weight_decay,
 )
+from fnmlp.optim.base import unusable_rate
 from fnmlp.parallel import AXIS, put, replicated
 from fnmlp.prediction import kind_of, model_and_loss, probabilities
 from fnmlp.train.fit import check_batch_size, check_training_data, check_validation_data
@@ -212,7 +213,10 @@ def fit_population(
         (``optimizer`` is a name).
       validation_data: ``(x_val, y_val)`` evaluated for every member after every epoch.
       lr_factor: optional ``count -> factor``: member ``k``'s rate at update ``count`` is
-        ``lr_k * lr_factor(count)`` (e.g. a cosine decay of every member's own rate).
+        ``lr_k * lr_factor(count)`` (e.g. a cosine decay of every member's own rate). A
+        member whose rate an epoch ends at is not finite, or below 0 (fit's rule,
+        :func:`fnmlp.optim.base.unusable_rate`), is marked ``"diverged"`` from then on, as
+        one whose params turned non-finite, and is never the best.
       mesh: a 1-D mesh: the members are sharded over its devices (``K`` must divide).
       verbose: one line per epoch (the best member's).
       on_epoch_end: ``callback(epoch, records)`` with one record per member.
@@ -266,6 +270,7 @@ def fit_population(
         x, y, w, validation_data = put((x, y, w, validation_data), replicated(mesh))
 
     history: list[list[dict]] = [[] for _ in members]
+    first_lr = np.asarray(jax.device_get(base_lr), np.float64)  # [K], for epoch 1's rule
     alive = np.ones(k, bool)
     monitor = "val_loss" if validation_data is not None else "train_loss"
     examples = k * (len(x) // batch_size) * batch_size  # trained per epoch, all members
@@ -283,7 +288,9 @@ def fit_population(
             r = epoch_record(e, {name: val[i] for name, val in m.items()}, seconds, examples,
                              compiling.seconds)
             r.update({f"val_{name}": float(val[i]) for name, val in v.items()})
-            alive[i] &= bool(m["params_finite"][i]) and math.isfinite(r["train_loss"])
+            before = history[i][-1]["learning_rate"] if history[i] else float(first_lr[i])
+            alive[i] &= (bool(m["params_finite"][i]) and math.isfinite(r["train_loss"])
+                         and not unusable_rate(r["learning_rate"], before))  # fit's rule
             r["diverged"] = not alive[i]
             history[i].append(r)
             records.append(r)

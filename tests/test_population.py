@@ -81,6 +81,22 @@ def test_a_diverging_member_does_not_stop_the_others():
     assert res.best == 0 and np.isfinite(res.history[0][-1]["val_loss"])
 
 
+def test_a_member_whose_rate_goes_below_zero_is_marked_and_never_the_best():
+    """A breaker's find: an lr_factor that went negative trained every member uphill and
+    raised nothing; fit stops on the same rule (optim.base.unusable_rate)."""
+    members = [Member(1e-2, 0.0, 0), Member(1e-1, 0.0, 0)]
+    steps = len(DS.x) // 32
+    linear = lambda count: 1.0 - count / (1.5 * steps)  # noqa: E731  < 0 in epoch 2
+    res = fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, members, epochs=3,
+                         batch_size=32, optimizer="sgd", lr_factor=linear, verbose=False)
+    for h in res.history:
+        assert [r["diverged"] for r in h] == [False, True, True]
+        assert h[1]["learning_rate"] < 0
+    fine = fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, members, epochs=3,
+                          batch_size=32, optimizer="sgd", verbose=False)
+    assert not any(r["diverged"] for h in fine.history for r in h)
+
+
 def test_ensemble_is_the_mean_of_the_members_probabilities():
     res = fit_population(model, DS.x, DS.y, grid(lr=[1e-2], seed=[0, 1, 2]), epochs=3,
                          batch_size=32, verbose=False)
