@@ -270,7 +270,7 @@ def fit_population(
         x, y, w, validation_data = put((x, y, w, validation_data), replicated(mesh))
 
     history: list[list[dict]] = [[] for _ in members]
-    first_lr = np.asarray(jax.device_get(base_lr), np.float64)  # [K], for epoch 1's rule
+    first_lr = [float(m.lr) for m in members]  # each member's rate, for epoch 1's rule
     alive = np.ones(k, bool)
     monitor = "val_loss" if validation_data is not None else "train_loss"
     examples = k * (len(x) // batch_size) * batch_size  # trained per epoch, all members

@@ -250,8 +250,7 @@ def _another_optimizer(opt_state: Any, params: Params) -> str:
     made = (f"it is the state of {' or '.join(repr(n) for n in names)}: pass"
             f" optimizer={names[0]!r} (a name alone keeps the state's rate)" if names else
             "it is no built-in optimizer's: pass the optimizer object you trained with")
-    return ("state.opt_state was made by another optimizer than this fit's (fit's default"
-            f" is 'sgd'); {made}")
+    return f"state.opt_state was made by another optimizer than this fit's; {made}"
 
 
 def resumed_state(state: TrainState, optimizer: GradientTransformation, asked: bool,
