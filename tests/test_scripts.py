@@ -491,6 +491,29 @@ def test_resuming_a_run_that_stopped_early_trains_nothing(early_runs, tmp_path):
     assert f"[epoch {m['best_epoch']} " in last, last
 
 
+SIGTERM_INSIDE_EXCEPT = """
+import os, signal, sys, time
+from fnmlp.cli import main_guard, start_run
+def main():
+    start_run()
+    try:  # as JAX's compilation-cache read: a SIGTERM there was swallowed, the run exit 0
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    except Exception:
+        print("swallowed")
+    return 0
+sys.argv[0] = "t.py"
+main_guard(main)
+"""
+
+
+def test_sigterm_is_not_swallowed_by_code_that_catches_exception():
+    r = subprocess.run([sys.executable, "-c", SIGTERM_INSIDE_EXCEPT], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 143 and "swallowed" not in r.stdout, r.stdout + r.stderr
+    assert r.stderr.strip() == "t.py: terminated by signal 15 (SIGTERM)"
+
+
 def test_divergence_over_an_earlier_runs_checkpoint_says_whose_it_is(tmp_path):
     """It said 'checkpoint.npz holds epoch 0' of a file an earlier run (another network,
     20 epochs) had written (a breaker's find)."""

@@ -263,10 +263,12 @@ def start_run() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
     """SIGTERM arrived (``kill``, ``timeout``, a batch system, ``docker stop``): raised in
     the main thread, after the running compiled epoch returns, so the run leaves as on
-    Ctrl-C (the checkpoint of the last epoch written) and :func:`main_guard` exits 143."""
+    Ctrl-C (the checkpoint of the last epoch written) and :func:`main_guard` exits 143.
+    A ``BaseException``, as ``KeyboardInterrupt``: code that catches ``Exception`` (JAX's
+    compilation-cache reads did, and the run went on to exit 0) lets it through."""
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -282,7 +284,8 @@ def main_guard(main: Callable[[], int]) -> None:
     prog = os.path.basename(sys.argv[0])
     try:
         code = main()
-        gc.freeze()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the work is done: no Terminated
+        gc.freeze()  # raised inside the interpreter's exit
         sys.exit(code)
     except (UsageError, ValueError, TypeError, OSError, ImportError) as e:
         # OSError: files (missing, unwritable, a file where a folder should be) and
