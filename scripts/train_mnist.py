@@ -108,14 +108,15 @@ def main() -> int:
         kept = metrics.get("best_epoch")
         which = (f"epoch {kept}, kept by early stopping" if kept else
                  f"after epoch {metrics['history'][-1]['epoch']}" if metrics["history"] else "")
-        plot.learning_curves(metrics["history"], str(out / "curves.png"),
-                             f"{name}: test accuracy {acc:.4f} ({which})")
-        plot.weight_norms(metrics["history"], str(out / "weight_norms.png"),
-                          f"{name}: weight magnitudes and gradient norms per weight matrix",
-                          metrics["weights_at_init"],
-                          shapes=[w.shape for w in weight_matrices(params)],
-                          grad_at_init=metrics.get("grad_norm_at_init"),
-                          grad_batch=metrics["config"].get("grad_norm_batch"))
+        if metrics["history"]:  # else resumed at its end, metrics.json lost: run() says so
+            plot.learning_curves(metrics["history"], str(out / "curves.png"),
+                                 f"{name}: test accuracy {acc:.4f} ({which})")
+            plot.weight_norms(metrics["history"], str(out / "weight_norms.png"),
+                              f"{name}: weight magnitudes and gradient norms per weight matrix",
+                              metrics["weights_at_init"],
+                              shapes=[w.shape for w in weight_matrices(params)],
+                              grad_at_init=metrics.get("grad_norm_at_init"),
+                              grad_batch=metrics["config"].get("grad_norm_batch"))
         plot.confusion_heatmap(test.y, pred, str(out / "confusion_matrix.png"),
                               f"{name}\nconfusion matrix on {len(test.y):,} test digits"
                               f" ({int((pred != test.y).sum())} errors)", n_classes=10)

@@ -94,6 +94,8 @@ def main() -> int:
                               f"{name}, after epoch {metrics['history'][-1]['epoch']}"
                               if metrics["history"] else name,
                               importance=unit_importance(model, params))
+        if not metrics["history"]:  # resumed at its end, metrics.json lost: run() says so
+            return
         plot.loss_curve(metrics["history"], f"{args.out}/loss_curve.png", args.dataset)
         plot.weight_norms(metrics["history"], f"{args.out}/weight_norms.png",
                           f"{name}, weight magnitudes and gradient norms per weight matrix",

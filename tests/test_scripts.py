@@ -391,6 +391,18 @@ def test_resume_refuses_other_training_data(tmp_path, other, named):
     assert (tmp_path / "checkpoint.npz").read_bytes() == before  # untouched
 
 
+def test_resume_of_a_finished_run_whose_metrics_json_was_lost(tmp_path):
+    """A SIGTERM while drawing leaves the last checkpoint and no metrics.json: --resume
+    then failed ('the history has no weight_max_abs entries to draw', exit 2) every time
+    (a breaker's find)."""
+    run_script("train_toy.py", *TOY, "--quiet", "--epochs", "3", "--out", tmp_path)
+    (tmp_path / "metrics.json").unlink()
+    r = run_script("train_toy.py", *TOY, "--quiet", "--epochs", "3", "--out", tmp_path,
+                   "--resume")
+    assert "metrics.json is missing: the history of epochs 1-3 is lost" in r.stderr
+    assert _metrics(tmp_path)["history"] == [] and "test_accuracy" in _metrics(tmp_path)
+
+
 def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
     run_script("train_toy.py", *TOY, "--quiet", "--epochs", "4", "--out", tmp_path)
     before = json.loads((tmp_path / "metrics.json").read_text())

@@ -307,6 +307,10 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
     if metrics_path.exists():
         history = json.loads(metrics_path.read_text()).get("history", [])
         history = [r for r in history if r["epoch"] <= epoch]
+    elif epoch > 0:  # interrupted before metrics.json was written (Ctrl-C, SIGTERM)
+        print(f"--resume: {metrics_path} is missing: the history of epochs 1-{epoch} is lost"
+              " (metrics.json and the pictures over the epochs hold the epochs trained from"
+              " here on)", file=sys.stderr)
     if not stopped and epoch < cfg.epochs:  # else said above
         print(f"resuming from {ckpt} at epoch {epoch}", file=sys.stderr)
     return state, history, stopped
