@@ -241,16 +241,32 @@ def choose_optimizer(optimizer: Any, learning_rate: float | None, params: Params
 def _another_optimizer(opt_state: Any, params: Params) -> str:
     """Why a state's optimizer state does not fit this fit's optimizer, naming the
     built-in optimizers whose state it has the structure of (a resumed Adam state given to
-    fit's default ``"sgd"`` read as a 500-character cut PyTreeDef)."""
+    fit's default ``"sgd"`` read as a 500-character cut PyTreeDef). It names no name to
+    pass: a name alone takes that optimizer's own momentum and weight decay, which need
+    not be the state's (an AdamW state has Adam's structure)."""
     from fnmlp.optim import OPTIMIZERS
 
     have = jax.tree.structure(opt_state)
     names = [name for name in OPTIMIZERS
              if jax.tree.structure(jax.eval_shape(get_optimizer(name).init, params)) == have]
-    made = (f"it is the state of {' or '.join(repr(n) for n in names)}: pass"
-            f" optimizer={names[0]!r} (a name alone keeps the state's rate)" if names else
-            "it is no built-in optimizer's: pass the optimizer object you trained with")
-    return f"state.opt_state was made by another optimizer than this fit's; {made}"
+    made = (f"its structure is that of {' or '.join(repr(n) for n in names)}" if names
+            else "it is no built-in optimizer's")
+    return (f"state.opt_state was made by another optimizer than this fit's; {made}: pass"
+            " the optimizer it was trained with, the same object or the same name and"
+            " settings (fnmlp.optim.adamw(1e-3, weight_decay=0.01), ...)")
+
+
+def _params_difference(have: Any, want: Any) -> str:
+    """Where a state's params and the model's first differ, by path and shape."""
+    a = jax.tree_util.tree_flatten_with_path(have)[0]
+    b = jax.tree_util.tree_flatten_with_path(want)[0]
+    for (pa, la), (pb, lb) in zip(a, b):
+        if pa != pb:
+            return (f"the state has params{jax.tree_util.keystr(pa)} {np.shape(la)} where the"
+                    f" model has params{jax.tree_util.keystr(pb)} {np.shape(lb)}")
+    return (f"the state holds {len(a)} arrays, the model {len(b)}" if len(a) != len(b) else
+            f"the state is a {type(have).__name__} of {len(a)} arrays, the model's params"
+            f" a {type(want).__name__}")
 
 
 def resumed_state(state: TrainState, optimizer: GradientTransformation, asked: bool,
@@ -287,9 +303,8 @@ def check_resumed_state(state: Any, params: Params, optimizer: GradientTransform
         if jax.tree.structure(have) != jax.tree.structure(want):
             if what == "state.params":
                 raise ValueError("state.params does not fit this fit's params (the state was"
-                                 " made for another architecture): it holds"
-                                 f" {len(jax.tree.leaves(have))} arrays, the model"
-                                 f" {len(jax.tree.leaves(want))}")
+                                 " made for another architecture): "
+                                 + _params_difference(have, want))
             raise ValueError(_another_optimizer(have, params))
         for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(have),
                                 jax.tree.leaves(want)):
