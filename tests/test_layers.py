@@ -4,6 +4,7 @@ own layer, architectures as JSON; the one model (``mlp`` is ``serial``, equal pa
 ``activation=`` beside a model, what a model outputs); mixed precision in ``matmul`` and
 ``Dense`` (at the end)."""
 
+import collections
 import inspect
 from dataclasses import dataclass
 
@@ -695,3 +696,10 @@ def test_mlp_refuses_an_activation_that_is_no_name_by_name(activation):
     with pytest.raises(ValueError, match=r"activation must be a name \(one of .*'relu'.*\) or"
                        r" a list of names; got .*a layer with its backward"):
         fnmlp.mlp([2, 8, 2], activation)
+
+
+@pytest.mark.parametrize("names", [np.array(["relu", "tanh"]), collections.UserList(["relu",
+                                   "tanh"]), ("relu", "tanh")])
+def test_mlp_takes_any_sequence_of_names(names):
+    """A NumPy array and a UserList of names worked before the check above refused them."""
+    assert fnmlp.mlp([2, 4, 4, 2], names) == fnmlp.mlp([2, 4, 4, 2], ["relu", "tanh"])

@@ -226,7 +226,7 @@ def mlp(sizes: Sequence[int], activation: str | Sequence[str] = "relu", *,
     """
     sizes = check_sizes(sizes)
     hidden = len(sizes) - 2
-    if not isinstance(activation, (str, list, tuple)):  # jax.nn.relu: not iterable
+    if callable(activation) or not hasattr(activation, "__iter__"):  # jax.nn.relu, 3, None
         raise ValueError(
             f"activation must be a name (one of {sorted(ACTIVATIONS)}) or a list of names;"
             f" got {activation!r}: for a function of your own, write a layer with its"
