@@ -529,12 +529,16 @@ def test_confusion_heatmap_and_decision_boundary_are_titled_and_labelled(tmp_pat
 def test_pictures_are_written_in_the_format_their_name_asks_for(tmp_path, suffix, magic):
     """PNG's compression option is given to PNG alone (every picture failed as .pdf and
     .svg when it was passed to all), and a failed write still closes the figure."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     path = tmp_path / f"l{suffix}"
     plot.loss_curve([{"epoch": e, "train_loss": 1 / e} for e in (1, 2, 3)], str(path), "t")
     written = path if suffix else tmp_path / "l.png"  # no suffix: matplotlib's png
     assert written.read_bytes().startswith(magic)
+    with matplotlib.rc_context({"savefig.format": "pdf"}):  # no suffix: this format
+        plot.loss_curve([{"epoch": 1, "train_loss": 1.0}], str(tmp_path / "m"), "t")
+    assert (tmp_path / "m.pdf").read_bytes().startswith(b"%PDF")
     before = len(plt.get_fignums())
     with pytest.raises(ValueError, match="not supported"):
         plot.loss_curve([{"epoch": 1, "train_loss": 1.0}], str(tmp_path / "l.nosuch"), "t")
@@ -658,3 +662,15 @@ def test_boundaries_hidden_units_and_the_loss_with_accuracy(tmp_path, figures):
     assert [ax.get_ylabel() for ax in fig.axes] == ["loss (log scale)", "accuracy"]
     assert any("below the training loss" in t.get_text() for t in fig.texts)
     _titled_and_labelled(fig)
+
+
+def test_resume_names_a_data_record_it_cannot_read():
+    """A hand-edited config's 'data' that is no dict raised AttributeError."""
+    import importlib
+
+    run = importlib.import_module("fnmlp.cli.run")
+    now = {"examples": 3, "digest": "abc"}
+    assert "its training data ('x'; now 3, abc" in run._difference("data", "x", now)
+    assert "its training data (None; now 3" in run._difference("data", None, now)
+    assert "(5 examples, digest d; now 3, abc" in run._difference(
+        "data", {"examples": 5, "digest": "d"}, now)

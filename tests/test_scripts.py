@@ -898,7 +898,7 @@ def test_load_model_carries_its_config(digit_model):
 def test_load_model_refuses_a_checkpoint_without_its_config(tmp_path):
     params = fnmlp.mlp([2, 3]).init_params(jax.random.key(0))
     fnmlp.save_checkpoint(tmp_path / "c.npz", params)
-    with pytest.raises(ValueError, match=r"holds no config, so the model cannot be rebuilt"):
+    with pytest.raises(ValueError, match=r"holds no model config, so the model cannot be"):
         fnmlp.load_model(tmp_path / "c.npz")
 
 

@@ -236,9 +236,10 @@ def _difference(key: str, saved: Any, now: Any) -> str:
     it: ``dataset 'spirals' (now 'moons')``; the training data by its size and digest
     (:func:`fnmlp.cli.config.data_record`), with the flags that decide it."""
     if key == "data":
-        return (f"its training data ({saved.get('examples')} examples, digest"
-                f" {saved.get('digest')}; now {now['examples']}, {now['digest']}: give the"
-                " data flags it was made with, e.g. --n, --test-fraction, --train-size)")
+        was = (f"{saved.get('examples')} examples, digest {saved.get('digest')}"
+               if isinstance(saved, dict) else repr(saved))
+        return (f"its training data ({was}; now {now['examples']}, {now['digest']}: another"
+                " data set, size, split, seed or folder)")
     return f"{key} {saved!r} (now {now!r})"
 
 

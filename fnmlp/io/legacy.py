@@ -40,9 +40,10 @@ def upgrade(config: dict, where: Any = "config") -> dict:
       ValueError: a config that lacks what the earlier format needs (saying what), or
         whose ``sizes`` is not a list of positive widths.
     """
-    if not config:
-        raise ValueError(f"{where}: the checkpoint holds no config, so the model cannot be"
-                         f" rebuilt (it needs 'model', 'loss' and 'input'); {HINT}")
+    if "model" not in config and "sizes" not in config:  # no architecture of any format
+        held = f" (it holds {sorted(config)})" if config else ""
+        raise ValueError(f"{where}: the checkpoint holds no model config{held}, so the model"
+                         f" cannot be rebuilt (it needs 'model', 'loss' and 'input'); {HINT}")
     has_model = "model" in config
     needed = ("sizes", "loss") if has_model else ("sizes", "activation", "loss")
     missing = [k for k in needed if k not in config]

@@ -26,9 +26,11 @@ def _save(fig, path: str) -> None:
     :data:`PNG_OPTIONS`), and closes it, also when the write fails."""
     import os
 
+    import matplotlib
     import matplotlib.pyplot as plt
 
-    png = os.path.splitext(str(path))[1].lower() in ("", ".png")
+    suffix = os.path.splitext(str(path))[1].lower()  # none: matplotlib's savefig.format
+    png = (suffix or "." + str(matplotlib.rcParams["savefig.format"]).lower()) == ".png"
     try:
         fig.savefig(path, dpi=100, **({"pil_kwargs": PNG_OPTIONS} if png else {}))
     finally:
