@@ -245,6 +245,10 @@ def fit_population(
     for m in members:
         checks.check_positive_float(m.lr, "member lr")
         checks.check_positive_float(m.wd, "member wd", allow_zero=True)
+    factor0 = 1.0 if lr_factor is None else float(jax.device_get(lr_factor(np.int32(0))))
+    if unusable_rate(factor0):  # fit's rule at step 0 (a schedule's first rate)
+        raise ValueError(f"lr_factor gives {factor0:g} at step 0; a learning-rate factor must"
+                         " be finite and >= 0 (a negative rate climbs the loss)")
     dtype = population_dtype(dtype, x)
     template = jax.eval_shape(lambda: net.init(jax.random.key(0), d_in, dtype)[1])  # shapes
     x, y, w, io_widths = check_training_data(net, lossdef, template, x, y, sample_weight,
@@ -270,7 +274,7 @@ def fit_population(
         x, y, w, validation_data = put((x, y, w, validation_data), replicated(mesh))
 
     history: list[list[dict]] = [[] for _ in members]
-    first_lr = [float(m.lr) for m in members]  # each member's rate, for epoch 1's rule
+    first_lr = [float(m.lr) * factor0 for m in members]  # each member's first rate
     alive = np.ones(k, bool)
     monitor = "val_loss" if validation_data is not None else "train_loss"
     examples = k * (len(x) // batch_size) * batch_size  # trained per epoch, all members

@@ -95,6 +95,10 @@ def test_a_member_whose_rate_goes_below_zero_is_marked_and_never_the_best():
     fine = fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, members, epochs=3,
                           batch_size=32, optimizer="sgd", verbose=False)
     assert not any(r["diverged"] for h in fine.history for r in h)
+    with pytest.raises(ValueError, match="lr_factor gives -1 at step 0"):  # as fit's schedule
+        fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, members, epochs=3,
+                       batch_size=32, optimizer="sgd", lr_factor=lambda c: -1.0 + 0 * c,
+                       verbose=False)
 
 
 def test_ensemble_is_the_mean_of_the_members_probabilities():
