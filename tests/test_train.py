@@ -730,3 +730,26 @@ def test_resuming_with_another_optimizer_names_the_one_the_state_was_made_by():
                        r" model has params\[1\]\['bias'\]"):  # the counts alike: the place
         fnmlp.fit(normed, normed.init_params(jax.random.key(0)), x, y, epochs=2,
                   batch_size=8, state=r2.state, optimizer="adam", verbose=False)
+
+
+
+@pytest.mark.parametrize("optimizer, name", [(fnmlp.optim.sgd(0.1, weight_decay=0.1), "sgd"),
+                                             (fnmlp.optim.adam(1e-2, weight_decay=0.1), "adam")])
+def test_resuming_by_name_refuses_to_drop_the_states_weight_decay(optimizer, name):
+    """A breaker's find: an sgd(0.1, weight_decay=0.1) state resumed with optimizer='sgd'
+    trained on without decay (the name builds no decay term) while its state read 0.1."""
+    model = fnmlp.mlp([2, 4, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(16, 2)), np.arange(16) % 2
+    r = fnmlp.fit(model, params, x, y, epochs=1, batch_size=8, optimizer=optimizer,
+                  verbose=False)
+    with pytest.raises(ValueError, match=rf"weight decay 0.1, which optimizer='{name}' alone"
+                       rf" would drop .*fnmlp.optim.{name}\(weight_decay=0.1\)"):
+        fnmlp.fit(model, r.params, x, y, epochs=2, batch_size=8, state=r.state,
+                  optimizer=name, verbose=False)
+    kept = fnmlp.fit(model, r.params, x, y, epochs=2, batch_size=8, state=r.state,
+                     optimizer=optimizer, verbose=False)  # the object: its decay applies
+    straight = fnmlp.fit(model, params, x, y, epochs=2, batch_size=8, optimizer=optimizer,
+                         verbose=False)
+    for a, b in zip(jax.tree.leaves(kept.params), jax.tree.leaves(straight.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -290,6 +290,25 @@ def resumed_state(state: TrainState, optimizer: GradientTransformation, asked: b
     return state._replace(opt_state=opt_state)
 
 
+def _check_decay_kept(state: TrainState, optimizer: GradientTransformation, params: Params,
+                      name: str) -> None:
+    """A name alone keeps a resumed state's weight decay (:func:`resumed_state`), but only
+    an optimizer that decays at all applies it: ``"sgd"`` and ``"adam"`` by name build a
+    program without the decay term, and an ``sgd(0.1, weight_decay=0.1)`` state resumed
+    with ``optimizer="sgd"`` trained on without decay while its state still read 0.1.
+    ``ValueError`` then, naming the decay and how to keep it."""
+    held = getattr(state.opt_state, "weight_decay", None)
+    own = getattr(optimizer.init(params), "weight_decay", None)  # host scalars: no compile
+    if held is None or own is None or not (float(held) > 0 and float(own) == 0):
+        return
+    raise ValueError(
+        f"the state trained with weight decay {float(held):g}, which optimizer={name!r}"
+        f" alone would drop (by name it builds no decay term): pass the optimizer with its"
+        f" decay, e.g. fnmlp.optim.{name}(weight_decay={float(held):g}) (add"
+        " mask=fnmlp.optim.matrices_only if it decayed the weight matrices only, as the"
+        " scripts' --weight-decay)")
+
+
 def check_resumed_state(state: Any, params: Params, optimizer: GradientTransformation) -> None:
     """A state to resume from must be a :class:`TrainState` whose params have the
     structure and shapes of ``params`` and whose optimizer state is the one ``optimizer``
@@ -338,9 +357,12 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
     model, lossdef = checks.check_config(model, loss, grad)
     epochs = checks.check_positive_int(epochs, "epochs")
     built = not isinstance(optimizer, str)  # an object: its own rate and decay apply
+    name = None if built else optimizer
     optimizer, asked = choose_optimizer(optimizer, learning_rate, params)
     if state is not None:
         check_resumed_state(state, params, optimizer)
+        if name is not None:
+            _check_decay_kept(state, optimizer, params, name)
         stopped = patience is not None and state.early is not None and bool(state.early.stopped)
         if not stopped and int(state.epoch) >= epochs:
             raise ValueError(f"epochs={epochs} but the state is already at epoch"
