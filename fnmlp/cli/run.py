@@ -234,7 +234,7 @@ class Checkpointer:
 def _difference(key: str, saved: Any, now: Any) -> str:
     """One difference between a checkpoint's config and this run's, as ``--resume`` says
     it: ``dataset 'spirals' (now 'moons')``; the training data by its size and digest
-    (:func:`fnmlp.cli.config.data_record`), with the flags that decide it."""
+    (:func:`fnmlp.cli.config.data_record`)."""
     if key == "data":
         was = (f"{saved.get('examples')} examples, digest {saved.get('digest')}"
                if isinstance(saved, dict) else repr(saved))
@@ -272,7 +272,8 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
     old = saved_config(meta["config"], ckpt)  # an earlier format read as today's
     same = ("dataset", "data", "model", "loss", "optimizer", "batch_size", "grad", "seed",
             "schedule", "class_weight", "val_split", "weight_decay")
-    optional = ("data", "class_weight", "val_split", "weight_decay")  # absent from older ones
+    optional = ("dataset", "data", "class_weight", "val_split",  # absent from older ones
+                "weight_decay")
     diff = {k: (old.get(k), config[k]) for k in same if old.get(k) != config[k]
             and not (k in optional and k not in old)}
     if diff:
