@@ -689,6 +689,16 @@ def test_report_table_lists_every_leaf(x64):
         assert needle in text
 
 
+def test_report_verdict_counts_leaves_in_english(x64):
+    """It read 'FAILED (1 leaves)'."""
+    from fnmlp.gradcheck import compare_grads
+
+    good = {"a": jnp.ones(3, jnp.float64), "b": jnp.ones(2, jnp.float64)}
+    one = compare_grads({"a": good["a"] * 2, "b": good["b"]}, good)
+    two = compare_grads({"a": good["a"] * 2, "b": good["b"] * 2}, good)
+    assert "FAILED (1 leaf)" in str(one) and "FAILED (2 leaves)" in str(two)
+
+
 def test_every_builtin_layer_passes_check_layer():
     from fnmlp.layers import ACTIVATION_LAYERS, Softmax
 

@@ -152,7 +152,7 @@ class GradReport(NamedTuple):
 
         unchecked = sum(r.checked == 0 for r in self.rows)
         n = len(self.failing())
-        verdict = "PASSED" if self.passed else f"FAILED ({n} leaf{'' if n == 1 else 'ves'}" + (
+        verdict = "PASSED" if self.passed else f"FAILED ({n} {'leaf' if n == 1 else 'leaves'}" + (
             f", {unchecked} never checked)" if unchecked else ")")
         if self.inconclusive:
             verdict += f" ({self.inconclusive} entries inconclusive)"
