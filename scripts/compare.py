@@ -15,7 +15,6 @@ stratified), as the lab in scripts/README.md does.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from fnmlp.cli import (
     start_run,
     train_subset,
     wall_seconds,
+    write_json,
 )
 
 
@@ -134,9 +134,9 @@ def main() -> int:
     pictures = time.perf_counter() - t_pictures
     training = sum(h["epoch_seconds"] - h["compile_seconds"] for r in runs for h in r["history"])
     compiling = sum(r["compile_seconds"] for r in runs)
-    (out / "compare.json").write_text(json.dumps(
-        {"config": vars(args) | {"settings": settings, "n_train": len(train.x)}, "runs": runs,
-         "device": device_description(), "wall_seconds": wall_seconds()}, indent=2))
+    write_json(out / "compare.json",
+               {"config": vars(args) | {"settings": settings, "n_train": len(train.x)},
+                "runs": runs, "device": device_description(), "wall_seconds": wall_seconds()})
     print(f"{'architecture':>28}  {'train':>7}  {'val':>7}  {'test':>7}  {'seconds':>7}")
     for r in runs:
         print(f"{r['name']:>28}  {r['train_accuracy']:>7.4f}  {r['val_accuracy']:>7.4f}"

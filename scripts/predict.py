@@ -90,10 +90,12 @@ def _save_input(folder: Path, name: str, x) -> None:
     import numpy as np
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
+    from fnmlp.io import write_atomic
+
     stem = Path(name.replace("[", "_").replace("]", "")).name
     img = Image.fromarray((np.clip(x, 0, 1).reshape(28, 28) * 255).round().astype(np.uint8))
-    img.resize((280, 280), Image.NEAREST).save(folder / f"{stem}.input.png")
+    big = img.resize((280, 280), Image.NEAREST)
+    write_atomic(folder / f"{stem}.input.png", lambda f: big.save(f, format="PNG"))
 
 
 def main() -> int:
