@@ -85,8 +85,16 @@ backend. float8 and float4 load but predict NaN, float128 fails inside JAX."""
 
 
 def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
-    """``dtype`` as a NumPy dtype, one of :data:`PARAM_DTYPES`; ``ValueError`` otherwise
-    (an int, a float8, ``np.longdouble``, a name that is no dtype)."""
+    """``dtype`` as a NumPy dtype, one of :data:`PARAM_DTYPES`, that JAX holds now.
+
+    The one rule for a dtype asked for by name (``init_params``, ``load_model(dtype=)``,
+    ``fit_population``): float64 with ``jax_enable_x64`` off is refused, not truncated to
+    float32 with JAX's warning (``init_params`` did that while ``fit_population`` refused).
+
+    Raises:
+      ValueError: an int, a float8, ``np.longdouble``, a name that is no dtype; float64
+        while JAX's float64 is off (saying how to turn it on).
+    """
     try:
         want = jnp.dtype(dtype)
     except TypeError:
@@ -94,4 +102,8 @@ def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
     if want is None or want.name not in PARAM_DTYPES:
         raise ValueError(f"{name} must be a float dtype, one of {', '.join(PARAM_DTYPES)};"
                          f" got {dtype!r}")
+    if jax.dtypes.canonicalize_dtype(want) != want:
+        raise ValueError(f"{name}={want.name} needs JAX's float64: call jax.config.update("
+                         f"'jax_enable_x64', True) at the start of the program (or run"
+                         f" inside jax.enable_x64(True)); got {name}={want.name} with it off")
     return want

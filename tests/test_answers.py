@@ -548,6 +548,34 @@ def test_load_model_keeps_the_saved_dtype(tmp_path):
     assert {a.dtype for a in jax.tree.leaves(saved.params)} == {jnp.dtype("float32")}
 
 
+def test_float64_asked_by_name_with_float64_off_is_refused_everywhere(tmp_path):
+    """One rule for a dtype asked for (``_checks.check_float_dtype``): ``init_params``
+    truncated float64 to float32 with JAX's warning while ``fit_population`` refused.
+    Now init, ``load_model(dtype=)`` and populations refuse, before anything compiles;
+    with float64 on, each gives float64."""
+    from conftest import count_compiles
+
+    from fnmlp.io import model_config
+
+    model = fnmlp.mlp([3, 4, 2], "tanh")
+    params = model.init_params(jax.random.key(0))
+    fnmlp.save_checkpoint(tmp_path / "m.npz", params, model_config(model, "softmax_cross_entropy"))
+    x, y = np.ones((8, 3), np.float32), np.arange(8) % 2
+    calls = [lambda: model.init_params(jax.random.key(0), dtype=jnp.float64),
+             lambda: fnmlp.load_model(tmp_path / "m.npz", dtype="float64"),
+             lambda: fnmlp.fit_population(model, x, y, [fnmlp.population.Member(0.1)], epochs=1,
+                                          batch_size=4, verbose=False, dtype=np.float64)]
+    for call in calls:
+        with count_compiles() as compiles, pytest.raises(ValueError, match=(
+                r"dtype=float64 needs JAX's float64: call jax.config.update\('jax_enable_x64'")):
+            call()
+        assert compiles == []
+    with jax.enable_x64(True):
+        assert model.init_params(jax.random.key(0), dtype=jnp.float64)[0]["w"].dtype == np.float64
+        assert fnmlp.load_model(tmp_path / "m.npz", dtype="float64").params[0]["w"].dtype == (
+            np.float64)
+
+
 def test_backprop_names_a_delta_of_the_wrong_width():
     """A new user's finding: a raw ``dot_general`` TypeError before."""
     model = fnmlp.mlp([4, 5, 3])

@@ -344,7 +344,7 @@ def test_population_dtype_argument(x64):
 
 @pytest.mark.parametrize("dtype, match", [
     ("int32", "dtype must be a float dtype"), ("banana", "dtype must be a float dtype"),
-    ("float64", "needs jax_enable_x64")])
+    ("float64", "needs JAX.s float64")])
 def test_bad_population_dtype_is_refused_before_compiling(dtype, match):
     with count_compiles() as compiles, pytest.raises(ValueError, match=match):
         fit_population(fnmlp.mlp(TINY), SMALL.x, SMALL.y, [Member(1e-2)], epochs=1, batch_size=32,

@@ -93,10 +93,12 @@ class Layer:
           key: a PRNG key (``jax.random.key(0)``).
           in_features: the input width ``D``; may be left out for a model that records it
             (``mlp([D, ...])``, ``serial(..., in_features=D)``).
-          dtype: the params' float dtype.
+          dtype: the params' float dtype (float16, bfloat16, float32, float64; float64
+            needs ``jax_enable_x64``).
 
         Raises:
-          ValueError: a bad key, width or dtype, or no width known.
+          ValueError: a bad key, width or dtype (float64 with JAX's float64 off
+            included), or no width known.
         """
         try:
             hash(self)
