@@ -294,7 +294,7 @@ def fit_population(
             r.update({f"val_{name}": float(val[i]) for name, val in v.items()})
             before = history[i][-1]["learning_rate"] if history[i] else float(first_lr[i])
             alive[i] &= (bool(m["params_finite"][i]) and math.isfinite(r["train_loss"])
-                         and not unusable_rate(r["learning_rate"], before))  # fit's rule
+                         and not unusable_rate(float(m["lowest_learning_rate"][i]), before))
             r["diverged"] = not alive[i]
             history[i].append(r)
             records.append(r)

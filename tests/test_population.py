@@ -101,6 +101,18 @@ def test_a_member_whose_rate_goes_below_zero_is_marked_and_never_the_best():
                        verbose=False)
 
 
+def test_a_member_whose_rate_dips_below_zero_inside_an_epoch_is_marked():
+    """fit's rule on the lowest rate of the epoch's updates: an lr_factor negative at one
+    update in the middle of epoch 2 and positive at its end."""
+    steps = len(DS.x) // 32
+    dip = lambda count: jnp.where(count == steps + steps // 2, -5.0, 1.0)  # noqa: E731
+    res = fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, [Member(1e-2, 0.0, 0)],
+                         epochs=3, batch_size=32, optimizer="sgd", lr_factor=dip,
+                         verbose=False)
+    assert [r["diverged"] for r in res.history[0]] == [False, True, True]
+    assert res.history[0][1]["learning_rate"] > 0  # its end rate alone hid it
+
+
 def test_ensemble_is_the_mean_of_the_members_probabilities():
     res = fit_population(model, DS.x, DS.y, grid(lr=[1e-2], seed=[0, 1, 2]), epochs=3,
                          batch_size=32, verbose=False)

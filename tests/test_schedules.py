@@ -162,11 +162,28 @@ def test_a_schedule_that_goes_negative_stops_the_run_with_the_last_good_state():
     x, y = np.random.default_rng(0).normal(size=(16, 2)), np.arange(16) % 2
     linear = lambda step: 0.1 * (1.0 - step / 4.0)  # noqa: E731  2 steps an epoch: < 0 at 5
     with pytest.raises(TrainingDiverged, match=r"learning rate became -0.025 in epoch 3 \(the"
-                       r" schedule at step 5, its last update\)") as e:
+                       r" schedule's lowest over the epoch's updates, steps 4-5\)") as e:
         fnmlp.fit(model, params, x, y, epochs=5, batch_size=8, optimizer=optim.sgd(linear),
                   verbose=False)
     assert int(e.value.state.epoch) == 2 and e.value.epoch == 3
     assert [r["epoch"] for r in e.value.history] == [1, 2]
+
+
+def test_a_schedule_negative_inside_an_epoch_and_positive_at_its_end_is_seen():
+    """The rate was read at the epoch's end, so a schedule below zero for updates inside
+    an epoch (here step 5 of steps 4-7) trained uphill unseen; the epoch now reports the
+    lowest rate any of its updates used, and fit stops on it."""
+    from fnmlp.train import TrainingDiverged
+
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(32, 2)), np.arange(32) % 2
+    dip = lambda step: jnp.where(step == 5, -0.5, 0.01)  # noqa: E731  4 steps an epoch
+    with pytest.raises(TrainingDiverged, match=r"learning rate became -0.5 in epoch 2 \(the"
+                       r" schedule's lowest over the epoch's updates, steps 4-7\)") as e:
+        fnmlp.fit(model, params, x, y, epochs=3, batch_size=8, optimizer=optim.sgd(dip),
+                  verbose=False)
+    assert int(e.value.state.epoch) == 1 and [r["epoch"] for r in e.value.history] == [1]
 
 
 def test_a_schedule_that_becomes_infinite_stops_the_run():

@@ -249,8 +249,9 @@ def unusable_rate(rate: float, before: float = 0.0) -> bool:
     caught within an epoch of crossing it, and round-off at a decay's end is not: a linear
     decay to 0 at a run's last step came out -1.5e-9 in float32, and after 2,063 epochs
     -5.2e-10 against 4.9e-6 an epoch earlier. Checked at step 0 here and after every epoch
-    by :func:`fnmlp.train.train_epoch` (the rate of the epoch's last update: a schedule
-    negative within an epoch and positive at its end is not seen)."""
+    by :func:`fnmlp.train.train_epoch` and ``fit_population``, on the lowest rate any of
+    the epoch's updates used (a schedule negative inside an epoch and positive at its end
+    is seen)."""
     return not math.isfinite(rate) or rate < -0.01 * abs(before)
 
 

@@ -133,13 +133,13 @@ def train_epoch(trainer: Trainer, state: TrainState, data: tuple, key: jax.Array
             f"training diverged in epoch {epoch}: train loss {record['train_loss']}"
             f" (learning rate {record['learning_rate']:g}); the last finite params"
             f" (end of epoch {epoch - 1}) are kept in .state", epoch, state, [])
-    rate = record["learning_rate"]
+    rate = float(m["lowest_learning_rate"])  # the lowest any update of the epoch used
     if not (np.isfinite(rate) and rate >= 0) and unusable_rate(rate, _rate_of(state)):
         raise TrainingDiverged(
-            f"the learning rate became {rate:g} in epoch {epoch} (the schedule at step"
-            f" {int(new.step) - 1}, its last update); a rate must be finite and >= 0 (a"
-            f" negative rate climbs the loss): the params of the end of epoch {epoch - 1}"
-            " are kept in .state",
+            f"the learning rate became {rate:g} in epoch {epoch} (the schedule's lowest over"
+            f" the epoch's updates, steps {int(state.step)}-{int(new.step) - 1}); a rate must"
+            " be finite and >= 0 (a negative rate climbs the loss): the params of the end of"
+            f" epoch {epoch - 1} are kept in .state",
             epoch, state, [])
     return new._replace(early=early), record
 

@@ -198,6 +198,9 @@ def epoch_fn(step: Callable, batch_size: int, contiguous: bool = False) -> Calla
     slower on a 2-core Xeon (the epoch-wide gather cost 50 ms of a 0.33 s epoch of 60,000,
     the per-step gathers no more than slicing), so it is not the default."""
 
+    def rated(state: TrainState, metrics: dict):  # each update's rate, beside its metrics
+        return state, {**metrics, "learning_rate": get_learning_rate(state.opt_state)}
+
     def epoch(state: TrainState, x: Array, y: Array, key: Array, w: Array | None = None):
         n = x.shape[0]
         steps = n // batch_size
@@ -208,23 +211,28 @@ def epoch_fn(step: Callable, batch_size: int, contiguous: bool = False) -> Calla
                 return None if a is None else a[idx]
 
             def body(s, b):
-                return step(s, Batch(*b), key)
+                return rated(*step(s, Batch(*b), key))
 
             state, metrics = jax.lax.scan(body, state, (batches(x), batches(y), batches(w)))
         else:
             def body(s, i):  # gather the minibatch inside the step
-                return step(s, Batch(x[i], y[i], None if w is None else w[i]), key)
+                return rated(*step(s, Batch(x[i], y[i], None if w is None else w[i]), key))
 
             state, metrics = jax.lax.scan(body, state, idx)
         state = state._replace(epoch=state.epoch + 1)
         finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(a))
                                       for a in jax.tree.leaves(state.params)]))
-        summary = {k: jnp.mean(v) for k, v in metrics.items() if k != "weight"}
+        summary = {k: jnp.mean(v) for k, v in metrics.items()
+                   if k not in ("weight", "learning_rate")}
         if "weight" in metrics:  # sum(w l) / sum(w) over the epoch, as evaluate
             summary["loss"] = (jnp.sum(metrics["loss"] * metrics["weight"])
                                / weight_total(metrics["weight"]))
         summary["params_finite"] = finite
         summary["learning_rate"] = get_learning_rate(state.opt_state)
+        # the lowest rate any update of the epoch used (NaN if any was): a schedule negative
+        # inside the epoch and positive at its end is seen (fnmlp.optim.base.unusable_rate)
+        summary["lowest_learning_rate"] = (jnp.min(metrics["learning_rate"]) if steps
+                                           else summary["learning_rate"])
         summary.update(weight_stats(state.params))  # once per epoch, fetched with the rest
         return state, summary
 
