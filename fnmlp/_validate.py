@@ -263,19 +263,22 @@ def cast(x: Any, params: Any, name: str = "x") -> Array:
                 idx = np.unravel_index(int(np.argmax(bad)), a.shape)
                 raise ValueError(
                     f"{name} must fit the model's dtype {dtype.name} (|v| <="
-                    f" {float(np.finfo(dtype).max):.4g}); got {a[idx]:g} at index"
+                    f" {float(jnp.finfo(dtype).max):.4g}); got {a[idx]:g} at index"
                     f" {tuple(int(i) for i in idx)} ({int(bad.sum())} value(s) in all), which"
                     f" would become inf: scale {name}, or use params of a wider dtype")
     return jax.device_put(out) if host else out
 
 
 def _may_overflow(src: np.dtype, dtype: np.dtype) -> bool:
-    """Whether a finite ``src`` value can become inf as ``dtype`` (a float dtype)."""
+    """Whether a finite ``src`` value can become inf as ``dtype`` (a float dtype).
+    ``jnp.finfo``, not NumPy's: NumPy's refuses bfloat16, which read as "cannot
+    overflow" and let 3.4e38 reach a bfloat16 model as inf."""
+    top = float(jnp.finfo(dtype).max)
     if src.kind in "iu":
-        return float(np.iinfo(src).max) > float(np.finfo(dtype).max)
+        return float(np.iinfo(src).max) > top
     try:
-        return float(np.finfo(src).max) > float(np.finfo(dtype).max)
-    except ValueError:  # not a float dtype: nothing to check
+        return float(jnp.finfo(src).max) > top
+    except (ValueError, TypeError):  # not a float dtype: nothing to check
         return False
 
 

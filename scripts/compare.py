@@ -34,6 +34,7 @@ from fnmlp.cli import (
     non_negative_float,
     positive_float,
     positive_int,
+    seed_int,
     start_run,
     train_subset,
     wall_seconds,
@@ -63,7 +64,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size")
     p.add_argument("--val-split", type=fraction, default=0.1, metavar="F",
                    help="share of the training set held out for validation")
-    p.add_argument("--seed", type=int, default=0, help="seed for init, split and shuffles")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed for init, split and shuffles, in [0, 2**32)")
     p.add_argument("--title", default=None, help="chart title (default: the settings)")
     p.add_argument("--out", default="runs/compare", help="folder for compare.png/.json")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")

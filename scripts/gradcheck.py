@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=parse_layers, default=None, metavar="SPEC",
                    help=LAYER_SPEC_HELP + " (default: none)")
     p.add_argument("--loss", choices=LOSS_NAMES, default="softmax_cross_entropy",
-                   help="loss")
+                   help="loss; categorical_cross_entropy takes probabilities: the network"
+                        " then ends in the lesson's Softmax layer, checked with the rest")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                    help="dtype of params and data (finite differences always use float64)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="examples in the batch")
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fnmlp.cli import UsageError, build_model
     from fnmlp.gradcheck import check_gradients, random_batch
+    from fnmlp.losses import get_loss
 
     if args.layers is not None and args.hidden is not None:
         parser.error("give --hidden or --layers, not both")
@@ -99,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(args, args.sizes[0], args.sizes[-1])
     except UsageError as e:
         parser.error(str(e))
+    if get_loss(args.loss).takes == "probabilities":  # the lesson's Softmax, then its loss
+        from fnmlp.layers import Softmax, serial
+
+        model = serial(*model.layers, Softmax(), in_features=args.sizes[0])
     dropout = any(c["type"] == "Dropout" for c in model.to_config()["layers"])
     with jax.enable_x64(args.dtype == "float64"):
         key = jax.random.key(args.seed)

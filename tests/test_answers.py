@@ -383,6 +383,25 @@ def test_integers_beyond_a_float16_models_range_are_refused():
     assert np.isfinite(np.asarray(fnmlp.predict(model, p16, np.array([[6, 0]])))).all()
 
 
+def test_floats_beyond_a_bfloat16_models_range_are_refused_as_for_float16():
+    """A breaker's find: NumPy's finfo refuses bfloat16, which the check read as "cannot
+    overflow": 3.4e38 (finite in float32, beyond bfloat16's 3.39e38) reached the model as
+    inf; predict gave -inf, evaluate NaN, fit blamed the learning rate."""
+    model = fnmlp.mlp([3, 4, 2], "relu")
+    pbf = model.init_params(jax.random.key(0), dtype=jnp.bfloat16)
+    x = np.ones((8, 3), np.float32)
+    x[0, 0] = 3.4e38
+    msg = r"x must fit the model's dtype bfloat16 \(\|v\| <= 3.39e\+38\); got 3.4e\+38"
+    for call in (lambda: fnmlp.predict(model, pbf, x),
+                 lambda: fnmlp.evaluate(model, pbf, x, np.zeros(8, int)),
+                 lambda: fnmlp.fit(model, pbf, x, np.zeros(8, int), epochs=1, batch_size=8,
+                                   verbose=False)):
+        with pytest.raises(ValueError, match=msg):
+            call()
+    x[0, 0] = 3.3e38  # within bfloat16's range: no complaint
+    assert np.asarray(fnmlp.predict(model, pbf, x)).shape == (8, 2)
+
+
 def test_a_schedule_resumes_from_a_zero_rate_and_compiles_one_program_for_it():
     import sys
 

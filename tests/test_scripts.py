@@ -360,6 +360,17 @@ def test_gradcheck_script_takes_the_same_flags_and_lists_layers():
     assert r.returncode == 2 and "--activation gives 2 values" in r.stderr
 
 
+def test_gradcheck_script_checks_a_probability_loss_with_the_lessons_softmax():
+    """A breaker's find: --loss categorical_cross_entropy was offered but never ran (the
+    network ended in Dense: 'add Softmax()'; --layers ...,softmax: 'leave softmax out').
+    The script now ends such a network in Softmax and checks its backward with the rest."""
+    r = run_script("gradcheck.py", "--sizes", "4,8,3", "--loss", "categorical_cross_entropy",
+                   "--json")
+    d = json.loads(r.stdout)
+    assert d["passed"] and d["config"]["model"]["layers"][-1] == {"type": "Softmax"}
+    assert {"3:Softmax"} <= {row["layer"] for row in d["layers"]["leaves"]}
+
+
 # ----------------------------------------------------------------------------- resume
 
 
@@ -1131,3 +1142,14 @@ def test_resume_without_lr_keeps_the_checkpoints_rate(tmp_path):
     assert "learning rate 0.05 -> 0.02" in r.stderr
     last = json.loads((tmp_path / "metrics.json").read_text())["history"][-1]
     assert last["learning_rate"] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("script, extra", [("compare.py", ["--arch", "8"]),
+                                           ("train_toy.py", []), ("gradcheck.py", [])])
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "99999999999999999999"])
+def test_every_scripts_seed_is_checked_by_one_rule(script, extra, seed):
+    """A breaker's find: compare.py read --seed with int(): a traceback (OverflowError)
+    for 1e20, 'expected non-negative integer' without the flag's name for -1, and 2**32
+    accepted. Every script's --seed is cli.seed_int: exit 2, one line naming the flag."""
+    r = run_script(script, *extra, "--seed", seed, check=False, timeout=120)
+    _one_line_exit_2(r, "argument --seed: must be an integer in [0, 2**32)")
