@@ -302,6 +302,16 @@ def test_resume_template_follows_the_checkpoints_paths(tmp_path):
     loaded, _ = fnmlp.load_checkpoint(tmp_path / "c.npz", cli.resume_template(fresh, paths))
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(res.state), strict=True):
         np.testing.assert_array_equal(a, b)
+    from fnmlp.train.step import monitor_id
+
+    assert int(loaded.early.monitor) == monitor_id("val_loss") and "early/monitor" in paths
+    # a checkpoint written before the monitored key was recorded still resumes
+    older = res.state._replace(early=res.state.early._replace(monitor=None))
+    fnmlp.save_checkpoint(tmp_path / "old.npz", older, {})
+    paths = fnmlp.io.read_checkpoint_meta(tmp_path / "old.npz")["paths"]
+    assert "early/monitor" not in paths
+    loaded, _ = fnmlp.load_checkpoint(tmp_path / "old.npz", cli.resume_template(fresh, paths))
+    assert loaded.early.monitor is None and int(loaded.early.best_epoch) == res.best_epoch
 
 
 def test_history_records_each_dense_layers_max_abs_and_norm():

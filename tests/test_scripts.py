@@ -469,6 +469,19 @@ def early_runs(tmp_path_factory):
     return root, full, part
 
 
+def test_resume_of_an_early_stopping_run_without_patience_is_refused(early_runs):
+    """A breaker's find: resumed without --patience, the run trained on while metrics.json
+    still marked the old best epoch restored and load_model/predict.py used it. The
+    scripts refuse the change (fit itself trains on and drops the record)."""
+    root, _, _ = early_runs
+    args = [a for a in EARLY if a not in ("--patience", "4")]
+    before = (root / "part" / "checkpoint.npz").read_bytes()
+    r = run_script("train_toy.py", *args, "--epochs", "80", "--resume", "--out",
+                   root / "part", check=False)
+    _one_line_exit_2(r, "was trained with --patience 4")
+    assert (root / "part" / "checkpoint.npz").read_bytes() == before
+
+
 def test_early_stopping_resumed_is_the_uninterrupted_run(early_runs):
     root, full, part = early_runs
     assert "resuming from" in part.stderr and "at epoch 4" in part.stderr

@@ -200,6 +200,48 @@ def test_resuming_a_run_that_stopped_trains_nothing_and_says_so():
     assert with_more_patience.history == []  # stopped is stopped, whatever the patience now
 
 
+def test_resuming_without_patience_trains_on_and_its_checkpoint_holds_what_fit_returned(
+        tmp_path):
+    """A breaker's find: resumed without patience, fit returned the last params but its
+    state still held the old early-stopping record, so save_checkpoint + load_model (and
+    predict.py) gave the old best epoch's params. The state now drops it."""
+    from fnmlp.io import model_config
+
+    part = _es_run(0, epochs=9)  # best epoch 8 so far
+    assert part.state.early is not None and int(part.state.early.best_epoch) > 0
+    on = _es_run(0, epochs=12, state=part.state, patience=None)
+    assert on.state.early is None and on.best_epoch == 12 and len(on.history) == 3
+    assert _bits_equal(on.params, on.state.params)
+    path = fnmlp.save_checkpoint(tmp_path / "c.npz", on.state,
+                                 config=model_config(ES_MODEL, "softmax_cross_entropy"))
+    assert _bits_equal(fnmlp.load_model(path).params, on.params)
+
+
+def test_a_state_that_tracked_another_loss_is_refused_before_compiling():
+    """A breaker's find: early-stopped on train_loss (no validation data), then resumed
+    with validation data: each val_loss was compared with the best *training* loss (0.30
+    against 0.92), no epoch improved, and the old epoch came back as the best. The state
+    records which key it tracked (EarlyStopping.monitor); a resumed state that tracked
+    another is refused, before anything compiles, saying how to start afresh."""
+    from conftest import count_compiles
+
+    kw = {**ES_KW, "validation_split": None}
+    ds = data.make_classification(300, seed=0)
+    p0 = ES_MODEL.init_params(jax.random.key(0))
+    on_train = fnmlp.fit(ES_MODEL, p0, ds.x, ds.y, epochs=3, **kw)
+    assert on_train.state.early is not None
+    with count_compiles() as compiles, pytest.raises(
+            ValueError, match=r"state.early tracked 'train_loss' .* this run monitors 'val_loss'"):
+        fnmlp.fit(ES_MODEL, p0, ds.x, ds.y, epochs=6, state=on_train.state, **ES_KW)
+    assert compiles == []
+    fresh = on_train.state._replace(early=None)  # the way out the message gives
+    assert fnmlp.fit(ES_MODEL, p0, ds.x, ds.y, epochs=6, state=fresh, **ES_KW).best_epoch > 3
+    same = fnmlp.fit(ES_MODEL, p0, ds.x, ds.y, epochs=5, state=on_train.state, **kw)
+    assert len(same.history) == 2  # the same monitor resumes as before
+    older = on_train.state._replace(early=on_train.state.early._replace(monitor=None))
+    fnmlp.fit(ES_MODEL, p0, ds.x, ds.y, epochs=4, state=older, **ES_KW)  # no record: as before
+
+
 def test_a_learning_rate_asked_for_on_resume_is_applied():
     from fnmlp.optim import get_learning_rate, set_learning_rate
 

@@ -40,9 +40,10 @@ def resume_template(state: Any, paths: list[str]) -> Any:
     from fnmlp.train import EarlyStopping
 
     zero = np.zeros((), np.float32)
+    monitor = np.zeros((), np.uint32) if "early/monitor" in paths else None  # older: none
     return state._replace(early=EarlyStopping(zero, np.zeros((), np.int32),
                                               np.zeros((), np.int32), np.zeros((), np.bool_),
-                                              state))
+                                              state, monitor))
 
 
 def check_resume_architecture(args: argparse.Namespace, d_in: int, n_out: int) -> None:
@@ -279,6 +280,12 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
     if diff:
         raise UsageError(f"--resume: {ckpt} was made with another config: "
                          + ", ".join(_difference(k, a, b) for k, (a, b) in diff.items()))
+    if old.get("patience") is not None and config.get("patience") is None:
+        raise UsageError(  # fit would train on without it: the kept epoch and the record's
+            # "restored" mark would no longer be the model the run reports
+            f"--resume: {ckpt} was trained with --patience {old['patience']} (early stopping"
+            " on the validation loss): give --patience again to continue it (any N), or"
+            " start a new run with another --out")
     if config["schedule"] != "constant" and old.get("epochs") != cfg.epochs:
         raise UsageError(
             f"--resume: {ckpt} was made with --epochs {old.get('epochs')} and --schedule"

@@ -130,7 +130,11 @@ def fit(
         params (``best_state`` holds that epoch's whole state; its history record gets
         ``"restored": True``). The best value, its epoch and state and the wait travel
         in ``state.early``: resuming continues the count, and resuming a run that stopped
-        trains nothing (it says so).
+        trains nothing (it says so). Resuming such a state *without* ``patience`` trains
+        on without early stopping: the returned state drops ``early``, so it, its
+        checkpoint and ``load_model`` hold the params returned (the last). A state that
+        tracked the training loss resumed with validation data (or the reverse) is
+        refused: the two losses cannot be compared.
       state: a :class:`TrainState` to resume from (e.g. from a checkpoint, or the
         ``.state`` of an earlier FitResult); it is left intact (the compiled epoch donates
         nothing), so a resume loop ``r = fit(..., state=r.state)`` compiles and deletes
@@ -394,6 +398,11 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
         patience, "val_loss" if validation_data is not None else "train_loss")
     checks.check_positive_int(log_every, "log_every")
     check_compute_dtype(compute_dtype)
+    if state is not None and state.early is not None:
+        if stopping is None:  # no early stopping asked: the last params are the model, so
+            state = state._replace(early=None)  # the state (and its checkpoint) say so too
+        else:
+            stopping.check_state(state)
     state = (fresh_state(params, optimizer) if state is None
              else resumed_state(state, optimizer, asked, built))
     return FitRun(model, lossdef, optimizer, state, x, y, w, validation_data, stopping)

@@ -42,7 +42,7 @@ from fnmlp._checks import check_positive_int
 from fnmlp.compile_cache import CompileTimer
 from fnmlp.optim import get_learning_rate, host_scalar
 from fnmlp.optim.base import unusable_rate
-from fnmlp.train.step import EarlyStopping, Trainer, TrainState
+from fnmlp.train.step import EarlyStopping, Trainer, TrainState, monitor_id
 
 __all__ = ["EpochLog", "Patience", "TrainingDiverged", "epoch_record", "format_record",
            "run_epochs", "track_best", "train_epoch", "validate"]
@@ -181,7 +181,27 @@ class Patience:
             raise ValueError(f"Patience monitors {self.monitor!r}, which this epoch's record"
                              f" lacks ({sorted(record)}): score held-out data first"
                              " (record.update(validate(...))), or pass monitor=")
-        return state._replace(early=track_best(state, record[self.monitor], self.patience))
+        self.check_state(state)
+        return state._replace(early=track_best(state, record[self.monitor], self.patience,
+                                               self.monitor))
+
+    def check_state(self, state: TrainState) -> None:
+        """``ValueError`` when ``state.early`` tracked another record key than this
+        monitor: a state early-stopped on ``train_loss`` (no validation data) resumed with
+        validation data compared each ``val_loss`` with the best training loss, and kept
+        the old epoch. A state saved before the key was recorded passes."""
+        early = state.early
+        if early is None or early.monitor is None or int(early.monitor) == monitor_id(
+                self.monitor):
+            return
+        was = {int(monitor_id(k)): k for k in ("train_loss", "val_loss", "loss")}.get(
+            int(early.monitor), "another record key")
+        raise ValueError(
+            f"state.early tracked {was!r} (best {float(early.best_value):.6g} at epoch"
+            f" {int(early.best_epoch)}), but this run monitors {self.monitor!r}"
+            " (validation data given or not decides which): resume with the same"
+            " validation setup, or drop the old record to start early stopping afresh:"
+            " state=state._replace(early=None)")
 
     def stopped(self, state: TrainState) -> bool:
         """Whether patience has run out (read from ``state.early``)."""
@@ -201,18 +221,22 @@ class Patience:
                 f" {self.best_epoch(state)}, training nothing more")
 
 
-def track_best(state: TrainState, value: float, patience: int) -> EarlyStopping:
-    """Early stopping's bookkeeping after an epoch whose monitored loss is ``value``: a new
-    best (strictly lower) keeps ``state`` (its arrays are never changed in place) and resets
-    the wait; otherwise the wait grows, and reaching ``patience`` marks the run stopped."""
+def track_best(state: TrainState, value: float, patience: int,
+               monitor: str = "val_loss") -> EarlyStopping:
+    """Early stopping's bookkeeping after an epoch whose monitored loss (the record key
+    ``monitor``) is ``value``: a new best (strictly lower) keeps ``state`` (its arrays are
+    never changed in place) and resets the wait; otherwise the wait grows, and reaching
+    ``patience`` marks the run stopped. The key is recorded (:func:`monitor_id`)."""
     early = state.early
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
     if early is None or value < float(early.best_value):
         return EarlyStopping(host_scalar(value, dtype), host_scalar(int(state.epoch), np.int32),
                              host_scalar(0, np.int32), host_scalar(False, np.bool_),
-                             state._replace(early=None))  # arrays: never changed in place
+                             state._replace(early=None),  # arrays: never changed in place
+                             host_scalar(monitor_id(monitor), np.uint32))
     waited = int(early.waited) + 1
-    return early._replace(waited=host_scalar(waited, np.int32),
+    return early._replace(monitor=host_scalar(monitor_id(monitor), np.uint32),
+                          waited=host_scalar(waited, np.int32),
                           stopped=host_scalar(waited >= patience, np.bool_))
 
 

@@ -70,6 +70,17 @@ class EarlyStopping(NamedTuple):
     waited: Array  # shape=(), int32: epochs since it
     stopped: Array  # shape=(), bool: the run stopped early (patience ran out)
     best: Any  # the TrainState of best_epoch (its own early is None)
+    monitor: Any = None  # shape=(), uint32: monitor_id of the record key it tracks (None:
+    # a checkpoint from before it was recorded)
+
+
+def monitor_id(name: str) -> np.uint32:
+    """The number :attr:`EarlyStopping.monitor` records for the record key ``name``
+    (``"val_loss"``, ``"train_loss"``): its CRC-32, so that a resumed state tracking one
+    loss is never compared with another (:func:`fnmlp.train.loop.track_best`)."""
+    import zlib
+
+    return np.uint32(zlib.crc32(name.encode()))
 
 
 class Batch(NamedTuple):
