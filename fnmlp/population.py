@@ -201,6 +201,7 @@ def fit_population(
     dtype: Any = None,
     sample_weight: Any = None,
     class_weight: Any = None,
+    weight_decay_mask: Callable | None = None,
 ) -> PopulationResult:
     """Trains ``len(members)`` models of the same architecture in one compiled program.
 
@@ -215,7 +216,8 @@ def fit_population(
       lr_factor: optional ``count -> factor``: member ``k``'s rate at update ``count`` is
         ``lr_k * lr_factor(count)`` (e.g. a cosine decay of every member's own rate). A
         member whose rate an epoch ends at is not finite, or below 0 (fit's rule,
-        :func:`fnmlp.optim.base.unusable_rate`), is marked ``"diverged"`` from then on, as
+        :func:`fnmlp.optim.base.unusable_rate`, on the lowest rate of the epoch's updates),
+        is marked ``"diverged"`` from then on, as
         one whose params turned non-finite, and is never the best.
       mesh: a 1-D mesh: the members are sharded over its devices (``K`` must divide).
       verbose: one line per epoch (the best member's).
@@ -226,6 +228,9 @@ def fit_population(
         :func:`population_dtype`.
       sample_weight, class_weight: as :func:`fnmlp.fit`, shared by every member (the
         weighted mean loss per minibatch; validation unweighted).
+      weight_decay_mask: the leaves a member's ``wd`` decays, as the optimizers' ``mask=``
+        (``fnmlp.optim.matrices_only``: the weight matrices alone, what the scripts'
+        ``--weight-decay`` and ``--sweep wd=`` do); None, every leaf (PyTorch's).
 
     Returns:
       :class:`PopulationResult`; :func:`member_hyperparameters` reads what each member
@@ -266,8 +271,11 @@ def fit_population(
         raise ValueError(f"the number of members must be divisible by the"
                          f" {mesh.devices.size} devices of the mesh; got {k}")
 
+    if weight_decay_mask is not None and not callable(weight_decay_mask):
+        raise ValueError("weight_decay_mask must be a predicate mask(path, leaf) -> bool such"
+                         f" as fnmlp.optim.matrices_only, or None; got {weight_decay_mask!r}")
     pop = build_population(net, d_in, members, batch_size, optimizer, lossdef, grad, lr_factor,
-                           mesh, dtype)
+                           mesh, dtype, weight_decay_mask)
     state, seeds, base_lr, epoch, evaluate = (pop.state, pop.seeds, pop.base_lr, pop.epoch,
                                               pop.evaluate)
     if mesh is not None:
@@ -330,7 +338,8 @@ def make_population(model: Layer, d_in: int | None, members: Sequence[Member], *
                     batch_size: int, optimizer: str = "adam",
                     loss: str | Loss = "softmax_cross_entropy", grad: str = "manual",
                     lr_factor: Callable | None = None, mesh: Any = None,
-                    dtype: Any = jnp.float32) -> Population:
+                    dtype: Any = jnp.float32,
+                    weight_decay_mask: Callable | None = None) -> Population:
     """The jitted population epoch and evaluation, and the stacked initial state (placed
     on ``mesh``, members spread over its devices, when given; params in ``dtype``) for
     ``model`` on inputs of width ``d_in`` (None: the model's own). No checks: see
@@ -338,16 +347,17 @@ def make_population(model: Layer, d_in: int | None, members: Sequence[Member], *
     compiles)."""
     net, lossdef = checks.check_config(model, loss, grad)
     return build_population(net, d_in, members, batch_size, optimizer, lossdef, grad,
-                            lr_factor, mesh, dtype)
+                            lr_factor, mesh, dtype, weight_decay_mask)
 
 
 def build_population(net: Layer, d_in: int | None, members: Sequence[Member],
                      batch_size: int, optimizer: str, loss: Loss, grad: str,
                      lr_factor: Callable | None = None, mesh: Any = None,
-                     dtype: Any = jnp.float32) -> Population:
+                     dtype: Any = jnp.float32,
+                     weight_decay_mask: Callable | None = None) -> Population:
     """:func:`make_population` for arguments already checked (the loss a Loss value)."""
     d_in = d_in if d_in is not None else net.in_features
-    opt = shared_optimizer(optimizer, members)
+    opt = shared_optimizer(optimizer, members, weight_decay_mask)
     states = []
     for m in members:
         params = net.init_params(jax.random.key(m.seed), d_in, dtype)
@@ -379,7 +389,8 @@ def build_population(net: Layer, d_in: int | None, members: Sequence[Member],
 # ------------------------------------------------------ each member trains as it asked
 
 
-def shared_optimizer(optimizer: str, members: Sequence[Member]) -> GradientTransformation:
+def shared_optimizer(optimizer: str, members: Sequence[Member],
+                     weight_decay_mask: Callable | None = None) -> GradientTransformation:
     """The one optimizer of the population's program, built with every hyperparameter a
     member sets given explicitly (``weight_decay`` too, even when every member's is 0), so
     no member inherits the optimizer's own default (``adamw``'s ``weight_decay=1e-2``).
@@ -388,9 +399,10 @@ def shared_optimizer(optimizer: str, members: Sequence[Member]) -> GradientTrans
     computes (a decay term when some member's ``wd > 0``); each member's own values are
     arrays in its state (:func:`member_state`). A member with ``wd == 0`` in a program
     with the decay term adds ``0 * p``: exactly what ``fit`` without decay computes.
+    ``weight_decay_mask`` is the optimizer's ``mask=`` (which leaves decay).
     """
     return get_optimizer(optimizer, max(m.lr for m in members),
-                         weight_decay=max(m.wd for m in members))
+                         weight_decay=max(m.wd for m in members), mask=weight_decay_mask)
 
 
 def member_state(params: Any, opt: GradientTransformation, member: Member) -> TrainState:

@@ -200,6 +200,26 @@ def test_sweep_of_eight_learning_rates_from_one_command(tmp_path):
     assert "ensemble of 8 members" in r.stdout and "rank" in r.stdout
 
 
+def test_a_sweeps_weight_decay_touches_what_the_single_runs_does(tmp_path):
+    """A breaker's find: ``--sweep wd=W`` decayed the biases too, while one run's
+    ``--weight-decay W`` decays the weight matrices only (cli.flags.decay_mask, now used by
+    both): the member equals the single run with its flags (biases shrank 20x before)."""
+    common = ["--dataset", "moons", "--n", "200", "--epochs", "4", "--batch-size", "20",
+              "--optimizer", "adam", "--lr", "0.05", "--quiet"]
+    r = _script(*common, "--weight-decay", "0.5", "--out", str(tmp_path / "one"))
+    assert r.returncode == 0, r.stderr
+    r = _script(*common, "--sweep", "wd=0.5", "--out", str(tmp_path / "pop"))
+    assert r.returncode == 0, r.stderr
+    one = fnmlp.load_model(tmp_path / "one" / "checkpoint.npz").params
+    member = fnmlp.load_model(tmp_path / "pop" / "checkpoint.npz")  # the best: the one
+    assert member.config["weight_decay"] == 0.5
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(member.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    with pytest.raises(ValueError, match="weight_decay_mask must be a predicate"):
+        fit_population(fnmlp.mlp(TINY), SMALL.x, SMALL.y, [Member(1e-2, 0.1)], epochs=1,
+                       batch_size=32, verbose=False, weight_decay_mask="matrices")
+
+
 FOUR = textwrap.dedent("""
     import json, os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
@@ -255,14 +275,14 @@ def _wd_grids(name):
 _FITS: dict = {}
 
 
-def _fit_member(name, m, x=SMALL.x, y=SMALL.y, dtype=None, epochs=2):
-    """fnmlp.fit with member m's config: the same optimizer, m's lr and weight decay, m's
-    seed (cached: the grids share members)."""
-    key = (name, m, dtype, epochs)
+def _fit_member(name, m, x=SMALL.x, y=SMALL.y, dtype=None, epochs=2, mask=None):
+    """fnmlp.fit with member m's config: the same optimizer, m's lr and weight decay (on
+    the leaves ``mask`` names), m's seed (cached: the grids share members)."""
+    key = (name, m, dtype, epochs, mask)
     if key not in _FITS:
         tiny = fnmlp.mlp(TINY, "tanh")
         p0 = tiny.init_params(jax.random.key(m.seed), dtype=dtype or jnp.float32)
-        opt = fnmlp.optim.get_optimizer(name, m.lr, weight_decay=m.wd)
+        opt = fnmlp.optim.get_optimizer(name, m.lr, weight_decay=m.wd, mask=mask)
         _FITS[key] = fnmlp.fit(tiny, p0, x, y, epochs=epochs, batch_size=32, optimizer=opt,
                                seed=m.seed, verbose=False).params
     return _FITS[key]
@@ -295,7 +315,8 @@ def test_metrics_json_reports_what_each_member_trained_with(tmp_path):
     best = json.loads((tmp_path / "metrics.json").read_text())["best"]
     for k in range(2):
         cfg = json.loads((tmp_path / "members" / str(k) / "metrics.json").read_text())["config"]
-        single = _fit_member("adamw", Member(cfg["lr"], cfg["weight_decay"], cfg["seed"]))
+        single = _fit_member("adamw", Member(cfg["lr"], cfg["weight_decay"], cfg["seed"]),
+                             mask=fnmlp.optim.matrices_only)  # as the scripts' single run
         if k == best:
             saved = fnmlp.load_model(tmp_path / "checkpoint.npz").params
             assert _max_diff(single, saved) < 1e-5

@@ -374,19 +374,27 @@ def cosine_factor(args: argparse.Namespace, n_train: int):
     return cosine_warmup(1.0, 0, total_steps(args, n_train))
 
 
+def decay_mask():
+    """The leaves the scripts' weight decay touches, for one run (``--weight-decay``) and a
+    population (``--sweep wd=``, ``--ensemble`` with adamw) alike: the weight matrices only
+    (``fnmlp.optim.matrices_only``: the lesson's, CS231n's and scikit-learn's choice;
+    biases and LayerNorm scales keep their values). A sweep decayed the biases too."""
+    from fnmlp.optim import matrices_only
+
+    return matrices_only
+
+
 def make_optimizer(args: argparse.Namespace, n_train: int):
     """The optimizer the flags ask for; ``--schedule cosine`` decays ``--lr`` to 0 over
-    :func:`total_steps`; ``--weight-decay`` decays the weight matrices only
-    (``mask=fnmlp.optim.matrices_only``: the lesson's, CS231n's and scikit-learn's
-    choice; biases and LayerNorm scales keep their values)."""
-    from fnmlp.optim import get_optimizer, matrices_only
+    :func:`total_steps`; ``--weight-decay`` decays the leaves :func:`decay_mask` names."""
+    from fnmlp.optim import get_optimizer
     from fnmlp.schedules import cosine_warmup
 
     rate = args.lr
     if getattr(args, "schedule", "constant") == "cosine":
         rate = cosine_warmup(args.lr, 0, total_steps(args, n_train))
     return get_optimizer(args.optimizer, rate, weight_decay=weight_decay(args),
-                         mask=matrices_only)
+                         mask=decay_mask())
 
 
 def make_mesh_for(args: argparse.Namespace):

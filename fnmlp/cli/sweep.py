@@ -18,6 +18,7 @@ from fnmlp.cli.flags import (
     check_class_weight,
     check_out_dir,
     cosine_factor,
+    decay_mask,
     device_description,
     make_mesh_for,
     per_class_scores,
@@ -89,7 +90,8 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         model, x, y, members, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, loss=lossdef, grad=args.grad,
         validation_data=held, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
-        verbose=not args.quiet, class_weight=base["class_weight"])
+        verbose=not args.quiet, class_weight=base["class_weight"],
+        weight_decay_mask=decay_mask())
     classify = lossdef.classifies
     rows, trained = [], member_hyperparameters(result)  # read from the state that trained
     for k, (m, hist) in enumerate(zip(members, result.history)):
