@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["check_float_dtype", "check_key", "check_positive_float", "check_positive_int",
+           "check_seed",
            "is_int", "is_key", "is_positive_int", "is_traced"]
 
 
@@ -35,6 +36,17 @@ def is_int(value: Any) -> bool:
 def is_positive_int(value: Any, minimum: int = 1) -> bool:
     """:func:`is_int` and ``>= minimum``."""
     return is_int(value) and value >= minimum
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """``value`` as an int in ``[0, 2**32)`` (:data:`fnmlp._names.SEED_LIMIT`);
+    ``ValueError`` otherwise: ``2**32`` made the same key as 0, -1 the same as
+    ``2**32 - 1``, 1.5 failed inside JAX, True passed as 1."""
+    from fnmlp._names import SEED_LIMIT
+
+    if not (is_int(value) and 0 <= value < SEED_LIMIT):
+        raise ValueError(f"{name} must be an integer in [0, 2**32); got {value!r}")
+    return int(value)
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:

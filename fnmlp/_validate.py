@@ -269,6 +269,26 @@ def cast(x: Any, params: Any, name: str = "x") -> Array:
     return jax.device_put(out) if host else out
 
 
+def check_fits(x: Any, dtype: Any, name: str = "x", what: str = "compute_dtype") -> None:
+    """``ValueError`` when a finite value of ``x`` would become inf in ``dtype`` (the
+    dtype ``what`` names): a float16 ``compute_dtype`` turned an input of 1e5 into inf, and
+    the run diverged naming the learning rate. Reads the range of ``x`` on the host, and
+    the offending index only when there is one."""
+    dtype = jnp.dtype(dtype)
+    a = np.asarray(x)
+    if a.size == 0 or a.dtype.kind not in "iuf" or not _may_overflow(a.dtype, dtype):
+        return
+    top = float(jnp.finfo(dtype).max)
+    if max(abs(float(np.min(a))), abs(float(np.max(a)))) <= top:
+        return
+    big = np.abs(a.astype(np.float64)) > top
+    idx = np.unravel_index(int(np.argmax(big)), a.shape)
+    raise ValueError(f"{name} must fit {what} {dtype.name} (|v| <= {top:.4g}); got"
+                     f" {a[idx]:g} at index {tuple(int(i) for i in idx)}"
+                     f" ({int(big.sum())} value(s) in all), which would become inf: scale"
+                     f" {name}, or compute in a wider dtype")
+
+
 def _may_overflow(src: np.dtype, dtype: np.dtype) -> bool:
     """Whether a finite ``src`` value can become inf as ``dtype`` (a float dtype).
     ``jnp.finfo``, not NumPy's: NumPy's refuses bfloat16, which read as "cannot

@@ -49,7 +49,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fnmlp import _validate as checks
-from fnmlp._checks import check_float_dtype
+from fnmlp._checks import check_float_dtype, check_seed
+from fnmlp._names import SEED_LIMIT
 from fnmlp.compile_cache import CompileTimer
 from fnmlp.layers import Layer
 from fnmlp.losses import Loss
@@ -108,10 +109,12 @@ def parse_sweep(specs: Sequence[str], defaults: Member) -> list[Member]:
             raise ValueError(f"--sweep {key}= values must be {kind}; got {spec!r}") from None
         for v in parsed:
             bad = (key == "lr" and not (math.isfinite(v) and v > 0)) or (
-                key == "wd" and not (math.isfinite(v) and v >= 0)) or (key == "seed" and v < 0)
+                key == "wd" and not (math.isfinite(v) and v >= 0)) or (
+                key == "seed" and not 0 <= v < SEED_LIMIT)
             if bad:
-                want = {"lr": "> 0", "wd": ">= 0", "seed": ">= 0"}[key]
-                raise ValueError(f"--sweep {key} values must be {want}; got {v:g}")
+                want = {"lr": "> 0", "wd": ">= 0", "seed": "integers in [0, 2**32)"}[key]
+                raise ValueError(f"--sweep {key} values must be {want}; got"
+                                 f" {v if key == 'seed' else format(v, 'g')}")
         values[key] = parsed
     return grid(values.get("lr", [defaults.lr]), values.get("wd", [defaults.wd]),
                 values.get("seed", [defaults.seed]))
@@ -250,6 +253,7 @@ def fit_population(
     for m in members:
         checks.check_positive_float(m.lr, "member lr")
         checks.check_positive_float(m.wd, "member wd", allow_zero=True)
+        check_seed(m.seed, "member seed")
     factor0 = 1.0 if lr_factor is None else float(jax.device_get(lr_factor(np.int32(0))))
     if unusable_rate(factor0):  # fit's rule at step 0 (a schedule's first rate)
         raise ValueError(f"lr_factor gives {factor0:g} at step 0; a learning-rate factor must"

@@ -595,6 +595,58 @@ def test_float64_asked_by_name_with_float64_off_is_refused_everywhere(tmp_path):
             np.float64)
 
 
+@pytest.mark.parametrize("seed", [2**32, -1, 1.5, True, "0", None])
+def test_a_seed_outside_0_to_2_32_is_refused_by_fit_and_populations(seed):
+    """A breaker's find: fit(seed=2**32) trained bit for bit as seed=0 (the key wraps with
+    float64 off), -1 as 2**32-1, 1.5 failed inside JAX, True passed as 1; a member's
+    seed -1 died in NumPy's cast. One rule (_checks.check_seed), the scripts' --seed's."""
+    from conftest import count_compiles
+
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.ones((8, 2), np.float32), np.arange(8) % 2
+    with count_compiles() as compiles:
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+            fnmlp.fit(model, params, x, y, epochs=1, batch_size=4, seed=seed, verbose=False)
+        with pytest.raises(ValueError, match=r"member seed must be an integer in \[0, 2"):
+            fnmlp.fit_population(model, x, y, [fnmlp.population.Member(0.1, 0.0, seed)],
+                                 epochs=1, batch_size=4, verbose=False)
+    assert compiles == []
+    assert fnmlp.fit(model, params, x, y, epochs=1, batch_size=4, seed=2**32 - 1,
+                     verbose=False).history
+
+
+def test_compute_dtype_follows_the_one_dtype_rule_and_bounds_the_inputs():
+    """Breaker's finds: compute_dtype="float64" with float64 off ran in float32 (the loss
+    bit for bit a float32 run's) while init_params refused float64; "foo", longdouble and
+    float8 failed inside JAX; a float16 compute_dtype turned an input of 1e5 into inf and
+    the run 'diverged' naming the learning rate. All refused by name, before compiling."""
+    from conftest import count_compiles
+
+    model = fnmlp.mlp([2, 3, 2])
+    params = model.init_params(jax.random.key(0))
+    x, y = np.ones((8, 2), np.float32), np.arange(8) % 2
+    fit = lambda cd, x=x: fnmlp.fit(model, params, x, y, epochs=1, batch_size=4,  # noqa: E731
+                                    compute_dtype=cd, verbose=False)
+    cases = [("float64", r"compute_dtype=float64 needs JAX's float64"),
+             ("foo", "compute_dtype must be a float dtype"),
+             (np.longdouble, "compute_dtype must be a float dtype"),
+             ("float8_e4m3fn", "compute_dtype must be a float dtype")]
+    with count_compiles() as compiles:
+        for cd, msg in cases:
+            with pytest.raises(ValueError, match=msg):
+                fit(cd)
+            with pytest.raises(ValueError, match=msg):
+                fnmlp.train.make_trainer(model, fnmlp.adam(1e-3), 4, compute_dtype=cd)
+        big = x.copy()
+        big[5, 0] = 1e5
+        with pytest.raises(ValueError, match=r"x must fit compute_dtype float16 .* got 100000"
+                                             r" at index \(5, 0\)"):
+            fit(jnp.float16, big)
+    assert compiles == []
+    assert fit(jnp.bfloat16, big).history  # bfloat16's range holds 1e5
+
+
 def test_backprop_names_a_delta_of_the_wrong_width():
     """A new user's finding: a raw ``dot_general`` TypeError before."""
     model = fnmlp.mlp([4, 5, 3])

@@ -150,7 +150,9 @@ def test_member_indices_out_of_range_are_refused_and_negative_ones_count_from_th
 @pytest.mark.parametrize("spec, match", [
     (["momentum=0.9"], "KEY one of"), (["lr="], "no empty entries"), (["lr=1e-3,,2"], "empty"),
     (["lr=-1e-3"], "must be > 0"), (["wd=-1"], "must be >= 0"), (["seed=0.5"], "integers"),
-    (["lr=1", "lr=2"], "twice"), (["lr"], "KEY=V1,V2")])
+    (["lr=1", "lr=2"], "twice"), (["lr"], "KEY=V1,V2"),
+    (["seed=4294967296"], r"seed values must be integers in \[0, 2\*\*32\); got 4294967296"),
+    (["seed=-1"], r"integers in \[0, 2\*\*32\); got -1")])
 def test_bad_sweep_specs(spec, match):
     with pytest.raises(ValueError, match=match):
         parse_sweep(spec, Member(1e-3))

@@ -28,12 +28,15 @@ def parse_int_list(text: str) -> list[int]:
 
 
 def seed_int(text: str) -> int:
-    """A seed in ``[0, 2**32)`` (what ``jax.random.key`` and NumPy take)."""
+    """A seed in ``[0, 2**32)`` (:data:`fnmlp._names.SEED_LIMIT`, the rule of
+    :func:`fnmlp._checks.check_seed` too)."""
+    from fnmlp._names import SEED_LIMIT
+
     try:
         v = int(text)
     except ValueError:
         v = -1
-    if not 0 <= v < 2**32:
+    if not 0 <= v < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32); got {text!r}")
     return v
 

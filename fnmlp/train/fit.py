@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from fnmlp import _validate as checks
+from fnmlp._checks import check_seed
 from fnmlp.data import train_test_split
 from fnmlp.grad import Params
 from fnmlp.layers import Layer
@@ -360,6 +361,7 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
     :func:`choose_optimizer`, the data as checked arrays, the weights ``[N]``)."""
     model, lossdef = checks.check_config(model, loss, grad)
     epochs = checks.check_positive_int(epochs, "epochs")
+    check_seed(seed)
     built = not isinstance(optimizer, str)  # an object: its own rate and decay apply
     name = None if built else optimizer
     optimizer, asked = choose_optimizer(optimizer, learning_rate, params)
@@ -372,6 +374,7 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
             raise ValueError(f"epochs={epochs} but the state is already at epoch"
                              f" {int(state.epoch)}: epochs is the epoch to train up to; give"
                              f" more than {int(state.epoch)} to continue")
+    raw_x = x
     x, y, w, widths = check_training_data(model, lossdef, params, x, y, sample_weight,
                                           class_weight)
     if validation_data is not None and validation_split is not None:
@@ -397,7 +400,8 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
     stopping = None if patience is None else Patience(  # which checks patience
         patience, "val_loss" if validation_data is not None else "train_loss")
     checks.check_positive_int(log_every, "log_every")
-    check_compute_dtype(compute_dtype)
+    if check_compute_dtype(compute_dtype) is not None:
+        checks.check_fits(raw_x, compute_dtype)  # the products take x in it
     if state is not None and state.early is not None:
         if stopping is None:  # no early stopping asked: the last params are the model, so
             state = state._replace(early=None)  # the state (and its checkpoint) say so too

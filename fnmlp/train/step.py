@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnmlp import _validate as checks
+from fnmlp._checks import check_float_dtype
 from fnmlp.grad import Params, value_and_grad_fn, weight_total
 from fnmlp.layers import Context, Layer
 from fnmlp.losses import Loss, correct, get_loss
@@ -115,10 +116,15 @@ def dropout_key(key: Array | None, step: Array) -> Array:
 
 
 def check_compute_dtype(compute_dtype: Any) -> Any:
-    """None, or a float dtype such as ``jnp.bfloat16``; ``ValueError`` otherwise."""
-    if compute_dtype is not None and not jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating):
-        raise ValueError(f"compute_dtype must be a float dtype such as jnp.bfloat16; got"
-                         f" {compute_dtype!r}")
+    """None, or a float dtype such as ``jnp.bfloat16``, returned as given; checked by the
+    one rule for a dtype asked by name (:func:`fnmlp._checks.check_float_dtype`: float64
+    with JAX's float64 off is refused, as for ``init_params``; it ran in float32 here).
+
+    Raises:
+      ValueError: not a float dtype fnmlp computes in, or float64 with float64 off.
+    """
+    if compute_dtype is not None:
+        check_float_dtype(compute_dtype, "compute_dtype")
     return compute_dtype
 
 
