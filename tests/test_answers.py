@@ -647,6 +647,27 @@ def test_compute_dtype_follows_the_one_dtype_rule_and_bounds_the_inputs():
     assert fit(jnp.bfloat16, big).history  # bfloat16's range holds 1e5
 
 
+def test_load_model_refuses_a_dtype_the_saved_weights_do_not_fit(tmp_path):
+    """A breaker's find: load_model(dtype="float16") turned a weight of 1e5 into inf with
+    only NumPy's cast warning; predict_proba gave NaN. Refused, naming the layer and index;
+    the same file loads in float32, and in float16 once every weight fits."""
+    from fnmlp.io import model_config
+
+    model = fnmlp.mlp([3, 4, 2], "tanh")
+    params = model.init_params(jax.random.key(0))
+    params[0]["w"] = params[0]["w"].at[1, 2].set(1e5)
+    fnmlp.save_checkpoint(tmp_path / "m.npz", params, model_config(model, "softmax_cross_entropy"))
+    with pytest.raises(ValueError, match=r"layer 0 'w' holds 100000 at index \(1, 2\) .*beyond"
+                                         r" float16's range"):
+        fnmlp.load_model(tmp_path / "m.npz", dtype="float16")
+    assert np.isfinite(np.asarray(fnmlp.load_model(tmp_path / "m.npz").predict_proba(
+        np.ones((1, 3), np.float32)))).all()
+    params[0]["w"] = params[0]["w"].at[1, 2].set(6e4)
+    fnmlp.save_checkpoint(tmp_path / "m.npz", params, model_config(model, "softmax_cross_entropy"))
+    assert fnmlp.load_model(tmp_path / "m.npz", dtype="float16").params[0]["w"].dtype == (
+        jnp.float16)
+
+
 def test_backprop_names_a_delta_of_the_wrong_width():
     """A new user's finding: a raw ``dot_general`` TypeError before."""
     model = fnmlp.mlp([4, 5, 3])

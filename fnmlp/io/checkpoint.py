@@ -196,10 +196,30 @@ def load_checkpoint(path: str | os.PathLike, template: Any, prefix: str | None =
                 raise ValueError(
                     f"{path}: {_where(prefix + name)} has shape {a.shape} in the checkpoint"
                     f" but {tuple(np.shape(leaf))} in the model")
-            leaves.append(jnp.asarray(a, dtype=getattr(leaf, "dtype", None)
-                                      or np.asarray(leaf).dtype))
+            want = jnp.dtype(getattr(leaf, "dtype", None) or np.asarray(leaf).dtype)
+            _check_fits(a, want, path, prefix + name)
+            leaves.append(jnp.asarray(a, dtype=want))
     treedef = jax.tree.structure(template)
     return jax.tree.unflatten(treedef, leaves), meta["config"]
+
+
+def _check_fits(a: np.ndarray, dtype: np.dtype, path, name: str) -> None:
+    """``ValueError`` when a finite stored value would become inf in the template's
+    ``dtype``: ``load_model(dtype="float16")`` turned a weight of 1e5 into inf with only
+    NumPy's cast warning, and the model predicted NaN."""
+    if a.size == 0 or a.dtype.kind != "f" or not jnp.issubdtype(dtype, jnp.floating):
+        return
+    top = float(jnp.finfo(dtype).max)
+    if float(jnp.finfo(a.dtype).max) <= top:
+        return
+    with np.errstate(invalid="ignore"):
+        big = np.abs(a) > top  # NaN compares False: never stored (save refuses them)
+    if big.any():
+        idx = np.unravel_index(int(np.argmax(big)), a.shape)
+        raise ValueError(f"{path}: {_where(name)} holds {a[idx]:g} at index"
+                         f" {tuple(int(i) for i in idx)} ({int(big.sum())} value(s) in all),"
+                         f" beyond {dtype.name}'s range (|v| <= {top:.4g}): load it in a wider"
+                         " dtype (dtype=None keeps the saved one)")
 
 
 class MemberHeader(NamedTuple):
@@ -275,9 +295,13 @@ def check_members(zf: zipfile.ZipFile, path, names: list[str], want: dict[str, t
 
 
 def _where(name: str) -> str:
-    """``params/0/w`` -> ``layer 0 'w'``; other names as they are."""
-    parts = name.split("/")
-    return f"layer {parts[1]} {parts[2]!r}" if parts[0] == "params" and len(parts) == 3 else name
+    """``params/0/w`` (also bare ``0/w`` and early stopping's ``early/best/params/0/w``)
+    -> ``layer 0 'w'``; other names as they are."""
+    for head in ("early/best/params/", "params/", ""):
+        parts = name[len(head):].split("/") if name.startswith(head) else []
+        if len(parts) == 2 and parts[0].isdigit():
+            return f"layer {parts[0]} {parts[1]!r}"
+    return name
 
 
 def _mismatch(path, have: list[str], want: list[str]) -> str:
