@@ -112,3 +112,38 @@ def test_validate_names_every_score_with_its_prefix(moons):
     assert set(got) == {"test_loss", "test_accuracy"}
     want = fnmlp.evaluate(model, params, x_val, y_val)
     assert got["test_loss"] == pytest.approx(want["loss"], rel=1e-6)
+
+
+def test_patience_on_an_accuracy_keeps_the_highest_and_refuses_min(moons):
+    """A breaker's find: Patience(3, monitor="val_accuracy") kept the epoch of the
+    *lowest* accuracy (0.79 of 0.79, 0.85, 0.91, 0.91) and stopped; "weight_norm" (a list)
+    passed once and failed in NumPy the next epoch. mode="max" keeps the highest; an
+    accuracy with mode="min" and a value that is no single number are refused."""
+    x, y, x_val, y_val = moons
+    model = fnmlp.mlp([2, 16, 2], "tanh")
+    params = model.init_params(jax.random.key(0))
+    opt = fnmlp.adam(1e-2)
+    trainer = make_trainer(model, opt, batch_size=32)
+    with pytest.raises(ValueError, match="'val_accuracy' grows as the model learns: give"
+                                         " mode='max'"):
+        Patience(3, "val_accuracy")
+    with pytest.raises(ValueError, match="mode must be 'min'"):
+        Patience(3, mode="maximum")
+    stop, state, key = Patience(2, "val_accuracy", mode="max"), init_state(params, opt), (
+        jax.random.key(0))
+    seen = []
+    for epoch in range(1, 31):
+        state, record = train_epoch(trainer, state, (x, y), key, epoch)
+        record.update(validate(trainer, state.params, (x_val, y_val)))
+        seen.append(record["val_accuracy"])
+        state = stop.update(state, record)
+        if stop.stopped(state):
+            break
+    best = stop.best_epoch(state)
+    assert seen[best - 1] == max(seen) and seen.index(max(seen)) == best - 1
+    assert max(seen) > seen[0]  # it learned: the lowest would have been another epoch
+    with pytest.raises(ValueError, match="must be one number per epoch"):
+        Patience(2, "weight_norm").update(state, {**record, "weight_norm": [1.0, 2.0]})
+    with pytest.raises(ValueError, match=r"state.early tracked 'val_accuracy' \(mode='max'\)"
+                                         r".* this run monitors 'val_loss'"):
+        Patience(2).update(state, record)

@@ -162,18 +162,39 @@ def validate(trainer: Trainer, params: Any, data: tuple | None, prefix: str = "v
 @dataclasses.dataclass(frozen=True)
 class Patience:
     """Early stopping: stop after ``patience`` epochs without a strictly lower
-    ``record[monitor]``; keep the best epoch's state (``state.early.best``).
+    ``record[monitor]`` (``mode="max"``: strictly higher, for ``"val_accuracy"``); keep the
+    best epoch's state (``state.early.best``). As Keras's ``EarlyStopping(monitor, mode)``,
+    without its name-guessing ``"auto"``: an accuracy with ``mode="min"`` (which kept the
+    worst epoch) is refused.
 
     Raises:
-      ValueError: ``patience`` not a positive integer, or (in :meth:`update`) a record
-        without ``monitor`` (no validation data was scored that epoch).
+      ValueError: ``patience`` not a positive integer, ``mode`` not ``"min"``/``"max"``,
+        an accuracy monitored with ``"min"``, or (in :meth:`update`) a record without
+        ``monitor`` (no validation data was scored that epoch) or whose value is not one
+        number.
     """
 
     patience: int
     monitor: str = "val_loss"
+    mode: str = "min"
 
     def __post_init__(self):
         object.__setattr__(self, "patience", check_positive_int(self.patience, "patience"))
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' (a loss) or 'max' (an accuracy); got"
+                             f" {self.mode!r}")
+        if not isinstance(self.monitor, str):
+            raise ValueError(f"monitor must be a record key such as 'val_loss'; got"
+                             f" {self.monitor!r}")
+        if "accuracy" in self.monitor and self.mode == "min":
+            raise ValueError(f"{self.monitor!r} grows as the model learns: give mode='max'"
+                             " (mode='min' keeps the epoch with the lowest accuracy)")
+
+    @property
+    def key(self) -> str:
+        """What :attr:`EarlyStopping.monitor` records (:func:`monitor_id`): the monitor,
+        with ``":max"`` for ``mode="max"``."""
+        return self.monitor if self.mode == "min" else f"{self.monitor}:max"
 
     def update(self, state: TrainState, record: dict) -> TrainState:
         """``state`` with its bookkeeping (:func:`track_best`) after the epoch of ``record``."""
@@ -181,9 +202,14 @@ class Patience:
             raise ValueError(f"Patience monitors {self.monitor!r}, which this epoch's record"
                              f" lacks ({sorted(record)}): score held-out data first"
                              " (record.update(validate(...))), or pass monitor=")
+        value = record[self.monitor]
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)):
+            raise ValueError(f"Patience monitors {self.monitor!r}, which must be one number"
+                             f" per epoch; this record holds {value!r}"[:200])
         self.check_state(state)
-        return state._replace(early=track_best(state, record[self.monitor], self.patience,
-                                               self.monitor))
+        return state._replace(early=track_best(state, float(value), self.patience,
+                                               self.key, self.mode))
 
     def check_state(self, state: TrainState) -> None:
         """``ValueError`` when ``state.early`` tracked another record key than this
@@ -192,13 +218,14 @@ class Patience:
         the old epoch. A state saved before the key was recorded passes."""
         early = state.early
         if early is None or early.monitor is None or int(early.monitor) == monitor_id(
-                self.monitor):
+                self.key):
             return
-        was = {int(monitor_id(k)): k for k in ("train_loss", "val_loss", "loss")}.get(
-            int(early.monitor), "another record key")
+        known = ["train_loss", "val_loss", "loss", "val_accuracy:max", "train_accuracy:max"]
+        was = {int(monitor_id(k)): _shown(k) for k in known}.get(int(early.monitor),
+                                                                "another record key")
         raise ValueError(
-            f"state.early tracked {was!r} (best {float(early.best_value):.6g} at epoch"
-            f" {int(early.best_epoch)}), but this run monitors {self.monitor!r}"
+            f"state.early tracked {was} (best {float(early.best_value):.6g} at epoch"
+            f" {int(early.best_epoch)}), but this run monitors {_shown(self.key)}"
             " (validation data given or not decides which): resume with the same"
             " validation setup, or drop the old record to start early stopping afresh:"
             " state=state._replace(early=None)")
@@ -221,15 +248,24 @@ class Patience:
                 f" {self.best_epoch(state)}, training nothing more")
 
 
+def _shown(key: str) -> str:
+    """A :attr:`Patience.key` as messages name it: ``'val_accuracy' (mode='max')``."""
+    name, _, mode = key.partition(":")
+    return f"{name!r}" + (f" (mode={mode!r})" if mode else "")
+
+
 def track_best(state: TrainState, value: float, patience: int,
-               monitor: str = "val_loss") -> EarlyStopping:
-    """Early stopping's bookkeeping after an epoch whose monitored loss (the record key
-    ``monitor``) is ``value``: a new best (strictly lower) keeps ``state`` (its arrays are
-    never changed in place) and resets the wait; otherwise the wait grows, and reaching
-    ``patience`` marks the run stopped. The key is recorded (:func:`monitor_id`)."""
+               monitor: str = "val_loss", mode: str = "min") -> EarlyStopping:
+    """Early stopping's bookkeeping after an epoch whose monitored value (``monitor``, as
+    :attr:`Patience.key` names it) is ``value``: a new best (strictly lower; ``mode="max"``:
+    strictly higher) keeps ``state`` (its arrays are never changed in place) and resets the
+    wait; otherwise the wait grows, and reaching ``patience`` marks the run stopped. The
+    key is recorded (:func:`monitor_id`)."""
     early = state.early
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
-    if early is None or value < float(early.best_value):
+    better = early is None or (value < float(early.best_value) if mode == "min"
+                               else value > float(early.best_value))
+    if better:
         return EarlyStopping(host_scalar(value, dtype), host_scalar(int(state.epoch), np.int32),
                              host_scalar(0, np.int32), host_scalar(False, np.bool_),
                              state._replace(early=None),  # arrays: never changed in place
