@@ -186,6 +186,30 @@ def test_a_schedule_negative_inside_an_epoch_and_positive_at_its_end_is_seen():
     assert int(e.value.state.epoch) == 1 and [r["epoch"] for r in e.value.history] == [1]
 
 
+def test_a_resumed_schedule_is_judged_against_the_rate_it_was_trained_at():
+    """A breaker's find: resuming with a schedule object reset the state's rate to the
+    schedule's step-0 rate (a warm-up's 0), so the round-off at the decay's end (-1e-9,
+    allowed in the uninterrupted run: 1% of the 0.1 before) was refused after a resume.
+    The resumed run now ends as the uninterrupted one; a real dip is still caught."""
+    from fnmlp.train import TrainingDiverged
+
+    model = fnmlp.mlp([4, 8, 3], "tanh")
+    params = model.init_params(jax.random.key(0))
+    x, y = np.random.default_rng(0).normal(size=(64, 4)), np.arange(64) % 3
+    kw = dict(batch_size=16, verbose=False)  # 4 updates an epoch
+    sched = lambda c: jnp.where(c == 0, 0.0, jnp.where(c < 8, 0.1, -1e-9))  # noqa: E731
+    full = fnmlp.fit(model, params, x, y, epochs=3, optimizer=optim.sgd(sched), **kw)
+    half = fnmlp.fit(model, params, x, y, epochs=2, optimizer=optim.sgd(sched), **kw)
+    resumed = fnmlp.fit(model, params, x, y, epochs=3, optimizer=optim.sgd(sched),
+                        state=half.state, **kw)
+    for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    dip = lambda c: jnp.where(c == 0, 0.0, jnp.where(c < 8, 0.1, -0.05))  # noqa: E731
+    with pytest.raises(TrainingDiverged, match="learning rate became -0.05 in epoch 3"):
+        fnmlp.fit(model, params, x, y, epochs=3, optimizer=optim.sgd(dip), state=half.state,
+                  **kw)
+
+
 def test_a_schedule_that_becomes_infinite_stops_the_run():
     from fnmlp.train import TrainingDiverged
 

@@ -185,8 +185,14 @@ def fit(
     key = jax.random.key(seed)
     stopping = run.stopping
 
+    first = int(run.state.epoch) + 1
+
     def run_epoch(state, epoch):  # one compiled epoch, then validation
-        state, record = train_epoch(trainer, state, data, key, epoch)
+        # a resumed run's first epoch judges its rate against the rate the state was
+        # trained at (a schedule object's state was reset to its step-0 rate: a warm-up
+        # from 0 made the round-off at a decay's end look like a negative rate)
+        state, record = train_epoch(trainer, state, data, key, epoch,
+                                    run.resumed_rate if epoch == first else None)
         record.update(validate(trainer, state.params, val))
         return state, record
 
@@ -350,6 +356,7 @@ class FitRun(NamedTuple):
     w: Array | None  # [N] per-example weights, or None
     validation_data: tuple | None  # (x_val, y_val), checked, or None
     stopping: Patience | None = None  # early stopping on the validation (or train) loss
+    resumed_rate: float | None = None  # the rate the resumed state held, before this fit's
 
 
 def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate, loss,
@@ -407,9 +414,10 @@ def check_fit(model, params, x, y, epochs, batch_size, optimizer, learning_rate,
             state = state._replace(early=None)  # the state (and its checkpoint) say so too
         else:
             stopping.check_state(state)
+    held = None if state is None else float(jax.device_get(get_learning_rate(state.opt_state)))
     state = (fresh_state(params, optimizer) if state is None
              else resumed_state(state, optimizer, asked, built))
-    return FitRun(model, lossdef, optimizer, state, x, y, w, validation_data, stopping)
+    return FitRun(model, lossdef, optimizer, state, x, y, w, validation_data, stopping, held)
 
 
 def check_training_data(model: Layer, loss: Loss, params: Any, x: Any, y: Any,

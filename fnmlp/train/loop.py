@@ -108,16 +108,18 @@ def run_epochs(run_epoch: Callable, state: TrainState, epochs: int, *,
 
 
 def train_epoch(trainer: Trainer, state: TrainState, data: tuple, key: jax.Array,
-                epoch: int) -> tuple[TrainState, dict]:
+                epoch: int, rate_before: float | None = None) -> tuple[TrainState, dict]:
     """Trains epoch ``epoch`` (1-based) of ``data = (x, y)`` or ``(x, y, w)`` (``w [N]``
     per-example weights) with ``trainer.epoch``; returns the new state and its record
     (:func:`epoch_record`). The compiled epoch donates nothing, so ``state`` stays valid;
     ``state.early`` (early stopping's record) passes around it, so the program's input
-    keeps one structure and nothing recompiles.
+    keeps one structure and nothing recompiles. ``rate_before`` is the rate a schedule's
+    lowest rate in the epoch is judged against (:func:`fnmlp.optim.base.unusable_rate`);
+    None: ``state``'s own (a resumed run passes the rate its state was trained at).
 
     Raises:
-      TrainingDiverged: a non-finite loss or params; ``.state`` is ``state`` (without
-        ``early``).
+      TrainingDiverged: a non-finite loss or params, or an unusable rate; ``.state`` is
+        ``state`` (without ``early``).
     """
     x, y, w = (*data, None)[:3]
     early, state = state.early, state._replace(early=None)  # the program's input: one structure
@@ -134,7 +136,8 @@ def train_epoch(trainer: Trainer, state: TrainState, data: tuple, key: jax.Array
             f" (learning rate {record['learning_rate']:g}); the last finite params"
             f" (end of epoch {epoch - 1}) are kept in .state", epoch, state, [])
     rate = float(m["lowest_learning_rate"])  # the lowest any update of the epoch used
-    if not (np.isfinite(rate) and rate >= 0) and unusable_rate(rate, _rate_of(state)):
+    before = _rate_of(state) if rate_before is None else rate_before
+    if not (np.isfinite(rate) and rate >= 0) and unusable_rate(rate, before):
         raise TrainingDiverged(
             f"the learning rate became {rate:g} in epoch {epoch} (the schedule's lowest over"
             f" the epoch's updates, steps {int(state.step)}-{int(new.step) - 1}); a rate must"
