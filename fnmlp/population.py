@@ -254,7 +254,7 @@ def fit_population(
         checks.check_positive_float(m.lr, "member lr")
         checks.check_positive_float(m.wd, "member wd", allow_zero=True)
         check_seed(m.seed, "member seed")
-    factor0 = 1.0 if lr_factor is None else float(jax.device_get(lr_factor(np.int32(0))))
+    factor0 = 1.0 if lr_factor is None else _first_factor(lr_factor)
     if unusable_rate(factor0):  # fit's rule at step 0 (a schedule's first rate)
         raise ValueError(f"lr_factor gives {factor0:g} at step 0; a learning-rate factor must"
                          " be finite and >= 0 (a negative rate climbs the loss)")
@@ -442,6 +442,18 @@ def member_hyperparameters(result: PopulationResult) -> list[dict]:
     # str of a float32 scalar: the shortest decimal that reads back to it (0.01, not
     # 0.009999999776482582); float64 values are exact
     return [{"lr": float(str(a)), "weight_decay": float(str(b))} for a, b in zip(lr, wd)]
+
+
+def _first_factor(lr_factor: Any) -> float:
+    """``lr_factor(0)`` as a float; ``ValueError`` naming ``lr_factor`` unless it is a
+    callable giving one real number (a ``[3]`` array, ``[1]`` or None failed in NumPy)."""
+    if not callable(lr_factor):
+        raise ValueError(f"lr_factor must be a function count -> factor; got {lr_factor!r}")
+    value = jax.device_get(lr_factor(np.int32(0)))
+    if np.shape(value) != () or np.asarray(value).dtype.kind not in "iuf":
+        raise ValueError(f"lr_factor must return one real number per count; lr_factor(0)"
+                         f" gave {value!r}"[:200])
+    return float(value)
 
 
 def population_dtype(dtype: Any, x: Any) -> np.dtype:

@@ -65,7 +65,10 @@ def _inputs(path: Path, width: int, input_config: dict):
         except (ValueError, OSError) as e:
             raise UsageError(f"{path}: not a readable .npy array ({e})") from None
     elif suffix in (".gz", "") or "idx" in path.name:
-        a = read_idx(path, 3)
+        try:
+            a = read_idx(path, 3)
+        except (ValueError, OSError, EOFError) as e:  # one bad file: its own line
+            raise UsageError(f"{path}: not a readable IDX file ({e})") from None
     else:
         raise UsageError(f"{path}: unknown kind of input (want a picture, .npy or an IDX"
                          f" file); got suffix {suffix!r}")

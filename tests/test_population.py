@@ -95,6 +95,10 @@ def test_a_member_whose_rate_goes_below_zero_is_marked_and_never_the_best():
     fine = fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, members, epochs=3,
                           batch_size=32, optimizer="sgd", verbose=False)
     assert not any(r["diverged"] for h in fine.history for r in h)
+    for bad in (lambda c: jnp.ones(3), lambda c: jnp.ones(1), lambda c: None, 0.5):
+        with pytest.raises(ValueError, match="lr_factor must"):  # failed in NumPy before
+            fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, members, epochs=1,
+                           batch_size=32, optimizer="sgd", lr_factor=bad, verbose=False)
     with pytest.raises(ValueError, match="lr_factor gives -1 at step 0"):  # as fit's schedule
         fit_population(fnmlp.mlp(SIZES, "identity"), DS.x, DS.y, members, epochs=3,
                        batch_size=32, optimizer="sgd", lr_factor=lambda c: -1.0 + 0 * c,
@@ -174,11 +178,23 @@ def _script(*args, env=None):
     (["--sweep", "lr=-0.1"], "must be > 0"),
     (["--sweep", "seed=" + ",".join(map(str, range(300))), "--hidden", "4096,4096"],
      "GiB are available: give fewer members"),
-    (["--sweep", "lr=0.1", "--resume"], "not available with --sweep")])
+    (["--sweep", "lr=0.1", "--resume"], "not available with --sweep"),
+    # a breaker's find: the first of two --sweep flags was dropped (one member trained)
+    (["--sweep", "lr=0.1", "--sweep", "lr=0.2", "seed=1"], "--sweep gives lr twice")])
 def test_bad_sweeps_exit_2_with_one_line(tmp_path, sweep, match):
     r = _script("--out", str(tmp_path), "--epochs", "2", *sweep)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert match in r.stderr and "Traceback" not in r.stderr
+
+
+def test_repeated_sweep_flags_add_up():
+    from fnmlp import cli
+
+    args = cli.base_parser("t", hidden="8", activation="tanh", optimizer="adam", lr=1e-2,
+                           batch_size=32, epochs=2, out="o").parse_args(
+        ["--sweep", "lr=0.1,0.2", "--sweep", "seed=1,2"])
+    members = cli.members_from_args(args)
+    assert [(m.lr, m.seed) for m in members] == [(0.1, 1), (0.1, 2), (0.2, 1), (0.2, 2)]
 
 
 def test_sweep_of_eight_learning_rates_from_one_command(tmp_path):
@@ -220,6 +236,19 @@ def test_a_sweeps_weight_decay_touches_what_the_single_runs_does(tmp_path):
     with pytest.raises(ValueError, match="weight_decay_mask must be a predicate"):
         fit_population(fnmlp.mlp(TINY), SMALL.x, SMALL.y, [Member(1e-2, 0.1)], epochs=1,
                        batch_size=32, verbose=False, weight_decay_mask="matrices")
+
+
+def test_a_sweep_whose_every_member_diverges_exits_1_with_one_line(tmp_path):
+    """A breaker's find: exit 2 with 'members must list at least one member index; got
+    none' (the ensemble of no member), no metrics.json; the regression script 'refusing to
+    save a checkpoint with non-finite values'. Divergence is exit 1, as for one run."""
+    r = _script("--dataset", "moons", "--n", "120", "--epochs", "2", "--quiet", "--out",
+                str(tmp_path), "--sweep", "lr=1e38,3e38")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "every member diverged" in lines[0], r.stderr
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["best"] is None and all(m["diverged"] for m in summary["members"])
+    assert not (tmp_path / "checkpoint.npz").exists()
 
 
 FOUR = textwrap.dedent("""

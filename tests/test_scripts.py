@@ -1056,6 +1056,22 @@ def test_predict_py_photos_warnings_save_input_and_one_bad_file(digit_model, tmp
     np.testing.assert_allclose(small.reshape(784), mnist_from_image(good), atol=1 / 255)
 
 
+def test_predict_py_an_unreadable_idx_file_is_one_failed_input(digit_model, tmp_path):
+    """A breaker's find: read_idx's ValueError stopped the whole batch, and the good
+    .npy beside it got no answer; now it is one failed input like a bad picture."""
+    path, _, _ = digit_model
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((1, 784), np.float32))
+    bad = tmp_path / "bad-idx3-ubyte"
+    bad.write_bytes(b"garbage, no IDX header")
+    r = run_script("predict.py", "--checkpoint", path, good, bad, "--json", check=False)
+    assert r.returncode == 2, r.stderr
+    out = json.loads(r.stdout)
+    assert [o["input"] for o in out["predictions"]] == [f"{good}"]
+    assert out["failed"][0]["input"] == str(bad)
+    assert "not a readable IDX file" in out["failed"][0]["error"]
+
+
 # ----------------------------------------------------------------------------- issue 43
 
 

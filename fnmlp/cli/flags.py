@@ -227,9 +227,10 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--log-every", type=positive_int, default=log_every, metavar="N",
                    help="print epoch 1, every N-th epoch and the last")
-    p.add_argument("--sweep", nargs="+", metavar="KEY=V1,V2", default=None,
+    p.add_argument("--sweep", nargs="+", action="extend", metavar="KEY=V1,V2", default=None,
                    help="train a population in one program: lr=, wd=, seed= comma lists; a"
-                        " grid when several keys are given (default: one model)")
+                        " grid when several keys are given (--sweep may be repeated: its"
+                        " entries add up) (default: one model)")
     p.add_argument("--class-weight", type=parse_class_weight, default=None,
                    metavar="WEIGHTS",
                    help="weigh the loss by class (classification only): 'balanced' is"

@@ -129,6 +129,12 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     summary = {"config": base, "members": rows, "ranking": [r["member"] for r in ranking],
                "ranked_by": rank_by, "best": best, "device": device_description(),
                "wall_seconds": time.perf_counter() - t_start}
+    if all(r["diverged"] for r in rows):  # nothing to keep, rank or ensemble
+        write_json(out / "metrics.json", {**summary, "best": None})
+        raise FloatingPointError(
+            f"every member diverged (learning rates {', '.join(f'{m.lr:g}' for m in members)}):"
+            f" nothing to keep; each member's history is in {out}/members/K/metrics.json:"
+            " lower the learning rates")
     if lossdef.kind == "multiclass":
         finite = [r["member"] for r in rows if not r["diverged"]]
         proba = ensemble_predict_proba(model, result.params, test[0], loss=lossdef,
