@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnmlp._checks import check_positive_float, check_positive_int, is_traced
+from fnmlp._checks import check_float_dtype, check_positive_float, check_positive_int, is_traced
 from fnmlp.layers import Layer, check_model
 from fnmlp.losses import Loss, check_loss_for_model, check_outputs, get_loss
 
@@ -234,6 +234,9 @@ def param_widths(model: Layer, params: Any, d_in: int) -> tuple[int, int]:
         if tuple(np.shape(have)) != tuple(want.shape):
             raise ValueError(f"params{jax.tree_util.keystr(path)} must have shape"
                              f" {tuple(want.shape)} for the model; got {tuple(np.shape(have))}")
+    # float64 params made inside jax.enable_x64, used outside it: the one dtype rule
+    # (fit failed inside lax.scan, evaluate computed in float32 with JAX's warnings)
+    check_float_dtype(dtype_of(params), "the params' dtype")
     out = jax.eval_shape(lambda p: model.apply(p, jnp.zeros((1, d), dtype_of(params))), params)
     return d, int(out.shape[-1])
 

@@ -668,6 +668,31 @@ def test_load_model_refuses_a_dtype_the_saved_weights_do_not_fit(tmp_path):
         jnp.float16)
 
 
+def test_float64_params_used_with_float64_off_are_refused_by_every_entry_point():
+    """A new user's find: params made inside jax.enable_x64 and trained outside it failed
+    inside lax.scan (a raw TypeError on the carry's dtype); evaluate computed in float32
+    with JAX's warnings. The params' dtype follows the one dtype rule, before compiling."""
+    from conftest import count_compiles
+
+    model = fnmlp.mlp([2, 16, 2], "tanh")
+    model.init_params(jax.random.key(0))  # JAX's own key programs, compiled once
+    with jax.enable_x64(True):
+        p64 = model.init_params(jax.random.key(0), dtype=jnp.float64)
+    x, y = np.ones((8, 2), np.float32), np.arange(8) % 2
+    calls = [lambda: fnmlp.fit(model, p64, x, y, epochs=1, batch_size=8, verbose=False),
+             lambda: fnmlp.evaluate(model, p64, x, y), lambda: fnmlp.predict(model, p64, x),
+             lambda: fnmlp.predict_proba(model, p64, x)]
+    with count_compiles() as compiles:
+        for call in calls:
+            with pytest.raises(ValueError, match=r"the params' dtype=float64 needs JAX's"
+                                                 r" float64"):
+                call()
+    assert compiles == []
+    with jax.enable_x64(True):
+        assert fnmlp.fit(model, p64, x, y, epochs=1, batch_size=8, verbose=False).params[0][
+            "w"].dtype == np.float64
+
+
 def test_backprop_names_a_delta_of_the_wrong_width():
     """A new user's finding: a raw ``dot_general`` TypeError before."""
     model = fnmlp.mlp([4, 5, 3])
