@@ -126,7 +126,7 @@ class PopulationResult(NamedTuple):
     members: list[Member]
     history: list[list[dict]]  # history[k]: one dict per epoch for member k
     best: int  # index of the member with the lowest final monitored loss
-    monitor: str  # "val_loss" or "train_loss"
+    monitor: str  # "val_loss", "test_loss" (validation_name="test") or "train_loss"
     base_lr: Any = None  # [K]: each member's rate as the program held it (lr_factor scales it)
 
     def member_params(self, k: int) -> Any:
@@ -205,6 +205,7 @@ def fit_population(
     sample_weight: Any = None,
     class_weight: Any = None,
     weight_decay_mask: Callable | None = None,
+    validation_name: str = "val",
 ) -> PopulationResult:
     """Trains ``len(members)`` models of the same architecture in one compiled program.
 
@@ -216,6 +217,10 @@ def fit_population(
       epochs, batch_size, optimizer, loss, grad: as :func:`fnmlp.fit`
         (``optimizer`` is a name).
       validation_data: ``(x_val, y_val)`` evaluated for every member after every epoch.
+      validation_name: the prefix of its scores in the records, the log line and the
+        monitored loss (``"val"``: ``val_loss``); ``"test"`` when ``validation_data`` is a
+        test set (the scripts without ``--val-split``), so no test score reads as a
+        validation one.
       lr_factor: optional ``count -> factor``: member ``k``'s rate at update ``count`` is
         ``lr_k * lr_factor(count)`` (e.g. a cosine decay of every member's own rate). A
         member whose rate an epoch ends at is not finite, or below 0 (fit's rule,
@@ -288,7 +293,9 @@ def fit_population(
     history: list[list[dict]] = [[] for _ in members]
     first_lr = [float(m.lr) * factor0 for m in members]  # each member's first rate
     alive = np.ones(k, bool)
-    monitor = "val_loss" if validation_data is not None else "train_loss"
+    if validation_name not in ("val", "test"):
+        raise ValueError(f"validation_name must be 'val' or 'test'; got {validation_name!r}")
+    monitor = f"{validation_name}_loss" if validation_data is not None else "train_loss"
     examples = k * (len(x) // batch_size) * batch_size  # trained per epoch, all members
 
     def run_epoch(state, e):
@@ -303,7 +310,7 @@ def fit_population(
         for i in range(k):
             r = epoch_record(e, {name: val[i] for name, val in m.items()}, seconds, examples,
                              compiling.seconds)
-            r.update({f"val_{name}": float(val[i]) for name, val in v.items()})
+            r.update({f"{validation_name}_{name}": float(val[i]) for name, val in v.items()})
             before = history[i][-1]["learning_rate"] if history[i] else float(first_lr[i])
             alive[i] &= (bool(m["params_finite"][i]) and math.isfinite(r["train_loss"])
                          and not unusable_rate(float(m["lowest_learning_rate"][i]), before))
@@ -317,7 +324,7 @@ def fit_population(
         rb = history[b][-1]
         return (f"epoch {rb['epoch']}/{epochs}  {k} members, {int(alive.sum())} finite  best"
                 f" #{b} ({_describe(members[b])}) loss {rb['train_loss']:.4f}"
-                + (f"  val_loss {rb['val_loss']:.4f}" if "val_loss" in rb else "")
+                + (f"  {monitor} {rb[monitor]:.4f}" if monitor != "train_loss" else "")
                 + f"  {rb['examples_per_second']:,.0f} ex/s in all")
 
     callback = None if on_epoch_end is None else (

@@ -187,6 +187,22 @@ def test_bad_sweeps_exit_2_with_one_line(tmp_path, sweep, match):
     assert match in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_sweep_without_val_split_names_its_test_scores_test(tmp_path):
+    """A new user's find: without --val-split the population's log printed the test set's
+    loss as "val_loss" (the final table said test_loss for the same number)."""
+    r = _script("--dataset", "moons", "--n", "200", "--epochs", "2", "--out", str(tmp_path),
+                "--sweep", "lr=0.01,0.02")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() + r.stdout.splitlines()
+             if ln.startswith("epoch ")]
+    assert lines and all("test_loss" in ln and "val_loss" not in ln for ln in lines), lines
+    h = json.loads((tmp_path / "members" / "0" / "metrics.json").read_text())["history"]
+    assert "test_loss" in h[-1] and not any(k.startswith("val_") for k in h[-1])
+    with pytest.raises(ValueError, match="validation_name must be 'val' or 'test'"):
+        fit_population(fnmlp.mlp(TINY), SMALL.x, SMALL.y, [Member(1e-2)], epochs=1,
+                       batch_size=32, verbose=False, validation_name="held")
+
+
 def test_repeated_sweep_flags_add_up():
     from fnmlp import cli
 

@@ -91,13 +91,10 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
         optimizer=args.optimizer, loss=lossdef, grad=args.grad,
         validation_data=held, lr_factor=cosine_factor(args, len(x)), mesh=make_mesh_for(args),
         verbose=not args.quiet, class_weight=base["class_weight"],
-        weight_decay_mask=decay_mask())
+        weight_decay_mask=decay_mask(), validation_name="val" if val_split else "test")
     classify = lossdef.classifies
     rows, trained = [], member_hyperparameters(result)  # read from the state that trained
     for k, (m, hist) in enumerate(zip(members, result.history)):
-        if not val_split:  # the held-out set was the test set
-            hist = [{("test" + key[3:] if key.startswith("val_") else key): v
-                     for key, v in r.items()} for r in hist]
         config = {**base, **trained[k], "seed": m.seed, "member": k}
         final = dict(hist[-1])
         if val_split:
