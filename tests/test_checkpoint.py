@@ -114,8 +114,9 @@ def test_non_finite_params_are_refused(tmp_path):
 def test_garbage_and_missing_files(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     state, _ = _state()
-    with pytest.raises(ValueError, match="not a readable fnmlp checkpoint"):
+    with pytest.raises(ValueError, match="not a readable fnmlp checkpoint") as e:
         fnmlp.load_checkpoint(tmp_path / "bad.npz", state)
+    assert "pickle" not in str(e.value)  # a new user's find: NumPy's hint to load it unsafely
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         fnmlp.load_checkpoint(tmp_path / "none.npz", state)
     np.savez(tmp_path / "plain.npz", a=np.zeros(2))

@@ -684,3 +684,19 @@ def test_resume_names_a_data_record_it_cannot_read():
     assert "its training data (None; now 3" in run._difference("data", None, now)
     assert "(5 examples, digest d; now 3, abc" in run._difference(
         "data", {"examples": 5, "digest": "d"}, now)
+
+
+def test_resume_names_the_first_layer_where_the_model_differs():
+    """A new user's find: --resume with another --hidden printed both model configs whole
+    (~450 characters) to diff by eye."""
+    from fnmlp.cli.run import _difference
+
+    def cfg(*layers):
+        return fnmlp.mlp(list(layers), "tanh").to_config()
+
+    assert _difference("model", cfg(2, 32, 2), cfg(2, 16, 2)) == (
+        "model: layer 0 Dense features 32 (now 16)")
+    assert _difference("model", cfg(2, 32, 2), fnmlp.mlp([2, 32, 2], "relu").to_config()) == (
+        "model: layer 1 Tanh (now Relu)")
+    assert _difference("model", cfg(2, 32, 2), cfg(2, 32, 2, 2)) == "model: 3 layers (now 5)"
+    assert len(_difference("model", cfg(784, 256, 128, 10), cfg(784, 256, 64, 10))) < 80

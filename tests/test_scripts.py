@@ -475,11 +475,19 @@ def test_resume_of_an_early_stopping_run_without_patience_is_refused(early_runs)
     scripts refuse the change (fit itself trains on and drops the record)."""
     root, _, _ = early_runs
     args = [a for a in EARLY if a not in ("--patience", "4")]
-    before = (root / "part" / "checkpoint.npz").read_bytes()
+    run_script("train_toy.py", *EARLY, "--epochs", "2", "--out", root / "short")
+    before = (root / "short" / "checkpoint.npz").read_bytes()
     r = run_script("train_toy.py", *args, "--epochs", "80", "--resume", "--out",
-                   root / "part", check=False)
+                   root / "short", check=False)
     _one_line_exit_2(r, "was trained with --patience 4")
-    assert (root / "part" / "checkpoint.npz").read_bytes() == before
+    assert "give --patience again to continue it" in r.stderr
+    assert (root / "short" / "checkpoint.npz").read_bytes() == before
+    # a run that already stopped: nothing to continue (a new user followed "give --patience
+    # again" and got "nothing to train")
+    r = run_script("train_toy.py", *args, "--epochs", "80", "--resume", "--out",
+                   root / "full", check=False)
+    _one_line_exit_2(r, "and stopped early at epoch")
+    assert "start a new run with another --out" in r.stderr
 
 
 def test_early_stopping_resumed_is_the_uninterrupted_run(early_runs):

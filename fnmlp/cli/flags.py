@@ -217,7 +217,8 @@ def base_parser(description: str, *, hidden: str, activation: str, optimizer: st
     p.add_argument("--out", default=out,
                    help="folder for checkpoint.npz, metrics.json and the run's pictures (.png)")
     p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.npz (same config) up to --epochs")
+                   help="continue from OUT/checkpoint.npz (same config) up to --epochs; with"
+                        " no checkpoint there, start fresh (said on stderr)")
     p.add_argument("--checkpoint-seconds", type=non_negative_float, default=1.0,
                    metavar="S",
                    help="write OUT/checkpoint.npz after an epoch when S seconds have passed"

@@ -236,12 +236,33 @@ def _difference(key: str, saved: Any, now: Any) -> str:
     """One difference between a checkpoint's config and this run's, as ``--resume`` says
     it: ``dataset 'spirals' (now 'moons')``; the training data by its size and digest
     (:func:`fnmlp.cli.config.data_record`)."""
+    if key == "model" and isinstance(saved, dict) and isinstance(now, dict):
+        return f"model: {_model_difference(saved, now)}"
     if key == "data":
         was = (f"{saved.get('examples')} examples, digest {saved.get('digest')}"
                if isinstance(saved, dict) else repr(saved))
         return (f"its training data ({was}; now {now['examples']}, {now['digest']}: another"
                 " data set, size, split, seed or folder)")
     return f"{key} {saved!r} (now {now!r})"
+
+
+def _model_difference(saved: dict, now: dict) -> str:
+    """The first place two model configs differ, said short: ``layer 0 Dense features 32
+    (now 16)``, ``3 layers (now 5)``; a new user read two 450-character dicts before."""
+    a, b = saved.get("layers"), now.get("layers")
+    if not (isinstance(a, list) and isinstance(b, list)):
+        return f"{saved!r} (now {now!r})"[:300]
+    for i, (la, lb) in enumerate(zip(a, b)):
+        if la != lb:
+            if la.get("type") != lb.get("type"):
+                return f"layer {i} {la.get('type')} (now {lb.get('type')})"
+            keys = sorted(k for k in {*la, *lb} if la.get(k) != lb.get(k))
+            return f"layer {i} {la.get('type')} " + ", ".join(
+                f"{k} {la.get(k)!r} (now {lb.get(k)!r})" for k in keys)
+    if len(a) != len(b):
+        return f"{len(a)} layers (now {len(b)})"
+    keys = sorted(k for k in {*saved, *now} if k != "layers" and saved.get(k) != now.get(k))
+    return ", ".join(f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in keys)
 
 
 def _resumed_rate(cfg: RunConfig, ckpt) -> RunConfig:
@@ -280,12 +301,6 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
     if diff:
         raise UsageError(f"--resume: {ckpt} was made with another config: "
                          + ", ".join(_difference(k, a, b) for k, (a, b) in diff.items()))
-    if old.get("patience") is not None and config.get("patience") is None:
-        raise UsageError(  # fit would train on without it: the kept epoch and the record's
-            # "restored" mark would no longer be the model the run reports
-            f"--resume: {ckpt} was trained with --patience {old['patience']} (early stopping"
-            " on the validation loss): give --patience again to continue it (any N), or"
-            " start a new run with another --out")
     if config["schedule"] != "constant" and old.get("epochs") != cfg.epochs:
         raise UsageError(
             f"--resume: {ckpt} was made with --epochs {old.get('epochs')} and --schedule"
@@ -301,6 +316,16 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
     if old.get("lr") is not None and old.get("lr") != cfg.lr:
         print(f"--resume: learning rate {old['lr']:g} -> {cfg.lr:g}", file=sys.stderr)
     stopped, epoch = state.early is not None and bool(state.early.stopped), int(state.epoch)
+    if old.get("patience") is not None and config.get("patience") is None:
+        # fit would train on without it: the kept epoch and the record's "restored" mark
+        # would no longer be the model the run reports
+        raise UsageError(
+            f"--resume: {ckpt} was trained with --patience {old['patience']} and stopped early"
+            f" at epoch {epoch}, keeping epoch {int(state.early.best_epoch)}: there is nothing"
+            " to continue; to train further, start a new run with another --out" if stopped
+            else f"--resume: {ckpt} was trained with --patience {old['patience']} (early"
+            " stopping on the validation loss): give --patience again to continue it (any"
+            " N), or start a new run with another --out")
     if epoch > cfg.epochs:
         raise UsageError(
             f"--resume: {ckpt} is at epoch {epoch}, past --epochs {cfg.epochs}; --epochs is"

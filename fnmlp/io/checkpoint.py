@@ -113,6 +113,9 @@ def _open(path):
     if head[:1] in (b"{", b"[") and not zipfile.is_zipfile(path):  # an .npz is a zip
         raise ValueError(f"{path} is not an fnmlp checkpoint (.npz written by save_checkpoint"
                          " / the training scripts); it looks like JSON (metrics.json?)")
+    if not zipfile.is_zipfile(path):  # np.load reads it as a pickle and suggests allow_pickle
+        raise ValueError(f"{path}: not a readable fnmlp checkpoint (not an .npz archive:"
+                         " truncated, or another kind of file)")
     try:
         return np.load(path, allow_pickle=False)
     except DAMAGED as e:
