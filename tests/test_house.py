@@ -285,7 +285,7 @@ def _unsafe_writes(source: str) -> list[int]:
             if f.attr == "write_bytes" and node.args and getattr(node.args[0], "value",
                                                                  None) == b"":
                 continue
-        elif isinstance(f, ast.Name) and f.id == "open":
+        elif "open" in ast.unparse(f):  # open, gzip.open, (gzip.open if gz else open)
             mode = node.args[1] if len(node.args) > 1 else next(
                 (k.value for k in node.keywords if k.arg == "mode"), None)
             if not (isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+")):
@@ -309,7 +309,8 @@ def test_every_file_fnmlp_and_its_scripts_write_is_written_atomically():
     assert len(files) > 40 and not unsafe, unsafe
     # the rule sees the ways a file is written, and write_atomic's lambda as safe
     assert _unsafe_writes("p.write_text('x')\nfig.savefig(p)\nopen(p, 'w')\n"
-                          "np.savez(p, a=a)\nopen(p)\nprobe.write_bytes(b'')") == [1, 2, 3, 4]
+                          "np.savez(p, a=a)\nopen(p)\nprobe.write_bytes(b'')\n"
+                          "(gzip.open if gz else open)(p, 'wb')") == [1, 2, 3, 4, 7]
     assert _unsafe_writes("write_atomic(p, lambda f: fig.savefig(f, format='png'))") == []
 
 

@@ -141,6 +141,15 @@ def test_read_idx_rejects_trailing_bytes(tmp_path):
         read_idx(tmp_path / "l", 1)
 
 
+def test_write_idx_makes_its_folder_and_round_trips_gzipped_or_not(tmp_path):
+    """A new user's find: scripts/README's snippet writing the 5,000 digits as IDX files
+    failed with FileNotFoundError on a folder not yet made."""
+    img = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    for name in ("new/deeper/train-images-idx3-ubyte", "gz/t10k-images-idx3-ubyte.gz"):
+        write_idx(tmp_path / name, img)
+        np.testing.assert_array_equal(read_idx(tmp_path / name, 3), img)
+
+
 def test_tfds_loading_code_under_mock_data(tmp_path, tfds):
     with tfds.testing.mock_data(num_examples=24):
         train = load_mnist_tfds("train", data_dir=str(tmp_path))
@@ -312,7 +321,7 @@ def test_connection_refused_fails_fast(tmp_path, tfds):
     files = {n: FileInfo("x", 1, "0" * 64) for pair in data.IDX_FILES.values()
              for n in (pair[0] + ".gz", pair[1] + ".gz")}
     t = time.perf_counter()
-    with pytest.raises(MnistUnavailableError, match=f"127.0.0.1:{port} did not answer"):
+    with pytest.raises(MnistUnavailableError, match=f"127.0.0.1:{port} could not be reached"):
         download_mnist("train", tmp_path, base_url=f"http://127.0.0.1:{port}/", files=files)
     assert time.perf_counter() - t < 5
 

