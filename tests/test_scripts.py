@@ -603,8 +603,10 @@ def test_sigkill_during_checkpoint_write_then_resume_is_bitwise_equal(tmp_path):
     assert "resuming from" in r.stderr and "at epoch 2" in r.stderr
     _bitwise_equal(_arrays(full / "checkpoint.npz"), _arrays(ckpt))
     history = json.loads((crashed / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [3, 4, 5, 6]  # metrics.json of the crashed run
-    # was never written, so only the resumed epochs are in its history
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]  # the history written beside
+    # each checkpoint kept epochs 1-2 (before, only the resumed epochs were left)
+    whole = json.loads((full / "metrics.json").read_text())["history"]
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in whole]
 
 
 def test_sigterm_writes_the_last_epoch_and_exits_143(tmp_path):
@@ -631,6 +633,11 @@ def test_sigterm_writes_the_last_epoch_and_exits_143(tmp_path):
     epoch = int(_arrays(tmp_path / "checkpoint.npz")["epoch"])
     assert epoch >= seen
     fnmlp.load_model(tmp_path / "checkpoint.npz")  # a model to use
+    # the history beside it, to the same epoch (a new user's find: it was lost, and
+    # --resume said "the history of epochs 1-113 is lost")
+    partial = json.loads((tmp_path / "metrics.json").read_text())
+    assert "partial" in partial and partial["history"][-1]["epoch"] == epoch
+    assert [r["epoch"] for r in partial["history"]] == list(range(1, epoch + 1))
 
 
 # Runs the real script, but the 3rd checkpoint write stalls halfway through the archive
