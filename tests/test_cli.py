@@ -700,3 +700,22 @@ def test_resume_names_the_first_layer_where_the_model_differs():
         "model: layer 1 Tanh (now Relu)")
     assert _difference("model", cfg(2, 32, 2), cfg(2, 32, 2, 2)) == "model: 3 layers (now 5)"
     assert len(_difference("model", cfg(784, 256, 128, 10), cfg(784, 256, 64, 10))) < 80
+
+
+def test_ensemble_bars_keep_their_labels_inside_and_say_each_line(tmp_path, figures):
+    """A new user's find: at accuracy 1.0 the bars' value labels ran into the subtitle
+    (the axis stopped at 1.0), the ensemble's dashed line was not in the legend, and the
+    subtitle was cut at the left of a 3-member picture."""
+    plot.ensemble_bars([0.94, 1.0, 1.0], 1.0, str(tmp_path / "e.png"), "t",
+                       ["lr 0.001\nseed 0", "lr 0.01\nseed 0", "lr 0.01\nseed 1"])
+    fig = figures[-1]
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    top = max(t.get_window_extent().y1 for t in ax.texts)  # the value labels
+    assert top < ax.get_window_extent().y1 and ax.get_ylim()[1] > 1.0
+    assert max(ax.get_yticks()) <= 1.0 + 1e-9  # no accuracy tick above 1
+    labels = ax.get_legend().get_texts()
+    assert any("the ensemble's level 1.0000" in t.get_text() for t in labels)
+    title = ax.title.get_window_extent()
+    assert title.x0 >= 0 and title.x1 <= fig.bbox.x1
+    assert [t.get_text() for t in ax.get_xticklabels()][:1] == ["lr 0.001\nseed 0"]

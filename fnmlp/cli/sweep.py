@@ -152,10 +152,12 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
                                f" {architecture_name(base)} trained in one program",
                                best=best, held="validation" if val_split else "test")
         if "ensemble_test_accuracy" in summary:
+            varies = [k for k in ("lr", "wd", "seed") if len({r[k] for r in rows}) > 1]
             plot.ensemble_bars([r["test_accuracy"] for r in rows],
                                summary["ensemble_test_accuracy"], str(out / "ensemble.png"),
-                               f"{dataset}: {architecture_name(base)}, {len(members)} seeds",
-                               [f"seed {r['seed']}" for r in rows])
+                               f"{dataset}: {architecture_name(base)}, {len(members)} members",
+                               ["\n".join(f"{k} {r[k]:g}" for k in varies) or f"#{r['member']}"
+                                for r in rows])
     except ImportError as e:
         print(f"no pictures: {e}", file=sys.stderr)
     key = "test_accuracy" if classify else "test_mse"

@@ -252,7 +252,7 @@ def ensemble_bars(member_accuracy: list[float], ensemble_accuracy: float, path: 
     plt = _plt()
     accs = [float(a) for a in member_accuracy]
     labels = labels or [f"#{k}" for k in range(len(accs))]
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(accs) + 3), 4.2))
+    fig, ax = plt.subplots(figsize=(max(8.5, 0.8 * len(accs) + 5), 4.2))  # the legend beside
     xs = np.arange(len(accs) + 1)
     bars = ax.bar(xs, accs + [ensemble_accuracy], color=["C0"] * len(accs) + ["C3"])
     for b, a in zip(bars, accs + [ensemble_accuracy]):
@@ -263,15 +263,18 @@ def ensemble_bars(member_accuracy: list[float], ensemble_accuracy: float, path: 
     lo = min(accs + [ensemble_accuracy])
     hi = max(accs + [ensemble_accuracy])
     pad = max(0.01, (hi - lo) * 0.6)
-    ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    ax.set_ylim(max(0.0, lo - pad), hi + pad)  # room above 1.0 for the bars' labels
+    ax.set_yticks([t for t in ax.get_yticks() if max(0.0, lo - pad) <= t <= 1.0 + 1e-9])
     ax.set_xticks(xs, labels + ["ensemble\n(mean prob.)"], fontsize=8)
     ax.set_ylabel("test accuracy")
     ax.set_xlabel("model")
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    ax.legend([Patch(color="C0"), Patch(color="C3"), Line2D([], [], color="C0", ls=":")],
-              ["one member", "the ensemble", f"members' mean {np.mean(accs):.4f}"],
+    ax.legend([Patch(color="C0"), Patch(color="C3"), Line2D([], [], color="C3", ls="--"),
+               Line2D([], [], color="C0", ls=":")],
+              ["one member", "the ensemble", f"the ensemble's level {ensemble_accuracy:.4f}",
+               f"members' mean {np.mean(accs):.4f}"],
               fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     ax.set_title(title + ("\n" if title else "") + "each member's test accuracy and the"
                  " ensemble's (y axis zoomed)", fontsize=10)
