@@ -456,8 +456,9 @@ def round_ratios(runs: dict[str, list]) -> dict:
     """One ratio per round: the faster of that round's NumPy runs (``numpy``, ``numpy@1t``)
     over that round's ``fnmlp_warm`` (falling back to ``fnmlp``) wall time; > 1 means
     fnmlp is faster. ``numpy`` names which NumPy run won each round."""
-    fn = runs.get("fnmlp_warm") or runs.get("fnmlp") or []
-    out: dict = {"ratios": [], "numpy": []}
+    used = "fnmlp_warm" if runs.get("fnmlp_warm") else "fnmlp"
+    fn = runs.get(used) or []
+    out: dict = {"ratios": [], "numpy": [], "fnmlp": used}
     for f in fn:
         peers = [(o["wall_s"], name) for name in ("numpy", "numpy@1t")
                  for o in runs.get(name, []) if o["round"] == f["round"]]
@@ -557,7 +558,7 @@ def main(argv=None):
                         ("affinity_cores", "cores", "")])
     if headline["ratios"]:
         md += ("\n\nHeadline, round by round: the faster NumPy run of the round (all threads"
-               " or one) over fnmlp_warm's wall: " + ", ".join(
+               f" or one) over {headline['fnmlp']}'s wall: " + ", ".join(
                    f"{r:.2f}x ({n})" for r, n in zip(headline["ratios"], headline["numpy"]))
                + f"; median {C.median(headline['ratios']):.2f}x. Load average (1, 5, 15 min)"
                f" before {info['load_average_before']}, after {info['load_average_after']}.")

@@ -220,3 +220,15 @@ def test_bench_startup_quick(tmp_path):
         assert _positive(r["seconds"], r["min_s"], r["max_s"])
         assert r["min_s"] <= r["seconds"] <= r["max_s"]
     assert got["import jax"]["ml_dtypes"]  # the release the import loaded is named
+
+
+def test_bench_mnist_headline_names_the_fnmlp_run_it_divides():
+    """A new user's find: --quick (no fnmlp_warm run) printed its headline as 'over
+    fnmlp_warm's wall'; the ratio was of the plain fnmlp run."""
+    from bench_mnist import round_ratios
+
+    runs = {"fnmlp": [{"round": 0, "wall_s": 2.0}], "numpy": [{"round": 0, "wall_s": 3.0}],
+            "numpy@1t": [{"round": 0, "wall_s": 4.0}]}
+    assert round_ratios(runs) == {"ratios": [1.5], "numpy": ["numpy"], "fnmlp": "fnmlp"}
+    runs["fnmlp_warm"] = [{"round": 0, "wall_s": 1.5}]
+    assert round_ratios(runs) == {"ratios": [2.0], "numpy": ["numpy"], "fnmlp": "fnmlp_warm"}

@@ -220,7 +220,7 @@ def test_gpu_run_help_does_not_start_the_run(tmp_path):
     ("train_toy.py", ["--hidden", "-3"], "--hidden: must be positive"),
     ("train_toy.py", ["--lr", "nan"], "--lr: must be a finite number > 0"),
     ("train_toy.py", ["--dataset", "mnist"], "invalid choice: 'mnist'"),
-    ("train_toy.py", ["--batch-size", "5000"], "batch_size must be at most"),
+    ("train_toy.py", ["--batch-size", "5000"], "--batch-size 5000 is more than the 450 training examples: give a smaller"),
     ("train_toy.py", ["--test-fraction", "2"], "--test-fraction must be in (0, 1)"),
     ("train_regression.py", ["--loss", "softmax_cross_entropy"], "invalid choice"),
     ("train_regression.py", ["--epochs", "-3"], "--epochs: must be a positive integer"),

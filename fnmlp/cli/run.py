@@ -122,7 +122,13 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     cfg = _resumed_rate(cfg, ckpt)
     config.update(cfg.member())
 
-    optimizer = make_optimizer(cfg, n_fit(cfg, len(x)))
+    n_train = n_fit(cfg, len(x))
+    if cfg.batch_size > n_train:  # fit would say batch_size, not which flags to change
+        raise UsageError(f"--batch-size {cfg.batch_size} is more than the {n_train} training"
+                         " examples" + (f" ({len(x)} less --val-split {cfg.val_split:g})"
+                                        if cfg.val_split else "")
+                         + ": give a smaller --batch-size or more data")
+    optimizer = make_optimizer(cfg, n_train)
     params = model.init_params(jax.random.key(cfg.seed), config["input"]["width"])
     state, history, stopped = _resume(cfg, config, ckpt, metrics_path, params, optimizer)
 
