@@ -408,17 +408,28 @@ def make_mesh_for(args: argparse.Namespace):
     return make_mesh(args.devices)
 
 
+EXEC_GAP = 3.0
+"""Seconds: a process that existed this much longer than :mod:`fnmlp.cli` has been
+imported ran something else before Python (a shell's last command is exec'd in its own
+process: ``pip install ... && python script.py`` counted pip's 12 s): the script's wall
+time is then counted from the import. Python's start and its imports up to there take
+0.05-0.3 s here."""
+
+
 def wall_seconds() -> float:
-    """Seconds since this process started: from ``/proc`` on Linux (the interpreter's
-    start included), else since :mod:`fnmlp.cli` was imported."""
+    """Seconds since this script started: from the process's start (``/proc`` on Linux:
+    the interpreter's start included), or since :mod:`fnmlp.cli` was imported when the
+    process is older than Python in it (:data:`EXEC_GAP`) or there is no ``/proc``."""
+    imported = time.perf_counter() - _IMPORTED
     try:
         with open("/proc/self/stat") as f:
             start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
         with open("/proc/uptime") as f:
             uptime = float(f.read().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+        process = max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
-        return time.perf_counter() - _IMPORTED
+        return imported
+    return imported if process - imported > EXEC_GAP else process
 
 
 # fnmlp.data.mnist.IDX_FILES, repeated here so that --mnist-dir is checked before jax is
