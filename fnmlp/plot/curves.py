@@ -46,7 +46,7 @@ def loss_curve(history: list[dict], path: str, title: str = "") -> None:
                  " were still changing (and with dropout on, if any);\nthe held-out loss is"
                  " measured after the epoch. And on a small set with label noise, the split"
                  " decides how many mislabelled or borderline points, which dominate the"
-                 " loss, land on each side.", fontsize=7.5, va="bottom", color="0.25")
+                 " loss, land on each side.", fontsize=8, va="bottom", color="0.25")
         fig.tight_layout(rect=(0, 0.08, 1, 1))
     else:
         fig.tight_layout()

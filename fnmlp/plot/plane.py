@@ -78,8 +78,8 @@ def decision_boundaries(panels: list[tuple[str, Callable[[np.ndarray], np.ndarra
         ax.set_title(caption, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel("x0", fontsize=7, labelpad=1)
-        ax.set_ylabel("x1", fontsize=7, labelpad=1)
+        ax.set_xlabel("x0", fontsize=9, labelpad=1)
+        ax.set_ylabel("x1", fontsize=9, labelpad=1)
     fig.suptitle((title + "\n" if title else "") + "shading: the predicted class; points:"
                  " the true class", fontsize=10)
     handles, _ = pts.legend_elements()  # the colour of each class, as in every panel
@@ -145,12 +145,12 @@ def hidden_units(layers: list[tuple[str, Callable[[np.ndarray], np.ndarray]]],
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"unit {u}\nscore {score[u]:.2g}", fontsize=8)
-            ax.set_xlabel("x0", fontsize=6, labelpad=1)
+            ax.set_xlabel("x0", fontsize=8, labelpad=1)
             first = j % cols == 0
             ax.set_ylabel(f"{name}\n{len(order)} of {width} units\nx1" if j == 0 else "x1",
-                          fontsize=8 if j == 0 else 6, labelpad=1)
+                          fontsize=8, labelpad=1)
             if not first:
-                ax.set_ylabel("x1", fontsize=6, labelpad=1)
+                ax.set_ylabel("x1", fontsize=8, labelpad=1)
         fig.colorbar(im, ax=list(panel_axes), shrink=0.8, pad=0.01,
                      label="unit output")
     handles, labels = axes[0, 0].get_legend_handles_labels()
