@@ -108,7 +108,7 @@ def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
         while JAX's float64 is off (saying how to turn it on).
     """
     try:
-        want = jnp.dtype(dtype)
+        want = None if dtype is None else jnp.dtype(dtype)  # dtype(None) is float64
     except TypeError:
         want = None
     if want is None or want.name not in PARAM_DTYPES:

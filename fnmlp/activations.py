@@ -55,17 +55,20 @@ def d_identity(z: Array) -> Array:
 
 
 def relu(z: Array) -> Array:
-    """``relu(z) = z if z > 0 else 0``.  Derivative: ``1 if z > 0 else 0``.
+    """``relu(z) = 0 if z <= 0 else z``.  Derivative: ``0 if z <= 0 else 1``.
 
-    At the kink ``z = 0`` both paths take 0, as PyTorch does. The forward is a
-    ``where`` on ``z > 0`` (not ``jnp.maximum``, whose autodiff splits a tie as 0.5).
+    At the kink ``z = 0`` both paths take 0, as PyTorch does, and NaN passes through, as
+    in PyTorch (``where(z > 0, z, 0)`` made a NaN unit 0: a model with NaN weights then
+    predicted finite numbers). The forward is a ``where`` (not ``jnp.maximum``, whose
+    autodiff splits a tie as 0.5).
     """
-    return jnp.where(z > 0, z, jnp.zeros_like(z))
+    return jnp.where(z <= 0, jnp.zeros_like(z), z)
 
 
 def d_relu(z: Array) -> Array:
-    """``d relu(z)/dz = 1 if z > 0 else 0`` (0 at ``z = 0``, as PyTorch)."""
-    return (z > 0).astype(z.dtype)
+    """``d relu(z)/dz = 0 if z <= 0 else 1`` (0 at ``z = 0``, 1 at NaN, as PyTorch's
+    ``threshold_backward``)."""
+    return jnp.where(z <= 0, jnp.zeros_like(z), jnp.ones_like(z))
 
 
 def leaky_relu(z: Array) -> Array:

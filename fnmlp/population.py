@@ -82,8 +82,14 @@ class Member(NamedTuple):
 
 def grid(lr: Sequence[float] = (1e-3,), wd: Sequence[float] = (0.0,),
          seed: Sequence[int] = (0,)) -> list[Member]:
-    """Every combination of the given values (learning rate slowest, seed fastest)."""
-    return [Member(float(a), float(b), int(c)) for a, b, c in itertools.product(lr, wd, seed)]
+    """Every combination of the given values (learning rate slowest, seed fastest).
+
+    Raises:
+      ValueError: a seed outside the one seed rule (:func:`fnmlp._checks.check_seed`):
+        ``int()`` turned 1.5 into 1 and True into 1 silently.
+    """
+    seeds = [check_seed(c, "seed") for c in seed]
+    return [Member(float(a), float(b), c) for a, b, c in itertools.product(lr, wd, seeds)]
 
 
 def parse_sweep(specs: Sequence[str], defaults: Member) -> list[Member]:

@@ -580,6 +580,8 @@ def test_float64_asked_by_name_with_float64_off_is_refused_everywhere(tmp_path):
     params = model.init_params(jax.random.key(0))
     fnmlp.save_checkpoint(tmp_path / "m.npz", params, model_config(model, "softmax_cross_entropy"))
     x, y = np.ones((8, 3), np.float32), np.arange(8) % 2
+    with pytest.raises(ValueError, match="dtype must be a float dtype, .*; got None"):
+        model.init_params(jax.random.key(0), dtype=None)  # dtype(None) is float64: it said so
     calls = [lambda: model.init_params(jax.random.key(0), dtype=jnp.float64),
              lambda: fnmlp.load_model(tmp_path / "m.npz", dtype="float64"),
              lambda: fnmlp.fit_population(model, x, y, [fnmlp.population.Member(0.1)], epochs=1,
@@ -681,7 +683,8 @@ def test_float64_params_used_with_float64_off_are_refused_by_every_entry_point()
     x, y = np.ones((8, 2), np.float32), np.arange(8) % 2
     calls = [lambda: fnmlp.fit(model, p64, x, y, epochs=1, batch_size=8, verbose=False),
              lambda: fnmlp.evaluate(model, p64, x, y), lambda: fnmlp.predict(model, p64, x),
-             lambda: fnmlp.predict_proba(model, p64, x)]
+             lambda: fnmlp.predict_proba(model, p64, x),
+             lambda: model.apply(p64, x)]  # it computed in float32 (a breaker's find)
     with count_compiles() as compiles:
         for call in calls:
             with pytest.raises(ValueError, match=r"the params' dtype=float64 needs JAX's"

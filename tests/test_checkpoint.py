@@ -111,6 +111,40 @@ def test_non_finite_params_are_refused(tmp_path):
     assert not (tmp_path / "c.npz").exists()
 
 
+def test_a_checkpoint_holding_nan_is_refused_on_load_and_relu_passes_nan(tmp_path):
+    """A breaker's find: a valid archive whose weights held NaN (save refuses them, so a
+    damaged file or another writer) loaded, and relu (where(z > 0, z, 0)) zeroed the NaN
+    units: finite probabilities from NaN weights. Loading refuses it, naming the layer;
+    relu passes NaN as PyTorch's does."""
+    import io
+    import zipfile
+
+    model = fnmlp.mlp([4, 8, 3], "relu")
+    params = model.init_params(jax.random.key(0))
+    src, dst = tmp_path / "ok.npz", tmp_path / "nan.npz"
+    fnmlp.save_checkpoint(src, params, fnmlp.model_config(model, "softmax_cross_entropy"))
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w") as zo:
+        for name in zi.namelist():
+            data = zi.read(name)
+            if name.endswith("0/w.npy"):
+                a = np.load(io.BytesIO(data)).copy()
+                a[:, 0] = np.nan
+                buf = io.BytesIO()
+                np.save(buf, a)
+                data = buf.getvalue()
+            zo.writestr(name, data)
+    with pytest.raises(ValueError, match=r"layer 0 'w' holds nan at index \(0, 0\) \(4"
+                                         r" non-finite value\(s\) in all\)"):
+        fnmlp.load_model(dst)
+    nan = jax.tree.map(lambda a: a, params)
+    nan[0]["w"] = nan[0]["w"].at[:, 0].set(jnp.nan)
+    assert np.isnan(np.asarray(fnmlp.predict_proba(model, nan, np.ones((2, 4))))).all()
+    z = jnp.array([-jnp.inf, -1.0, 0.0, 2.0, jnp.nan])
+    got = np.asarray(fnmlp.activations.relu(z))
+    np.testing.assert_array_equal(got[:4], [0.0, 0.0, 0.0, 2.0])  # torch.relu's values
+    assert np.isnan(got[4])
+
+
 def test_garbage_and_missing_files(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     state, _ = _state()

@@ -699,6 +699,9 @@ def test_resume_names_the_first_layer_where_the_model_differs():
     assert _difference("model", cfg(2, 32, 2), fnmlp.mlp([2, 32, 2], "relu").to_config()) == (
         "model: layer 1 Tanh (now Relu)")
     assert _difference("model", cfg(2, 32, 2), cfg(2, 32, 2, 2)) == "model: 3 layers (now 5)"
+    # fewer hidden layers: the count first (it named the output layer's width alone)
+    assert _difference("model", cfg(2, 16, 8, 2), cfg(2, 16, 2)) == (
+        "model: 5 layers (now 3); first at layer 2 Dense features 8 (now 2)")
     assert len(_difference("model", cfg(784, 256, 128, 10), cfg(784, 256, 64, 10))) < 80
 
 
@@ -743,3 +746,20 @@ def test_wall_seconds_counts_from_python_in_a_process_a_shell_exec_d_into():
                        timeout=60)
     wall, since = map(float, r.stdout.split())
     assert since <= wall < 3, r.stdout  # the interpreter's start included
+
+
+def test_a_sweeps_ensemble_bars_name_each_member_by_what_varies(tmp_path, figures):
+    """Breakers' finds: a sweep's bars were all labelled 'seed 0/1' (its learning rates
+    unnamed) and large seeds printed as 'seed 1e+06' (format :g)."""
+    from fnmlp import data
+
+    args = cli.base_parser("t", hidden="8", activation="tanh", optimizer="adam", lr=1e-2,
+                           batch_size=32, epochs=2, out=str(tmp_path)).parse_args(
+        ["--sweep", "lr=0.01,0.03", "seed=1000000,1000001", "--quiet"])
+    train, test = data.make_moons(160, seed=0), data.make_moons(60, seed=1)
+    cli.run_population(args, cli.members_from_args(args), train=(train.x, train.y),
+                       test=(test.x, test.y), loss="softmax_cross_entropy", dataset="moons")
+    bars = [f for f in figures if f.axes and "ensemble" in f.axes[0].get_title()][-1]
+    labels = [t.get_text() for t in bars.axes[0].get_xticklabels()]
+    assert labels[:2] == ["lr 0.01\nseed 1000000", "lr 0.01\nseed 1000001"], labels
+    assert "4 members" in bars.axes[0].get_title()

@@ -129,6 +129,9 @@ def test_patience_on_an_accuracy_keeps_the_highest_and_refuses_min(moons):
         Patience(3, "val_accuracy")
     with pytest.raises(ValueError, match="mode must be 'min'"):
         Patience(3, mode="maximum")
+    with pytest.raises(ValueError, match="'val_loss' falls as the model learns: give"
+                                         " mode='min'"):  # it kept the worst epoch
+        Patience(3, "val_loss", mode="max")
     stop, state, key = Patience(2, "val_accuracy", mode="max"), init_state(params, opt), (
         jax.random.key(0))
     seen = []

@@ -198,9 +198,35 @@ def test_a_sweep_without_val_split_names_its_test_scores_test(tmp_path):
     assert lines and all("test_loss" in ln and "val_loss" not in ln for ln in lines), lines
     h = json.loads((tmp_path / "members" / "0" / "metrics.json").read_text())["history"]
     assert "test_loss" in h[-1] and not any(k.startswith("val_") for k in h[-1])
+    # wall_seconds means what one run's does (since the script started; it held training
+    # and evaluation, a breaker's find), run_seconds the training and evaluation
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["wall_seconds"] > summary["run_seconds"] > 0
+    assert "script_seconds" not in summary
     with pytest.raises(ValueError, match="validation_name must be 'val' or 'test'"):
         fit_population(fnmlp.mlp(TINY), SMALL.x, SMALL.y, [Member(1e-2)], epochs=1,
                        batch_size=32, verbose=False, validation_name="held")
+
+
+def test_grid_refuses_seeds_the_seed_rule_refuses():
+    """A breaker's find: grid(seed=[1.5, 2.9, True]) trained with seeds [1, 2, 1]."""
+    for bad in (1.5, True, -1, 2**32):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
+            grid(lr=[0.1], seed=[0, bad])
+    assert [m.seed for m in grid(seed=[np.int64(3), 2**32 - 1])] == [3, 2**32 - 1]
+
+
+def test_an_ensemble_whose_seeds_pass_2_32_says_which_flags():
+    """A breaker's find: --seed 4294967295 --ensemble 3 said 'member seed must be an
+    integer in [0, 2**32); got 4294967296', a name and number never typed."""
+    from fnmlp import cli
+
+    args = cli.base_parser("t", hidden="8", activation="tanh", optimizer="adam", lr=1e-2,
+                           batch_size=32, epochs=2, out="o").parse_args(["--seed", "4294967295"])
+    args.ensemble = 3
+    with pytest.raises(cli.UsageError, match=r"--ensemble 3 trains seeds --seed .. --seed \+ 2,"
+                                             r" .* give --seed 4294967293 or less"):
+        cli.members_from_args(args)
 
 
 def test_repeated_sweep_flags_add_up():

@@ -222,6 +222,10 @@ def test_gpu_run_help_does_not_start_the_run(tmp_path):
     ("train_toy.py", ["--dataset", "mnist"], "invalid choice: 'mnist'"),
     ("train_toy.py", ["--batch-size", "5000"],
      "--batch-size 5000 is more than the 450 training examples: give a smaller"),
+    # a breaker's find: it blamed --batch-size, or named fit's validation_split
+    ("train_toy.py", ["--val-split", "0.999", "--batch-size", "1"],
+     "--val-split=0.999 of 450 examples leaves an empty split"),
+    ("train_toy.py", ["--val-split", "0.001"], "--val-split=0.001 of 450 examples leaves"),
     ("train_toy.py", ["--test-fraction", "2"], "--test-fraction must be in (0, 1)"),
     ("train_regression.py", ["--loss", "softmax_cross_entropy"], "invalid choice"),
     ("train_regression.py", ["--epochs", "-3"], "--epochs: must be a positive integer"),
@@ -608,6 +612,36 @@ def test_sigkill_during_checkpoint_write_then_resume_is_bitwise_equal(tmp_path):
     # each checkpoint kept epochs 1-2 (before, only the resumed epochs were left)
     whole = json.loads((full / "metrics.json").read_text())["history"]
     assert [h["train_loss"] for h in history] == [h["train_loss"] for h in whole]
+
+
+# Runs the real script, SIGKILLed when it is about to write the history beside its 5th
+# checkpoint (a breaker's find: the history was written after the checkpoint, so a kill
+# between the two left epoch 5 out of the history for good).
+KILLED_AT_HISTORY = """
+import importlib, os, runpy, signal, sys
+r = importlib.import_module("fnmlp.cli.run")  # the module (fnmlp.cli.run is also a function)
+real, n = r.write_json, [0]
+def write_json(path, obj):
+    if "partial" in obj:
+        n[0] += 1
+        if n[0] == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, obj)
+r.write_json = write_json
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_a_kill_between_history_and_checkpoint_loses_no_epoch(tmp_path):
+    args = [*TOY, "--quiet", "--checkpoint-seconds", "0", "--out", tmp_path]
+    r = subprocess.run([sys.executable, "-c", KILLED_AT_HISTORY,
+                        f"{REPO}/scripts/train_toy.py", *map(str, args), "--epochs", "50"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    run_script("train_toy.py", *args, "--epochs", "10", "--resume")
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 11))
 
 
 def test_sigterm_writes_the_last_epoch_and_exits_143(tmp_path):

@@ -122,6 +122,10 @@ def run(args: argparse.Namespace, *, train: tuple, test: tuple, loss: str,
     cfg = _resumed_rate(cfg, ckpt)
     config.update(cfg.member())
 
+    if cfg.val_split:  # named as the flag (fit would say validation_split)
+        from fnmlp.data._common import check_split
+
+        check_split(len(x), cfg.val_split, "--val-split")
     n_train = n_fit(cfg, len(x))
     if cfg.batch_size > n_train:  # fit would say batch_size, not which flags to change
         raise UsageError(f"--batch-size {cfg.batch_size} is more than the {n_train} training"
@@ -222,8 +226,9 @@ class Checkpointer:
     (2-core AMD EPYC), its training 0.1 s.
 
     ``written``: the epoch last written by this run, or None. ``also``, when given, runs
-    after each write (the scripts write the history so far beside it, so a run ended by
-    SIGTERM or Ctrl-C resumes with its epochs' history). Not thread-safe; one per run.
+    before each write (the scripts write the history so far beside it, so a run ended by
+    SIGTERM, Ctrl-C or SIGKILL resumes with its epochs' history: written first, it is never
+    behind the checkpoint). Not thread-safe; one per run.
     """
 
     def __init__(self, path, config: dict, every_seconds: float = 1.0,
@@ -246,11 +251,11 @@ class Checkpointer:
             from fnmlp.io.checkpoint import save_checkpoint
 
             t = time.perf_counter()
+            if self.also is not None:  # first: a kill between the two leaves the history
+                self.also()  # ahead of the checkpoint, which a resume cuts back to it
             save_checkpoint(self.path, self.latest, self.config)
             self.written = int(self.latest.epoch)
             self.latest = None
-            if self.also is not None:
-                self.also()
             self.last_write = time.perf_counter()
             self.cost = self.last_write - t
 
@@ -281,15 +286,18 @@ def _model_difference(saved: dict, now: dict) -> str:
     a, b = saved.get("layers"), now.get("layers")
     if not (isinstance(a, list) and isinstance(b, list)):
         return f"{saved!r} (now {now!r})"[:300]
+    count = f"{len(a)} layers (now {len(b)})" if len(a) != len(b) else ""
     for i, (la, lb) in enumerate(zip(a, b)):
         if la != lb:
             if la.get("type") != lb.get("type"):
-                return f"layer {i} {la.get('type')} (now {lb.get('type')})"
-            keys = sorted(k for k in {*la, *lb} if la.get(k) != lb.get(k))
-            return f"layer {i} {la.get('type')} " + ", ".join(
-                f"{k} {la.get(k)!r} (now {lb.get(k)!r})" for k in keys)
-    if len(a) != len(b):
-        return f"{len(a)} layers (now {len(b)})"
+                first = f"layer {i} {la.get('type')} (now {lb.get('type')})"
+            else:
+                keys = sorted(k for k in {*la, *lb} if la.get(k) != lb.get(k))
+                first = f"layer {i} {la.get('type')} " + ", ".join(
+                    f"{k} {la.get(k)!r} (now {lb.get(k)!r})" for k in keys)
+            return f"{count}; first at {first}" if count else first
+    if count:
+        return count
     keys = sorted(k for k in {*saved, *now} if k != "layers" and saved.get(k) != now.get(k))
     return ", ".join(f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in keys)
 

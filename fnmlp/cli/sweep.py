@@ -41,6 +41,12 @@ def members_from_args(args: argparse.Namespace) -> list | None:
             raise UsageError(f"{flag} is not available with --sweep/--ensemble (a population"
                              " trains from scratch for --epochs)")
     if ensemble:
+        from fnmlp._names import SEED_LIMIT
+
+        if args.seed + ensemble > SEED_LIMIT:
+            raise UsageError(f"--ensemble {ensemble} trains seeds --seed .. --seed +"
+                             f" {ensemble - 1}, which must stay below 2**32; got --seed"
+                             f" {args.seed}: give --seed {SEED_LIMIT - ensemble} or less")
         return grid([args.lr], [weight_decay(args)],
                     list(range(args.seed, args.seed + ensemble)))
     try:
@@ -125,7 +131,7 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
     best = ranking[0]["member"]
     summary = {"config": base, "members": rows, "ranking": [r["member"] for r in ranking],
                "ranked_by": rank_by, "best": best, "device": device_description(),
-               "wall_seconds": time.perf_counter() - t_start}
+               "run_seconds": time.perf_counter() - t_start}  # training and evaluation
     if all(r["diverged"] for r in rows):  # nothing to keep, rank or ensemble
         write_json(out / "metrics.json", {**summary, "best": None})
         raise FloatingPointError(
@@ -156,8 +162,8 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
             plot.ensemble_bars([r["test_accuracy"] for r in rows],
                                summary["ensemble_test_accuracy"], str(out / "ensemble.png"),
                                f"{dataset}: {architecture_name(base)}, {len(members)} members",
-                               ["\n".join(f"{k} {r[k]:g}" for k in varies) or f"#{r['member']}"
-                                for r in rows])
+                               ["\n".join(f"{k} {r[k]}" if k == "seed" else f"{k} {r[k]:g}"
+                                          for k in varies) or f"#{r['member']}" for r in rows])
     except ImportError as e:
         print(f"no pictures: {e}", file=sys.stderr)
     key = "test_accuracy" if classify else "test_mse"
@@ -174,9 +180,9 @@ def run_population(args: argparse.Namespace, members: list, *, train: tuple, tes
               f" test_accuracy {summary['ensemble_test_accuracy']:.4f}")
     from fnmlp.cli.flags import wall_seconds
 
-    summary["script_seconds"] = wall_seconds()
+    summary["wall_seconds"] = wall_seconds()  # since the script started, as one run's
     write_json(out / "metrics.json", summary)
     print(f"done: {len(members)} members, best #{best} (by {rank_by}); training and evaluation"
-          f" {summary['wall_seconds']:.1f} s, wall {summary['script_seconds']:.1f} s"
+          f" {summary['run_seconds']:.1f} s, wall {summary['wall_seconds']:.1f} s"
           f" (since the script started) -> {out}")
     return summary

@@ -39,6 +39,15 @@ def split_sizes(n: int, fraction: float) -> tuple[int, int]:
     return n - held, held
 
 
+def check_split(n: int, fraction: float, name: str = "test_fraction") -> int:
+    """The held-out count of :func:`split_sizes`; ``ValueError`` naming ``name`` when
+    either part would be empty (the scripts name their flag: ``--val-split``)."""
+    held = split_sizes(n, fraction)[1]
+    if held < 1 or held >= n:
+        raise ValueError(f"{name}={fraction} of {n} examples leaves an empty split")
+    return held
+
+
 def train_test_split(
     x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, seed: int = 0,
     name: str = "test_fraction",
@@ -51,10 +60,7 @@ def train_test_split(
         raise ValueError(f"x and y must have the same length; got {len(x)} and {len(y)}")
     if not (isinstance(test_fraction, float) and 0 < test_fraction < 1):
         raise ValueError(f"{name} must be a float in (0, 1); got {test_fraction!r}")
-    n_test = len(x) - split_sizes(len(x), test_fraction)[0]
-    if n_test < 1 or n_test >= len(x):
-        raise ValueError(
-            f"{name}={test_fraction} of {len(x)} examples leaves an empty split")
+    n_test = check_split(len(x), test_fraction, name)
     perm = rng(seed).permutation(len(x))
     te, tr = perm[:n_test], perm[n_test:]
     return Dataset(x[tr], y[tr]), Dataset(x[te], y[te])

@@ -207,10 +207,21 @@ def load_checkpoint(path: str | os.PathLike, template: Any, prefix: str | None =
 
 
 def _check_fits(a: np.ndarray, dtype: np.dtype, path, name: str) -> None:
-    """``ValueError`` when a finite stored value would become inf in the template's
-    ``dtype``: ``load_model(dtype="float16")`` turned a weight of 1e5 into inf with only
-    NumPy's cast warning, and the model predicted NaN."""
-    if a.size == 0 or a.dtype.kind != "f" or not jnp.issubdtype(dtype, jnp.floating):
+    """``ValueError`` when a stored value is not finite (``save_checkpoint`` refuses them:
+    the file was damaged or written otherwise; a NaN weight loaded silently) or a finite
+    one would become inf in the template's ``dtype``: ``load_model(dtype="float16")``
+    turned a weight of 1e5 into inf with only NumPy's cast warning, and the model
+    predicted NaN."""
+    if a.size == 0 or a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        idx = np.unravel_index(int(np.argmax(bad)), a.shape)
+        raise ValueError(f"{path}: {_where(name)} holds {a[idx]} at index"
+                         f" {tuple(int(i) for i in idx)} ({int(bad.sum())} non-finite value(s)"
+                         " in all); fnmlp never saves those: the file is damaged or was"
+                         " written by something else")
+    if not jnp.issubdtype(dtype, jnp.floating):
         return
     top = float(jnp.finfo(dtype).max)
     if float(jnp.finfo(a.dtype).max) <= top:

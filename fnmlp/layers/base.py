@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnmlp._checks import check_float_dtype, check_key, is_positive_int
+from fnmlp._checks import check_float_dtype, check_key, is_positive_int, is_traced
 
 Array = jax.Array
 Params = Any  # a pytree of arrays
@@ -81,7 +81,17 @@ class Layer:
         return type(self).__name__
 
     def apply(self, params: Params, x: Array, ctx: Context = EVAL) -> Array:
-        """The output alone: ``forward(params, x, ctx)[0]``."""
+        """The output alone: ``forward(params, x, ctx)[0]``.
+
+        Raises:
+          ValueError: float64 params (made inside ``jax.enable_x64``) with JAX's float64
+            off, which would compute in float32 (the one dtype rule,
+            :func:`fnmlp._checks.check_float_dtype`; traced params are never float64 then).
+        """
+        leaves = jax.tree.leaves(params)
+        if leaves and getattr(leaves[0], "dtype", None) == np.float64 and not is_traced(
+                leaves[0]):
+            check_float_dtype(leaves[0].dtype, "the params' dtype")
         return self.forward(params, x, ctx)[0]
 
     def init_params(self, key: Array, in_features: int | None = None,

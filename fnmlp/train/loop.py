@@ -172,9 +172,9 @@ class Patience:
 
     Raises:
       ValueError: ``patience`` not a positive integer, ``mode`` not ``"min"``/``"max"``,
-        an accuracy monitored with ``"min"``, or (in :meth:`update`) a record without
-        ``monitor`` (no validation data was scored that epoch) or whose value is not one
-        number.
+        an accuracy monitored with ``"min"`` or a loss or error with ``"max"``, or (in
+        :meth:`update`) a record without ``monitor`` (no validation data was scored that
+        epoch) or whose value is not one number.
     """
 
     patience: int
@@ -192,6 +192,9 @@ class Patience:
         if "accuracy" in self.monitor and self.mode == "min":
             raise ValueError(f"{self.monitor!r} grows as the model learns: give mode='max'"
                              " (mode='min' keeps the epoch with the lowest accuracy)")
+        if any(w in self.monitor for w in ("loss", "mse", "mae")) and self.mode == "max":
+            raise ValueError(f"{self.monitor!r} falls as the model learns: give mode='min'"
+                             " (mode='max' keeps the epoch with the highest loss)")
 
     @property
     def key(self) -> str:
