@@ -229,6 +229,18 @@ def test_an_ensemble_whose_seeds_pass_2_32_says_which_flags():
         cli.members_from_args(args)
 
 
+def test_resume_of_a_populations_folder_is_refused_and_keeps_its_summary(tmp_path):
+    """A breaker's find: --resume --out of a sweep's folder trained its best member on and
+    replaced the summary metrics.json (every member's row) with one run's history."""
+    common = ["--dataset", "moons", "--n", "120", "--quiet", "--out", str(tmp_path)]
+    assert _script(*common, "--epochs", "2", "--sweep", "lr=0.01,0.02").returncode == 0
+    before = (tmp_path / "metrics.json").read_bytes()
+    r = _script(*common, "--epochs", "4", "--resume")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "is the best member of a population" in r.stderr
+    assert (tmp_path / "metrics.json").read_bytes() == before
+
+
 def test_repeated_sweep_flags_add_up():
     from fnmlp import cli
 

@@ -329,6 +329,11 @@ def _resume(cfg: RunConfig, config: dict, ckpt, metrics_path, params, optimizer)
 
     meta = read_checkpoint_meta(ckpt)
     old = saved_config(meta["config"], ckpt)  # an earlier format read as today's
+    if old.get("member") is not None:  # its metrics.json is the population's summary
+        raise UsageError(f"--resume: {ckpt} is the best member of a population (--sweep or"
+                         " --ensemble), whose metrics.json holds every member: --resume"
+                         " continues a single run; give another --out (load_model reads"
+                         " the member as it is)")
     same = ("dataset", "data", "model", "loss", "optimizer", "batch_size", "grad", "seed",
             "schedule", "class_weight", "val_split", "weight_decay")
     optional = ("dataset", "data", "class_weight", "val_split",  # absent from older ones
