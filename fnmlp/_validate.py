@@ -224,7 +224,9 @@ def param_widths(model: Layer, params: Any, d_in: int) -> tuple[int, int]:
     if d is not None and d_in is not None and int(d_in) != d:
         raise ValueError(f"x must have {d} features (the model's input width); got {d_in}")
     d = int(d_in if d_in is not None else d)
-    flat, treedef = _expected(model, d, jnp.dtype(dtype_of(params)).name)
+    # the structure and shapes in a dtype JAX holds now (they do not depend on it; float64
+    # with float64 off is refused below, without JAX's truncation warnings first)
+    flat, treedef = _expected(model, d, jax.dtypes.canonicalize_dtype(dtype_of(params)).name)
     got, got_def = jax.tree_util.tree_flatten_with_path(params)
     if got_def != treedef:
         raise ValueError(
