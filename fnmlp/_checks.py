@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["check_float_dtype", "check_key", "check_positive_float", "check_positive_int",
-           "check_seed",
+           "check_seed", "overflow_at",
            "is_int", "is_key", "is_positive_int", "is_traced"]
 
 
@@ -94,6 +94,27 @@ def check_key(key: Any, name: str = "key") -> Any:
 PARAM_DTYPES = ("float16", "bfloat16", "float32", "float64")
 """The float dtypes params may have: those JAX draws, trains and reduces in on every
 backend. float8 and float4 load but predict NaN, float128 fails inside JAX."""
+
+
+def overflow_at(a: Any, dtype: Any) -> tuple[tuple[int, ...], int] | None:
+    """Where finite values of the host array ``a`` become inf as the float ``dtype``: the
+    index of the first and how many, or None. The one rule of "this would become inf" for
+    inputs cast to the params' dtype, inputs to a ``compute_dtype`` and a checkpoint's
+    weights loaded in another dtype: the range is read first, the element-wise cast made
+    only when a value lies beyond ``dtype``'s largest (65519 rounds to float16's 65504,
+    65520 becomes inf). Non-finite values of ``a`` are not counted."""
+    a = np.asarray(a)
+    if a.size == 0 or a.dtype.kind not in "iufV":
+        return None
+    top = float(jnp.finfo(dtype).max)
+    with np.errstate(invalid="ignore"):
+        if not max(abs(float(np.min(a))), abs(float(np.max(a)))) > top:  # NaN: not beyond
+            return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(a.astype(dtype)) & np.isfinite(a.astype(np.float64))
+    if not bad.any():
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), a.shape)), int(bad.sum())
 
 
 def check_float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:

@@ -22,7 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnmlp._checks import check_float_dtype, check_positive_float, check_positive_int, is_traced
+from fnmlp._checks import (
+    check_float_dtype,
+    check_positive_float,
+    check_positive_int,
+    is_traced,
+    overflow_at,
+)
 from fnmlp.layers import Layer, check_model
 from fnmlp.losses import Loss, check_loss_for_model, check_outputs, get_loss
 
@@ -259,18 +265,7 @@ def cast(x: Any, params: Any, name: str = "x") -> Array:
     with np.errstate(over="ignore"):  # an overflow is reported below, by index
         out = np.asarray(x, dtype=dtype) if host else jnp.asarray(x, dtype=dtype)
     if src is not None and _may_overflow(src, dtype) and not is_traced(out):
-        seen = out if host else np.asarray(out)
-        lo, hi = (float(np.min(seen)), float(np.max(seen))) if seen.size else (0.0, 0.0)
-        if not (np.isfinite(lo) and np.isfinite(hi)):  # x itself was checked finite
-            a = np.asarray(x)
-            bad = ~np.isfinite(seen) & np.isfinite(a.astype(np.float64))
-            if bad.any():
-                idx = np.unravel_index(int(np.argmax(bad)), a.shape)
-                raise ValueError(
-                    f"{name} must fit the model's dtype {dtype.name} (|v| <="
-                    f" {float(jnp.finfo(dtype).max):.4g}); got {a[idx]:g} at index"
-                    f" {tuple(int(i) for i in idx)} ({int(bad.sum())} value(s) in all), which"
-                    f" would become inf: scale {name}, or use params of a wider dtype")
+        _refuse_overflow(x, dtype, name, "the model's dtype", "use params of a wider dtype")
     return jax.device_put(out) if host else out
 
 
@@ -279,19 +274,20 @@ def check_fits(x: Any, dtype: Any, name: str = "x", what: str = "compute_dtype")
     dtype ``what`` names): a float16 ``compute_dtype`` turned an input of 1e5 into inf, and
     the run diverged naming the learning rate. Reads the range of ``x`` on the host, and
     the offending index only when there is one."""
-    dtype = jnp.dtype(dtype)
-    a = np.asarray(x)
-    if a.size == 0 or a.dtype.kind not in "iuf" or not _may_overflow(a.dtype, dtype):
-        return
-    top = float(jnp.finfo(dtype).max)
-    if max(abs(float(np.min(a))), abs(float(np.max(a)))) <= top:
-        return
-    big = np.abs(a.astype(np.float64)) > top
-    idx = np.unravel_index(int(np.argmax(big)), a.shape)
-    raise ValueError(f"{name} must fit {what} {dtype.name} (|v| <= {top:.4g}); got"
-                     f" {a[idx]:g} at index {tuple(int(i) for i in idx)}"
-                     f" ({int(big.sum())} value(s) in all), which would become inf: scale"
-                     f" {name}, or compute in a wider dtype")
+    if _may_overflow(np.asarray(x).dtype, jnp.dtype(dtype)):
+        _refuse_overflow(x, jnp.dtype(dtype), name, what, "compute in a wider dtype")
+
+
+def _refuse_overflow(x: Any, dtype: np.dtype, name: str, what: str, fix: str) -> None:
+    """``ValueError`` naming the first value of ``x`` that becomes inf as ``dtype``
+    (:func:`fnmlp._checks.overflow_at`), if any."""
+    hit = overflow_at(x, dtype)
+    if hit is not None:
+        (idx, count), a = hit, np.asarray(x)
+        raise ValueError(f"{name} must fit {what} {dtype.name} (|v| <="
+                         f" {float(jnp.finfo(dtype).max):.4g}); got {a[idx]:g} at index {idx}"
+                         f" ({count} value(s) in all), which would become inf: scale {name},"
+                         f" or {fix}")
 
 
 def _may_overflow(src: np.dtype, dtype: np.dtype) -> bool:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.lib import format as npy
 
+from fnmlp._checks import overflow_at
 from fnmlp._version import __version__
 from fnmlp.io.atomic import write_atomic
 from fnmlp.layers.base import plain
@@ -221,19 +222,16 @@ def _check_fits(a: np.ndarray, dtype: np.dtype, path, name: str) -> None:
                          f" {tuple(int(i) for i in idx)} ({int(bad.sum())} non-finite value(s)"
                          " in all); fnmlp never saves those: the file is damaged or was"
                          " written by something else")
-    if not jnp.issubdtype(dtype, jnp.floating):
+    if not jnp.issubdtype(dtype, jnp.floating) or jnp.finfo(a.dtype).max <= jnp.finfo(
+            dtype).max:
         return
-    top = float(jnp.finfo(dtype).max)
-    if float(jnp.finfo(a.dtype).max) <= top:
-        return
-    with np.errstate(invalid="ignore"):
-        big = np.abs(a) > top  # NaN compares False: never stored (save refuses them)
-    if big.any():
-        idx = np.unravel_index(int(np.argmax(big)), a.shape)
-        raise ValueError(f"{path}: {_where(name)} holds {a[idx]:g} at index"
-                         f" {tuple(int(i) for i in idx)} ({int(big.sum())} value(s) in all),"
-                         f" beyond {dtype.name}'s range (|v| <= {top:.4g}): load it in a wider"
-                         " dtype (dtype=None keeps the saved one)")
+    hit = overflow_at(a, dtype)
+    if hit is not None:
+        idx, count = hit
+        raise ValueError(f"{path}: {_where(name)} holds {a[idx]:g} at index {idx} ({count}"
+                         f" value(s) in all), beyond {dtype.name}'s range (|v| <="
+                         f" {float(jnp.finfo(dtype).max):.4g}): load it in a wider dtype"
+                         " (dtype=None keeps the saved one)")
 
 
 class MemberHeader(NamedTuple):
